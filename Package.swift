@@ -1,0 +1,96 @@
+// swift-tools-version:6.1
+//
+// ondemand-snapshotter: a nydus-style on-demand container snapshotter.
+// Dependencies point one way: ctl -> SnapshotterAPI; Snapshotter -> MountManager -> BlobStore -> SystemSupport.
+
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "ondemand-snapshotter",
+    products: [
+        .executable(name: "snapshotterd", targets: ["Snapshotter"]),
+        .executable(name: "snapctl", targets: ["ctl"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+    ],
+    targets: [
+        // C entry points: system libraries through pkg-config module maps, shims for what Swift cannot call.
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .target(name: "CLinux"),
+
+        // Leaf modules.
+        .target(name: "SystemSupport", dependencies: ["CLinux"], swiftSettings: strict),
+        .target(name: "TOML", swiftSettings: strict),
+        .target(name: "SnapshotterAPI", swiftSettings: strict),
+
+        // The three layers of the service.
+        .target(
+            name: "BlobStore",
+            dependencies: [
+                "CSQLite", "SystemSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "MountManager",
+            dependencies: [
+                "BlobStore", "SystemSupport", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "Snapshotter",
+            dependencies: [
+                "MountManager", "BlobStore", "SnapshotterAPI", "SystemSupport", "TOML", "CSystemd", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "ctl",
+            dependencies: [
+                "SnapshotterAPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+
+        // Benchmarks: executables run by make targets, never timed tests.
+        .executableTarget(
+            name: "SnapshotBench",
+            dependencies: ["SnapshotterAPI"],
+            path: "benchmarks/SnapshotBench",
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
+        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "SystemSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "MountManagerTests",
+            dependencies: ["MountManager", "SystemSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "SnapshotterTests",
+            dependencies: ["SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,56 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemSupport
+
+/// Performs and undoes mounts with mount(2)/umount2(2) directly (never through mount(8)).
+public enum Mounter {
+    /// mount(2) copies at most one page of filesystem data.
+    public static let maximumDataLength = Int(sysconf(Int32(_SC_PAGESIZE))) - 1
+
+    /// Mounts `mount` at `target`. A read-only bind is a bind followed by a read-only remount, since the
+    /// kernel ignores MS_RDONLY on the bind itself.
+    public static func mount(_ mount: KernelMount, at target: String) throws(MountError) {
+        let (flags, data) = mount.flagsAndData
+        guard data.utf8.count <= maximumDataLength else {
+            throw .optionsTooLong(target: target, length: data.utf8.count, limit: maximumDataLength)
+        }
+        do throws(SyscallError) {
+            try retryingSyscall("mount", target) {
+                Glibc.mount(mount.source, target, mount.type, flags, data.isEmpty ? nil : data)
+            }
+            let bind = UInt(MS_BIND)
+            let readOnly = UInt(MS_RDONLY)
+            if flags & bind != 0 && flags & readOnly != 0 {
+                do throws(SyscallError) {
+                    try retryingSyscall("mount(remount,ro)", target) {
+                        Glibc.mount("", target, "", UInt(MS_REMOUNT) | bind | readOnly | (flags & UInt(MS_REC)), nil)
+                    }
+                } catch {
+                    _ = umount2(target, Int32(MNT_DETACH))
+                    throw error
+                }
+            }
+        } catch {
+            throw .failed(mount, target: target, error)
+        }
+    }
+
+    /// Unmounts `target`; with `detach`, lazily (MNT_DETACH) so busy mounts go once their users leave.
+    public static func unmount(_ target: String, detach: Bool = false) throws(MountError) {
+        do throws(SyscallError) {
+            try retryingSyscall("umount2", target) { umount2(target, detach ? Int32(MNT_DETACH) : 0) }
+        } catch {
+            throw .unmountFailed(target: target, error)
+        }
+    }
+}
+
+/// What the running kernel's overlayfs offers.
+public enum OverlayFeatures {
+    /// containerd's overlay snapshotter adds `index=off` when the kernel has the `index` feature, so that
+    /// layers can be mounted under several overlays; we return the same mounts.
+    public static let hasIndex: Bool = FileSystem.exists("/sys/module/overlay/parameters/index")
+}

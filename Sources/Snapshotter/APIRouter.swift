@@ -1,0 +1,223 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+import BlobStore
+import Logging
+import MountManager
+import SnapshotterAPI
+import SystemSupport
+
+/// One HTTP request as the router sees it.
+struct APIRequest: Sendable {
+    var method: String
+    var uri: String
+    var body: [UInt8]
+    var peerUID: UInt32
+}
+
+/// One HTTP answer.
+struct APIResponse: Sendable {
+    var status: Int
+    var body: [UInt8]
+    var contentType = "application/json"
+    var extraHeaders: [(String, String)] = []
+}
+
+/// Maps routes under /v1/ to the snapshot service (docs/api.md lists them). Runs on the blocking pool.
+final class APIRouter: Sendable {
+    let service: SnapshotService
+    let reconciler: Reconciler
+    let logger: Logger
+    let status: @Sendable () throws -> StatusResponse
+
+    init(service: SnapshotService, reconciler: Reconciler, logger: Logger, status: @escaping @Sendable () throws -> StatusResponse) {
+        self.service = service
+        self.reconciler = reconciler
+        self.logger = logger
+        self.status = status
+    }
+
+    func handle(_ request: APIRequest) -> APIResponse {
+        let started = monotonicNanoseconds()
+        let response: APIResponse
+        do {
+            response = try route(request)
+        } catch let error as APIError {
+            response = Self.errorResponse(error)
+        } catch let error as SnapshotError {
+            response = Self.errorResponse(error.apiError)
+        } catch let error as MethodNotAllowed {
+            var answer = Self.errorResponse(
+                .invalidArgument("method \(error.method) is not allowed on \(error.uri); use \(error.allowed.joined(separator: ", "))"))
+            answer.status = 405
+            answer.extraHeaders = [("Allow", error.allowed.joined(separator: ", "))]
+            response = answer
+        } catch let error as DecodingError {
+            response = Self.errorResponse(.invalidArgument("malformed JSON body: \(Self.describe(error))"))
+        } catch {
+            logger.error("request failed", metadata: ["http.method": "\(request.method)", "http.uri": "\(request.uri)", "error": "\(error)"])
+            response = Self.errorResponse(APIError(.internal, "\(error)"))
+        }
+        logger.debug(
+            "request",
+            metadata: [
+                "http.method": "\(request.method)", "http.uri": "\(request.uri)", "http.status": "\(response.status)",
+                "http.duration_us": "\((monotonicNanoseconds() - started) / 1000)", "peer.uid": "\(request.peerUID)",
+            ])
+        return response
+    }
+
+    private func route(_ request: APIRequest) throws -> APIResponse {
+        let (segments, query) = try Self.split(request.uri)
+        let method = request.method
+        switch segments {
+        case ["v1", "status"]:
+            try allow(method, ["GET"], request)
+            return try json(status())
+        case ["v1", "snapshots"]:
+            try allow(method, ["GET"], request)
+            let filters = query.filter { $0.0 == "filter" }.map(\.1)
+            return try json(ListResponse(snapshots: service.list(filters: filters)))
+        case ["v1", "snapshots", "prepare"] where method == "POST", ["v1", "snapshots", "view"] where method == "POST":
+            let body = try decode(PrepareRequest.self, request)
+            let kind: SnapshotKind = segments[2] == "prepare" ? .active : .view
+            let mounts = try service.create(kind: kind, key: body.key, parent: body.parent, labels: body.labels ?? [:])
+            return try json(MountsResponse(mounts: mounts.map(Self.spec)), status: 201)
+        case ["v1", "snapshots", "commit"] where method == "POST":
+            let body = try decode(CommitRequest.self, request)
+            try service.commit(name: body.name, key: body.key, labels: body.labels ?? [:])
+            return try json(EmptyResponse(), status: 201)
+        case ["v1", "unmount"]:
+            try allow(method, ["POST"], request)
+            try service.unmount(target: try decode(UnmountRequest.self, request).target)
+            return try json(EmptyResponse())
+        case ["v1", "cleanup"]:
+            try allow(method, ["POST"], request)
+            return try json(CleanupResponse(removed: reconciler.cleanup()))
+        default:
+            break
+        }
+        guard segments.count >= 3, segments[0] == "v1", segments[1] == "snapshots" else {
+            throw APIError.notFound("no route \(method) \(request.uri); see docs/api.md")
+        }
+        let key = segments[2]
+        try SnapshotNames.validate(key: key)
+        switch Array(segments.dropFirst(3)) {
+        case []:
+            try allow(method, ["GET", "PATCH", "DELETE"], request)
+            switch method {
+            case "GET": return try json(InfoResponse(info: service.stat(key: key)))
+            case "PATCH":
+                let body = try decode(UpdateRequest.self, request)
+                return try json(InfoResponse(info: service.update(key: key, labels: body.labels, fieldpaths: body.fieldpaths ?? [])))
+            default:
+                try service.remove(key: key)
+                return try json(EmptyResponse())
+            }
+        case ["mounts"]:
+            try allow(method, ["GET"], request)
+            return try json(MountsResponse(mounts: service.mounts(key: key).map(Self.spec)))
+        case ["usage"]:
+            try allow(method, ["GET"], request)
+            return try json(service.usage(key: key))
+        case ["mount"]:
+            try allow(method, ["POST"], request)
+            let body = try decode(MountRequest.self, request)
+            let mounts = try service.mount(key: key, target: body.target)
+            return try json(MountedResponse(target: try SnapshotService.normalize(target: body.target), mounts: mounts.map(Self.spec)))
+        default:
+            throw APIError.notFound("no route \(method) \(request.uri); see docs/api.md")
+        }
+    }
+
+    // MARK: - Helpers
+
+    static func spec(_ mount: KernelMount) -> MountSpec {
+        MountSpec(type: mount.type, source: mount.source, options: mount.options)
+    }
+
+    private func allow(_ method: String, _ allowed: [String], _ request: APIRequest) throws {
+        guard allowed.contains(method) else {
+            throw MethodNotAllowed(method: method, uri: request.uri, allowed: allowed)
+        }
+    }
+
+    private func decode<T: Decodable>(_ type: T.Type, _ request: APIRequest) throws -> T {
+        guard !request.body.isEmpty else { throw APIError.invalidArgument("\(request.method) \(request.uri) needs a JSON body") }
+        return try JSONDecoder().decode(T.self, from: Data(request.body))
+    }
+
+    private func json(_ value: some Encodable, status: Int = 200) throws -> APIResponse {
+        APIResponse(status: status, body: Array(try Self.encoder.encode(value)))
+    }
+
+    private static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }()
+
+    static func errorResponse(_ error: APIError) -> APIResponse {
+        let body = (try? encoder.encode(ErrorEnvelope(error: error))).map(Array.init) ?? Array("{}".utf8)
+        return APIResponse(status: error.kind.httpStatus, body: body)
+    }
+
+    /// Splits a request target into percent-decoded path segments and query pairs.
+    static func split(_ uri: String) throws -> ([String], [(String, String)]) {
+        let parts = uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        let segments = try parts[0].split(separator: "/").map { try percentDecode(String($0)) }
+        var query: [(String, String)] = []
+        if parts.count > 1 {
+            for pair in parts[1].split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                query.append((try percentDecode(String(kv[0])), kv.count > 1 ? try percentDecode(String(kv[1])) : ""))
+            }
+        }
+        return (segments, query)
+    }
+
+    static func percentDecode(_ text: String) throws -> String {
+        guard text.contains("%") || text.contains("+") else { return text }
+        var out: [UInt8] = []
+        let bytes = Array(text.utf8)
+        var i = 0
+        while i < bytes.count {
+            if bytes[i] == UInt8(ascii: "%") {
+                guard i + 2 < bytes.count,
+                    let value = UInt8(String(decoding: bytes[(i + 1)...(i + 2)], as: UTF8.self), radix: 16)
+                else { throw APIError.invalidArgument("bad percent-encoding in \(text.debugDescription)") }
+                out.append(value)
+                i += 3
+            } else {
+                out.append(bytes[i] == UInt8(ascii: "+") ? UInt8(ascii: " ") : bytes[i])
+                i += 1
+            }
+        }
+        guard let decoded = String(validating: out, as: UTF8.self) else {
+            throw APIError.invalidArgument("percent-encoding in \(text.debugDescription) is not UTF-8")
+        }
+        return decoded
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .dataCorrupted(let context): return context.debugDescription
+        case .keyNotFound(let key, _): return "missing field \(key.stringValue)"
+        case .typeMismatch(let type, let context):
+            return "field \(context.codingPath.map(\.stringValue).joined(separator: ".")) must be \(type)"
+        case .valueNotFound(_, let context):
+            return "field \(context.codingPath.map(\.stringValue).joined(separator: ".")) must not be null"
+        @unknown default: return "\(error)"
+        }
+    }
+}
+
+/// 405 with an Allow header.
+struct MethodNotAllowed: Error {
+    let method: String
+    let uri: String
+    let allowed: [String]
+}
+

@@ -1,0 +1,214 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import CLinux
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import ServiceLifecycle
+import SnapshotterAPI
+import SystemSupport
+
+/// Where the API listens: a path we bind ourselves, or a socket systemd handed over (LISTEN_FDS).
+enum ListenerSource: Sendable {
+    case path(String)
+    case inherited(fd: Int32, name: String)
+}
+
+enum APIServerError: Error, CustomStringConvertible {
+    case socketInUse(String)
+    case cannotPrepareSocket(String, SyscallError)
+
+    var description: String {
+        switch self {
+        case .socketInUse(let path):
+            return "another process is serving \(path); stop it first or choose another --socket"
+        case .cannotPrepareSocket(let path, let error):
+            return "cannot prepare the API socket \(path): \(error)"
+        }
+    }
+}
+
+/// HTTP/1.1 with JSON bodies over a Unix socket (NIO). Each connection is checked with SO_PEERCRED; each
+/// request runs on the blocking pool through the router; bodies over the limit get 413 unread.
+final class APIServer: Service {
+    private let listener: ListenerSource
+    private let router: APIRouter
+    private let allowedUIDs: Set<UInt32>
+    private let maxBodyBytes: Int
+    private let threadPool: NIOThreadPool
+    private let logger: Logger
+    private let onReady: @Sendable () -> Void
+    private let onStopping: @Sendable () -> Void
+
+    init(
+        listener: ListenerSource,
+        router: APIRouter,
+        allowedUIDs: Set<UInt32>,
+        maxBodyBytes: Int,
+        threadPool: NIOThreadPool,
+        logger: Logger,
+        onReady: @escaping @Sendable () -> Void,
+        onStopping: @escaping @Sendable () -> Void
+    ) {
+        self.listener = listener
+        self.router = router
+        self.allowedUIDs = allowedUIDs
+        self.maxBodyBytes = maxBodyBytes
+        self.threadPool = threadPool
+        self.logger = logger
+        self.onReady = onReady
+        self.onStopping = onStopping
+    }
+
+    typealias HTTPChannel = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
+
+    struct Connection: Sendable {
+        let channel: HTTPChannel
+        let peer: clinux_peer_cred
+    }
+
+    func run() async throws {
+        let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.backlog, value: 256)
+        let initializer: @Sendable (Channel) -> EventLoopFuture<Connection> = { channel in
+            guard let provider = channel as? SocketOptionProvider else {
+                return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
+            }
+            let credentials: EventLoopFuture<clinux_peer_cred> = provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(clinux_so_peercred()))
+            return credentials.flatMapThrowing { peer in
+                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                return Connection(channel: try HTTPChannel(wrappingChannelSynchronously: channel), peer: peer)
+            }
+        }
+        let server: NIOAsyncChannel<Connection, Never>
+        switch listener {
+        case .path(let path):
+            try Self.prepareSocketPath(path)
+            let previous = umask(0o177)
+            defer { umask(previous) }
+            server = try await bootstrap.bind(
+                unixDomainSocketPath: path, cleanupExistingSocketFile: true, childChannelInitializer: initializer)
+            do {
+                try FileSystem.chmod(path, 0o600)
+            } catch {
+                throw APIServerError.cannotPrepareSocket(path, error)
+            }
+            logger.info("API listening", metadata: ["api.socket": "\(path)"])
+        case .inherited(let fd, let name):
+            server = try await bootstrap.bind(fd, childChannelInitializer: initializer)
+            logger.info("API listening on an inherited socket", metadata: ["api.fd": "\(fd)", "api.fd_name": "\(name)"])
+        }
+        onReady()
+        try await server.executeThenClose { inbound in
+            try await withThrowingDiscardingTaskGroup { group in
+                for try await connection in inbound.cancelOnGracefulShutdown() {
+                    group.addTask { await self.serve(connection) }
+                }
+            }
+        }
+        onStopping()
+        if case .path(let path) = listener { unlink(path) }
+        logger.info("API stopped")
+    }
+
+    /// Creates the socket's directory (0700 if new) and refuses to take over a socket someone still serves.
+    static func prepareSocketPath(_ path: String) throws {
+        let directory = FileSystem.parentPath(path)
+        do {
+            try FileSystem.makeDirectories(directory, mode: 0o700)
+        } catch {
+            throw APIServerError.cannotPrepareSocket(path, error)
+        }
+        guard FileSystem.exists(path) else { return }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8.prefix(raw.count - 1))
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(probe) }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if connected == 0 { throw APIServerError.socketInUse(path) }
+    }
+
+    private func serve(_ connection: Connection) async {
+        let peer = connection.peer
+        let allowed = allowedUIDs.contains(peer.uid)
+        do {
+            try await connection.channel.executeThenClose { inbound, outbound in
+                var head: HTTPRequestHead?
+                var body = ByteBuffer()
+                for try await part in inbound.cancelOnGracefulShutdown() {
+                    switch part {
+                    case .head(let requestHead):
+                        head = requestHead
+                        body.clear()
+                        if !allowed {
+                            logger.warning("peer refused", metadata: ["peer.uid": "\(peer.uid)", "peer.pid": "\(peer.pid)"])
+                            let error = APIRouter.errorResponse(
+                                .init(.permissionDenied, "uid \(peer.uid) is not allowed to use this API (api.allowed_uids)"))
+                            try await write(error, keepAlive: false, to: outbound)
+                            return
+                        }
+                        if let length = requestHead.headers.first(name: "content-length").flatMap(Int.init), length > maxBodyBytes {
+                            try await write(tooLarge(), keepAlive: false, to: outbound)
+                            return
+                        }
+                    case .body(var chunk):
+                        if body.readableBytes + chunk.readableBytes > maxBodyBytes {
+                            try await write(tooLarge(), keepAlive: false, to: outbound)
+                            return
+                        }
+                        body.writeBuffer(&chunk)
+                    case .end:
+                        guard let requestHead = head else { continue }
+                        head = nil
+                        let request = APIRequest(
+                            method: requestHead.method.rawValue,
+                            uri: requestHead.uri,
+                            body: Array(body.readableBytesView),
+                            peerUID: peer.uid
+                        )
+                        let router = self.router
+                        let response = try await threadPool.runIfActive { router.handle(request) }
+                        try await write(response, keepAlive: requestHead.isKeepAlive, to: outbound)
+                        if !requestHead.isKeepAlive { return }
+                    }
+                }
+            }
+        } catch {
+            logger.debug("connection ended with an error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func tooLarge() -> APIResponse {
+        var response = APIRouter.errorResponse(.init(.invalidArgument, "request body exceeds \(maxBodyBytes) bytes (api.max_body_bytes)"))
+        response.status = 413
+        return response
+    }
+
+    private func write(
+        _ response: APIResponse,
+        keepAlive: Bool,
+        to outbound: NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
+    ) async throws {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(response.body.count))
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        for (name, value) in response.extraHeaders { headers.add(name: name, value: value) }
+        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        try await outbound.write(.head(head))
+        try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: response.body))))
+        try await outbound.write(.end(nil))
+    }
+}

@@ -1,0 +1,138 @@
+import SystemSupport
+import TOML
+
+/// The daemon's settings: built-in defaults, then the TOML file, then command-line flags.
+struct DaemonConfig: Equatable, Sendable {
+    static let defaultPath = "/etc/ondemand-snapshotter/config.toml"
+
+    var root = "/var/lib/ondemand-snapshotter"
+    var socket = "/run/ondemand-snapshotter/snapshotter.sock"
+    /// Peer uids (SO_PEERCRED) allowed to use the API.
+    var allowedUIDs: [UInt32] = [0]
+    /// Largest request body accepted, in bytes.
+    var maxBodyBytes = 1 << 20
+    var logLevel = "info"
+    /// Threads for blocking work (SQLite, file-system walks, mount(2)).
+    var blockingThreads = 4
+
+    /// Reads a config file over the defaults. Unknown keys are errors, so typos do not pass silently.
+    static func load(path: String, over base: DaemonConfig = DaemonConfig()) throws(ConfigError) -> DaemonConfig {
+        let bytes: [UInt8]
+        do {
+            bytes = try FileSystem.readFile(path)
+        } catch {
+            throw .unreadable(path: path, reason: error.description)
+        }
+        let document: TOMLValue
+        do {
+            document = try TOMLParser.parse(String(decoding: bytes, as: UTF8.self))
+        } catch {
+            throw .syntax(path: path, error: error)
+        }
+        return try DaemonConfig(document: document, path: path, base: base)
+    }
+
+    init() {}
+
+    private init(document: TOMLValue, path: String, base: DaemonConfig) throws(ConfigError) {
+        self = base
+        let reader = ConfigReader(path: path)
+        let top = try reader.table(document, at: "", known: ["root", "api", "log", "daemon"])
+        if let value = top["root"] { root = try reader.string(value, at: "root") }
+        if let api = top["api"] {
+            let table = try reader.table(api, at: "api", known: ["socket", "allowed_uids", "max_body_bytes"])
+            if let value = table["socket"] { socket = try reader.string(value, at: "api.socket") }
+            if let value = table["allowed_uids"] {
+                allowedUIDs = try reader.array(value, at: "api.allowed_uids").map { item throws(ConfigError) in
+                    UInt32(try reader.integer(item, at: "api.allowed_uids", range: 0...Int64(UInt32.max)))
+                }
+            }
+            if let value = table["max_body_bytes"] {
+                maxBodyBytes = Int(try reader.integer(value, at: "api.max_body_bytes", range: 1024...(1 << 30)))
+            }
+        }
+        if let log = top["log"] {
+            let table = try reader.table(log, at: "log", known: ["level"])
+            if let value = table["level"] { logLevel = try reader.string(value, at: "log.level") }
+        }
+        if let daemon = top["daemon"] {
+            let table = try reader.table(daemon, at: "daemon", known: ["blocking_threads"])
+            if let value = table["blocking_threads"] {
+                blockingThreads = Int(try reader.integer(value, at: "daemon.blocking_threads", range: 1...64))
+            }
+        }
+    }
+
+    /// Checks values that no type can express; returns the first problem.
+    func validate() throws(ConfigError) {
+        guard root.hasPrefix("/") else { throw .invalid(key: "root", reason: "must be an absolute path, got \(root)") }
+        guard socket.hasPrefix("/") else {
+            throw .invalid(key: "api.socket", reason: "must be an absolute path, got \(socket)")
+        }
+        guard socket.utf8.count < 108 else {
+            throw .invalid(key: "api.socket", reason: "is longer than a Unix socket path may be (107 bytes)")
+        }
+        guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
+            throw .invalid(key: "log.level", reason: "must be trace, debug, info, notice, warning, error or critical")
+        }
+    }
+}
+
+enum ConfigError: Error, Equatable, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    case syntax(path: String, error: TOMLError)
+    case unknownKey(path: String, key: String)
+    case wrongType(path: String, key: String, expected: String, found: String)
+    case outOfRange(path: String, key: String, value: Int64, range: ClosedRange<Int64>)
+    case invalid(key: String, reason: String)
+
+    var description: String {
+        switch self {
+        case .unreadable(let path, let reason): return "cannot read config \(path): \(reason)"
+        case .syntax(let path, let error): return "config \(path): \(error)"
+        case .unknownKey(let path, let key): return "config \(path): unknown key \(key)"
+        case .wrongType(let path, let key, let expected, let found):
+            return "config \(path): \(key) must be a \(expected), not a \(found)"
+        case .outOfRange(let path, let key, let value, let range):
+            return "config \(path): \(key) = \(value) is outside \(range.lowerBound)...\(range.upperBound)"
+        case .invalid(let key, let reason): return "config: \(key) \(reason)"
+        }
+    }
+}
+
+/// Typed access to TOML values with errors that name the file and key.
+private struct ConfigReader {
+    let path: String
+
+    func table(_ value: TOMLValue, at key: String, known: Set<String>) throws(ConfigError) -> [String: TOMLValue] {
+        guard let table = value.table else {
+            throw .wrongType(path: path, key: key, expected: "table", found: value.typeName)
+        }
+        for name in table.keys where !known.contains(name) {
+            throw .unknownKey(path: path, key: key.isEmpty ? name : "\(key).\(name)")
+        }
+        return table
+    }
+
+    func string(_ value: TOMLValue, at key: String) throws(ConfigError) -> String {
+        guard let string = value.string else {
+            throw .wrongType(path: path, key: key, expected: "string", found: value.typeName)
+        }
+        return string
+    }
+
+    func array(_ value: TOMLValue, at key: String) throws(ConfigError) -> [TOMLValue] {
+        guard let array = value.array else {
+            throw .wrongType(path: path, key: key, expected: "array", found: value.typeName)
+        }
+        return array
+    }
+
+    func integer(_ value: TOMLValue, at key: String, range: ClosedRange<Int64>) throws(ConfigError) -> Int64 {
+        guard let integer = value.integer else {
+            throw .wrongType(path: path, key: key, expected: "integer", found: value.typeName)
+        }
+        guard range.contains(integer) else { throw .outOfRange(path: path, key: key, value: integer, range: range) }
+        return integer
+    }
+}

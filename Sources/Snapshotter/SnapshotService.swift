@@ -1,0 +1,243 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import BlobStore
+import Logging
+import MountManager
+import SnapshotterAPI
+import SystemSupport
+
+/// Snapshots with containerd's semantics on overlayfs: the catalog is the truth, directories follow it.
+///
+/// Ordering makes every change crash-safe: directories are created before the catalog row commits
+/// (a crash leaves an unknown directory, which cleanup removes) and deleted after the row is gone (same).
+/// So every snapshot the catalog knows always has its directories.
+///
+/// All methods block (SQLite, file-system walks, mount(2)): call them from a thread pool.
+final class SnapshotService: Sendable {
+    let root: String
+    let database: Database
+    let logger: Logger
+
+    init(root: String, database: Database, logger: Logger) {
+        self.root = root
+        self.database = database
+        self.logger = logger
+    }
+
+    var snapshotsDirectory: String { FileSystem.join(root, "snapshots") }
+
+    func directory(of id: Int64) -> String { FileSystem.join(snapshotsDirectory, String(id)) }
+    func upperDirectory(of id: Int64) -> String { FileSystem.join(directory(of: id), "fs") }
+    func workDirectory(of id: Int64) -> String { FileSystem.join(directory(of: id), "work") }
+
+    // MARK: - Create
+
+    /// Prepare (active) or View (read-only): a new snapshot on top of an optional committed parent.
+    func create(kind: SnapshotKind, key: String, parent: String?, labels: [String: String]) throws -> [KernelMount] {
+        precondition(kind != .committed, "committed snapshots come only from commit")
+        try SnapshotNames.validate(key: key)
+        try SnapshotNames.validate(labels: labels)
+        let encodedLabels = try SnapshotRecord.encodeLabels(labels)
+        var createdDirectory: String?
+        do {
+            return try database.write { conn in
+                if try lookup(conn, key) != nil { throw SnapshotError.alreadyExists(key: key) }
+                var parentRecord: SnapshotRecord?
+                if let parent, !parent.isEmpty {
+                    guard let record = try lookup(conn, parent) else { throw SnapshotError.parentNotFound(parent: parent) }
+                    guard record.kind == .committed else {
+                        throw SnapshotError.parentNotCommitted(parent: parent, kind: record.kind.rawValue)
+                    }
+                    parentRecord = record
+                }
+                let now = wallClockNanoseconds()
+                try conn.execute(
+                    "INSERT INTO snapshots (key, kind, parent_id, labels, created_ns, updated_ns) VALUES (?, ?, ?, ?, ?, ?)",
+                    [.text(key), .text(kind.rawValue), SQLValue(parentRecord?.id), .text(encodedLabels), .integer(now), .integer(now)]
+                )
+                let id = conn.lastInsertRowID
+                let directory = directory(of: id)
+                createdDirectory = directory
+                try makeDirectories(id: id, kind: kind, parentID: parentRecord?.id)
+                var record = try lookup(conn, key)!
+                record.parentKey = parentRecord?.key
+                return try mounts(conn, for: record)
+            }
+        } catch {
+            // The row rolled back; its directories must not outlive it.
+            if let createdDirectory { try? FileSystem.removeTree(createdDirectory) }
+            throw error
+        }
+    }
+
+    private func makeDirectories(id: Int64, kind: SnapshotKind, parentID: Int64?) throws {
+        let directory = directory(of: id)
+        // An id the catalog does not know can only have a directory left by a crash: it is garbage.
+        if FileSystem.exists(directory) { try FileSystem.removeTree(directory) }
+        try FileSystem.makeDirectories(snapshotsDirectory, mode: 0o700)
+        try FileSystem.makeDirectory(directory, mode: 0o700)
+        let upper = upperDirectory(of: id)
+        try FileSystem.makeDirectory(upper, mode: 0o755)
+        if kind == .active { try FileSystem.makeDirectory(workDirectory(of: id), mode: 0o711) }
+        // As containerd's overlay snapshotter: the new layer's root takes its parent's owner, so a
+        // container's root directory keeps the image's ownership.
+        if let parentID {
+            let parentRoot = try FileSystem.lstat(upperDirectory(of: parentID))
+            try retryingSyscall("lchown", upper) { lchown(upper, parentRoot.st_uid, parentRoot.st_gid) }
+        }
+    }
+
+    // MARK: - Read
+
+    func stat(key: String) throws -> SnapshotInfo {
+        try database.read { conn in
+            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+            return record.info
+        }
+    }
+
+    func mounts(key: String) throws -> [KernelMount] {
+        try database.read { conn in
+            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+            return try mounts(conn, for: record)
+        }
+    }
+
+    func list(filters: [String]) throws -> [SnapshotInfo] {
+        let parsed = try filters.map { filter throws(SnapshotError) in try SnapshotFilter(parsing: filter) }
+        let records = try database.read { conn in
+            try conn.query(SnapshotRecord.selectColumns + " ORDER BY s.id").map(SnapshotRecord.init(row:))
+        }
+        return records.map(\.info).filter { info in parsed.isEmpty || parsed.contains { $0.matches(info) } }
+    }
+
+    /// Bytes and inodes of the snapshot's own layer: stored at commit for committed snapshots (they never
+    /// change), walked now for active ones.
+    func usage(key: String) throws -> SnapshotUsage {
+        let record = try database.read { conn in
+            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+            return record
+        }
+        if let usage = record.usage { return usage }
+        let usage = try FileSystem.usage(of: upperDirectory(of: record.id))
+        return SnapshotUsage(size: usage.bytes, inodes: usage.inodes)
+    }
+
+    // MARK: - Change
+
+    func commit(name: String, key: String, labels: [String: String]) throws {
+        try SnapshotNames.validate(key: name)
+        try SnapshotNames.validate(labels: labels)
+        let encodedLabels = try SnapshotRecord.encodeLabels(labels)
+        try database.write { conn in
+            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+            guard record.kind == .active else { throw SnapshotError.notActive(key: key, kind: record.kind.rawValue) }
+            if try lookup(conn, name) != nil { throw SnapshotError.alreadyExists(key: name) }
+            if let target = try mountTarget(conn, of: record.id) { throw SnapshotError.mounted(key: key, target: target) }
+            let usage = try FileSystem.usage(of: upperDirectory(of: record.id))
+            let now = wallClockNanoseconds()
+            try conn.execute(
+                """
+                UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created_ns = ?, updated_ns = ?,
+                    usage_bytes = ?, usage_inodes = ? WHERE id = ?
+                """,
+                [.text(name), .text(encodedLabels), .integer(now), .integer(now), .integer(usage.bytes), .integer(usage.inodes), .integer(record.id)]
+            )
+        }
+        logger.info("snapshot committed", metadata: ["snapshot.key": "\(key)", "snapshot.name": "\(name)"])
+    }
+
+    func remove(key: String) throws {
+        let id = try database.write { conn in
+            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+            let children = try conn.query("SELECT key FROM snapshots WHERE parent_id = ? ORDER BY key", [.integer(record.id)])
+            if !children.isEmpty {
+                throw SnapshotError.hasChildren(key: key, children: try children.map { try $0.string(0) })
+            }
+            if let target = try mountTarget(conn, of: record.id) { throw SnapshotError.mounted(key: key, target: target) }
+            try conn.execute("DELETE FROM snapshots WHERE id = ?", [.integer(record.id)])
+            return record.id
+        }
+        // The row is gone; a failure here leaves a directory that cleanup removes later.
+        do {
+            try FileSystem.removeTree(directory(of: id))
+        } catch {
+            logger.warning(
+                "snapshot directory left for cleanup",
+                metadata: ["snapshot.key": "\(key)", "snapshot.directory": "\(directory(of: id))", "error": "\(error)"])
+        }
+    }
+
+    /// Labels are the only mutable field. Field paths: `labels` (replace all) or `labels.<key>` (set that
+    /// one, or delete it when the given value is missing or empty); none means `labels`.
+    func update(key: String, labels: [String: String], fieldpaths: [String]) throws -> SnapshotInfo {
+        try SnapshotNames.validate(labels: labels)
+        for path in fieldpaths where path != "labels" && !path.hasPrefix("labels.") {
+            throw SnapshotError.invalidFieldPath(path)
+        }
+        return try database.write { conn in
+            guard var record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+            if fieldpaths.isEmpty || fieldpaths.contains("labels") {
+                record.labels = labels.filter { !$0.value.isEmpty }
+            }
+            for path in fieldpaths where path.hasPrefix("labels.") {
+                let label = String(path.dropFirst("labels.".count))
+                if let value = labels[label], !value.isEmpty { record.labels[label] = value } else { record.labels[label] = nil }
+            }
+            try SnapshotNames.validate(labels: record.labels)
+            record.updatedNanoseconds = wallClockNanoseconds()
+            try conn.execute(
+                "UPDATE snapshots SET labels = ?, updated_ns = ? WHERE id = ?",
+                [.text(try SnapshotRecord.encodeLabels(record.labels)), .integer(record.updatedNanoseconds), .integer(record.id)]
+            )
+            return record.info
+        }
+    }
+
+    // MARK: - Helpers shared with mounting and reconciliation
+
+    func lookup(_ conn: SQLConnection, _ key: String) throws -> SnapshotRecord? {
+        try conn.query(SnapshotRecord.selectColumns + " WHERE s.key = ?", [.text(key)]).first.map(SnapshotRecord.init(row:))
+    }
+
+    func mountTarget(_ conn: SQLConnection, of id: Int64) throws -> String? {
+        try conn.query("SELECT target FROM mounts WHERE snapshot_id = ? ORDER BY target LIMIT 1", [.integer(id)]).first?.string(0)
+    }
+
+    /// Ancestors of a snapshot, nearest first.
+    func parentIDs(_ conn: SQLConnection, of id: Int64) throws -> [Int64] {
+        try conn.query(
+            """
+            WITH RECURSIVE chain(id, parent_id, depth) AS (
+                SELECT id, parent_id, 0 FROM snapshots WHERE id = ?
+                UNION ALL
+                SELECT s.id, s.parent_id, c.depth + 1 FROM snapshots s JOIN chain c ON s.id = c.parent_id
+            )
+            SELECT id FROM chain WHERE depth > 0 ORDER BY depth
+            """,
+            [.integer(id)]
+        ).map { try $0.int(0) }
+    }
+
+    /// The mounts containerd's overlay snapshotter returns for the same snapshot (see docs/api.md).
+    func mounts(_ conn: SQLConnection, for record: SnapshotRecord) throws -> [KernelMount] {
+        guard record.kind != .committed else { throw SnapshotError.notMountable(key: record.key) }
+        let parents = try parentIDs(conn, of: record.id)
+        if parents.isEmpty {
+            return [KernelMount(type: "bind", source: upperDirectory(of: record.id), options: [record.kind == .view ? "ro" : "rw", "rbind"])]
+        }
+        var options: [String] = []
+        if OverlayFeatures.hasIndex { options.append("index=off") }
+        if record.kind == .active {
+            options.append("workdir=\(workDirectory(of: record.id))")
+            options.append("upperdir=\(upperDirectory(of: record.id))")
+        } else if parents.count == 1 {
+            return [KernelMount(type: "bind", source: upperDirectory(of: parents[0]), options: ["ro", "rbind"])]
+        }
+        options.append("lowerdir=" + parents.map(upperDirectory(of:)).joined(separator: ":"))
+        return [KernelMount(type: "overlay", source: "overlay", options: options)]
+    }
+}

@@ -1,0 +1,186 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import ArgumentParser
+import BlobStore
+import Logging
+import NIOPosix
+import ServiceLifecycle
+import SnapshotterAPI
+import SystemSupport
+import UnixSignals
+
+let snapshotterVersion = "0.1.0"
+
+@main
+struct SnapshotterDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshotterd",
+        abstract: "The ondemand-snapshotter daemon: container snapshots over a JSON API on a Unix socket.",
+        discussion: """
+            Settings come from built-in defaults, then the TOML config (default \(DaemonConfig.defaultPath), \
+            read if present), then these flags.
+            """,
+        version: snapshotterVersion
+    )
+
+    @Option(help: "Config file (TOML). An explicitly named file must exist.")
+    var config: String?
+
+    @Option(help: "State directory (catalog, snapshots). Default /var/lib/ondemand-snapshotter.")
+    var root: String?
+
+    @Option(help: "API socket path. Default /run/ondemand-snapshotter/snapshotter.sock.")
+    var socket: String?
+
+    @Option(name: .customLong("allowed-uid"), help: "A peer uid allowed to use the API (repeatable; replaces the config's list).")
+    var allowedUIDs: [UInt32] = []
+
+    @Option(help: "Largest request body in bytes.")
+    var maxBodyBytes: Int?
+
+    @Option(help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    func run() async throws {
+        let settings = try resolveConfig()
+        let level = Logger.Level(rawValue: settings.logLevel) ?? .info
+        LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, level: level) }
+        var logger = Logger(label: "snapshotterd")
+        logger[metadataKey: "pid"] = "\(getpid())"
+
+        try FileSystem.makeDirectories(settings.root, mode: 0o700)
+        let lock = try RootLock(root: settings.root)
+        defer { withExtendedLifetime(lock) {} }
+
+        let database = try Catalog.open(root: settings.root, logger: logger)
+        let service = SnapshotService(root: settings.root, database: database, logger: logger)
+        let reconciler = Reconciler(service: service, logger: logger)
+        try reconciler.reconcileAtStartup()
+
+        let threadPool = NIOThreadPool(numberOfThreads: settings.blockingThreads)
+        threadPool.start()
+        let listener = try Systemd.activatedSocket() ?? .path(settings.socket)
+        let socketDescription: String
+        switch listener {
+        case .path(let path): socketDescription = path
+        case .inherited(_, let name): socketDescription = "socket-activated \(name)"
+        }
+        let started = monotonicNanoseconds()
+        let router = APIRouter(service: service, reconciler: reconciler, logger: logger) {
+            let counts = try database.read { conn in
+                try conn.query("SELECT kind, COUNT(*) FROM snapshots GROUP BY kind").reduce(into: [String: Int]()) {
+                    $0[try $1.string(0)] = Int(try $1.int(1))
+                }
+            }
+            var snapshots = Dictionary(uniqueKeysWithValues: SnapshotKind.allCases.map { ($0.rawValue, 0) })
+            snapshots.merge(counts) { $1 }
+            return StatusResponse(
+                version: snapshotterVersion,
+                pid: getpid(),
+                root: settings.root,
+                socket: socketDescription,
+                uptimeSeconds: Double(monotonicNanoseconds() - started) / 1e9,
+                frontEnd: "overlay (plain snapshots)",
+                catalogSchema: try database.schemaVersion(),
+                snapshots: snapshots,
+                mounts: try service.activeMounts(),
+                leftovers: try reconciler.leftovers()
+            )
+        }
+        let server = APIServer(
+            listener: listener,
+            router: router,
+            allowedUIDs: Set(settings.allowedUIDs),
+            maxBodyBytes: settings.maxBodyBytes,
+            threadPool: threadPool,
+            logger: logger,
+            onReady: { Systemd.notify("READY=1\nSTATUS=serving on \(socketDescription)") },
+            onStopping: { Systemd.notify("STOPPING=1\nSTATUS=stopping") }
+        )
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if let interval = Systemd.watchdogPingInterval() {
+            services.append(.init(service: WatchdogService(interval: interval, logger: logger)))
+        }
+        var groupConfig = ServiceGroupConfiguration(services: services, logger: logger)
+        groupConfig.gracefulShutdownSignals = [.sigterm, .sigint]
+        groupConfig.maximumGracefulShutdownDuration = .seconds(30)
+        logger.info(
+            "snapshotterd starting",
+            metadata: ["version": "\(snapshotterVersion)", "root": "\(settings.root)", "api.socket": "\(socketDescription)"])
+        try await ServiceGroup(configuration: groupConfig).run()
+        try await threadPool.shutdownGracefully()
+        logger.info("snapshotterd stopped")
+    }
+
+    /// Defaults, then the config file, then flags; relative paths are taken from the working directory.
+    private func resolveConfig() throws -> DaemonConfig {
+        var settings = DaemonConfig()
+        if let config {
+            settings = try DaemonConfig.load(path: config)
+        } else if FileSystem.exists(DaemonConfig.defaultPath) {
+            settings = try DaemonConfig.load(path: DaemonConfig.defaultPath)
+        }
+        if let root { settings.root = root }
+        if let socket { settings.socket = socket }
+        if !allowedUIDs.isEmpty { settings.allowedUIDs = allowedUIDs }
+        if let maxBodyBytes { settings.maxBodyBytes = maxBodyBytes }
+        if let logLevel { settings.logLevel = logLevel }
+        settings.root = Self.absolute(settings.root)
+        settings.socket = Self.absolute(settings.socket)
+        try settings.validate()
+        return settings
+    }
+
+    static func absolute(_ path: String) -> String {
+        if path.hasPrefix("/") { return path }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        guard getcwd(&buffer, buffer.count) != nil else { return path }
+        var base = String(cString: buffer)
+        var rest = Substring(path)
+        while rest.hasPrefix("./") { rest = rest.dropFirst(2) }
+        if !base.hasSuffix("/") { base += "/" }
+        return base + rest
+    }
+}
+
+/// An exclusive lock on the root (flock on `snapshotterd.lock`), so two daemons never share one catalog.
+final class RootLock: Sendable {
+    let fd: Int32
+
+    enum LockError: Error, CustomStringConvertible {
+        case held(root: String, owner: String)
+        var description: String {
+            switch self {
+            case .held(let root, let owner):
+                return "another snapshotterd (\(owner)) is using \(root); stop it or choose another --root"
+            }
+        }
+    }
+
+    init(root: String) throws {
+        let path = FileSystem.join(root, "snapshotterd.lock")
+        fd = try retryingSyscall("open", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let owner = (try? FileSystem.readFile(path)).map { "pid " + String(decoding: $0, as: UTF8.self) } ?? "unknown pid"
+            close(fd)
+            throw LockError.held(root: root, owner: owner.trimmingCharacters(in: " \n"))
+        }
+        let pid = Array(String(getpid()).utf8)
+        _ = ftruncate(fd, 0)
+        _ = pid.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
+    }
+
+    deinit { close(fd) }
+}
+
+extension String {
+    fileprivate func trimmingCharacters(in set: String) -> String {
+        var text = Substring(self)
+        while let first = text.first, set.contains(first) { text = text.dropFirst() }
+        while let last = text.last, set.contains(last) { text = text.dropLast() }
+        return String(text)
+    }
+}

@@ -1,0 +1,68 @@
+/// One method per API route, so callers never spell paths.
+extension SnapshotterClient {
+    public func prepare(key: String, parent: String? = nil, labels: [String: String]? = nil) throws -> [MountSpec] {
+        let response: MountsResponse = try call(
+            "POST", "/v1/snapshots/prepare", body: PrepareRequest(key: key, parent: parent, labels: labels))
+        return response.mounts
+    }
+
+    public func view(key: String, parent: String? = nil, labels: [String: String]? = nil) throws -> [MountSpec] {
+        let response: MountsResponse = try call(
+            "POST", "/v1/snapshots/view", body: PrepareRequest(key: key, parent: parent, labels: labels))
+        return response.mounts
+    }
+
+    public func mounts(key: String) throws -> [MountSpec] {
+        let response: MountsResponse = try call("GET", "/v1/snapshots/\(encodePathSegment(key))/mounts")
+        return response.mounts
+    }
+
+    public func commit(name: String, key: String, labels: [String: String]? = nil) throws {
+        let _: EmptyResponse = try call("POST", "/v1/snapshots/commit", body: CommitRequest(name: name, key: key, labels: labels))
+    }
+
+    public func remove(key: String) throws {
+        let _: EmptyResponse = try call("DELETE", "/v1/snapshots/\(encodePathSegment(key))")
+    }
+
+    public func stat(key: String) throws -> SnapshotInfo {
+        let response: InfoResponse = try call("GET", "/v1/snapshots/\(encodePathSegment(key))")
+        return response.info
+    }
+
+    public func update(key: String, labels: [String: String], fieldpaths: [String]? = nil) throws -> SnapshotInfo {
+        let response: InfoResponse = try call(
+            "PATCH", "/v1/snapshots/\(encodePathSegment(key))", body: UpdateRequest(labels: labels, fieldpaths: fieldpaths))
+        return response.info
+    }
+
+    public func list(filters: [String] = []) throws -> [SnapshotInfo] {
+        var path = "/v1/snapshots"
+        if !filters.isEmpty {
+            path += "?" + filters.map { "filter=" + encodePathSegment($0) }.joined(separator: "&")
+        }
+        let response: ListResponse = try call("GET", path)
+        return response.snapshots
+    }
+
+    public func usage(key: String) throws -> SnapshotUsage {
+        try call("GET", "/v1/snapshots/\(encodePathSegment(key))/usage")
+    }
+
+    public func cleanup() throws -> [String] {
+        let response: CleanupResponse = try call("POST", "/v1/cleanup")
+        return response.removed
+    }
+
+    public func mount(key: String, target: String) throws -> MountedResponse {
+        try call("POST", "/v1/snapshots/\(encodePathSegment(key))/mount", body: MountRequest(target: target))
+    }
+
+    public func unmount(target: String) throws {
+        let _: EmptyResponse = try call("POST", "/v1/unmount", body: UnmountRequest(target: target))
+    }
+
+    public func status() throws -> StatusResponse {
+        try call("GET", "/v1/status")
+    }
+}

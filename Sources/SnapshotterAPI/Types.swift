@@ -1,0 +1,211 @@
+/// The JSON API's types, shared by `snapshotterd`, `snapctl` and the tests. Field names on the wire are
+/// snake_case and mirror containerd's snapshots API where one exists. See docs/api.md.
+
+/// Snapshot kinds, as containerd names them.
+public enum SnapshotKind: String, Codable, Sendable, CaseIterable {
+    case active
+    case view
+    case committed
+}
+
+/// One mount, in the shape containerd's overlay snapshotter returns.
+public struct MountSpec: Codable, Equatable, Sendable {
+    public var type: String
+    public var source: String
+    public var target: String?
+    public var options: [String]
+
+    public init(type: String, source: String, target: String? = nil, options: [String]) {
+        self.type = type
+        self.source = source
+        self.target = target
+        self.options = options
+    }
+}
+
+/// What stat and list report about a snapshot. Times are RFC 3339 with nanoseconds, UTC.
+public struct SnapshotInfo: Codable, Equatable, Sendable {
+    public var name: String
+    public var parent: String
+    public var kind: SnapshotKind
+    public var labels: [String: String]
+    public var createdAt: String
+    public var updatedAt: String
+
+    public init(
+        name: String,
+        parent: String,
+        kind: SnapshotKind,
+        labels: [String: String],
+        createdAt: String,
+        updatedAt: String
+    ) {
+        self.name = name
+        self.parent = parent
+        self.kind = kind
+        self.labels = labels
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, parent, kind, labels
+        case createdAt = "created_at"
+        case updatedAt = "updated_at"
+    }
+}
+
+/// Bytes and inodes of one snapshot's own layer (parents excluded).
+public struct SnapshotUsage: Codable, Equatable, Sendable {
+    public var size: Int64
+    public var inodes: Int64
+
+    public init(size: Int64, inodes: Int64) {
+        self.size = size
+        self.inodes = inodes
+    }
+}
+
+public struct PrepareRequest: Codable, Sendable {
+    public var key: String
+    public var parent: String?
+    public var labels: [String: String]?
+
+    public init(key: String, parent: String? = nil, labels: [String: String]? = nil) {
+        self.key = key
+        self.parent = parent
+        self.labels = labels
+    }
+}
+
+public struct CommitRequest: Codable, Sendable {
+    public var name: String
+    public var key: String
+    public var labels: [String: String]?
+
+    public init(name: String, key: String, labels: [String: String]? = nil) {
+        self.name = name
+        self.key = key
+        self.labels = labels
+    }
+}
+
+/// Update: only labels are mutable. `fieldpaths` is `labels` or `labels.<key>`; empty means all labels.
+/// With `labels.<key>`, a missing or empty value deletes that label.
+public struct UpdateRequest: Codable, Sendable {
+    public var labels: [String: String]
+    public var fieldpaths: [String]?
+
+    public init(labels: [String: String], fieldpaths: [String]? = nil) {
+        self.labels = labels
+        self.fieldpaths = fieldpaths
+    }
+}
+
+public struct MountRequest: Codable, Sendable {
+    public var target: String
+    public init(target: String) { self.target = target }
+}
+
+public struct UnmountRequest: Codable, Sendable {
+    public var target: String
+    public init(target: String) { self.target = target }
+}
+
+public struct MountsResponse: Codable, Sendable {
+    public var mounts: [MountSpec]
+    public init(mounts: [MountSpec]) { self.mounts = mounts }
+}
+
+public struct InfoResponse: Codable, Sendable {
+    public var info: SnapshotInfo
+    public init(info: SnapshotInfo) { self.info = info }
+}
+
+public struct ListResponse: Codable, Sendable {
+    public var snapshots: [SnapshotInfo]
+    public init(snapshots: [SnapshotInfo]) { self.snapshots = snapshots }
+}
+
+public struct MountedResponse: Codable, Sendable {
+    public var target: String
+    public var mounts: [MountSpec]
+    public init(target: String, mounts: [MountSpec]) {
+        self.target = target
+        self.mounts = mounts
+    }
+}
+
+public struct CleanupResponse: Codable, Sendable {
+    /// Paths removed: snapshot directories and temp files the catalog no longer knows.
+    public var removed: [String]
+    public init(removed: [String]) { self.removed = removed }
+}
+
+public struct EmptyResponse: Codable, Sendable {
+    public init() {}
+}
+
+/// A path found on disk or in mountinfo that the catalog does not know (removed by cleanup), or a catalog
+/// entry whose directory was missing at start-up (repaired, reported once).
+public struct Leftover: Codable, Equatable, Sendable {
+    public var path: String
+    public var reason: String
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
+}
+
+public struct ActiveMount: Codable, Equatable, Sendable {
+    public var target: String
+    public var snapshot: String
+    public init(target: String, snapshot: String) {
+        self.target = target
+        self.snapshot = snapshot
+    }
+}
+
+public struct StatusResponse: Codable, Sendable {
+    public var version: String
+    public var pid: Int32
+    public var root: String
+    public var socket: String
+    public var uptimeSeconds: Double
+    public var frontEnd: String
+    public var catalogSchema: Int
+    public var snapshots: [String: Int]
+    public var mounts: [ActiveMount]
+    public var leftovers: [Leftover]
+
+    public init(
+        version: String,
+        pid: Int32,
+        root: String,
+        socket: String,
+        uptimeSeconds: Double,
+        frontEnd: String,
+        catalogSchema: Int,
+        snapshots: [String: Int],
+        mounts: [ActiveMount],
+        leftovers: [Leftover]
+    ) {
+        self.version = version
+        self.pid = pid
+        self.root = root
+        self.socket = socket
+        self.uptimeSeconds = uptimeSeconds
+        self.frontEnd = frontEnd
+        self.catalogSchema = catalogSchema
+        self.snapshots = snapshots
+        self.mounts = mounts
+        self.leftovers = leftovers
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case version, pid, root, socket, snapshots, mounts, leftovers
+        case uptimeSeconds = "uptime_seconds"
+        case frontEnd = "front_end"
+        case catalogSchema = "catalog_schema"
+    }
+}
