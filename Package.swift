@@ -81,7 +81,11 @@ let package = Package(
         ),
 
         .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
-        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "SystemSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "BlobStoreTests",
+            dependencies: ["BlobStore", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "MountManagerTests",
             dependencies: ["MountManager", "SystemSupport"],
@@ -89,7 +93,10 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapshotterTests",
-            dependencies: ["SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport"],
+            dependencies: [
+                "SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
     ]

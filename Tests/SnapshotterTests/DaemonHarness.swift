@@ -1,0 +1,149 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotterAPI
+import SystemSupport
+
+/// Starts the real `snapshotterd` binary on a private temp root and socket, and always cleans up: the
+/// daemon is stopped, anything mounted under the temp dir is unmounted, the dir is removed.
+final class DaemonHarness {
+    let directory: String
+    let root: String
+    let socket: String
+    var extraArguments: [String]
+    var environment: [String: String] = [:]
+    private(set) var process: Process?
+    private var logPath: String { directory + "/daemon.log" }
+
+    static var binaryPath: String {
+        if let path = ProcessInfo.processInfo.environment["SNAPSHOTTERD_BIN"] { return path }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("snapshotterd").path
+    }
+
+    static var snapctlPath: String {
+        URL(fileURLWithPath: binaryPath).deletingLastPathComponent().appendingPathComponent("snapctl").path
+    }
+
+    init(_ name: String, arguments: [String] = []) throws {
+        let template = "/tmp/snaptest-\(name)-XXXXXX"
+        var bytes = Array(template.utf8CString)
+        guard mkdtemp(&bytes) != nil else { throw SyscallError(call: "mkdtemp", errno: errno, subject: template) }
+        directory = String(cString: bytes)
+        root = directory + "/root"
+        socket = directory + "/api.sock"
+        extraArguments = arguments
+    }
+
+    deinit { tearDown() }
+
+    func client() -> SnapshotterClient { SnapshotterClient(socketPath: socket) }
+
+    var arguments: [String] { ["--root", root, "--socket", socket, "--log-level", "debug", "--config", "/dev/null"] + extraArguments }
+
+    /// Starts the daemon and waits until its API answers.
+    @discardableResult
+    func start(waitReady: Bool = true) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.binaryPath)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.removeValue(forKey: "NOTIFY_SOCKET")
+        env.removeValue(forKey: "LISTEN_FDS")
+        env.merge(environment) { $1 }
+        process.environment = env
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = FileHandle(forWritingAtPath: logPath)
+        log?.seekToEndOfFile()
+        process.standardError = log
+        process.standardOutput = log
+        try process.run()
+        self.process = process
+        if waitReady { try waitUntilReady() }
+        return process
+    }
+
+    func waitUntilReady(timeout: Double = 30) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if let process, !process.isRunning {
+                throw HarnessError.exited(status: process.terminationStatus, log: log())
+            }
+            if (try? client().status()) != nil { return }
+            usleep(20_000)
+        }
+        throw HarnessError.notReady(log: log())
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    @discardableResult
+    func stop() -> Int32 {
+        guard let process, process.isRunning else { return process?.terminationStatus ?? 0 }
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    /// SIGKILL and wait: a crash.
+    func crash() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Mount points at or below the harness directory (and extra paths), deepest first.
+    static func mountPoints(under prefix: String) -> [String] {
+        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { return nil }
+            let point = String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
+            return point == prefix || point.hasPrefix(prefix + "/") ? point : nil
+        }.sorted { $0.count > $1.count }
+    }
+
+    func tearDown() {
+        crash()
+        for point in Self.mountPoints(under: directory) { umount2(point, Int32(MNT_DETACH)) }
+        try? FileSystem.removeTree(directory)
+    }
+
+    enum HarnessError: Error, CustomStringConvertible {
+        case exited(status: Int32, log: String)
+        case notReady(log: String)
+
+        var description: String {
+            switch self {
+            case .exited(let status, let log): return "snapshotterd exited with \(status):\n\(log)"
+            case .notReady(let log): return "snapshotterd did not become ready:\n\(log)"
+            }
+        }
+    }
+}
+
+/// Runs a command to completion and returns its exit status and combined output.
+@discardableResult
+func runCommand(_ path: String, _ arguments: [String], environment: [String: String]? = nil) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    if let environment { process.environment = environment }
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
+/// Mountinfo lines whose mount point is `path`.
+func mountInfoLines(at path: String) -> [String] {
+    guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+    return text.split(separator: "\n").map(String.init).filter { $0.split(separator: " ").count > 4 && String($0.split(separator: " ")[4]) == path }
+}
+
+var isRoot: Bool { geteuid() == 0 }

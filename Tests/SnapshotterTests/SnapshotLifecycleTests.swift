@@ -1,0 +1,211 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+import SnapshotterAPI
+import SystemSupport
+import Testing
+
+@Suite("Snapshots through the real daemon and real mounts")
+struct SnapshotLifecycleTests {
+    @Test("prepare, write through a bind mount, commit, prepare a child, read through an overlay, remove")
+    func lifecycle() throws {
+        try #require(isRoot, "mount(2) needs root")
+        let daemon = try DaemonHarness("lifecycle")
+        try daemon.start()
+        let client = daemon.client()
+        let base = daemon.directory + "/base"
+        let child = daemon.directory + "/c1"
+
+        let baseMounts = try client.prepare(key: "base")
+        #expect(baseMounts.count == 1 && baseMounts[0].type == "bind")
+        _ = try client.mount(key: "base", target: base)
+        #expect(mountInfoLines(at: base).count == 1)
+        try "hi\n".write(toFile: base + "/f", atomically: false, encoding: .utf8)
+        try client.unmount(target: base)
+        #expect(mountInfoLines(at: base).isEmpty)
+
+        try client.commit(name: "base-c", key: "base")
+        #expect(try client.stat(key: "base-c").kind == .committed)
+        #expect(throws: APIError.self) { try client.stat(key: "base") }
+
+        _ = try client.prepare(key: "c1", parent: "base-c")
+        _ = try client.mount(key: "c1", target: child)
+        #expect(try String(contentsOfFile: child + "/f", encoding: .utf8) == "hi\n")
+        let line = try #require(mountInfoLines(at: child).first)
+        #expect(line.contains(" - overlay overlay "))
+        #expect(line.contains("upperdir=\(daemon.root)/snapshots/"))
+
+        // Writes land in the child's upper dir, never in the committed parent.
+        try "changed\n".write(toFile: child + "/f", atomically: false, encoding: .utf8)
+        try "new\n".write(toFile: child + "/g", atomically: false, encoding: .utf8)
+        let parentDir = try #require(baseMounts.first?.source)
+        #expect(try String(contentsOfFile: parentDir + "/f", encoding: .utf8) == "hi\n")
+        #expect(!FileManager.default.fileExists(atPath: parentDir + "/g"))
+
+        // A mounted snapshot cannot be removed; a parent with children cannot be removed.
+        #expect(throws: APIError.failedPrecondition("snapshot c1 is mounted at \(child); unmount it first")) {
+            try client.remove(key: "c1")
+        }
+        #expect(throws: APIError.self) { try client.remove(key: "base-c") }
+        try client.unmount(target: child)
+        try client.remove(key: "c1")
+        try client.remove(key: "base-c")
+        #expect(try client.list().isEmpty)
+        #expect(try FileSystem.listDirectory(daemon.root + "/snapshots").isEmpty)
+        #expect(daemon.stop() == 0)
+    }
+
+    @Test("mounts have the shapes containerd's overlay snapshotter returns")
+    func mountShapes() throws {
+        let daemon = try DaemonHarness("shapes")
+        try daemon.start()
+        let client = daemon.client()
+        let snapshots = daemon.root + "/snapshots"
+        let index = FileManager.default.fileExists(atPath: "/sys/module/overlay/parameters/index") ? ["index=off"] : []
+
+        #expect(try client.prepare(key: "a") == [MountSpec(type: "bind", source: "\(snapshots)/1/fs", options: ["rw", "rbind"])])
+        try client.commit(name: "A", key: "a")
+        #expect(try client.view(key: "v0") == [MountSpec(type: "bind", source: "\(snapshots)/2/fs", options: ["ro", "rbind"])])
+        #expect(try client.view(key: "v1", parent: "A") == [MountSpec(type: "bind", source: "\(snapshots)/1/fs", options: ["ro", "rbind"])])
+        _ = try client.prepare(key: "b", parent: "A")
+        try client.commit(name: "B", key: "b")
+        #expect(
+            try client.view(key: "v2", parent: "B")
+                == [MountSpec(type: "overlay", source: "overlay", options: index + ["lowerdir=\(snapshots)/4/fs:\(snapshots)/1/fs"])])
+        let expected = [
+            MountSpec(
+                type: "overlay", source: "overlay",
+                options: index + ["workdir=\(snapshots)/6/work", "upperdir=\(snapshots)/6/fs", "lowerdir=\(snapshots)/4/fs:\(snapshots)/1/fs"])
+        ]
+        #expect(try client.prepare(key: "c", parent: "B") == expected)
+        #expect(try client.mounts(key: "c") == expected)
+        #expect(throws: APIError.failedPrecondition("snapshot A is committed; only active or view snapshots have mounts")) {
+            try client.mounts(key: "A")
+        }
+    }
+
+    @Test("a view is read-only through its mount, and a multi-parent view merges its parents")
+    func viewReadOnly() throws {
+        try #require(isRoot, "mount(2) needs root")
+        let daemon = try DaemonHarness("view")
+        try daemon.start()
+        let client = daemon.client()
+        let work = daemon.directory + "/w"
+        _ = try client.prepare(key: "l1")
+        _ = try client.mount(key: "l1", target: work)
+        try "one".write(toFile: work + "/one", atomically: false, encoding: .utf8)
+        try client.unmount(target: work)
+        try client.commit(name: "L1", key: "l1")
+        _ = try client.prepare(key: "l2", parent: "L1")
+        _ = try client.mount(key: "l2", target: work)
+        try "two".write(toFile: work + "/two", atomically: false, encoding: .utf8)
+        try client.unmount(target: work)
+        try client.commit(name: "L2", key: "l2")
+
+        let view = daemon.directory + "/view"
+        _ = try client.view(key: "v", parent: "L2")
+        _ = try client.mount(key: "v", target: view)
+        #expect(try String(contentsOfFile: view + "/one", encoding: .utf8) == "one")
+        #expect(try String(contentsOfFile: view + "/two", encoding: .utf8) == "two")
+        let fd = open(view + "/three", O_CREAT | O_WRONLY, 0o644)
+        let code = errno
+        if fd >= 0 { close(fd) }
+        #expect(fd == -1 && code == EROFS)
+        try client.unmount(target: view)
+        try client.remove(key: "v")
+    }
+
+    @Test("stat, update labels, list filters and usage")
+    func metadata() throws {
+        try #require(isRoot, "mount(2) needs root")
+        let daemon = try DaemonHarness("meta")
+        try daemon.start()
+        let client = daemon.client()
+        _ = try client.prepare(key: "x", labels: ["containerd.io/snapshot.ref": "sha256:abc", "team": "a"])
+        try client.commit(name: "X", key: "x", labels: ["containerd.io/snapshot.ref": "sha256:abc"])
+        _ = try client.prepare(key: "y", parent: "X", labels: ["team": "b"])
+        _ = try client.view(key: "z", parent: "X")
+
+        let info = try client.stat(key: "y")
+        #expect(info.parent == "X" && info.kind == .active && info.labels == ["team": "b"])
+        #expect(info.createdAt.hasSuffix("Z") && info.createdAt.count == 30)
+
+        let updated = try client.update(key: "y", labels: ["team": "c", "extra": "1"], fieldpaths: ["labels.team", "labels.gone"])
+        #expect(updated.labels == ["team": "c"])
+        #expect(try client.update(key: "y", labels: ["only": "this"]).labels == ["only": "this"])
+        #expect(try client.update(key: "y", labels: [:], fieldpaths: ["labels.only"]).labels == [:])
+        #expect(throws: APIError.invalidArgument("cannot update field \"kind\": only labels and labels.<key> are mutable")) {
+            try client.update(key: "y", labels: [:], fieldpaths: ["kind"])
+        }
+
+        func names(_ filters: [String]) throws -> [String] { try client.list(filters: filters).map(\.name).sorted() }
+        #expect(try names([]) == ["X", "y", "z"])
+        #expect(try names(["kind==committed"]) == ["X"])
+        #expect(try names(["parent==X"]) == ["y", "z"])
+        #expect(try names(["parent==X,kind==view"]) == ["z"])
+        #expect(try names(["kind==view", "kind==committed"]) == ["X", "z"])
+        #expect(try names(["labels.\"containerd.io/snapshot.ref\"==sha256:abc,parent!=x"]) == ["X"])
+        #expect(try names(["labels.\"containerd.io/snapshot.ref\""]) == ["X"])
+        #expect(try names(["name~=^[xyz]$"]) == ["y", "z"])
+        #expect(throws: APIError.self) { try client.list(filters: ["kind=="]) }
+
+        // Usage counts the snapshot's own layer only.
+        let target = daemon.directory + "/y"
+        _ = try client.mount(key: "y", target: target)
+        try Data(repeating: 7, count: 100 * 1024).write(to: URL(fileURLWithPath: target + "/blob"))
+        for i in 0..<5 { try "f".write(toFile: target + "/small\(i)", atomically: false, encoding: .utf8) }
+        try client.unmount(target: target)
+        let usage = try client.usage(key: "y")
+        #expect(usage.size >= 100 * 1024 && usage.inodes == 7)
+        #expect(try client.usage(key: "X").inodes == 1)
+    }
+
+    @Test("cleanup removes directories the catalog does not know, and only those")
+    func cleanup() throws {
+        let daemon = try DaemonHarness("cleanup")
+        try daemon.start()
+        let client = daemon.client()
+        _ = try client.prepare(key: "keep")
+        let stray = daemon.root + "/snapshots/999"
+        try FileSystem.makeDirectories(stray + "/fs/deep")
+        try "x".write(toFile: stray + "/fs/deep/file", atomically: false, encoding: .utf8)
+        #expect(try client.status().leftovers.map(\.path) == [stray])
+        #expect(try client.cleanup() == [stray])
+        #expect(!FileManager.default.fileExists(atPath: stray))
+        #expect(FileManager.default.fileExists(atPath: daemon.root + "/snapshots/1/fs"))
+        #expect(try client.status().leftovers.isEmpty)
+        #expect(try client.cleanup().isEmpty)
+    }
+
+    @Test("snapctl runs the README's session and exits non-zero with a clear message on errors")
+    func snapctlSession() throws {
+        try #require(isRoot, "mount(2) needs root")
+        let daemon = try DaemonHarness("snapctl")
+        try daemon.start()
+        let ctl = DaemonHarness.snapctlPath
+        let socket = ["--socket", daemon.socket]
+        let target = daemon.directory + "/base"
+        #expect(try runCommand(ctl, socket + ["prepare", "base"]).status == 0)
+        #expect(try runCommand(ctl, socket + ["mount", "base", target]).status == 0)
+        try "hi\n".write(toFile: target + "/f", atomically: false, encoding: .utf8)
+        #expect(try runCommand(ctl, socket + ["unmount", target]).status == 0)
+        #expect(try runCommand(ctl, socket + ["commit", "base-c", "base"]).status == 0)
+        #expect(try runCommand(ctl, socket + ["prepare", "c1", "--parent", "base-c"]).status == 0)
+        let c1 = daemon.directory + "/c1"
+        #expect(try runCommand(ctl, socket + ["mount", "c1", c1]).status == 0)
+        #expect(try String(contentsOfFile: c1 + "/f", encoding: .utf8) == "hi\n")
+        let list = try runCommand(ctl, socket + ["list", "--json"])
+        let decoded = try JSONDecoder().decode(ListResponse.self, from: Data(list.output.utf8))
+        #expect(decoded.snapshots.map(\.name).sorted() == ["base-c", "c1"])
+        let status = try runCommand(ctl, ["status"] + socket)
+        #expect(status.status == 0 && status.output.contains("mounts:     1"))
+        #expect(try runCommand(ctl, socket + ["unmount", c1]).status == 0)
+        #expect(try runCommand(ctl, socket + ["remove", "c1"]).status == 0)
+
+        let missing = try runCommand(ctl, socket + ["remove", "nope"])
+        #expect(missing.status == 3 && missing.output.contains("not_found: snapshot nope does not exist"))
+        let down = try runCommand(ctl, ["--socket", daemon.directory + "/none.sock", "status"])
+        #expect(down.status == 69 && down.output.contains("cannot connect to snapshotterd"))
+    }
+}
