@@ -1,9 +1,10 @@
+import SystemSupport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemSupport
 
 /// A mount as fstab-style fields: what the snapshot service hands out and what `Mounter` performs.
 public struct KernelMount: Equatable, Sendable {

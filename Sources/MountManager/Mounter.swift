@@ -1,9 +1,10 @@
+import SystemSupport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemSupport
 
 /// Performs and undoes mounts with mount(2)/umount2(2) directly (never through mount(8)).
 public enum Mounter {

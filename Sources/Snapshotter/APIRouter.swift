@@ -1,13 +1,14 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import BlobStore
 import Logging
 import MountManager
 import SnapshotterAPI
 import SystemSupport
+
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
 
 /// One HTTP request as the router sees it.
 struct APIRequest: Sendable {
@@ -57,7 +58,8 @@ final class APIRouter: Sendable {
         } catch let error as DecodingError {
             response = Self.errorResponse(.invalidArgument("malformed JSON body: \(Self.describe(error))"))
         } catch {
-            logger.error("request failed", metadata: ["http.method": "\(request.method)", "http.uri": "\(request.uri)", "error": "\(error)"])
+            logger.error(
+                "request failed", metadata: ["http.method": "\(request.method)", "http.uri": "\(request.uri)", "error": "\(error)"])
             response = Self.errorResponse(APIError(.internal, "\(error)"))
         }
         logger.debug(
@@ -220,4 +222,3 @@ struct MethodNotAllowed: Error {
     let uri: String
     let allowed: [String]
 }
-

@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import CLinux
 import Logging
 import NIOCore
@@ -11,6 +6,12 @@ import NIOPosix
 import ServiceLifecycle
 import SnapshotterAPI
 import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Where the API listens: a path we bind ourselves, or a socket systemd handed over (LISTEN_FDS).
 enum ListenerSource: Sendable {

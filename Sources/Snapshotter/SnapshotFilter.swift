@@ -106,7 +106,9 @@ struct SnapshotFilter {
             skipSpaces()
             if index < characters.count && characters[index] == "\"" { return try quoted() }
             let start = index
-            while index < characters.count, characters[index].isLetter || characters[index].isNumber || characters[index] == "_" || characters[index] == "-" {
+            while index < characters.count,
+                characters[index].isLetter || characters[index].isNumber || characters[index] == "_" || characters[index] == "-"
+            {
                 index += 1
             }
             guard index > start else { throw failure("expected a field name") }

@@ -1,10 +1,11 @@
+import BlobStore
+import SnapshotterAPI
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import BlobStore
-import SnapshotterAPI
 
 /// A row of the `snapshots` table, with its parent's key resolved.
 struct SnapshotRecord: Equatable {

@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import BlobStore
 import Logging
 import MountManager
 import SnapshotterAPI
 import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// `snapctl mount`/`unmount`: the daemon performs a snapshot's mounts at a path and records them, so that
 /// remove and commit can refuse a mounted snapshot and a restart can reconcile with mountinfo.

@@ -1,13 +1,14 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import BlobStore
 import Logging
 import MountManager
 import SnapshotterAPI
 import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Snapshots with containerd's semantics on overlayfs: the catalog is the truth, directories follow it.
 ///
@@ -144,7 +145,10 @@ final class SnapshotService: Sendable {
                 UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created_ns = ?, updated_ns = ?,
                     usage_bytes = ?, usage_inodes = ? WHERE id = ?
                 """,
-                [.text(name), .text(encodedLabels), .integer(now), .integer(now), .integer(usage.bytes), .integer(usage.inodes), .integer(record.id)]
+                [
+                    .text(name), .text(encodedLabels), .integer(now), .integer(now), .integer(usage.bytes), .integer(usage.inodes),
+                    .integer(record.id),
+                ]
             )
         }
         logger.info("snapshot committed", metadata: ["snapshot.key": "\(key)", "snapshot.name": "\(name)"])
@@ -227,7 +231,9 @@ final class SnapshotService: Sendable {
         guard record.kind != .committed else { throw SnapshotError.notMountable(key: record.key) }
         let parents = try parentIDs(conn, of: record.id)
         if parents.isEmpty {
-            return [KernelMount(type: "bind", source: upperDirectory(of: record.id), options: [record.kind == .view ? "ro" : "rw", "rbind"])]
+            return [
+                KernelMount(type: "bind", source: upperDirectory(of: record.id), options: [record.kind == .view ? "ro" : "rw", "rbind"])
+            ]
         }
         var options: [String] = []
         if OverlayFeatures.hasIndex { options.append("index=off") }

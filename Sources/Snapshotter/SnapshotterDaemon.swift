@@ -1,8 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
 import ArgumentParser
 import BlobStore
 import Logging
@@ -11,6 +6,12 @@ import ServiceLifecycle
 import SnapshotterAPI
 import SystemSupport
 import UnixSignals
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 let snapshotterVersion = "0.1.0"
 

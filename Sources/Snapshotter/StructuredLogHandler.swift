@@ -1,10 +1,11 @@
+import Logging
+import SystemSupport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import Logging
-import SystemSupport
 
 /// A swift-log handler writing one logfmt line per event to stderr (journald keeps stderr of units):
 /// `time=… level=info label=snapshotterd msg="…" snapshot.key=…`.

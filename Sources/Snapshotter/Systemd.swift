@@ -1,11 +1,12 @@
+import CSystemd
+import Logging
+import ServiceLifecycle
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import CSystemd
-import Logging
-import ServiceLifecycle
 
 /// systemd glue through libsystemd: readiness and status (sd_notify), the watchdog, socket activation.
 /// Every call is a no-op outside systemd (no NOTIFY_SOCKET, no LISTEN_FDS).
@@ -57,7 +58,11 @@ struct WatchdogService: Service {
     let logger: Logger
 
     func run() async throws {
-        logger.info("watchdog enabled", metadata: ["watchdog.interval_ms": "\(interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000)"])
+        logger.info(
+            "watchdog enabled",
+            metadata: [
+                "watchdog.interval_ms": "\(interval.components.seconds * 1000 + interval.components.attoseconds / 1_000_000_000_000_000)"
+            ])
         while !Task.isShuttingDownGracefully && !Task.isCancelled {
             Systemd.notify("WATCHDOG=1")
             try? await Task.sleep(for: interval)

@@ -1,9 +1,10 @@
+import SnapshotterAPI
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import SnapshotterAPI
 
 /// Human and JSON renderings of API answers.
 enum Output {
@@ -24,7 +25,8 @@ enum Output {
     }
 
     static func table(_ snapshots: [SnapshotInfo]) {
-        let rows = [["KEY", "PARENT", "KIND", "CREATED"]]
+        let rows =
+            [["KEY", "PARENT", "KIND", "CREATED"]]
             + snapshots.map { [$0.name, $0.parent.isEmpty ? "-" : $0.parent, $0.kind.rawValue, $0.createdAt] }
         let widths = (0..<4).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {

@@ -1,10 +1,11 @@
+import ArgumentParser
+import SnapshotterAPI
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import ArgumentParser
-import SnapshotterAPI
 
 @main
 struct Snapctl: ParsableCommand {

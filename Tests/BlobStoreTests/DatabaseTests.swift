@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import BlobStore
 import Logging
 import SystemSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("SQLite catalog wrapper")
 struct DatabaseTests {

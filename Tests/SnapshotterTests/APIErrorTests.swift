@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import SnapshotterAPI
 import SystemSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Bad input gets a clear error of the right kind and changes nothing.
 @Suite("Bad input through the real socket")
@@ -21,39 +22,104 @@ struct APIErrorTests {
     }
 
     static let badCalls: [BadCall] = [
-        BadCall(name: "malformed JSON", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": ", status: 400, kind: .invalidArgument, message: "malformed JSON body"),
-        BadCall(name: "wrong JSON type", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": 5}", status: 400, kind: .invalidArgument, message: "field key must be String"),
-        BadCall(name: "missing body", method: "POST", path: "/v1/snapshots/prepare", body: nil, status: 400, kind: .invalidArgument, message: "needs a JSON body"),
-        BadCall(name: "unknown route", method: "GET", path: "/v1/nothing", body: nil, status: 404, kind: .notFound, message: "no route GET /v1/nothing"),
+        BadCall(
+            name: "malformed JSON", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": ", status: 400, kind: .invalidArgument,
+            message: "malformed JSON body"),
+        BadCall(
+            name: "wrong JSON type", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": 5}", status: 400,
+            kind: .invalidArgument, message: "field key must be String"),
+        BadCall(
+            name: "missing body", method: "POST", path: "/v1/snapshots/prepare", body: nil, status: 400, kind: .invalidArgument,
+            message: "needs a JSON body"),
+        BadCall(
+            name: "unknown route", method: "GET", path: "/v1/nothing", body: nil, status: 404, kind: .notFound,
+            message: "no route GET /v1/nothing"),
         BadCall(name: "unversioned route", method: "GET", path: "/status", body: nil, status: 404, kind: .notFound, message: "no route"),
-        BadCall(name: "wrong method", method: "DELETE", path: "/v1/status", body: nil, status: 405, kind: .invalidArgument, message: "use GET"),
-        BadCall(name: "empty key", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"\"}", status: 400, kind: .invalidArgument, message: "must not be empty"),
-        BadCall(name: "key with slash", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"a/b\"}", status: 400, kind: .invalidArgument, message: "must not contain /"),
-        BadCall(name: "key with dot-dot", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"..\"}", status: 400, kind: .invalidArgument, message: "must not contain .."),
-        BadCall(name: "encoded slash in path", method: "GET", path: "/v1/snapshots/a%2Fb", body: nil, status: 400, kind: .invalidArgument, message: "must not contain /"),
-        BadCall(name: "bad percent encoding", method: "GET", path: "/v1/snapshots/a%zz", body: nil, status: 400, kind: .invalidArgument, message: "bad percent-encoding"),
-        BadCall(name: "control character", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"a\\u0001\"}", status: 400, kind: .invalidArgument, message: "control characters"),
-        BadCall(name: "duplicate key", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"active\"}", status: 409, kind: .alreadyExists, message: "snapshot active already exists"),
-        BadCall(name: "key taken by a committed name", method: "POST", path: "/v1/snapshots/view", body: "{\"key\": \"committed\"}", status: 409, kind: .alreadyExists, message: "already exists"),
-        BadCall(name: "parent missing", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"n\", \"parent\": \"ghost\"}", status: 404, kind: .notFound, message: "parent snapshot ghost does not exist"),
-        BadCall(name: "parent not committed", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"n\", \"parent\": \"active\"}", status: 400, kind: .invalidArgument, message: "parent active is active"),
-        BadCall(name: "parent is a view", method: "POST", path: "/v1/snapshots/view", body: "{\"key\": \"n\", \"parent\": \"view\"}", status: 400, kind: .invalidArgument, message: "parent view is view"),
-        BadCall(name: "remove with children", method: "DELETE", path: "/v1/snapshots/committed", body: nil, status: 412, kind: .failedPrecondition, message: "has children (active, view)"),
-        BadCall(name: "remove missing", method: "DELETE", path: "/v1/snapshots/ghost", body: nil, status: 404, kind: .notFound, message: "snapshot ghost does not exist"),
-        BadCall(name: "commit of a view", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"n\", \"key\": \"view\"}", status: 412, kind: .failedPrecondition, message: "view is view; only active snapshots can be committed"),
-        BadCall(name: "commit of a committed", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"n\", \"key\": \"committed\"}", status: 412, kind: .failedPrecondition, message: "only active"),
-        BadCall(name: "commit to a taken name", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"committed\", \"key\": \"active\"}", status: 409, kind: .alreadyExists, message: "snapshot committed already exists"),
-        BadCall(name: "commit of a missing key", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"n\", \"key\": \"ghost\"}", status: 404, kind: .notFound, message: "ghost does not exist"),
-        BadCall(name: "commit name with slash", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"a/b\", \"key\": \"active\"}", status: 400, kind: .invalidArgument, message: "must not contain /"),
-        BadCall(name: "mounts of committed", method: "GET", path: "/v1/snapshots/committed/mounts", body: nil, status: 412, kind: .failedPrecondition, message: "only active or view"),
-        BadCall(name: "usage of missing", method: "GET", path: "/v1/snapshots/ghost/usage", body: nil, status: 404, kind: .notFound, message: "ghost"),
-        BadCall(name: "label too long", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"n\", \"labels\": {\"k\": \"\(String(repeating: "v", count: 4096))\"}}", status: 400, kind: .invalidArgument, message: "exceed 4096 bytes"),
-        BadCall(name: "update immutable field", method: "PATCH", path: "/v1/snapshots/active", body: "{\"labels\": {}, \"fieldpaths\": [\"parent\"]}", status: 400, kind: .invalidArgument, message: "cannot update field"),
-        BadCall(name: "relative mount target", method: "POST", path: "/v1/snapshots/active/mount", body: "{\"target\": \"rel/dir\"}", status: 400, kind: .invalidArgument, message: "must be an absolute path"),
-        BadCall(name: "mount target with dot-dot", method: "POST", path: "/v1/snapshots/active/mount", body: "{\"target\": \"/tmp/../etc\"}", status: 400, kind: .invalidArgument, message: "must not contain . or .."),
-        BadCall(name: "unmount of something not ours", method: "POST", path: "/v1/unmount", body: "{\"target\": \"/proc\"}", status: 404, kind: .notFound, message: "nothing mounted at /proc"),
-        BadCall(name: "bad filter", method: "GET", path: "/v1/snapshots?filter=kind%3D%3D", body: nil, status: 400, kind: .invalidArgument, message: "invalid filter"),
-        BadCall(name: "bad regex filter", method: "GET", path: "/v1/snapshots?filter=name~%3D(", body: nil, status: 400, kind: .invalidArgument, message: "bad regular expression"),
+        BadCall(
+            name: "wrong method", method: "DELETE", path: "/v1/status", body: nil, status: 405, kind: .invalidArgument, message: "use GET"),
+        BadCall(
+            name: "empty key", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"\"}", status: 400, kind: .invalidArgument,
+            message: "must not be empty"),
+        BadCall(
+            name: "key with slash", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"a/b\"}", status: 400,
+            kind: .invalidArgument, message: "must not contain /"),
+        BadCall(
+            name: "key with dot-dot", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"..\"}", status: 400,
+            kind: .invalidArgument, message: "must not contain .."),
+        BadCall(
+            name: "encoded slash in path", method: "GET", path: "/v1/snapshots/a%2Fb", body: nil, status: 400, kind: .invalidArgument,
+            message: "must not contain /"),
+        BadCall(
+            name: "bad percent encoding", method: "GET", path: "/v1/snapshots/a%zz", body: nil, status: 400, kind: .invalidArgument,
+            message: "bad percent-encoding"),
+        BadCall(
+            name: "control character", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"a\\u0001\"}", status: 400,
+            kind: .invalidArgument, message: "control characters"),
+        BadCall(
+            name: "duplicate key", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"active\"}", status: 409,
+            kind: .alreadyExists, message: "snapshot active already exists"),
+        BadCall(
+            name: "key taken by a committed name", method: "POST", path: "/v1/snapshots/view", body: "{\"key\": \"committed\"}",
+            status: 409, kind: .alreadyExists, message: "already exists"),
+        BadCall(
+            name: "parent missing", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"n\", \"parent\": \"ghost\"}",
+            status: 404, kind: .notFound, message: "parent snapshot ghost does not exist"),
+        BadCall(
+            name: "parent not committed", method: "POST", path: "/v1/snapshots/prepare", body: "{\"key\": \"n\", \"parent\": \"active\"}",
+            status: 400, kind: .invalidArgument, message: "parent active is active"),
+        BadCall(
+            name: "parent is a view", method: "POST", path: "/v1/snapshots/view", body: "{\"key\": \"n\", \"parent\": \"view\"}",
+            status: 400, kind: .invalidArgument, message: "parent view is view"),
+        BadCall(
+            name: "remove with children", method: "DELETE", path: "/v1/snapshots/committed", body: nil, status: 412,
+            kind: .failedPrecondition, message: "has children (active, view)"),
+        BadCall(
+            name: "remove missing", method: "DELETE", path: "/v1/snapshots/ghost", body: nil, status: 404, kind: .notFound,
+            message: "snapshot ghost does not exist"),
+        BadCall(
+            name: "commit of a view", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"n\", \"key\": \"view\"}",
+            status: 412, kind: .failedPrecondition, message: "view is view; only active snapshots can be committed"),
+        BadCall(
+            name: "commit of a committed", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"n\", \"key\": \"committed\"}",
+            status: 412, kind: .failedPrecondition, message: "only active"),
+        BadCall(
+            name: "commit to a taken name", method: "POST", path: "/v1/snapshots/commit",
+            body: "{\"name\": \"committed\", \"key\": \"active\"}", status: 409, kind: .alreadyExists,
+            message: "snapshot committed already exists"),
+        BadCall(
+            name: "commit of a missing key", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"n\", \"key\": \"ghost\"}",
+            status: 404, kind: .notFound, message: "ghost does not exist"),
+        BadCall(
+            name: "commit name with slash", method: "POST", path: "/v1/snapshots/commit", body: "{\"name\": \"a/b\", \"key\": \"active\"}",
+            status: 400, kind: .invalidArgument, message: "must not contain /"),
+        BadCall(
+            name: "mounts of committed", method: "GET", path: "/v1/snapshots/committed/mounts", body: nil, status: 412,
+            kind: .failedPrecondition, message: "only active or view"),
+        BadCall(
+            name: "usage of missing", method: "GET", path: "/v1/snapshots/ghost/usage", body: nil, status: 404, kind: .notFound,
+            message: "ghost"),
+        BadCall(
+            name: "label too long", method: "POST", path: "/v1/snapshots/prepare",
+            body: "{\"key\": \"n\", \"labels\": {\"k\": \"\(String(repeating: "v", count: 4096))\"}}", status: 400, kind: .invalidArgument,
+            message: "exceed 4096 bytes"),
+        BadCall(
+            name: "update immutable field", method: "PATCH", path: "/v1/snapshots/active",
+            body: "{\"labels\": {}, \"fieldpaths\": [\"parent\"]}", status: 400, kind: .invalidArgument, message: "cannot update field"),
+        BadCall(
+            name: "relative mount target", method: "POST", path: "/v1/snapshots/active/mount", body: "{\"target\": \"rel/dir\"}",
+            status: 400, kind: .invalidArgument, message: "must be an absolute path"),
+        BadCall(
+            name: "mount target with dot-dot", method: "POST", path: "/v1/snapshots/active/mount", body: "{\"target\": \"/tmp/../etc\"}",
+            status: 400, kind: .invalidArgument, message: "must not contain . or .."),
+        BadCall(
+            name: "unmount of something not ours", method: "POST", path: "/v1/unmount", body: "{\"target\": \"/proc\"}", status: 404,
+            kind: .notFound, message: "nothing mounted at /proc"),
+        BadCall(
+            name: "bad filter", method: "GET", path: "/v1/snapshots?filter=kind%3D%3D", body: nil, status: 400, kind: .invalidArgument,
+            message: "invalid filter"),
+        BadCall(
+            name: "bad regex filter", method: "GET", path: "/v1/snapshots?filter=name~%3D(", body: nil, status: 400, kind: .invalidArgument,
+            message: "bad regular expression"),
     ]
 
     /// A daemon with one snapshot of each kind: `committed`, and `active` and `view` on top of it.

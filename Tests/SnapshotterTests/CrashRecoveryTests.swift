@@ -1,6 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import BlobStore
 import Foundation
 import Logging
@@ -8,6 +5,10 @@ import SnapshotterAPI
 import Synchronization
 import SystemSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("Crashes and restarts of the real daemon")
 struct CrashRecoveryTests {

@@ -1,9 +1,10 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import SnapshotterAPI
 import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Starts the real `snapshotterd` binary on a private temp root and socket, and always cleans up: the
 /// daemon is stopped, anything mounted under the temp dir is unmounted, the dir is removed.
@@ -143,7 +144,9 @@ func runCommand(_ path: String, _ arguments: [String], environment: [String: Str
 /// Mountinfo lines whose mount point is `path`.
 func mountInfoLines(at path: String) -> [String] {
     guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-    return text.split(separator: "\n").map(String.init).filter { $0.split(separator: " ").count > 4 && String($0.split(separator: " ")[4]) == path }
+    return text.split(separator: "\n").map(String.init).filter {
+        $0.split(separator: " ").count > 4 && String($0.split(separator: " ")[4]) == path
+    }
 }
 
 var isRoot: Bool { geteuid() == 0 }

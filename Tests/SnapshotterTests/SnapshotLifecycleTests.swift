@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import SnapshotterAPI
 import SystemSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("Snapshots through the real daemon and real mounts")
 struct SnapshotLifecycleTests {
@@ -67,7 +68,8 @@ struct SnapshotLifecycleTests {
         #expect(try client.prepare(key: "a") == [MountSpec(type: "bind", source: "\(snapshots)/1/fs", options: ["rw", "rbind"])])
         try client.commit(name: "A", key: "a")
         #expect(try client.view(key: "v0") == [MountSpec(type: "bind", source: "\(snapshots)/2/fs", options: ["ro", "rbind"])])
-        #expect(try client.view(key: "v1", parent: "A") == [MountSpec(type: "bind", source: "\(snapshots)/1/fs", options: ["ro", "rbind"])])
+        #expect(
+            try client.view(key: "v1", parent: "A") == [MountSpec(type: "bind", source: "\(snapshots)/1/fs", options: ["ro", "rbind"])])
         _ = try client.prepare(key: "b", parent: "A")
         try client.commit(name: "B", key: "b")
         #expect(
@@ -76,7 +78,9 @@ struct SnapshotLifecycleTests {
         let expected = [
             MountSpec(
                 type: "overlay", source: "overlay",
-                options: index + ["workdir=\(snapshots)/6/work", "upperdir=\(snapshots)/6/fs", "lowerdir=\(snapshots)/4/fs:\(snapshots)/1/fs"])
+                options: index + [
+                    "workdir=\(snapshots)/6/work", "upperdir=\(snapshots)/6/fs", "lowerdir=\(snapshots)/4/fs:\(snapshots)/1/fs",
+                ])
         ]
         #expect(try client.prepare(key: "c", parent: "B") == expected)
         #expect(try client.mounts(key: "c") == expected)

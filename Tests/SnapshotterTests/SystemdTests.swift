@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import SnapshotterAPI
 import SystemSupport
 import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A datagram socket standing in for systemd's NOTIFY_SOCKET.
 final class NotifyListener {
@@ -122,15 +123,15 @@ struct SystemdTests {
         let daemon = try DaemonHarness("config")
         let config = daemon.directory + "/config.toml"
         try """
-            # test config
-            root = "\(daemon.root)"
-            [api]
-            socket = "\(daemon.socket)"
-            allowed_uids = [0, 4242]
-            max_body_bytes = 65536
-            [log]
-            level = "debug"
-            """.write(toFile: config, atomically: false, encoding: .utf8)
+        # test config
+        root = "\(daemon.root)"
+        [api]
+        socket = "\(daemon.socket)"
+        allowed_uids = [0, 4242]
+        max_body_bytes = 65536
+        [log]
+        level = "debug"
+        """.write(toFile: config, atomically: false, encoding: .utf8)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: DaemonHarness.binaryPath)
         process.arguments = ["--config", config]

@@ -1,0 +1,69 @@
+# ondemand-snapshotter: the two set-up commands are `make test` and `make run` (see README.md).
+SWIFT ?= swift
+PREFIX ?= /usr/local
+STATE ?= $(CURDIR)/.state
+SOCKET ?= $(STATE)/snapshotter.sock
+BUILD_FLAGS ?=
+
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots clean
+
+all: build
+
+## setup: install missing Debian packages (apt-get)
+setup:
+	@scripts/setup.sh
+
+## build: debug build of snapshotterd and snapctl
+build: setup
+	$(SWIFT) build $(BUILD_FLAGS)
+
+release: setup
+	$(SWIFT) build -c release $(BUILD_FLAGS)
+
+## test: install what is missing, build, lint, run every test
+test: setup
+	$(SWIFT) build --build-tests $(BUILD_FLAGS)
+	$(MAKE) --no-print-directory lint
+	$(SWIFT) test --skip-build $(BUILD_FLAGS)
+
+lint:
+	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests benchmarks
+
+format:
+	$(SWIFT) format format --in-place --recursive --parallel Package.swift Sources Tests benchmarks
+
+## run: build and start the daemon on ./.state (Ctrl-C stops it)
+run: build
+	@mkdir -p $(STATE)
+	@echo "snapshotterd: state in $(STATE), API on $(SOCKET)"
+	@echo "talk to it with:"
+	@echo "  $(CURDIR)/.build/debug/snapctl --socket $(SOCKET) status"
+	@echo "  curl --unix-socket $(SOCKET) http://localhost/v1/status"
+	.build/debug/snapshotterd --root $(STATE) --socket $(SOCKET)
+
+## install: binaries to $(PREFIX)/bin, units to /etc/systemd/system, example config to /etc
+install: release
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/etc/systemd/system $(DESTDIR)/etc/ondemand-snapshotter
+	install -m 0755 .build/release/snapshotterd .build/release/snapctl $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 deploy/snapshotterd.service deploy/snapshotterd.socket $(DESTDIR)/etc/systemd/system/
+	@if [ -e $(DESTDIR)/etc/ondemand-snapshotter/config.toml ]; then \
+	  echo "keeping existing /etc/ondemand-snapshotter/config.toml"; \
+	else \
+	  install -m 0644 deploy/config.toml $(DESTDIR)/etc/ondemand-snapshotter/config.toml; \
+	fi
+	@echo "installed; enable with: systemctl daemon-reload && systemctl enable --now snapshotterd.socket snapshotterd.service"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/snapshotterd $(DESTDIR)$(PREFIX)/bin/snapctl
+	rm -f $(DESTDIR)/etc/systemd/system/snapshotterd.service $(DESTDIR)/etc/systemd/system/snapshotterd.socket
+
+## bench-snapshots: p50/p99 latency of 1,000 prepare and 1,000 remove calls through the socket
+bench-snapshots: setup
+	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product SnapshotBench $(BUILD_FLAGS)
+	.build/release/SnapshotBench --daemon .build/release/snapshotterd --count 1000
+
+bench: bench-snapshots
+
+clean:
+	rm -rf .build $(STATE)

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the build, the tests and the benchmarks need, if any is missing.
+set -euo pipefail
+
+packages=(
+  pkg-config            # system-library targets resolve through pkg-config
+  libsqlite3-dev        # catalog
+  libsystemd-dev        # sd_notify, socket activation
+  systemd               # systemd-analyze verify, systemd-socket-activate (tests)
+  curl                  # curl --unix-socket in docs and benchmarks
+  sqlite3               # inspecting the catalog by hand
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$package")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+echo "setup: installing ${missing[*]}"
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
