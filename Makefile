@@ -36,8 +36,12 @@ format:
 run: build
 	@mkdir -p $(STATE)
 	@echo "snapshotterd: state in $(STATE), API on $(SOCKET)"
+	@if ! command -v snapctl >/dev/null 2>&1 && [ -w $(PREFIX)/bin ]; then \
+	  ln -sf $(CURDIR)/.build/debug/snapctl $(PREFIX)/bin/snapctl; \
+	  echo "linked $(PREFIX)/bin/snapctl -> $(CURDIR)/.build/debug/snapctl (make install replaces it)"; \
+	fi
 	@echo "talk to it with:"
-	@echo "  $(CURDIR)/.build/debug/snapctl --socket $(SOCKET) status"
+	@echo "  snapctl --socket $(SOCKET) status"
 	@echo "  curl --unix-socket $(SOCKET) http://localhost/v1/status"
 	.build/debug/snapshotterd --root $(STATE) --socket $(SOCKET)
 

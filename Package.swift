@@ -25,6 +25,7 @@ let package = Package(
         // C entry points: system libraries through pkg-config module maps, shims for what Swift cannot call.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .target(name: "CLinux"),
 
         // Leaf modules.
@@ -36,7 +37,7 @@ let package = Package(
         .target(
             name: "BlobStore",
             dependencies: [
-                "CSQLite", "SystemSupport",
+                "CSQLite", "CZlib", "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

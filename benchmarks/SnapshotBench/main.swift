@@ -1,11 +1,12 @@
+import Foundation
+import SnapshotterAPI
+
 // Latency of snapshot calls through the real daemon's socket: 1,000 prepares and 1,000 removes, next to
 // a reference run of the cheapest call (status) in the same process, over the same kept-alive connection.
 // Run by `make bench-snapshots`; prints figures, asserts nothing.
 #if canImport(Glibc)
 import Glibc
 #endif
-import Foundation
-import SnapshotterAPI
 
 struct Options {
     var daemon = ".build/release/snapshotterd"
