@@ -25,6 +25,8 @@ let package = Package(
         // C entry points: system libraries through pkg-config module maps, shims for what Swift cannot call.
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .target(name: "CLinux"),
 
         // Leaf modules.
@@ -36,7 +38,7 @@ let package = Package(
         .target(
             name: "BlobStore",
             dependencies: [
-                "CSQLite", "SystemSupport",
+                "CSQLite", "CZstd", "CLZ4", "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -81,7 +83,11 @@ let package = Package(
         ),
 
         .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
-        .testTarget(name: "BlobStoreTests", dependencies: ["BlobStore", "SystemSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "BlobStoreTests",
+            dependencies: ["BlobStore", "MountManager", "SystemSupport"],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "MountManagerTests",
             dependencies: ["MountManager", "SystemSupport"],
