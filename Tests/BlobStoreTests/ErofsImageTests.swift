@@ -47,12 +47,17 @@ struct ErofsImageTests {
         let image = try ErofsImage(path: ImageFixtures.bootstrap)
         let entries = try image.entries()
         #expect(entries.map(\.path) == ["/", "/lib.rs", "/sync_io.rs"])
-        for entry in entries { print(entry.path, entry.type, String(entry.mode, radix: 8), entry.size, entry.uid, entry.gid, entry.nlink, entry.mtime) }
+        #expect(entries.map(\.type) == [.directory, .regular, .regular])
+        #expect(entries.map(\.permissions) == [0o755, 0o644, 0o644])
+        #expect(entries.map(\.size) == [67, 16931, 13400])
         let lib = try image.stat("/lib.rs")
-        #expect(lib.type == .regular)
-        let mappings = try image.chunkMappings(of: try image.lookup("/lib.rs"))
-        #expect(mappings.allSatisfy { $0.device == 1 })
-        print(mappings)
+        #expect(lib.nlink == 1)
+        #expect(lib.dataLayout == ErofsInode.DataLayout.chunkBased.rawValue)
+        #expect(try image.stat("/") == entries[0])
+        #expect(throws: ImageFormatError.notFound(path: "/missing")) { _ = try image.stat("/missing") }
+        #expect(throws: ImageFormatError.notADirectory(path: "/lib.rs/x")) { _ = try image.stat("/lib.rs/x") }
+        // Chunk data lives on device 1: without a reader for it, the read names the device.
+        #expect(throws: ImageFormatError.deviceUnavailable(device: 1)) { _ = try image.readFile("/lib.rs") }
     }
 
     @Test("bootstrap layer from nydus-snapshotter lists and stats")
@@ -61,9 +66,29 @@ struct ErofsImageTests {
         defer { ImageFixtures.cleanup(scratch) }
         let path = try ImageFixtures.extractLayerBootstrap(into: scratch)
         let image = try ErofsImage(path: path)
+        #expect(image.blobs.map(\.blobID) == ["cdde6f5645daea414d60bc75611102a8bc8dae6198f087366365d6ff85bf5726"])
+        #expect(image.devices.map(\.tagString) == image.blobs.map(\.blobID))
+        #expect(image.blobs[0].compression == .lz4Block)
         let entries = try image.entries()
-        #expect(entries.count > 10)
-        print(entries.count, image.blobs.map(\.blobID), image.devices.count)
-        for entry in entries.prefix(40) { print(entry.path, entry.type, String(entry.mode, radix: 8), entry.size, entry.symlinkTarget ?? "", entry.xattrs.map(\.name)) }
+        #expect(Set(entries.map(\.nid)).count == Int(image.superBlock.inodeCount))
+        let bin = try image.stat("/bin")
+        #expect(bin.type == .symlink)
+        #expect(bin.symlinkTarget == "usr/bin")
+        #expect(bin.permissions == 0o777)
+        #expect(try image.stat("/etc/alternatives/awk").symlinkTarget == "/usr/bin/mawk")
+        let etc = try image.stat("/etc")
+        #expect(etc.type == .directory)
+        // Every chunk-based file maps to blob 0 with chunk-info indexes inside that blob.
+        var chunks = 0
+        for entry in entries where entry.type == .regular && entry.size > 0 {
+            for mapping in try image.chunkMappings(of: try image.inode(nid: entry.nid)) {
+                #expect(mapping.device == 1)
+                #expect(mapping.index?.rafsBlobIndex == 0)
+                #expect((mapping.index?.rafsChunkInfoIndex ?? .max) < image.blobs[0].chunkCount)
+                chunks += 1
+            }
+        }
+        #expect(chunks > 0)
+        #expect(try image.rafsChunkTable().count == 201200 / RafsChunkTableEntry.size)
     }
 }
