@@ -1,0 +1,331 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+import SystemSupport
+
+/// One nydus data blob as stored (chunks compressed one by one, then the chunk-info array, its 4 KiB header,
+/// the chunk digests and the ToC, each section followed by a tar header when the blob has them), read
+/// through its blob-table entry.
+///
+/// It maps the *uncompressed* blob (what EROFS sees as the device, in which chunk-based inodes address
+/// blocks) to the compressed chunks that hold it, decompresses and verifies chunks, serves uncompressed
+/// ranges as an `ErofsDeviceReader`, and materializes the uncompressed blob as a sparse file.
+public final class RafsBlob: Sendable, ErofsDeviceReader {
+    public let file: ImageFile
+    public let entry: RafsBlobEntry
+    public let metaHeader: BlobMetaHeader
+    /// The chunk-info array, in array (chunk index) order.
+    public let chunks: [BlobChunkInfo]
+    /// ToC entries when the blob has a ToC, else empty.
+    public let toc: [BlobTocEntry]
+    /// Expected digest of each chunk by chunk index (from the bootstrap's chunk table or the blob's
+    /// `blob.digest` section); empty when neither is available.
+    public let chunkDigests: [[UInt8]]
+    /// Chunk indexes sorted by uncompressed offset, for range lookups.
+    private let byUncompressedOffset: [Int]
+
+    /// Size of the uncompressed blob as a device: the declared size rounded up to 4 KiB, the alignment of
+    /// chunk offsets.
+    public var deviceSize: UInt64 { (entry.uncompressedSize + 4095) / 4096 * 4096 }
+
+    /// Opens the blob file at `path` described by `entry`. `chunkTable` is the bootstrap's RAFS chunk table
+    /// (digests for every blob); without it, digests come from the blob's own `blob.digest` section.
+    public init(path: String, entry: RafsBlobEntry, chunkTable: [RafsChunkTableEntry] = []) throws(ImageFormatError) {
+        let file = try ImageFile(path: path)
+        self.file = file
+        self.entry = entry
+        let name = entry.blobID
+
+        guard entry.features.isDisjoint(with: [.encrypted, .zran, .batch]) else {
+            throw .badBlobMeta(blob: name, reason: "features 0x\(String(entry.features.rawValue, radix: 16)) (encrypted, zran or batch) are not supported")
+        }
+        guard entry.compression != nil else {
+            throw .unsupportedCompression(algorithm: entry.compressionRaw, context: "blob \(name) chunks")
+        }
+        guard entry.digestAlgorithm != nil else { throw .unsupportedDigest(algorithm: entry.digestRaw) }
+        guard let metaCompressor = entry.metaCompressor else {
+            throw .unsupportedCompression(algorithm: entry.metaCompressorRaw, context: "blob \(name) meta")
+        }
+
+        // The chunk-info array and its header.
+        let entrySize = entry.features.contains(.chunkInfoV2) ? BlobChunkInfo.v2Size : BlobChunkInfo.v1Size
+        let needed = UInt64(entry.chunkCount) * UInt64(entrySize)
+        guard entry.metaUncompressedSize >= needed, entry.metaUncompressedSize <= ImageFile.maximumRead else {
+            throw .badBlobMeta(blob: name, reason: "\(entry.metaUncompressedSize) bytes cannot hold \(entry.chunkCount) chunk infos of \(entrySize) bytes")
+        }
+        guard entry.metaCompressedSize <= file.size else {
+            throw .outOfBounds(what: "blob \(name) meta", offset: entry.metaOffset, length: entry.metaCompressedSize, size: file.size)
+        }
+        let stored = try file.read(at: entry.metaOffset, count: Int(entry.metaCompressedSize), what: "blob meta")
+        let plain = try ChunkDecompressor.decompress(stored, algorithm: metaCompressor,
+                                                     expectedSize: Int(entry.metaUncompressedSize),
+                                                     context: "blob \(name) meta")
+        let headerOffset = entry.metaOffset + entry.metaCompressedSize
+        let header = try BlobMetaHeader(decoding: try file.bytes(at: headerOffset, count: BlobMetaHeader.size,
+                                                                  what: "blob meta header"), at: headerOffset)
+        guard header.entries == entry.chunkCount, header.offset == entry.metaOffset,
+              header.compressedSize == entry.metaCompressedSize, header.uncompressedSize == entry.metaUncompressedSize,
+              header.compressorRaw == entry.metaCompressorRaw
+        else {
+            throw .badBlobMeta(blob: name, reason: "header (\(header.entries) entries at \(header.offset)) disagrees with the blob table")
+        }
+        metaHeader = header
+
+        let raw = LittleEndianBytes(plain, what: "chunk infos of blob \(name)")
+        var infos: [BlobChunkInfo] = []
+        infos.reserveCapacity(Int(entry.chunkCount))
+        for index in 0..<entry.chunkCount {
+            let base = Int(index) * entrySize
+            let info = entrySize == BlobChunkInfo.v2Size
+                ? try BlobChunkInfo.decodeV2(raw, at: base, index: index)
+                : try BlobChunkInfo.decodeV1(raw, at: base, index: index)
+            guard info.compressedEnd <= file.size else {
+                throw .badChunkInfo(blob: name, chunk: index, reason: "compressed bytes \(info.compressedOffset)..<\(info.compressedEnd) lie past the blob's end (\(file.size))")
+            }
+            guard info.uncompressedEnd <= entry.uncompressedSize, info.uncompressedSize <= max(entry.chunkSize, 1) else {
+                throw .badChunkInfo(blob: name, chunk: index, reason: "uncompressed \(info.uncompressedOffset)+\(info.uncompressedSize) lies outside the blob (\(entry.uncompressedSize) bytes, chunk size \(entry.chunkSize))")
+            }
+            infos.append(info)
+        }
+        chunks = infos
+        byUncompressedOffset = infos.indices.sorted { infos[$0].uncompressedOffset < infos[$1].uncompressedOffset }
+
+        toc = try Self.readToc(file: file, entry: entry)
+
+        let fromTable = chunkTable.filter { $0.blobIndex == entry.blobIndex }
+        if !fromTable.isEmpty {
+            var digests = [[UInt8]](repeating: [], count: Int(entry.chunkCount))
+            for row in fromTable {
+                guard row.index < entry.chunkCount else {
+                    throw .badChunkInfo(blob: name, chunk: row.index, reason: "the bootstrap's chunk table names a chunk the blob does not have")
+                }
+                digests[Int(row.index)] = row.digest
+            }
+            chunkDigests = digests
+        } else if let section = toc.first(where: { $0.name == "blob.digest" }) {
+            let bytes = try Self.readTocSection(file: file, section, blob: name)
+            guard bytes.count == Int(entry.chunkCount) * 32 else {
+                throw .badToc(blob: name, reason: "blob.digest has \(bytes.count) bytes for \(entry.chunkCount) chunks")
+            }
+            chunkDigests = (0..<Int(entry.chunkCount)).map { Array(bytes[$0 * 32..<($0 + 1) * 32]) }
+        } else {
+            chunkDigests = []
+        }
+    }
+
+    /// Opens blob `index` of `image` from `directory`, where blobs are stored under their ids.
+    public convenience init(image: ErofsImage, index: Int, directory: String) throws(ImageFormatError) {
+        guard image.blobs.indices.contains(index) else {
+            throw .badBlobTable(reason: "blob index \(index) is not in the table (\(image.blobs.count) blobs)")
+        }
+        let entry = image.blobs[index]
+        try self.init(path: directory + "/" + entry.blobID, entry: entry, chunkTable: try image.rafsChunkTable())
+    }
+
+    private static func readToc(file: ImageFile, entry: RafsBlobEntry) throws(ImageFormatError) -> [BlobTocEntry] {
+        guard entry.features.contains(.hasToc), entry.tocSize > 0 else { return [] }
+        let name = entry.blobID
+        // `blob_toc_size` counts the ToC's trailing tar header too: the entries are the bytes before it.
+        let tarHeader = UInt64(entry.features.contains(.hasTarHeader) ? BlobTocEntry.tarHeaderSize : 0)
+        let size = UInt64(entry.tocSize)
+        guard size > tarHeader, (size - tarHeader) % UInt64(BlobTocEntry.size) == 0, size <= 1 << 20 else {
+            throw .badToc(blob: name, reason: "size \(size) is not a tar header plus a multiple of \(BlobTocEntry.size) up to 1 MiB")
+        }
+        guard file.size >= size else {
+            throw .truncated(what: "blob \(name) ToC", needed: size, available: file.size)
+        }
+        let withHeader = try file.read(at: file.size - size, count: Int(size), what: "blob ToC")
+        if entry.tocDigest.contains(where: { $0 != 0 }) {
+            let found = SHA256.hash(withHeader)
+            guard found == entry.tocDigest else {
+                throw .digestMismatch(context: "blob \(name) ToC", expected: entry.tocDigest.hexString, found: found.hexString)
+            }
+        }
+        let entryBytes = Int(size - tarHeader)
+        let raw = LittleEndianBytes(Array(withHeader[0..<entryBytes]), what: "blob \(name) ToC")
+        var entries: [BlobTocEntry] = []
+        for index in 0..<entryBytes / BlobTocEntry.size {
+            let tocEntry = try BlobTocEntry(decoding: raw, at: index * BlobTocEntry.size)
+            if tocEntry.name.isEmpty { continue }
+            entries.append(tocEntry)
+        }
+        return entries
+    }
+
+    /// The uncompressed bytes of one ToC section, checked against its sha256.
+    static func readTocSection(file: ImageFile, _ section: BlobTocEntry, blob: String) throws(ImageFormatError) -> [UInt8] {
+        guard let compression = section.compression else {
+            throw .unsupportedCompression(algorithm: section.flags, context: "blob \(blob) ToC entry \(section.name)")
+        }
+        guard section.compressedSize <= file.size else {
+            throw .outOfBounds(what: "ToC entry \(section.name)", offset: section.compressedOffset, length: section.compressedSize, size: file.size)
+        }
+        let stored = try file.read(at: section.compressedOffset, count: Int(section.compressedSize), what: "ToC entry \(section.name)")
+        guard section.uncompressedSize <= ImageFile.maximumRead else {
+            throw .absurdSize(what: "ToC entry \(section.name)", size: section.uncompressedSize, limit: ImageFile.maximumRead)
+        }
+        let data = try ChunkDecompressor.decompress(stored, algorithm: compression, expectedSize: Int(section.uncompressedSize),
+                                                    context: "blob \(blob) ToC entry \(section.name)")
+        let found = SHA256.hash(data)
+        guard found == section.digest else {
+            throw .digestMismatch(context: "blob \(blob) ToC entry \(section.name)", expected: section.digest.hexString, found: found.hexString)
+        }
+        return data
+    }
+
+    /// The uncompressed bytes of ToC section `name` (e.g. `blob.meta`, `blob.digest`), digest checked.
+    public func tocSection(_ name: String) throws(ImageFormatError) -> [UInt8] {
+        guard let section = toc.first(where: { $0.name == name }) else {
+            throw .badToc(blob: entry.blobID, reason: "no entry named \(name)")
+        }
+        return try Self.readTocSection(file: file, section, blob: entry.blobID)
+    }
+
+    // MARK: Chunks
+
+    /// The chunks holding uncompressed bytes `[offset, offset + length)`, in uncompressed order. Gaps
+    /// between chunks (alignment padding) hold zeros and have no chunk.
+    public func chunks(coveringUncompressed offset: UInt64, length: UInt64) -> [BlobChunkInfo] {
+        guard length > 0 else { return [] }
+        let end = offset.addingReportingOverflow(length).overflow ? UInt64.max : offset + length
+        // First chunk whose end lies after `offset`: chunks do not overlap, so ends are sorted too.
+        var low = 0
+        var high = byUncompressedOffset.count
+        while low < high {
+            let middle = (low + high) / 2
+            if chunks[byUncompressedOffset[middle]].uncompressedEnd <= offset { low = middle + 1 } else { high = middle }
+        }
+        var result: [BlobChunkInfo] = []
+        var position = low
+        while position < byUncompressedOffset.count {
+            let chunk = chunks[byUncompressedOffset[position]]
+            if chunk.uncompressedOffset >= end { break }
+            result.append(chunk)
+            position += 1
+        }
+        return result
+    }
+
+    /// The digest nydus records for chunk data, with this blob's algorithm.
+    public func digest(of data: [UInt8]) -> [UInt8] {
+        entry.digestAlgorithm == .sha256 ? SHA256.hash(data) : BLAKE3.hash(data)
+    }
+
+    /// Reads, decompresses and (when a digest is known and `verify` is set) verifies one chunk.
+    public func readChunk(_ chunk: BlobChunkInfo, verify: Bool = true) throws(ImageFormatError) -> [UInt8] {
+        let name = entry.blobID
+        guard chunk.flags.isDisjoint(with: [.zran, .batch, .encrypted]) else {
+            throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "flags 0x\(String(chunk.flags.rawValue, radix: 16)) (zran, batch or encrypted) are not supported")
+        }
+        let stored = try file.read(at: chunk.compressedOffset, count: Int(chunk.compressedSize), what: "chunk \(chunk.index)")
+        let data: [UInt8]
+        if chunk.isCompressed {
+            guard let compression = entry.compression, compression != .none else {
+                throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "marked compressed in a blob without compression")
+            }
+            data = try ChunkDecompressor.decompress(stored, algorithm: compression, expectedSize: Int(chunk.uncompressedSize),
+                                                    context: "blob \(name) chunk \(chunk.index)")
+        } else {
+            data = try ChunkDecompressor.decompress(stored, algorithm: .none, expectedSize: Int(chunk.uncompressedSize),
+                                                    context: "blob \(name) chunk \(chunk.index)")
+        }
+        if verify, chunkDigests.indices.contains(Int(chunk.index)), !chunkDigests[Int(chunk.index)].isEmpty {
+            let expected = chunkDigests[Int(chunk.index)]
+            let found = digest(of: data)
+            guard found == expected else {
+                throw .digestMismatch(context: "blob \(name) chunk \(chunk.index)", expected: expected.hexString, found: found.hexString)
+            }
+        }
+        return data
+    }
+
+    /// Uncompressed blob bytes, as the kernel reads the device: chunks decompressed, gaps as zeros.
+    public func readDevice(at offset: UInt64, count: Int) throws(ImageFormatError) -> [UInt8] {
+        let length = UInt64(max(0, count))
+        guard offset <= deviceSize, length <= deviceSize - offset else {
+            throw .outOfBounds(what: "uncompressed blob \(entry.blobID)", offset: offset, length: length, size: deviceSize)
+        }
+        guard length <= ImageFile.maximumRead else {
+            throw .absurdSize(what: "device read", size: length, limit: ImageFile.maximumRead)
+        }
+        var out = [UInt8](repeating: 0, count: count)
+        for chunk in chunks(coveringUncompressed: offset, length: length) {
+            let data = try readChunk(chunk)
+            let from = max(offset, chunk.uncompressedOffset)
+            let to = min(offset + length, chunk.uncompressedEnd)
+            for position in from..<to {
+                out[Int(position - offset)] = data[Int(position - chunk.uncompressedOffset)]
+            }
+        }
+        return out
+    }
+
+    // MARK: Materialize
+
+    /// What `materialize` wrote.
+    public struct MaterializeReport: Equatable, Sendable {
+        public var chunks: Int
+        public var bytesWritten: UInt64
+        public var fileSize: UInt64
+    }
+
+    /// Writes the uncompressed blob to `path` (replacing it atomically): every chunk decompressed, verified and
+    /// written at its uncompressed offset; gaps stay holes of a sparse file of `deviceSize` bytes.
+    @discardableResult
+    public func materialize(to path: String) throws(ImageFormatError) -> MaterializeReport {
+        let partial = path + ".partial"
+        let fd: Int32
+        do throws(SyscallError) {
+            fd = try retryingSyscall("open", partial) { open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+        } catch {
+            throw .io(path: partial, error)
+        }
+        var report = MaterializeReport(chunks: 0, bytesWritten: 0, fileSize: deviceSize)
+        do throws(ImageFormatError) {
+            defer { close(fd) }
+            do throws(SyscallError) {
+                try retryingSyscall("ftruncate", partial) { ftruncate(fd, off_t(deviceSize)) }
+            } catch {
+                throw .io(path: partial, error)
+            }
+            for chunk in chunks {
+                let data = try readChunk(chunk)
+                try Self.writeAll(fd, data, at: chunk.uncompressedOffset, path: partial)
+                report.chunks += 1
+                report.bytesWritten += UInt64(data.count)
+            }
+            do throws(SyscallError) {
+                try retryingSyscall("fsync", partial) { fsync(fd) }
+            } catch {
+                throw .io(path: partial, error)
+            }
+        } catch {
+            unlink(partial)
+            throw error
+        }
+        do throws(SyscallError) {
+            try retryingSyscall("rename", path) { rename(partial, path) }
+        } catch {
+            unlink(partial)
+            throw .io(path: path, error)
+        }
+        return report
+    }
+
+    private static func writeAll(_ fd: Int32, _ data: [UInt8], at offset: UInt64, path: String) throws(ImageFormatError) {
+        var done = 0
+        while done < data.count {
+            let remaining = data.count - done
+            let position = off_t(offset) + off_t(done)
+            do throws(SyscallError) {
+                done += try retryingSyscall("pwrite", path) {
+                    data.withUnsafeBytes { raw in pwrite(fd, raw.baseAddress.map { $0 + done }, remaining, position) }
+                }
+            } catch {
+                throw .io(path: path, error)
+            }
+        }
+    }
+}
