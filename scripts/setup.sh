@@ -6,6 +6,11 @@ packages=(
   pkg-config            # system-library targets resolve through pkg-config
   libsqlite3-dev        # catalog
   libsystemd-dev        # sd_notify, socket activation
+  zlib1g-dev            # gzip layers
+  libzstd-dev           # zstd chunks and layers
+  liblz4-dev            # lz4_block chunks (nydus)
+  erofs-utils           # mkfs.erofs, dump.erofs, fsck.erofs: independent checks of images (tests)
+  attr                  # setfattr for xattr test trees
   systemd               # systemd-analyze verify, systemd-socket-activate (tests)
   curl                  # curl --unix-socket in docs and benchmarks
   sqlite3               # inspecting the catalog by hand

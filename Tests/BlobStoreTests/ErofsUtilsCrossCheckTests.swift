@@ -6,8 +6,9 @@ import Testing
 /// Debian's erofs-utils (`dump.erofs`, `fsck.erofs`) as a second opinion on what the reader decodes.
 @Suite(
     "Cross-check with erofs-utils",
-    .enabled(if: ImageFixtures.tool("dump.erofs") != nil && ImageFixtures.tool("fsck.erofs") != nil,
-             "needs dump.erofs and fsck.erofs (apt-get install erofs-utils)")
+    .enabled(
+        if: ImageFixtures.tool("dump.erofs") != nil && ImageFixtures.tool("fsck.erofs") != nil,
+        "needs dump.erofs and fsck.erofs (apt-get install erofs-utils)")
 )
 struct ErofsUtilsCrossCheckTests {
     /// `key: value` lines of dump.erofs output.
@@ -80,7 +81,10 @@ struct ErofsUtilsCrossCheckTests {
                 var inTable = false
                 for line in output.split(separator: "\n") {
                     let words = line.split(separator: " ", omittingEmptySubsequences: true)
-                    if words == ["NID", "TYPE", "FILENAME"] { inTable = true; continue }
+                    if words == ["NID", "TYPE", "FILENAME"] {
+                        inTable = true
+                        continue
+                    }
                     if inTable, words.count >= 3 { theirs.append(words[0] + " " + words[1] + " " + words[2...].joined(separator: " ")) }
                 }
                 let ours = try image.directoryEntries(of: try image.inode(nid: entry.nid)).map { dirent in

@@ -46,8 +46,11 @@ struct HostileImageTests {
         var bytes = try ImageFixtures.bytes(ImageFixtures.bootstrap)
         bytes[1024] ^= 0xFF
         try Self.withCopy(bytes) { path in
-            #expect(throws: ImageFormatError.badMagic(what: "EROFS superblock", offset: 1024, expected: 0xE0F5_E1E2,
-                                                       found: 0xE0F5_E11D)) {
+            #expect(
+                throws: ImageFormatError.badMagic(
+                    what: "EROFS superblock", offset: 1024, expected: 0xE0F5_E1E2,
+                    found: 0xE0F5_E11D)
+            ) {
                 _ = try ErofsImage(path: path)
             }
         }
@@ -63,7 +66,10 @@ struct HostileImageTests {
             do {
                 _ = try ErofsImage(path: path)
             } catch let error as ImageFormatError {
-                guard case .badInode(let nid, _) = error else { Issue.record("unexpected \(error)"); return }
+                guard case .badInode(let nid, _) = error else {
+                    Issue.record("unexpected \(error)")
+                    return
+                }
                 #expect(nid == 0xFFFF)
             }
         }
@@ -84,7 +90,9 @@ struct HostileImageTests {
         Self.put64(&bytes, offset, 1 << 40)
         try Self.withCopy(bytes) { path in
             let image = try ErofsImage(path: path)
-            #expect(throws: ImageFormatError.badInode(nid: 1 << 40, reason: "its offset lies beyond the end of the bootstrap (20480 bytes)")) {
+            #expect(
+                throws: ImageFormatError.badInode(nid: 1 << 40, reason: "its offset lies beyond the end of the bootstrap (20480 bytes)")
+            ) {
                 _ = try image.entries()
             }
             #expect(throws: ImageFormatError.self) { _ = try image.stat("/lib.rs") }
@@ -124,7 +132,10 @@ struct HostileImageTests {
                 _ = try image.chunkMappings(of: node)
                 Issue.record("a chunk past the device was accepted")
             } catch let error as ImageFormatError {
-                guard case .badChunkIndex(let nid, let chunk, _) = error else { Issue.record("unexpected \(error)"); return }
+                guard case .badChunkIndex(let nid, let chunk, _) = error else {
+                    Issue.record("unexpected \(error)")
+                    return
+                }
                 #expect(nid == node.nid)
                 #expect(chunk == 0)
             }
@@ -158,7 +169,10 @@ struct HostileImageTests {
             do {
                 _ = try RafsBlob(path: path, entry: entry)
             } catch let error as ImageFormatError {
-                guard case .badChunkInfo(_, let chunk, _) = error else { Issue.record("unexpected \(error)"); return }
+                guard case .badChunkInfo(_, let chunk, _) = error else {
+                    Issue.record("unexpected \(error)")
+                    return
+                }
                 #expect(chunk == 0)
             }
         }

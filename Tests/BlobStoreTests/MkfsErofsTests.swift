@@ -1,19 +1,21 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import MountManager
 import Testing
 
 @testable import BlobStore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Plain EROFS images made by Debian's mkfs.erofs from a scratch tree: the layouts nydus bootstraps do
 /// not use (flat plain, tail-packed inline data, shared and inline xattrs, devices, fifos, hard links),
 /// checked against the source tree and against the kernel mounting the image.
 @Suite(
     "mkfs.erofs images (inline, plain, xattrs, special files)",
-    .enabled(if: ImageFixtures.tool("mkfs.erofs") != nil && ImageFixtures.tool("setfattr") != nil && getuid() == 0,
-             "needs mkfs.erofs (apt-get install erofs-utils), setfattr (apt-get install attr) and root (mknod, trusted.* xattrs)")
+    .enabled(
+        if: ImageFixtures.tool("mkfs.erofs") != nil && ImageFixtures.tool("setfattr") != nil && getuid() == 0,
+        "needs mkfs.erofs (apt-get install erofs-utils), setfattr (apt-get install attr) and root (mknod, trusted.* xattrs)")
 )
 struct MkfsErofsTests {
     static func makeTree(_ root: String) throws {
@@ -56,8 +58,11 @@ struct MkfsErofsTests {
         #expect(image.blobs.isEmpty)
         let entries = try image.entries()
         let byPath = Dictionary(entries.map { ($0.path, $0) }, uniquingKeysWith: { first, _ in first })
-        #expect(Set(byPath.keys) == ["/", "/small", "/empty", "/link", "/fifo", "/null", "/dir", "/dir/big",
-                                     "/dir/hardlink", "/dir/sub"])
+        #expect(
+            Set(byPath.keys) == [
+                "/", "/small", "/empty", "/link", "/fifo", "/null", "/dir", "/dir/big",
+                "/dir/hardlink", "/dir/sub",
+            ])
 
         #expect(byPath["/small"]?.uid == 1234)
         #expect(byPath["/small"]?.gid == 5678)

@@ -1,11 +1,12 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Foundation
 import MountManager
 import Testing
 
 @testable import BlobStore
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 @Suite("RAFS data blob: chunk map, decompression, digests, materialize, kernel mount")
 struct RafsBlobTests {
@@ -114,8 +115,10 @@ struct RafsBlobTests {
         let device = try ImageFile(path: devicePath)
         let mountPoint = scratch + "/mnt"
         try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        try Mounter.mount(KernelMount(type: "erofs", source: ImageFixtures.bootstrap,
-                                      options: ["ro", "device=\(devicePath)"]), at: mountPoint)
+        try Mounter.mount(
+            KernelMount(
+                type: "erofs", source: ImageFixtures.bootstrap,
+                options: ["ro", "device=\(devicePath)"]), at: mountPoint)
         defer { try? Mounter.unmount(mountPoint, detach: true) }
 
         let entries = try image.entries()

@@ -48,10 +48,12 @@ public enum BLAKE3 {
         while (leftChunks * 2) * chunkSize < input.count { leftChunks *= 2 }
         let leftLength = leftChunks * chunkSize
         let left = node(UnsafeBufferPointer(rebasing: input[0..<leftLength]), chunkCounter: chunkCounter)
-        let right = node(UnsafeBufferPointer(rebasing: input[leftLength...]),
-                         chunkCounter: chunkCounter + UInt64(leftChunks))
-        return Output(chainingValue: iv, block: left.chainingValueOut + right.chainingValueOut, counter: 0,
-                      blockLength: UInt32(blockSize), flags: parent)
+        let right = node(
+            UnsafeBufferPointer(rebasing: input[leftLength...]),
+            chunkCounter: chunkCounter + UInt64(leftChunks))
+        return Output(
+            chainingValue: iv, block: left.chainingValueOut + right.chainingValueOut, counter: 0,
+            blockLength: UInt32(blockSize), flags: parent)
     }
 
     private static func chunk(_ input: UnsafeBufferPointer<UInt8>, counter: UInt64) -> Output {
@@ -62,9 +64,10 @@ public enum BLAKE3 {
             cv = Array(compress(cv, words(input, block: index), counter, UInt32(blockSize), flags).prefix(8))
         }
         let last = blocks - 1
-        return Output(chainingValue: cv, block: words(input, block: last), counter: counter,
-                      blockLength: UInt32(input.count - last * blockSize),
-                      flags: (last == 0 ? chunkStart : 0) | chunkEnd)
+        return Output(
+            chainingValue: cv, block: words(input, block: last), counter: counter,
+            blockLength: UInt32(input.count - last * blockSize),
+            flags: (last == 0 ? chunkStart : 0) | chunkEnd)
     }
 
     /// Block `index` of a chunk as 16 little-endian words, zero-padded.
@@ -78,11 +81,15 @@ public enum BLAKE3 {
         return words
     }
 
-    static func compress(_ cv: [UInt32], _ block: [UInt32], _ counter: UInt64, _ blockLength: UInt32,
-                         _ flags: UInt32) -> [UInt32]
-    {
-        var s = cv + [iv[0], iv[1], iv[2], iv[3],
-                      UInt32(truncatingIfNeeded: counter), UInt32(truncatingIfNeeded: counter >> 32), blockLength, flags]
+    static func compress(
+        _ cv: [UInt32], _ block: [UInt32], _ counter: UInt64, _ blockLength: UInt32,
+        _ flags: UInt32
+    ) -> [UInt32] {
+        var s =
+            cv + [
+                iv[0], iv[1], iv[2], iv[3],
+                UInt32(truncatingIfNeeded: counter), UInt32(truncatingIfNeeded: counter >> 32), blockLength, flags,
+            ]
         var m = block
         for round in 0..<7 {
             g(&s, 0, 4, 8, 12, m[0], m[1])

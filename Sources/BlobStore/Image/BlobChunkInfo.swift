@@ -53,8 +53,10 @@ public struct BlobChunkInfo: Equatable, Sendable {
     public var compressedEnd: UInt64 { compressedOffset + UInt64(compressedSize) }
     public var uncompressedEnd: UInt64 { uncompressedOffset + UInt64(uncompressedSize) }
 
-    public init(index: UInt32, compressedOffset: UInt64, compressedSize: UInt32, uncompressedOffset: UInt64,
-                uncompressedSize: UInt32, flags: Flags, data: UInt64 = 0) {
+    public init(
+        index: UInt32, compressedOffset: UInt64, compressedSize: UInt32, uncompressedOffset: UInt64,
+        uncompressedSize: UInt32, flags: Flags, data: UInt64 = 0
+    ) {
         self.index = index
         self.compressedOffset = compressedOffset
         self.compressedSize = compressedSize
@@ -126,8 +128,9 @@ public struct BlobMetaHeader: Equatable, Sendable {
         for position in [0, Self.size - 4] {
             let found = try raw.u32(position)
             guard found == Self.magic else {
-                throw .badMagic(what: "blob meta header", offset: fileOffset + UInt64(position),
-                                expected: Self.magic, found: found)
+                throw .badMagic(
+                    what: "blob meta header", offset: fileOffset + UInt64(position),
+                    expected: Self.magic, found: found)
             }
         }
         features = RafsBlobEntry.Features(rawValue: try raw.u32(4))

@@ -6,9 +6,10 @@ import CZstd
 /// past the declared size, and short output is never taken for data.
 public enum ChunkDecompressor {
     /// Decompresses `input` that must expand to exactly `expectedSize` bytes.
-    public static func decompress(_ input: [UInt8], algorithm: RafsBlobEntry.Compression, expectedSize: Int,
-                                  context: @autoclosure () -> String) throws(ImageFormatError) -> [UInt8]
-    {
+    public static func decompress(
+        _ input: [UInt8], algorithm: RafsBlobEntry.Compression, expectedSize: Int,
+        context: @autoclosure () -> String
+    ) throws(ImageFormatError) -> [UInt8] {
         guard expectedSize >= 0, UInt64(expectedSize) <= ImageFile.maximumRead else {
             throw .absurdSize(what: context(), size: UInt64(max(0, expectedSize)), limit: ImageFile.maximumRead)
         }

@@ -34,14 +34,17 @@ public final class ErofsImage: Sendable {
         guard file.size >= needed else {
             throw .truncated(what: "bootstrap \(file.path)", needed: needed, available: file.size)
         }
-        let sb = try ErofsSuperBlock(decoding: try file.bytes(at: ErofsSuperBlock.offset, count: ErofsSuperBlock.size,
-                                                               what: "EROFS superblock"))
+        let sb = try ErofsSuperBlock(
+            decoding: try file.bytes(
+                at: ErofsSuperBlock.offset, count: ErofsSuperBlock.size,
+                what: "EROFS superblock"))
         superBlock = sb
 
         var slots: [ErofsDeviceSlot] = []
         if sb.extraDevices > 0 {
-            let raw = try file.bytes(at: sb.deviceTableOffset, count: Int(sb.extraDevices) * ErofsDeviceSlot.size,
-                                     what: "device table")
+            let raw = try file.bytes(
+                at: sb.deviceTableOffset, count: Int(sb.extraDevices) * ErofsDeviceSlot.size,
+                what: "device table")
             for index in 0..<Int(sb.extraDevices) {
                 slots.append(try ErofsDeviceSlot(decoding: raw, at: index * ErofsDeviceSlot.size))
             }
@@ -49,8 +52,9 @@ public final class ErofsImage: Sendable {
         devices = slots
 
         if sb.compatFeatures.contains(.rafsV6) {
-            let ext = try RafsSuperBlockExtension(decoding: try file.bytes(
-                at: RafsSuperBlockExtension.offset, count: RafsSuperBlockExtension.size, what: "RAFS extended superblock"))
+            let ext = try RafsSuperBlockExtension(
+                decoding: try file.bytes(
+                    at: RafsSuperBlockExtension.offset, count: RafsSuperBlockExtension.size, what: "RAFS extended superblock"))
             rafs = ext
             blobs = try Self.readBlobTable(file: file, ext: ext)
         } else {
@@ -88,7 +92,9 @@ public final class ErofsImage: Sendable {
 
     /// Long xattr name prefixes, from the metadata area (a packed inode is only used with the fragments
     /// feature, which this reader rejects).
-    private static func readLongPrefixes(file: ImageFile, superBlock sb: ErofsSuperBlock) throws(ImageFormatError)
+    private static func readLongPrefixes(
+        file: ImageFile, superBlock sb: ErofsSuperBlock
+    ) throws(ImageFormatError)
         -> [ErofsXattr.LongPrefix]
     {
         guard sb.incompatFeatures.contains(.xattrPrefixes), sb.xattrPrefixCount > 0 else { return [] }
@@ -116,7 +122,8 @@ public final class ErofsImage: Sendable {
             throw .badInode(nid: nid, reason: "its offset lies beyond the end of the bootstrap (\(file.size) bytes)")
         }
         let compact = try file.bytes(at: offset, count: ErofsInode.compactSize, what: "inode nid \(nid)")
-        let raw = try compact.u16(0) & 0x1 == 1
+        let raw =
+            try compact.u16(0) & 0x1 == 1
             ? file.bytes(at: offset, count: ErofsInode.extendedSize, what: "extended inode nid \(nid)")
             : compact
         let inode = try ErofsInode(nid: nid, offset: offset, decoding: raw, superBlock: superBlock)
@@ -133,9 +140,10 @@ public final class ErofsImage: Sendable {
 
     /// Bytes `[offset, offset + count)` of an inode's data (clamped to its size), from the bootstrap or
     /// through `devices` for chunks on other devices.
-    public func readData(of inode: ErofsInode, offset: UInt64 = 0, count: Int? = nil,
-                         devices readers: [UInt16: any ErofsDeviceReader] = [:]) throws(ImageFormatError) -> [UInt8]
-    {
+    public func readData(
+        of inode: ErofsInode, offset: UInt64 = 0, count: Int? = nil,
+        devices readers: [UInt16: any ErofsDeviceReader] = [:]
+    ) throws(ImageFormatError) -> [UInt8] {
         guard offset < inode.size else { return [] }
         let available = inode.size - offset
         let wanted = count.map { UInt64(max(0, $0)) } ?? available
@@ -163,8 +171,9 @@ public final class ErofsImage: Sendable {
                     throw .badInode(nid: inode.nid, reason: "inline tail of \(tailSize) bytes crosses a block boundary")
                 }
                 let from = max(offset, lastBlockStart)
-                out += try file.read(at: inode.trailerOffset + (from - lastBlockStart), count: Int(end - from),
-                                     what: "inline data of nid \(inode.nid)")
+                out += try file.read(
+                    at: inode.trailerOffset + (from - lastBlockStart), count: Int(end - from),
+                    what: "inline data of nid \(inode.nid)")
             }
             return out
         case .chunkBased?:
@@ -186,8 +195,9 @@ public final class ErofsImage: Sendable {
                     guard let reader = readers[mapping.device] else { throw .deviceUnavailable(device: mapping.device) }
                     let bytes = try reader.readDevice(at: at, count: Int(to - from))
                     guard bytes.count == Int(to - from) else {
-                        throw .truncated(what: "device \(mapping.device) data for nid \(inode.nid)",
-                                         needed: at + (to - from), available: at + UInt64(bytes.count))
+                        throw .truncated(
+                            what: "device \(mapping.device) data for nid \(inode.nid)",
+                            needed: at + (to - from), available: at + UInt64(bytes.count))
                     }
                     out += bytes
                 }
@@ -218,8 +228,9 @@ public final class ErofsImage: Sendable {
         let base = (inode.trailerOffset + unit - 1) / unit * unit
         // The table must fit in the bootstrap; checking first keeps a hostile i_size from allocating.
         guard count <= (file.size / unit), base + count * unit <= file.size else {
-            throw .badChunkIndex(nid: inode.nid, chunk: count,
-                                 reason: "\(count) chunk entries from offset \(base) do not fit in the bootstrap")
+            throw .badChunkIndex(
+                nid: inode.nid, chunk: count,
+                reason: "\(count) chunk entries from offset \(base) do not fit in the bootstrap")
         }
         guard count > 0 else { return [] }
         let raw = try file.bytes(at: base, count: Int(count * unit), what: "chunk indexes of nid \(inode.nid)")
@@ -243,19 +254,23 @@ public final class ErofsImage: Sendable {
             } else {
                 address = try raw.u32(Int(chunk * unit))
             }
-            var mapping = ErofsChunkMapping(chunk: chunk, fileOffset: fileOffset, length: length, device: device,
-                                            blockAddress: nil, deviceOffset: nil, index: index)
+            var mapping = ErofsChunkMapping(
+                chunk: chunk, fileOffset: fileOffset, length: length, device: device,
+                blockAddress: nil, deviceOffset: nil, index: index)
             if address != ErofsChunkIndex.nullAddress {
                 guard Int(device) <= devices.count else {
-                    throw .badChunkIndex(nid: inode.nid, chunk: chunk,
-                                         reason: "device \(device) is not in the device table (\(devices.count) extra devices)")
+                    throw .badChunkIndex(
+                        nid: inode.nid, chunk: chunk,
+                        reason: "device \(device) is not in the device table (\(devices.count) extra devices)")
                 }
                 let deviceOffset = UInt64(address) << UInt64(superBlock.blockSizeBits)
-                let deviceSize = device == 0
+                let deviceSize =
+                    device == 0
                     ? file.size : UInt64(devices[Int(device) - 1].blocks) << UInt64(superBlock.blockSizeBits)
                 guard deviceOffset + length <= deviceSize else {
-                    throw .badChunkIndex(nid: inode.nid, chunk: chunk,
-                                         reason: "block \(address) + \(length) bytes lies past the end of device \(device) (\(deviceSize) bytes)")
+                    throw .badChunkIndex(
+                        nid: inode.nid, chunk: chunk,
+                        reason: "block \(address) + \(length) bytes lies past the end of device \(device) (\(deviceSize) bytes)")
                 }
                 mapping.blockAddress = address
                 mapping.deviceOffset = deviceOffset
@@ -281,14 +296,16 @@ public final class ErofsImage: Sendable {
         var blockStart = 0
         while blockStart < data.count {
             let blockLength = min(bs, data.count - blockStart)
-            let block = LittleEndianBytes(Array(data[blockStart..<blockStart + blockLength]),
-                                          what: "directory block of nid \(inode.nid)")
+            let block = LittleEndianBytes(
+                Array(data[blockStart..<blockStart + blockLength]),
+                what: "directory block of nid \(inode.nid)")
             let first = try ErofsDirent(decoding: block, at: 0)
             let firstNameOffset = Int(first.nameOffset)
             guard firstNameOffset >= ErofsDirent.size, firstNameOffset < blockLength,
-                  firstNameOffset % ErofsDirent.size == 0
+                firstNameOffset % ErofsDirent.size == 0
             else {
-                throw .badDirectory(nid: inode.nid, reason: "first name offset \(firstNameOffset) is invalid in a block of \(blockLength) bytes")
+                throw .badDirectory(
+                    nid: inode.nid, reason: "first name offset \(firstNameOffset) is invalid in a block of \(blockLength) bytes")
             }
             let count = firstNameOffset / ErofsDirent.size
             for index in 0..<count {
@@ -302,13 +319,15 @@ public final class ErofsImage: Sendable {
                     while stop < blockLength, block.bytes[stop] != 0 { stop += 1 }
                 }
                 guard start >= firstNameOffset, stop > start, stop <= blockLength,
-                      stop - start <= ErofsDirent.maximumNameLength
+                    stop - start <= ErofsDirent.maximumNameLength
                 else {
                     throw .badDirectory(nid: inode.nid, reason: "entry \(index) has name bytes \(start)..<\(stop) outside its block")
                 }
                 let name = String(decoding: block.bytes[start..<stop], as: UTF8.self)
-                entries.append(ErofsDirectoryEntry(name: name, nid: dirent.nid,
-                                                   fileType: ErofsFileType(direntType: dirent.fileType)))
+                entries.append(
+                    ErofsDirectoryEntry(
+                        name: name, nid: dirent.nid,
+                        fileType: ErofsFileType(direntType: dirent.fileType)))
             }
             blockStart += blockLength
         }
@@ -335,8 +354,9 @@ public final class ErofsImage: Sendable {
     /// The extended attributes of `inode`, shared ones first, names with their full prefix.
     public func xattrs(of inode: ErofsInode) throws(ImageFormatError) -> [ErofsXattr] {
         guard inode.xattrSize > 0 else { return [] }
-        let body = try file.bytes(at: inode.offset + UInt64(inode.inodeSize), count: inode.xattrSize,
-                                  what: "inline xattrs of nid \(inode.nid)")
+        let body = try file.bytes(
+            at: inode.offset + UInt64(inode.inodeSize), count: inode.xattrSize,
+            what: "inline xattrs of nid \(inode.nid)")
         let shared = Int(try body.u8(4))
         var position = 12 + 4 * shared
         guard position <= body.count else {
@@ -418,9 +438,10 @@ public final class ErofsImage: Sendable {
         try walkDirectory(root, path: "", depth: 1, visited: &visitedDirectories, visit)
     }
 
-    private func walkDirectory(_ directory: ErofsInode, path: String, depth: Int, visited: inout Set<UInt64>,
-                               _ visit: (ErofsEntry) throws(ImageFormatError) -> Void) throws(ImageFormatError)
-    {
+    private func walkDirectory(
+        _ directory: ErofsInode, path: String, depth: Int, visited: inout Set<UInt64>,
+        _ visit: (ErofsEntry) throws(ImageFormatError) -> Void
+    ) throws(ImageFormatError) {
         guard depth <= Self.maximumDepth else { throw .tooDeep(path: path, limit: Self.maximumDepth) }
         for child in try directoryEntries(of: directory) where child.name != "." && child.name != ".." {
             guard !child.name.contains("/") else {

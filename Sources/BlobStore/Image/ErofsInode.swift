@@ -78,7 +78,9 @@ public struct ErofsInode: Equatable, Sendable {
     /// Where inline (tail) data or chunk indexes begin: right after the inode and its inline xattrs.
     public var trailerOffset: UInt64 { offset + UInt64(inodeSize) + UInt64(xattrSize) }
 
-    public init(nid: UInt64, offset: UInt64, decoding raw: LittleEndianBytes, superBlock: ErofsSuperBlock)
+    public init(
+        nid: UInt64, offset: UInt64, decoding raw: LittleEndianBytes, superBlock: ErofsSuperBlock
+    )
         throws(ImageFormatError)
     {
         self.nid = nid

@@ -1,9 +1,10 @@
+import SystemSupport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemSupport
 
 /// One read-only file (a bootstrap or a blob) read with pread(2) through a single descriptor. Every read is
 /// checked against the size the file had when opened, so a corrupt offset yields `outOfBounds`, never a

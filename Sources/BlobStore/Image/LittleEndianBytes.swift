@@ -18,8 +18,9 @@ public struct LittleEndianBytes: Sendable {
     @inline(__always)
     private func check(_ offset: Int, _ length: Int) throws(ImageFormatError) {
         guard offset >= 0, length >= 0, offset <= bytes.count, length <= bytes.count - offset else {
-            throw .truncated(what: what, needed: UInt64(max(0, offset)) + UInt64(max(0, length)),
-                             available: UInt64(bytes.count))
+            throw .truncated(
+                what: what, needed: UInt64(max(0, offset)) + UInt64(max(0, length)),
+                available: UInt64(bytes.count))
         }
     }
 

@@ -1,9 +1,10 @@
+import SystemSupport
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
 import Musl
 #endif
-import SystemSupport
 
 /// One nydus data blob as stored (chunks compressed one by one, then the chunk-info array, its 4 KiB header,
 /// the chunk digests and the ToC, each section followed by a tar header when the blob has them), read
@@ -39,7 +40,8 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
         let name = entry.blobID
 
         guard entry.features.isDisjoint(with: [.encrypted, .zran, .batch]) else {
-            throw .badBlobMeta(blob: name, reason: "features 0x\(String(entry.features.rawValue, radix: 16)) (encrypted, zran or batch) are not supported")
+            throw .badBlobMeta(
+                blob: name, reason: "features 0x\(String(entry.features.rawValue, radix: 16)) (encrypted, zran or batch) are not supported")
         }
         guard entry.compression != nil else {
             throw .unsupportedCompression(algorithm: entry.compressionRaw, context: "blob \(name) chunks")
@@ -53,21 +55,25 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
         let entrySize = entry.features.contains(.chunkInfoV2) ? BlobChunkInfo.v2Size : BlobChunkInfo.v1Size
         let needed = UInt64(entry.chunkCount) * UInt64(entrySize)
         guard entry.metaUncompressedSize >= needed, entry.metaUncompressedSize <= ImageFile.maximumRead else {
-            throw .badBlobMeta(blob: name, reason: "\(entry.metaUncompressedSize) bytes cannot hold \(entry.chunkCount) chunk infos of \(entrySize) bytes")
+            throw .badBlobMeta(
+                blob: name, reason: "\(entry.metaUncompressedSize) bytes cannot hold \(entry.chunkCount) chunk infos of \(entrySize) bytes")
         }
         guard entry.metaCompressedSize <= file.size else {
             throw .outOfBounds(what: "blob \(name) meta", offset: entry.metaOffset, length: entry.metaCompressedSize, size: file.size)
         }
         let stored = try file.read(at: entry.metaOffset, count: Int(entry.metaCompressedSize), what: "blob meta")
-        let plain = try ChunkDecompressor.decompress(stored, algorithm: metaCompressor,
-                                                     expectedSize: Int(entry.metaUncompressedSize),
-                                                     context: "blob \(name) meta")
+        let plain = try ChunkDecompressor.decompress(
+            stored, algorithm: metaCompressor,
+            expectedSize: Int(entry.metaUncompressedSize),
+            context: "blob \(name) meta")
         let headerOffset = entry.metaOffset + entry.metaCompressedSize
-        let header = try BlobMetaHeader(decoding: try file.bytes(at: headerOffset, count: BlobMetaHeader.size,
-                                                                  what: "blob meta header"), at: headerOffset)
+        let header = try BlobMetaHeader(
+            decoding: try file.bytes(
+                at: headerOffset, count: BlobMetaHeader.size,
+                what: "blob meta header"), at: headerOffset)
         guard header.entries == entry.chunkCount, header.offset == entry.metaOffset,
-              header.compressedSize == entry.metaCompressedSize, header.uncompressedSize == entry.metaUncompressedSize,
-              header.compressorRaw == entry.metaCompressorRaw
+            header.compressedSize == entry.metaCompressedSize, header.uncompressedSize == entry.metaUncompressedSize,
+            header.compressorRaw == entry.metaCompressorRaw
         else {
             throw .badBlobMeta(blob: name, reason: "header (\(header.entries) entries at \(header.offset)) disagrees with the blob table")
         }
@@ -78,14 +84,21 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
         infos.reserveCapacity(Int(entry.chunkCount))
         for index in 0..<entry.chunkCount {
             let base = Int(index) * entrySize
-            let info = entrySize == BlobChunkInfo.v2Size
+            let info =
+                entrySize == BlobChunkInfo.v2Size
                 ? try BlobChunkInfo.decodeV2(raw, at: base, index: index)
                 : try BlobChunkInfo.decodeV1(raw, at: base, index: index)
             guard info.compressedEnd <= file.size else {
-                throw .badChunkInfo(blob: name, chunk: index, reason: "compressed bytes \(info.compressedOffset)..<\(info.compressedEnd) lie past the blob's end (\(file.size))")
+                throw .badChunkInfo(
+                    blob: name, chunk: index,
+                    reason: "compressed bytes \(info.compressedOffset)..<\(info.compressedEnd) lie past the blob's end (\(file.size))")
             }
             guard info.uncompressedEnd <= entry.uncompressedSize, info.uncompressedSize <= max(entry.chunkSize, 1) else {
-                throw .badChunkInfo(blob: name, chunk: index, reason: "uncompressed \(info.uncompressedOffset)+\(info.uncompressedSize) lies outside the blob (\(entry.uncompressedSize) bytes, chunk size \(entry.chunkSize))")
+                throw .badChunkInfo(
+                    blob: name, chunk: index,
+                    reason:
+                        "uncompressed \(info.uncompressedOffset)+\(info.uncompressedSize) lies outside the blob (\(entry.uncompressedSize) bytes, chunk size \(entry.chunkSize))"
+                )
             }
             infos.append(info)
         }
@@ -99,7 +112,8 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
             var digests = [[UInt8]](repeating: [], count: Int(entry.chunkCount))
             for row in fromTable {
                 guard row.index < entry.chunkCount else {
-                    throw .badChunkInfo(blob: name, chunk: row.index, reason: "the bootstrap's chunk table names a chunk the blob does not have")
+                    throw .badChunkInfo(
+                        blob: name, chunk: row.index, reason: "the bootstrap's chunk table names a chunk the blob does not have")
                 }
                 digests[Int(row.index)] = row.digest
             }
@@ -160,17 +174,20 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
             throw .unsupportedCompression(algorithm: section.flags, context: "blob \(blob) ToC entry \(section.name)")
         }
         guard section.compressedSize <= file.size else {
-            throw .outOfBounds(what: "ToC entry \(section.name)", offset: section.compressedOffset, length: section.compressedSize, size: file.size)
+            throw .outOfBounds(
+                what: "ToC entry \(section.name)", offset: section.compressedOffset, length: section.compressedSize, size: file.size)
         }
         let stored = try file.read(at: section.compressedOffset, count: Int(section.compressedSize), what: "ToC entry \(section.name)")
         guard section.uncompressedSize <= ImageFile.maximumRead else {
             throw .absurdSize(what: "ToC entry \(section.name)", size: section.uncompressedSize, limit: ImageFile.maximumRead)
         }
-        let data = try ChunkDecompressor.decompress(stored, algorithm: compression, expectedSize: Int(section.uncompressedSize),
-                                                    context: "blob \(blob) ToC entry \(section.name)")
+        let data = try ChunkDecompressor.decompress(
+            stored, algorithm: compression, expectedSize: Int(section.uncompressedSize),
+            context: "blob \(blob) ToC entry \(section.name)")
         let found = SHA256.hash(data)
         guard found == section.digest else {
-            throw .digestMismatch(context: "blob \(blob) ToC entry \(section.name)", expected: section.digest.hexString, found: found.hexString)
+            throw .digestMismatch(
+                context: "blob \(blob) ToC entry \(section.name)", expected: section.digest.hexString, found: found.hexString)
         }
         return data
     }
@@ -217,7 +234,9 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
     public func readChunk(_ chunk: BlobChunkInfo, verify: Bool = true) throws(ImageFormatError) -> [UInt8] {
         let name = entry.blobID
         guard chunk.flags.isDisjoint(with: [.zran, .batch, .encrypted]) else {
-            throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "flags 0x\(String(chunk.flags.rawValue, radix: 16)) (zran, batch or encrypted) are not supported")
+            throw .badChunkInfo(
+                blob: name, chunk: chunk.index,
+                reason: "flags 0x\(String(chunk.flags.rawValue, radix: 16)) (zran, batch or encrypted) are not supported")
         }
         let stored = try file.read(at: chunk.compressedOffset, count: Int(chunk.compressedSize), what: "chunk \(chunk.index)")
         let data: [UInt8]
@@ -225,11 +244,13 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
             guard let compression = entry.compression, compression != .none else {
                 throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "marked compressed in a blob without compression")
             }
-            data = try ChunkDecompressor.decompress(stored, algorithm: compression, expectedSize: Int(chunk.uncompressedSize),
-                                                    context: "blob \(name) chunk \(chunk.index)")
+            data = try ChunkDecompressor.decompress(
+                stored, algorithm: compression, expectedSize: Int(chunk.uncompressedSize),
+                context: "blob \(name) chunk \(chunk.index)")
         } else {
-            data = try ChunkDecompressor.decompress(stored, algorithm: .none, expectedSize: Int(chunk.uncompressedSize),
-                                                    context: "blob \(name) chunk \(chunk.index)")
+            data = try ChunkDecompressor.decompress(
+                stored, algorithm: .none, expectedSize: Int(chunk.uncompressedSize),
+                context: "blob \(name) chunk \(chunk.index)")
         }
         if verify, chunkDigests.indices.contains(Int(chunk.index)), !chunkDigests[Int(chunk.index)].isEmpty {
             let expected = chunkDigests[Int(chunk.index)]
