@@ -91,7 +91,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MountManagerTests",
-            dependencies: ["MountManager", "SystemSupport"],
+            dependencies: ["MountManager", "SystemSupport", "CLinux", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

@@ -21,4 +21,31 @@ int clinux_so_peercred(void);
 /// The overlayfs/whiteout and mount constants Swift cannot import because they are function-like macros.
 unsigned long clinux_makedev(unsigned int major, unsigned int minor);
 
+// MARK: fanotify pre-content events (Linux 6.14+). Debian 12's headers predate them, so the missing
+// constants and the range record are defined here, with the kernel's values (include/uapi/linux/fanotify.h).
+#include <sys/fanotify.h>
+
+#ifndef FAN_PRE_ACCESS
+#define FAN_PRE_ACCESS 0x00100000
+#endif
+#ifndef FAN_EVENT_INFO_TYPE_RANGE
+#define FAN_EVENT_INFO_TYPE_RANGE 6
+#endif
+
+/// `struct fanotify_event_info_range`: the byte range a FAN_PRE_ACCESS event is about.
+struct clinux_fanotify_range_info {
+    uint8_t info_type;
+    uint8_t pad0;
+    uint16_t len;
+    uint32_t pad;
+    uint64_t offset;
+    uint64_t count;
+};
+
+/// FAN_DENY_ERRNO(err): a deny response that makes the reader's syscall fail with `err` (6.14+).
+uint32_t clinux_fan_deny_errno(int err);
+
+/// FAN_EVENT_METADATA_LEN.
+int clinux_fan_event_metadata_len(void);
+
 #endif

@@ -1,0 +1,196 @@
+import Dispatch
+import Logging
+import Synchronization
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The fanotify front end (Linux 6.14+): backing files live under `cache/`; `ondemand/` is a bind mount of
+/// `cache/` carrying a FAN_MARK_MOUNT | FAN_PRE_ACCESS mark; EROFS is mounted from paths under `ondemand/`.
+/// A read of a missing range blocks in the kernel until this front end has the filler write the range
+/// through `cache/` (which raises no event) and answers FAN_ALLOW; a failed fill answers
+/// FAN_DENY_ERRNO(EIO), so readers get an error, never holes read as zeros.
+public final class FanotifyFrontEnd: Sendable {
+    public struct Statistics: Equatable, Sendable {
+        public var events = 0
+        public var filled = 0
+        public var denied = 0
+        public var passedThrough = 0
+    }
+
+    private struct FileKey: Hashable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    private struct State {
+        var files: [FileKey: BackingFile] = [:]
+        var running = false
+        var statistics = Statistics()
+    }
+
+    public let cacheDirectory: String
+    public let watchedDirectory: String
+    public let group: FanotifyGroup
+    private let journal: InFlightJournal
+    private let filler: any RangeFiller
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let readerDone = DispatchSemaphore(value: 0)
+
+    public init(
+        cacheDirectory: String,
+        watchedDirectory: String,
+        journal: InFlightJournal,
+        group: FanotifyGroup,
+        filler: any RangeFiller,
+        logger: Logger
+    ) {
+        self.cacheDirectory = cacheDirectory
+        self.watchedDirectory = watchedDirectory
+        self.journal = journal
+        self.group = group
+        self.filler = filler
+        self.logger = logger
+    }
+
+    public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    /// Sets up the watched bind mount and its mark, and starts serving events.
+    public func start() throws {
+        try FileSystem.makeDirectories(cacheDirectory, mode: 0o700)
+        try FileSystem.makeDirectories(watchedDirectory, mode: 0o700)
+        if !MountInfo.isMountPoint(watchedDirectory, in: try MountInfo.read()) {
+            try Mounter.mount(KernelMount(type: "none", source: cacheDirectory, options: ["bind"]), at: watchedDirectory)
+        }
+        try group.markMount(watchedDirectory)
+        let alreadyRunning = state.withLock { state in
+            defer { state.running = true }
+            return state.running
+        }
+        guard !alreadyRunning else { return }
+        DispatchQueue(label: "fanotify.reader").async { self.readLoop() }
+        logger.info("fanotify front end serving", metadata: ["fanotify.watched": "\(watchedDirectory)"])
+    }
+
+    /// Stops reading events (in-flight fills finish). The group stays open: its owner decides whether to
+    /// hand it over or release it.
+    public func stop() {
+        let wasRunning = state.withLock { state in
+            defer { state.running = false }
+            return state.running
+        }
+        if wasRunning { readerDone.wait() }
+    }
+
+    /// Serves reads of `file` (a path under `cache/`) from now on.
+    public func register(_ file: BackingFile) throws {
+        let st = try FileSystem.lstat(file.path)
+        state.withLock { $0.files[FileKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))] = file }
+    }
+
+    public func unregister(id: Int64) {
+        state.withLock { $0.files = $0.files.filter { $0.value.id != id } }
+    }
+
+    /// The path under `ondemand/` that mounts must use for a path under `cache/`.
+    public func watchedPath(for cachePath: String) -> String {
+        guard cachePath.hasPrefix(cacheDirectory) else { return cachePath }
+        return watchedDirectory + cachePath.dropFirst(cacheDirectory.count)
+    }
+
+    /// Finishes events a predecessor read but did not answer (recorded in the journal): fills each range,
+    /// then answers by the recorded fd number. Call after registering the backing files.
+    public func resumeInFlight() async throws -> Int {
+        let pending = try journal.pending()
+        for record in pending {
+            let allowed: Bool
+            do {
+                try await filler.fill(fileID: record.fileID, offset: record.offset, length: record.count)
+                allowed = true
+            } catch {
+                logger.warning("inherited event failed", metadata: ["fanotify.fd": "\(record.fd)", "error": "\(error)"])
+                allowed = false
+            }
+            do {
+                try group.respond(fd: record.fd, allow: allowed)
+            } catch {
+                // ENOENT: the kernel no longer waits on it (the reader gave up or it was already answered).
+                logger.debug("inherited event had no waiter", metadata: ["fanotify.fd": "\(record.fd)", "error": "\(error)"])
+            }
+            try journal.clear(fd: record.fd)
+        }
+        if !pending.isEmpty { logger.notice("completed inherited events", metadata: ["fanotify.count": "\(pending.count)"]) }
+        return pending.count
+    }
+
+    private func readLoop() {
+        defer { readerDone.signal() }
+        while state.withLock({ $0.running }) {
+            let events: [FanotifyEvent]
+            do {
+                events = try group.readEvents(timeoutMilliseconds: 200)
+            } catch {
+                logger.error("reading fanotify events failed", metadata: ["error": "\(error)"])
+                continue
+            }
+            for event in events where event.fd >= 0 { dispatch(event) }
+        }
+    }
+
+    private func dispatch(_ event: FanotifyEvent) {
+        var st = stat()
+        let known: BackingFile? =
+            fstat(event.fd, &st) == 0
+            ? state.withLock { state in
+                state.statistics.events += 1
+                return state.files[FileKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))]
+            } : nil
+        guard let file = known else {
+            // Not a file we fill (e.g. a bootstrap fetched whole): nothing to wait for.
+            answer(event.fd, allow: true)
+            state.withLock { $0.statistics.passedThrough += 1 }
+            return
+        }
+        let offset = event.offset ?? 0
+        let count = event.count ?? UInt64(max(0, st.st_size))
+        let record = InFlightJournal.Record(fd: event.fd, fileID: file.id, offset: offset, count: count)
+        do {
+            try journal.record(record)
+        } catch {
+            logger.error("cannot journal an event; serving it anyway", metadata: ["error": "\(error)"])
+        }
+        let filler = self.filler
+        Task.detached {
+            var allowed = true
+            do {
+                try await filler.fill(fileID: file.id, offset: offset, length: count)
+            } catch {
+                allowed = false
+                self.logger.warning(
+                    "fill failed; the reader gets EIO",
+                    metadata: ["blob.id": "\(file.id)", "range.offset": "\(offset)", "range.count": "\(count)", "error": "\(error)"])
+            }
+            self.state.withLock { state in
+                if allowed { state.statistics.filled += 1 } else { state.statistics.denied += 1 }
+            }
+            // Clear the slot before closing: once closed, the fd number can name the next event.
+            self.answer(event.fd, allow: allowed, beforeClose: { try? self.journal.clear(fd: event.fd) })
+        }
+    }
+
+    /// Writes the response, then closes the event's fd.
+    private func answer(_ eventFD: Int32, allow: Bool, beforeClose: () -> Void = {}) {
+        do {
+            try group.respond(fd: eventFD, allow: allow)
+        } catch {
+            logger.error("fanotify response failed", metadata: ["fanotify.fd": "\(eventFD)", "error": "\(error)"])
+        }
+        beforeClose()
+        close(eventFD)
+    }
+}

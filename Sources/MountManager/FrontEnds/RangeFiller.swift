@@ -1,0 +1,18 @@
+/// Makes byte ranges of backing files present. The on-demand engine (BlobStore's `ensure`) implements it;
+/// MountManager only knows file ids, offsets and lengths, never registries.
+public protocol RangeFiller: Sendable {
+    /// Returns once `[offset, offset + length)` of the backing file `fileID` is written and verified; throws to
+    /// fail the reader with EIO. Must write through the unwatched path (`cache/`), never `ondemand/`.
+    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws
+}
+
+/// A backing file the front end serves: the catalog's id and its path under `cache/`.
+public struct BackingFile: Equatable, Sendable {
+    public var id: Int64
+    public var path: String
+
+    public init(id: Int64, path: String) {
+        self.id = id
+        self.path = path
+    }
+}

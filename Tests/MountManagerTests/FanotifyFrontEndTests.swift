@@ -1,0 +1,251 @@
+import CLinux
+import Foundation
+import Logging
+import MountManager
+import Synchronization
+import SystemSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Fills ranges by copying them from a complete copy of the blob, counting what it copied, optionally
+/// failing for ranges that overlap `failing`.
+final class CopyingFiller: RangeFiller {
+    let source: String
+    let target: String
+    let failing: Range<UInt64>?
+    let copied = Mutex<(calls: Int, bytes: UInt64)>((0, 0))
+
+    init(source: String, target: String, failing: Range<UInt64>? = nil) {
+        self.source = source
+        self.target = target
+        self.failing = failing
+    }
+
+    struct Refused: Error {}
+
+    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
+        if let failing, failing.overlaps(offset..<(offset + length)) { throw Refused() }
+        let input = open(source, O_RDONLY)
+        let output = open(target, O_WRONLY)
+        defer {
+            close(input)
+            close(output)
+        }
+        var buffer = [UInt8](repeating: 0, count: Int(length))
+        let n = pread(input, &buffer, Int(length), off_t(offset))
+        guard n >= 0 else { throw SyscallError(call: "pread", errno: errno) }
+        guard pwrite(output, buffer, n, off_t(offset)) == n else { throw SyscallError(call: "pwrite", errno: errno) }
+        copied.withLock {
+            $0.calls += 1
+            $0.bytes += UInt64(n)
+        }
+    }
+}
+
+/// A temp workspace on a disk filesystem (tmpfs refuses pre-content marks), torn down even on failure.
+final class FanotifyWorkspace {
+    let root: String
+    var cache: String { root + "/cache" }
+    var watched: String { root + "/ondemand" }
+    var source: String { root + "/src" }
+
+    init() throws {
+        var template = Array("/var/tmp/fanotify-test-XXXXXX".utf8CString)
+        guard let dir = mkdtemp(&template) else { throw SyscallError(call: "mkdtemp", errno: errno) }
+        root = String(cString: dir)
+        try FileSystem.makeDirectories(cache)
+        try FileSystem.makeDirectories(source)
+    }
+
+    deinit {
+        if let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
+            let points = text.split(separator: "\n").compactMap { line -> String? in
+                let fields = line.split(separator: " ")
+                return fields.count > 4 && String(fields[4]).hasPrefix(root) ? String(fields[4]) : nil
+            }
+            for point in points.sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
+        }
+        try? FileSystem.removeTree(root)
+    }
+
+    /// Writes deterministic pseudo-random files into src/ and builds an EROFS bootstrap whose chunked data lives
+    /// in a separate blob (mkfs.erofs --blobdev), like a RAFS image.
+    func buildImage(files: [String: Int]) throws -> (bootstrap: String, fullBlob: String) {
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for (name, size) in files.sorted(by: { $0.key < $1.key }) {
+            var bytes = [UInt8](repeating: 0, count: size)
+            for index in 0..<size {
+                seed = seed &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                bytes[index] = UInt8(truncatingIfNeeded: seed >> 33)
+            }
+            try Data(bytes).write(to: URL(fileURLWithPath: source + "/" + name))
+        }
+        let bootstrap = cache + "/boot.img"
+        let fullBlob = root + "/full.blob"
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/mkfs.erofs")
+        process.arguments = ["--chunksize=4096", "--blobdev=\(fullBlob)", bootstrap, source]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw SyscallError(call: "mkfs.erofs", errno: EIO) }
+        return (bootstrap, fullBlob)
+    }
+
+    /// A sparse file of the blob's size under cache/: every data byte must come through the front end.
+    func sparseCopy(of blob: String, named name: String) throws -> String {
+        let path = cache + "/" + name
+        let size = try FileSystem.lstat(blob).st_size
+        let fd = open(path, O_CREAT | O_WRONLY, 0o600)
+        defer { close(fd) }
+        guard ftruncate(fd, size) == 0 else { throw SyscallError(call: "ftruncate", errno: errno) }
+        return path
+    }
+}
+
+/// Runs blocking work (reads that the kernel holds until the front end answers) on a thread of its own, so
+/// the cooperative pool stays free to run the fills that release it.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        let thread = Thread { continuation.resume(with: Result { try body() }) }
+        thread.start()
+    }
+}
+
+func readFile(_ path: String) async throws -> Data {
+    try await offPool { try Data(contentsOf: URL(fileURLWithPath: path)) }
+}
+
+@Suite("fanotify front end on the host kernel")
+struct FanotifyFrontEndTests {
+    static var supported: Bool {
+        guard geteuid() == 0 else { return false }
+        let fd = fanotify_init(UInt32(FAN_CLASS_PRE_CONTENT), UInt32(O_RDONLY))
+        if fd >= 0 { close(fd) }
+        return fd >= 0 && FileManager.default.fileExists(atPath: "/usr/bin/mkfs.erofs")
+    }
+
+    static let files = ["big": 3 * 1024 * 1024 + 123, "medium": 200_000, "small": 5000, "tiny": 10]
+
+    @Test("a file-backed EROFS mount over a sparse blob reads correct bytes, fetching only what is read", .timeLimit(.minutes(1)))
+    func lazyReads() async throws {
+        try #require(Self.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
+        let workspace = try FanotifyWorkspace()
+        let (_, fullBlob) = try workspace.buildImage(files: Self.files)
+        let blob = try workspace.sparseCopy(of: fullBlob, named: "data.blob")
+        let filler = CopyingFiller(source: fullBlob, target: blob)
+        let frontEnd = FanotifyFrontEnd(
+            cacheDirectory: workspace.cache, watchedDirectory: workspace.watched,
+            journal: try InFlightJournal(path: workspace.root + "/journal"), group: try FanotifyGroup(),
+            filler: filler, logger: Logger(label: "test"))
+        try frontEnd.start()
+        defer { frontEnd.stop() }
+        try frontEnd.register(BackingFile(id: 7, path: blob))
+
+        let mountPoint = workspace.root + "/mnt"
+        try FileSystem.makeDirectories(mountPoint)
+        let source = frontEnd.watchedPath(for: workspace.cache + "/boot.img")
+        try Mounter.mount(
+            KernelMount(type: "erofs", source: source, options: ["ro", "device=\(frontEnd.watchedPath(for: blob))"]), at: mountPoint)
+        defer { try? Mounter.unmount(mountPoint, detach: true) }
+
+        // Reading one small file fetches a small part of the blob.
+        let small = try await readFile(mountPoint + "/medium")
+        #expect(small == (try Data(contentsOf: URL(fileURLWithPath: workspace.source + "/medium"))))
+        let afterOne = filler.copied.withLock { $0 }
+        let blobSize = UInt64(try FileSystem.lstat(fullBlob).st_size)
+        #expect(afterOne.calls > 0)
+        #expect(afterOne.bytes < blobSize / 2, "reading 200 KB fetched \(afterOne.bytes) of \(blobSize) bytes")
+
+        for name in Self.files.keys {
+            let viaMount = try await readFile(mountPoint + "/" + name)
+            #expect(viaMount == (try Data(contentsOf: URL(fileURLWithPath: workspace.source + "/" + name))), "\(name) differs")
+        }
+        let afterAll = filler.copied.withLock { $0 }
+        // Nothing is fetched twice: the page cache and the now-present ranges serve a second pass.
+        for name in Self.files.keys { _ = try await readFile(mountPoint + "/" + name) }
+        #expect(filler.copied.withLock { $0.bytes } == afterAll.bytes)
+        #expect(frontEnd.statistics.denied == 0)
+    }
+
+    @Test("a failed fill gives the reader EIO, never zeros, and other files keep working", .timeLimit(.minutes(1)))
+    func failedFill() async throws {
+        try #require(Self.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
+        let workspace = try FanotifyWorkspace()
+        let (_, fullBlob) = try workspace.buildImage(files: ["a": 64 * 1024, "b": 64 * 1024])
+        let blob = try workspace.sparseCopy(of: fullBlob, named: "data.blob")
+        // mkfs.erofs lays files out in name order: "a" first, then "b".
+        let filler = CopyingFiller(source: fullBlob, target: blob, failing: 0..<4096)
+        let frontEnd = FanotifyFrontEnd(
+            cacheDirectory: workspace.cache, watchedDirectory: workspace.watched,
+            journal: try InFlightJournal(path: workspace.root + "/journal"), group: try FanotifyGroup(),
+            filler: filler, logger: Logger(label: "test"))
+        try frontEnd.start()
+        defer { frontEnd.stop() }
+        try frontEnd.register(BackingFile(id: 1, path: blob))
+        let mountPoint = workspace.root + "/mnt"
+        try FileSystem.makeDirectories(mountPoint)
+        try Mounter.mount(
+            KernelMount(
+                type: "erofs", source: frontEnd.watchedPath(for: workspace.cache + "/boot.img"),
+                options: ["ro", "device=\(frontEnd.watchedPath(for: blob))"]), at: mountPoint)
+        defer { try? Mounter.unmount(mountPoint, detach: true) }
+
+        let path = mountPoint + "/a"
+        let (fd, n, code) = try await offPool { () -> (Int32, Int, Int32) in
+            let fd = open(path, O_RDONLY)
+            var buffer = [UInt8](repeating: 0xAA, count: 4096)
+            let n = read(fd, &buffer, buffer.count)
+            let code = errno
+            close(fd)
+            return (fd, n, code)
+        }
+        #expect(fd >= 0)
+        #expect(n == -1 && code == EIO, "read returned \(n) (errno \(code))")
+        #expect(frontEnd.statistics.denied >= 1)
+        let other = try await readFile(mountPoint + "/b")
+        #expect(other == (try Data(contentsOf: URL(fileURLWithPath: workspace.source + "/b"))))
+    }
+
+    @Test("the journal keeps events until they are answered")
+    func journal() throws {
+        var template = Array("/tmp/journal-XXXXXX".utf8CString)
+        let dir = String(cString: try #require(mkdtemp(&template)))
+        defer { try? FileSystem.removeTree(dir) }
+        let journal = try InFlightJournal(path: dir + "/j")
+        try journal.record(.init(fd: 12, fileID: 3, offset: 4096, count: 8192))
+        try journal.record(.init(fd: 5, fileID: 9, offset: 0, count: 1))
+        #expect(try journal.pending().map(\.fd) == [5, 12])
+        try journal.clear(fd: 5)
+        #expect(try journal.pending() == [.init(fd: 12, fileID: 3, offset: 4096, count: 8192)])
+        let reopened = try InFlightJournal(path: dir + "/j")
+        #expect(try reopened.pending().count == 1)
+    }
+
+    @Test("event records parse, including the range record; malformed buffers are refused")
+    func parsing() throws {
+        var bytes = [UInt8](repeating: 0, count: 48)
+        func put<T: FixedWidthInteger>(_ value: T, _ offset: Int) {
+            for i in 0..<MemoryLayout<T>.size { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
+        }
+        put(UInt32(48), 0)
+        bytes[4] = UInt8(FANOTIFY_METADATA_VERSION)
+        put(UInt16(24), 6)
+        put(UInt64(FAN_PRE_ACCESS), 8)
+        put(Int32(9), 16)
+        put(Int32(1234), 20)
+        bytes[24] = UInt8(FAN_EVENT_INFO_TYPE_RANGE)
+        put(UInt16(24), 26)
+        put(UInt64(8192), 32)
+        put(UInt64(4096), 40)
+        let events = try FanotifyGroup.parseForTesting(bytes)
+        #expect(events == [FanotifyEvent(fd: 9, pid: 1234, mask: UInt64(FAN_PRE_ACCESS), offset: 8192, count: 4096)])
+        var broken = bytes
+        broken[0] = 200
+        #expect(throws: FanotifyError.self) { try FanotifyGroup.parseForTesting(broken) }
+    }
+}
