@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "snapshotterd", targets: ["Snapshotter"]),
         .executable(name: "snapctl", targets: ["ctl"]),
+        .executable(name: "snapshotterd-fdholder", targets: ["FDHolder"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
@@ -66,6 +67,7 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .executableTarget(name: "FDHolder", dependencies: ["CLinux"], swiftSettings: strict),
         .executableTarget(
             name: "ctl",
             dependencies: [

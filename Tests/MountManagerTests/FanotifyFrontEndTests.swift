@@ -249,3 +249,67 @@ struct FanotifyFrontEndTests {
         #expect(throws: FanotifyError.self) { try FanotifyGroup.parseForTesting(broken) }
     }
 }
+
+/// A filler that never finishes: the serving side "dies" in the middle of a fill.
+struct StuckFiller: RangeFiller {
+    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
+        try await Task.sleep(for: .seconds(3600))
+    }
+}
+
+@Suite("fanotify group hand-over")
+struct FanotifyHandOverTests {
+    static var holderBinary: String {
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("snapshotterd-fdholder").path
+    }
+
+    @Test("a successor adopts the group from the holder and completes the event its predecessor left", .timeLimit(.minutes(1)))
+    func takeOver() async throws {
+        try #require(FanotifyFrontEndTests.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
+        try #require(FileManager.default.isExecutableFile(atPath: Self.holderBinary), "snapshotterd-fdholder is not built")
+        let workspace = try FanotifyWorkspace()
+        let (_, fullBlob) = try workspace.buildImage(files: ["file": 300_000])
+        let blob = try workspace.sparseCopy(of: fullBlob, named: "data.blob")
+        let holderSocket = workspace.root + "/holder.sock"
+        let journalPath = workspace.root + "/journal"
+
+        // The first server: its group goes to the holder, then it gets stuck mid-fill and stops reading.
+        let first = FanotifyFrontEnd(
+            cacheDirectory: workspace.cache, watchedDirectory: workspace.watched, journal: try InFlightJournal(path: journalPath),
+            group: try FanotifyGroup(), filler: StuckFiller(), logger: Logger(label: "first"))
+        try FanotifyGroupHolder.spawn(binary: Self.holderBinary, socketPath: holderSocket, group: first.group)
+        defer { FanotifyGroupHolder.release(socketPath: holderSocket) }
+        try first.start()
+        try first.register(BackingFile(id: 4, path: blob))
+        let mountPoint = workspace.root + "/mnt"
+        try FileSystem.makeDirectories(mountPoint)
+        try Mounter.mount(
+            KernelMount(
+                type: "erofs", source: first.watchedPath(for: workspace.cache + "/boot.img"),
+                options: ["ro", "device=\(first.watchedPath(for: blob))"]), at: mountPoint)
+        defer { try? Mounter.unmount(mountPoint, detach: true) }
+
+        let path = mountPoint + "/file"
+        let reader = Task { try await readFile(path) }
+        // Wait until the first server has journaled the event it will never answer.
+        let journal = try InFlightJournal(path: journalPath)
+        for _ in 0..<500 where try journal.pending().isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try !journal.pending().isEmpty)
+        first.stop()
+
+        // The successor adopts the same group through the holder and finishes the job.
+        let adopted = try #require(try FanotifyGroupHolder.adopt(socketPath: holderSocket))
+        let filler = CopyingFiller(source: fullBlob, target: blob)
+        let second = FanotifyFrontEnd(
+            cacheDirectory: workspace.cache, watchedDirectory: workspace.watched, journal: journal, group: adopted,
+            filler: filler, logger: Logger(label: "second"))
+        try second.register(BackingFile(id: 4, path: blob))
+        try second.start()
+        defer { second.stop() }
+        #expect(try await second.resumeInFlight() >= 1)
+        let data = try await reader.value
+        #expect(data == (try Data(contentsOf: URL(fileURLWithPath: workspace.source + "/file"))))
+        #expect(try journal.pending().isEmpty)
+    }
+}

@@ -48,4 +48,13 @@ uint32_t clinux_fan_deny_errno(int err);
 /// FAN_EVENT_METADATA_LEN.
 int clinux_fan_event_metadata_len(void);
 
+// MARK: passing descriptors over Unix sockets (SCM_RIGHTS; CMSG_* are macros Swift cannot import).
+
+/// Sends `fd` with a one-byte payload `tag`. Returns 0, or -1 with errno set.
+int clinux_send_fd(int socket, int fd, char tag);
+
+/// Receives one descriptor (close-on-exec) and its one-byte tag. Returns the fd, or -1 with errno set
+/// (ENODATA: the peer sent no descriptor).
+int clinux_recv_fd(int socket, char *tag);
+
 #endif

@@ -1,0 +1,85 @@
+import CLinux
+
+// snapshotterd-fdholder: keeps kernel handles alive across snapshotterd restarts and crashes.
+//
+// A fanotify pre-content group whose last descriptor closes answers every pending event with ALLOW, so
+// readers of a half-fetched image would see holes as zeros. snapshotterd therefore hands the group to
+// this tiny process (as fd 3 at spawn), which holds it and gives a duplicate to whoever connects to its
+// socket (root only, 0600). A successor daemon adopts the group from here and completes the events its
+// predecessor left. The holder exits only when told to release ("R") by a daemon that stopped cleanly
+// with nothing mounted on the group, or when its socket is removed.
+//
+// Usage: snapshotterd-fdholder --socket PATH [--fd N]
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func fail(_ message: String) -> Never {
+    let line = "snapshotterd-fdholder: \(message)\n"
+    _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+    exit(1)
+}
+
+var arguments = CommandLine.arguments.dropFirst()
+var socketPath: String?
+var heldFD: Int32 = 3
+while let argument = arguments.popFirst() {
+    switch argument {
+    case "--socket": socketPath = arguments.popFirst()
+    case "--fd": heldFD = arguments.popFirst().flatMap { Int32($0) } ?? -1
+    default: fail("unknown argument \(argument); usage: snapshotterd-fdholder --socket PATH [--fd N]")
+    }
+}
+guard let socketPath, socketPath.utf8.count < 108 else { fail("--socket PATH (under 108 bytes) is required") }
+guard heldFD >= 0, fcntl(heldFD, F_GETFD) >= 0 else { fail("descriptor \(heldFD) is not open") }
+_ = fcntl(heldFD, F_SETFD, FD_CLOEXEC)
+
+// Detach from the daemon's session and signals meant for it; keep running until released.
+_ = setsid()
+signal(SIGINT, SIG_IGN)
+signal(SIGHUP, SIG_IGN)
+signal(SIGPIPE, SIG_IGN)
+signal(SIGTERM, SIG_IGN)
+
+let listener = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+guard listener >= 0 else { fail("socket: \(String(cString: strerror(errno)))") }
+var address = sockaddr_un()
+address.sun_family = sa_family_t(AF_UNIX)
+withUnsafeMutableBytes(of: &address.sun_path) { raw in
+    let bytes = Array(socketPath.utf8)
+    raw.copyBytes(from: bytes)
+    raw[bytes.count] = 0
+}
+unlink(socketPath)
+let previousMask = umask(0o177)
+let bound = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+}
+umask(previousMask)
+guard bound == 0, listen(listener, 16) == 0 else { fail("bind \(socketPath): \(String(cString: strerror(errno)))") }
+// Tell the spawner we are ready by closing our copy of its pipe, if it gave us one on fd 4.
+if fcntl(4, F_GETFD) >= 0 { close(4) }
+
+while true {
+    let client = accept(listener, nil, nil)
+    if client < 0 {
+        if errno == EINTR { continue }
+        fail("accept: \(String(cString: strerror(errno)))")
+    }
+    _ = fcntl(client, F_SETFD, FD_CLOEXEC)
+    // Only root (or our own uid) may take the handle.
+    var credentials = clinux_peer_cred()
+    if clinux_peer_cred(client, &credentials) != 0 || (credentials.uid != 0 && credentials.uid != getuid()) {
+        close(client)
+        continue
+    }
+    _ = clinux_send_fd(client, heldFD, 72)  // "H": here is the held descriptor
+    var command: UInt8 = 0
+    let n = read(client, &command, 1)
+    close(client)
+    if n == 1 && command == UInt8(ascii: "R") {
+        close(heldFD)
+        unlink(socketPath)
+        exit(0)
+    }
+}
