@@ -40,7 +40,7 @@ let package = Package(
         .target(
             name: "BlobStore",
             dependencies: [
-                "CSQLite", "CZlib", "CZstd", "CLZ4", "SystemSupport",
+                "CSQLite", "CZlib", "CZstd", "CLZ4", "CLinux", "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <string.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
 _Static_assert(sizeof(struct clinux_peer_cred) == sizeof(struct ucred), "ucred size");
 _Static_assert(offsetof(struct clinux_peer_cred, pid) == offsetof(struct ucred, pid), "ucred.pid");
@@ -72,3 +73,6 @@ int clinux_recv_fd(int socket, char *tag) {
     memcpy(&fd, CMSG_DATA(header), sizeof(int));
     return fd;
 }
+
+int clinux_seek_data(void) { return SEEK_DATA; }
+int clinux_seek_hole(void) { return SEEK_HOLE; }

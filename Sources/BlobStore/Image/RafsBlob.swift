@@ -232,13 +232,28 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
 
     /// Reads, decompresses and (when a digest is known and `verify` is set) verifies one chunk.
     public func readChunk(_ chunk: BlobChunkInfo, verify: Bool = true) throws(ImageFormatError) -> [UInt8] {
+        let stored = try file.read(at: chunk.compressedOffset, count: Int(chunk.compressedSize), what: "chunk \(chunk.index)")
+        return try decodeChunk(chunk, stored: stored, verify: verify)
+    }
+
+    /// Whether every chunk has a known digest, so that fetched chunks can always be verified.
+    public var hasAllDigests: Bool {
+        chunkDigests.count == chunks.count && chunkDigests.allSatisfy { !$0.isEmpty }
+    }
+
+    /// Decompresses the stored (compressed) bytes of one chunk, fetched from wherever, and verifies them.
+    /// With `verify`, a chunk without a known digest is refused: unverified bytes never reach a reader.
+    public func decodeChunk(_ chunk: BlobChunkInfo, stored: [UInt8], verify: Bool = true) throws(ImageFormatError) -> [UInt8] {
         let name = entry.blobID
         guard chunk.flags.isDisjoint(with: [.zran, .batch, .encrypted]) else {
             throw .badChunkInfo(
                 blob: name, chunk: chunk.index,
                 reason: "flags 0x\(String(chunk.flags.rawValue, radix: 16)) (zran, batch or encrypted) are not supported")
         }
-        let stored = try file.read(at: chunk.compressedOffset, count: Int(chunk.compressedSize), what: "chunk \(chunk.index)")
+        guard stored.count == Int(chunk.compressedSize) else {
+            throw .badChunkInfo(
+                blob: name, chunk: chunk.index, reason: "got \(stored.count) stored bytes, expected \(chunk.compressedSize)")
+        }
         let data: [UInt8]
         if chunk.isCompressed {
             guard let compression = entry.compression, compression != .none else {
@@ -252,7 +267,10 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
                 stored, algorithm: .none, expectedSize: Int(chunk.uncompressedSize),
                 context: "blob \(name) chunk \(chunk.index)")
         }
-        if verify, chunkDigests.indices.contains(Int(chunk.index)), !chunkDigests[Int(chunk.index)].isEmpty {
+        if verify {
+            guard chunkDigests.indices.contains(Int(chunk.index)), !chunkDigests[Int(chunk.index)].isEmpty else {
+                throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "no digest is known for it, so it cannot be verified")
+            }
             let expected = chunkDigests[Int(chunk.index)]
             let found = digest(of: data)
             guard found == expected else {

@@ -57,4 +57,8 @@ int clinux_send_fd(int socket, int fd, char tag);
 /// (ENODATA: the peer sent no descriptor).
 int clinux_recv_fd(int socket, char *tag);
 
+/// SEEK_DATA and SEEK_HOLE (glibc declares them only under _GNU_SOURCE).
+int clinux_seek_data(void);
+int clinux_seek_hole(void);
+
 #endif

@@ -1,0 +1,216 @@
+import Dispatch
+import Logging
+import Synchronization
+import SystemSupport
+
+/// The on-demand fetch engine: `ensure(blob, offset, length)` returns once that uncompressed range of the
+/// blob's backing file holds verified data.
+///
+/// Missing chunks are fetched with one ranged GET per run of adjacent chunks (grown to the minimum fetch
+/// size, capped at the maximum), at most N at once with on-demand work ahead of prefetch; every chunk is
+/// decompressed and checked against its digest before it is written at its uncompressed offset; each chunk
+/// is fetched once however many readers wait on it. A failure reaches every waiter as an error, and the
+/// chunk stays missing so the next reader retries.
+public final class BlobEngine: Sendable {
+    public let settings: FetchSettings
+    public let metrics = EngineMetrics()
+    private let blobs = Mutex<[Int64: LazyBlob]>([:])
+    private let scheduler: FetchScheduler
+    private let store: (any ChunkStateStore)?
+    private let logger: Logger
+    private let blocking = DispatchQueue(label: "blob-engine.decode", attributes: .concurrent)
+
+    public init(settings: FetchSettings = FetchSettings(), store: (any ChunkStateStore)? = nil, logger: Logger) {
+        self.settings = settings
+        self.store = store
+        self.logger = logger
+        scheduler = FetchScheduler(limit: settings.maximumConcurrentFetches)
+    }
+
+    /// Serves `rafs` lazily from `backingPath` (a sparse file of the blob's uncompressed size), fetching
+    /// missing chunks from `source`. `bitmap` is the catalog's record of present chunks; it is checked
+    /// against the file's holes.
+    public func register(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, bitmap: [UInt8] = []) throws {
+        guard rafs.hasAllDigests else { throw FetchError.unverifiable(blob: id) }
+        let present = try LazyBlob.confirmedPresent(bitmap: bitmap, rafs: rafs, backingPath: backingPath)
+        let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, source: source, present: present)
+        blobs.withLock { $0[id] = blob }
+    }
+
+    public func unregister(id: Int64) {
+        _ = blobs.withLock { $0.removeValue(forKey: id) }
+    }
+
+    /// Bytes of the blob's uncompressed data that are local, and its total.
+    public func progress(blobID: Int64) -> (present: UInt64, total: UInt64)? {
+        guard let blob = blobs.withLock({ $0[blobID] }) else { return nil }
+        return (blob.state.withLock { $0.presentBytes }, blob.rafs.entry.uncompressedSize)
+    }
+
+    /// Makes `[offset, offset + length)` of the blob present, or throws (after `readerTimeout` at most).
+    /// A timed-out reader is released; the fetch itself goes on for whoever else waits on it.
+    public func ensure(blobID: Int64, offset: UInt64, length: UInt64) async throws {
+        let timeout = settings.readerTimeout
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let once = ResumeOnce(continuation)
+            let timer = Task {
+                try await Task.sleep(for: timeout)
+                once.resume(.failure(FetchError.timedOut(blob: blobID, offset: offset, length: length, after: timeout)))
+            }
+            Task {
+                do {
+                    try await self.ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: .onDemand)
+                    once.resume(.success(()))
+                } catch {
+                    once.resume(.failure(error))
+                }
+                timer.cancel()
+            }
+        }
+    }
+
+    /// Fetches every missing chunk of the blob in the background, yielding to on-demand work.
+    public func prefetch(blobID: Int64) async throws {
+        guard let blob = blobs.withLock({ $0[blobID] }) else { throw FetchError.unknownBlob(blobID) }
+        try await ensureUnbounded(blobID: blobID, offset: 0, length: blob.rafs.entry.uncompressedSize, priority: .prefetch)
+    }
+
+    func ensureUnbounded(blobID: Int64, offset: UInt64, length: UInt64, priority: FetchScheduler.Priority) async throws {
+        guard let blob = blobs.withLock({ $0[blobID] }) else { throw FetchError.unknownBlob(blobID) }
+        let size = blob.rafs.entry.uncompressedSize
+        guard offset <= blob.rafs.deviceSize else {
+            throw FetchError.rangeOutsideBlob(blob: blobID, offset: offset, length: length, size: size)
+        }
+        let wanted = blob.rafs.chunks(coveringUncompressed: offset, length: min(length, blob.rafs.deviceSize - offset))
+        var waits: [Task<Void, any Error>] = []
+        blob.state.withLock { state in
+            var missing: [Int] = []
+            var hits = 0
+            for chunk in wanted {
+                let index = Int(chunk.index)
+                if state.present[index] {
+                    hits += 1
+                } else if let running = state.inFlight[chunk.index] {
+                    waits.append(running)
+                } else {
+                    missing.append(index)
+                }
+            }
+            if priority == .onDemand {
+                metrics.recordHits(hits)
+                metrics.recordMisses(missing.count)
+            }
+            for run in runs(of: missing, in: blob, state: state) {
+                let task = Task { try await self.fetch(run, of: blob, priority: priority) }
+                for index in run { state.inFlight[UInt32(index)] = task }
+                waits.append(task)
+            }
+        }
+        for task in waits { try await task.value }
+    }
+
+    /// Groups missing chunks into runs that are contiguous in the stored blob, grown with following missing
+    /// chunks up to the minimum fetch size and capped at the maximum.
+    private func runs(of missing: [Int], in blob: LazyBlob, state: LazyBlob.State) -> [[Int]] {
+        let chunks = blob.rafs.chunks
+        let ordered = missing.sorted { blob.storedPosition[$0] < blob.storedPosition[$1] }
+        var runs: [[Int]] = []
+        var taken = Set<Int>()
+        for index in ordered where !taken.contains(index) {
+            var run = [index]
+            taken.insert(index)
+            var bytes = UInt64(chunks[index].compressedSize)
+            var position = blob.storedPosition[index] + 1
+            while position < blob.byStoredOffset.count {
+                let next = blob.byStoredOffset[position]
+                let last = chunks[run[run.count - 1]]
+                let candidate = chunks[next]
+                let wantedNext = ordered.contains(next) && !taken.contains(next)
+                let growing = bytes < settings.minimumFetchBytes && !state.present[next] && state.inFlight[UInt32(next)] == nil
+                guard candidate.compressedOffset == last.compressedEnd, wantedNext || growing,
+                    bytes + UInt64(candidate.compressedSize) <= max(settings.maximumFetchBytes, UInt64(chunks[index].compressedSize))
+                else { break }
+                run.append(next)
+                taken.insert(next)
+                bytes += UInt64(candidate.compressedSize)
+                position += 1
+            }
+            runs.append(run)
+        }
+        return runs
+    }
+
+    private func fetch(_ run: [Int], of blob: LazyBlob, priority: FetchScheduler.Priority) async throws {
+        await scheduler.acquire(priority)
+        var holdsSlot = true
+        let started = monotonicNanoseconds()
+        do {
+            let chunks = run.map { blob.rafs.chunks[$0] }
+            let start = chunks[0].compressedOffset
+            let length = chunks[chunks.count - 1].compressedEnd - start
+            let stored = try await blob.source.read(offset: start, length: length)
+            guard stored.count == Int(length) else {
+                throw FetchError.shortRead(blob: blob.id, offset: start, expected: length, got: stored.count)
+            }
+            await scheduler.release()
+            holdsSlot = false
+            try await offPool {
+                for chunk in chunks {
+                    let from = Int(chunk.compressedOffset - start)
+                    let data = try blob.rafs.decodeChunk(chunk, stored: Array(stored[from..<(from + Int(chunk.compressedSize))]))
+                    try blob.write(data, at: chunk.uncompressedOffset)
+                }
+            }
+            blob.state.withLock { state in
+                for chunk in chunks {
+                    state.inFlight[chunk.index] = nil
+                    if !state.present[Int(chunk.index)] {
+                        state.present[Int(chunk.index)] = true
+                        state.presentCount += 1
+                        state.presentBytes += UInt64(chunk.uncompressedSize)
+                    }
+                }
+            }
+            metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: Double(monotonicNanoseconds() - started) / 1e9)
+            if let store {
+                do {
+                    try store.save(blobID: blob.id, bitmap: blob.bitmap)
+                } catch {
+                    logger.warning("chunk state not saved", metadata: ["blob.id": "\(blob.id)", "error": "\(error)"])
+                }
+            }
+        } catch {
+            if holdsSlot { await scheduler.release() }
+            blob.state.withLock { state in
+                for index in run { state.inFlight[UInt32(index)] = nil }
+            }
+            metrics.recordFailure()
+            logger.warning("fetch failed", metadata: ["blob.id": "\(blob.id)", "fetch.chunks": "\(run.count)", "error": "\(error)"])
+            throw error
+        }
+    }
+
+    /// Runs CPU and disk work (decompression, digest, pwrite) on a dispatch queue, not the cooperative pool.
+    private func offPool(_ body: @escaping @Sendable () throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            blocking.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+}
+
+/// Resumes a continuation exactly once, whichever of several racers comes first.
+final class ResumeOnce: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Void, any Error>?>
+
+    init(_ continuation: CheckedContinuation<Void, any Error>) {
+        self.continuation = Mutex(continuation)
+    }
+
+    func resume(_ result: Result<Void, any Error>) {
+        let taken = continuation.withLock { value -> CheckedContinuation<Void, any Error>? in
+            defer { value = nil }
+            return value
+        }
+        taken?.resume(with: result)
+    }
+}

@@ -1,0 +1,48 @@
+/// Where a lazily served blob's stored (compressed) bytes come from: a registry's ranged GETs in the
+/// service, a local file or a fault injector in tests.
+public protocol BlobRangeSource: Sendable {
+    /// Returns exactly `length` bytes of the stored blob starting at `offset`, or throws.
+    func read(offset: UInt64, length: UInt64) async throws -> [UInt8]
+}
+
+/// Persists which chunks of a blob are present (the catalog, in the service).
+public protocol ChunkStateStore: Sendable {
+    func save(blobID: Int64, bitmap: [UInt8]) throws
+}
+
+/// Tuning of the fetch engine.
+public struct FetchSettings: Equatable, Sendable {
+    /// Ranged GETs running at once, over all blobs.
+    public var maximumConcurrentFetches = 8
+    /// A fetch is grown with the following missing chunks until it covers at least this many stored bytes
+    /// (read amplification: fewer round trips for sequential readers). 0 fetches only what was asked.
+    public var minimumFetchBytes: UInt64 = 0
+    /// Upper bound of one merged ranged GET.
+    public var maximumFetchBytes: UInt64 = 8 << 20
+    /// A reader waiting longer than this gets an error (EIO at the front end) instead of hanging.
+    public var readerTimeout: Duration = .seconds(30)
+
+    public init() {}
+}
+
+/// Why a range could not be made present.
+public enum FetchError: Error, Equatable, Sendable, CustomStringConvertible {
+    case unknownBlob(Int64)
+    case rangeOutsideBlob(blob: Int64, offset: UInt64, length: UInt64, size: UInt64)
+    case shortRead(blob: Int64, offset: UInt64, expected: UInt64, got: Int)
+    case unverifiable(blob: Int64)
+    case timedOut(blob: Int64, offset: UInt64, length: UInt64, after: Duration)
+
+    public var description: String {
+        switch self {
+        case .unknownBlob(let id): return "blob \(id) is not registered with the fetch engine"
+        case .rangeOutsideBlob(let blob, let offset, let length, let size):
+            return "range \(offset)+\(length) lies outside blob \(blob) (\(size) bytes)"
+        case .shortRead(let blob, let offset, let expected, let got):
+            return "blob \(blob): asked for \(expected) bytes at \(offset), got \(got)"
+        case .unverifiable(let blob): return "blob \(blob) has chunks without digests; refusing to serve it lazily"
+        case .timedOut(let blob, let offset, let length, let after):
+            return "blob \(blob): range \(offset)+\(length) was not fetched within \(after)"
+        }
+    }
+}

@@ -1,0 +1,85 @@
+import CLinux
+import Synchronization
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// One blob served on demand: its chunk map (from the blob meta), its sparse backing file of full
+/// uncompressed size, where its stored bytes come from, and which chunks are present or being fetched.
+final class LazyBlob: Sendable {
+    struct State {
+        var present: [Bool]
+        var presentCount = 0
+        var presentBytes: UInt64 = 0
+        /// The fetch each missing chunk is waiting on, so concurrent readers share one GET per chunk.
+        var inFlight: [UInt32: Task<Void, any Error>] = [:]
+    }
+
+    let id: Int64
+    let rafs: RafsBlob
+    let backingPath: String
+    let source: any BlobRangeSource
+    /// Chunk indexes ordered by stored offset, and each chunk's position in that order.
+    let byStoredOffset: [Int]
+    let storedPosition: [Int]
+    let state: Mutex<State>
+    private let fd: Int32
+
+    init(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, present: [Bool]) throws {
+        self.id = id
+        self.rafs = rafs
+        self.backingPath = backingPath
+        self.source = source
+        let order = rafs.chunks.indices.sorted { rafs.chunks[$0].compressedOffset < rafs.chunks[$1].compressedOffset }
+        byStoredOffset = order
+        var positions = [Int](repeating: 0, count: order.count)
+        for (position, index) in order.enumerated() { positions[index] = position }
+        storedPosition = positions
+        fd = try retryingSyscall("open", backingPath) { open(backingPath, O_RDWR | O_CLOEXEC) }
+        var initial = State(present: present)
+        for (index, isPresent) in present.enumerated() where isPresent {
+            initial.presentCount += 1
+            initial.presentBytes += UInt64(rafs.chunks[index].uncompressedSize)
+        }
+        state = Mutex(initial)
+    }
+
+    deinit { close(fd) }
+
+    /// Writes one verified chunk at its uncompressed offset.
+    func write(_ data: [UInt8], at offset: UInt64) throws(SyscallError) {
+        var written = 0
+        while written < data.count {
+            let n = try retryingSyscall("pwrite", backingPath) {
+                data.withUnsafeBytes { pwrite(fd, $0.baseAddress! + written, $0.count - written, off_t(offset) + off_t(written)) }
+            }
+            written += n
+        }
+    }
+
+    var bitmap: [UInt8] {
+        state.withLock { state in
+            var bits = [UInt8](repeating: 0, count: (state.present.count + 7) / 8)
+            for (index, isPresent) in state.present.enumerated() where isPresent { bits[index / 8] |= 1 << (index % 8) }
+            return bits
+        }
+    }
+
+    /// Chunks the catalog says are present, confirmed against the backing file: a chunk counts only if no
+    /// hole lies inside its range (SEEK_HOLE), so a write cut short by a crash is fetched again.
+    static func confirmedPresent(bitmap: [UInt8], rafs: RafsBlob, backingPath: String) throws -> [Bool] {
+        let fd = try retryingSyscall("open", backingPath) { open(backingPath, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var present = [Bool](repeating: false, count: rafs.chunks.count)
+        for (index, chunk) in rafs.chunks.enumerated() {
+            guard index / 8 < bitmap.count, bitmap[index / 8] & (1 << (index % 8)) != 0 else { continue }
+            let hole = lseek(fd, off_t(chunk.uncompressedOffset), clinux_seek_hole())
+            present[index] = hole >= 0 && UInt64(hole) >= min(chunk.uncompressedEnd, rafs.entry.uncompressedSize)
+        }
+        return present
+    }
+}

@@ -1,0 +1,193 @@
+import Foundation
+import Glibc
+import Logging
+import Synchronization
+import SystemSupport
+import Testing
+
+@testable import BlobStore
+
+/// Serves stored blob bytes from a local file, counting requests, with injectable faults.
+final class FileRangeSource: BlobRangeSource {
+    enum Fault: Sendable {
+        case none
+        case flipByte(at: UInt64)
+        case fail
+        case delay(Duration)
+    }
+
+    let path: String
+    let fault: Mutex<Fault>
+    let requests = Mutex<[(UInt64, UInt64)]>([])
+
+    init(path: String, fault: Fault = .none) {
+        self.path = path
+        self.fault = Mutex(fault)
+    }
+
+    struct Unavailable: Error {}
+
+    var requestCount: Int { requests.withLock { $0.count } }
+    var bytesServed: UInt64 { requests.withLock { $0.reduce(0) { $0 + $1.1 } } }
+
+    func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
+        requests.withLock { $0.append((offset, length)) }
+        let fault = self.fault.withLock { $0 }
+        if case .delay(let duration) = fault { try await Task.sleep(for: duration) }
+        if case .fail = fault { throw Unavailable() }
+        let all = try ImageFixtures.bytes(path)
+        var slice = Array(all[Int(offset)..<Int(offset + length)])
+        if case .flipByte(let at) = fault, at >= offset, at < offset + length { slice[Int(at - offset)] ^= 0xFF }
+        return slice
+    }
+}
+
+final class MemoryStateStore: ChunkStateStore {
+    let saved = Mutex<[Int64: [UInt8]]>([:])
+    func save(blobID: Int64, bitmap: [UInt8]) throws { saved.withLock { $0[blobID] = bitmap } }
+}
+
+@Suite("On-demand fetch engine with nydus's own blob")
+struct BlobEngineTests {
+    struct Setup {
+        let directory: String
+        let rafs: RafsBlob
+        let backing: String
+        let expected: [UInt8]
+    }
+
+    /// The fixture's blob meta, a sparse backing file of the uncompressed size, and the expected device
+    /// bytes (materialized by the reader from the complete blob).
+    static func setUp(_ label: String) throws -> Setup {
+        let directory = try ImageFixtures.scratchDirectory(label)
+        let image = try ErofsImage(path: ImageFixtures.bootstrap)
+        let rafs = try RafsBlob(image: image, index: 0, directory: ImageFixtures.directory)
+        let materialized = directory + "/expected"
+        _ = try rafs.materialize(to: materialized)
+        let backing = directory + "/backing"
+        FileManager.default.createFile(atPath: backing, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: backing))
+        try handle.truncate(atOffset: rafs.deviceSize)
+        try handle.close()
+        return Setup(directory: directory, rafs: rafs, backing: backing, expected: try ImageFixtures.bytes(materialized))
+    }
+
+    @Test("ensure fetches each missing chunk once, verified, at its uncompressed offset; a second ensure fetches nothing")
+    func ensureAll() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("engine")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let source = FileRangeSource(path: ImageFixtures.blob)
+        let store = MemoryStateStore()
+        let engine = BlobEngine(store: store, logger: Logger(label: "test"))
+        try engine.register(id: 1, rafs: setup.rafs, backingPath: setup.backing, source: source)
+
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<16 { group.addTask { try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize) } }
+            try await group.waitForAll()
+        }
+        #expect(try ImageFixtures.bytes(setup.backing) == setup.expected)
+        let stored = setup.rafs.chunks.reduce(UInt64(0)) { $0 + UInt64($1.compressedSize) }
+        #expect(source.bytesServed == stored, "16 concurrent readers must share one fetch per chunk")
+        #expect(source.requestCount == 1, "adjacent chunks are merged into one ranged GET")
+        #expect(engine.progress(blobID: 1)?.present == setup.rafs.chunks.reduce(0) { $0 + UInt64($1.uncompressedSize) })
+        try await engine.ensure(blobID: 1, offset: 0, length: 4096)
+        #expect(source.requestCount == 1)
+        #expect(store.saved.withLock { $0[1] } == [0b11])
+        let metrics = engine.metrics.snapshot
+        #expect(metrics.chunksFetched == 2 && metrics.bytesFetched == stored && metrics.hits >= 1)
+        #expect(engine.metrics.prometheusText().contains("snapshotter_fetch_bytes_total \(stored)"))
+    }
+
+    @Test("a corrupted chunk is an error and never reaches the backing file; a good source fixes it later")
+    func corrupted() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("engine-bad")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let first = setup.rafs.chunks.min { $0.compressedOffset < $1.compressedOffset }!
+        let source = FileRangeSource(path: ImageFixtures.blob, fault: .flipByte(at: first.compressedOffset + 3))
+        let engine = BlobEngine(logger: Logger(label: "test"))
+        try engine.register(id: 2, rafs: setup.rafs, backingPath: setup.backing, source: source)
+        await #expect(throws: (any Error).self) {
+            try await engine.ensure(blobID: 2, offset: first.uncompressedOffset, length: 1)
+        }
+        let backing = try ImageFixtures.bytes(setup.backing)
+        let range = Int(first.uncompressedOffset)..<Int(first.uncompressedEnd)
+        #expect(backing[range].allSatisfy { $0 == 0 }, "bad bytes were written")
+        #expect(engine.metrics.snapshot.failures == 1)
+
+        source.fault.withLock { $0 = .none }
+        try await engine.ensure(blobID: 2, offset: first.uncompressedOffset, length: 1)
+        #expect(Array(try ImageFixtures.bytes(setup.backing)[range]) == Array(setup.expected[range]))
+    }
+
+    @Test("a source that does not answer makes readers fail at the timeout instead of hanging")
+    func timeout() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("engine-slow")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        var settings = FetchSettings()
+        settings.readerTimeout = .milliseconds(300)
+        let engine = BlobEngine(settings: settings, logger: Logger(label: "test"))
+        try engine.register(
+            id: 3, rafs: setup.rafs, backingPath: setup.backing,
+            source: FileRangeSource(path: ImageFixtures.blob, fault: .delay(.seconds(60))))
+        let started = ContinuousClock.now
+        await #expect(throws: FetchError.self) { try await engine.ensure(blobID: 3, offset: 0, length: 4096) }
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    @Test("present chunks survive a restart only where the backing file really holds them")
+    func restartState() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("engine-restart")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let source = FileRangeSource(path: ImageFixtures.blob)
+        let engine = BlobEngine(logger: Logger(label: "test"))
+        try engine.register(id: 4, rafs: setup.rafs, backingPath: setup.backing, source: source)
+        try await engine.ensure(blobID: 4, offset: 0, length: setup.rafs.deviceSize)
+        #expect(source.requestCount == 1)
+
+        // A restart with the saved bitmap fetches nothing ...
+        let again = BlobEngine(logger: Logger(label: "test"))
+        try again.register(id: 4, rafs: setup.rafs, backingPath: setup.backing, source: source, bitmap: [0b11])
+        try await again.ensure(blobID: 4, offset: 0, length: setup.rafs.deviceSize)
+        #expect(source.requestCount == 1)
+
+        // ... but a chunk whose data is gone (a hole punched, as after a crash mid-write) is fetched again.
+        let last = setup.rafs.chunks.max { $0.uncompressedOffset < $1.uncompressedOffset }!
+        let punched = try ImageFixtures.run(
+            "/usr/bin/fallocate", ["--punch-hole", "--offset", "\(last.uncompressedOffset)", "--length", "4096", setup.backing])
+        #expect(punched.status == 0, "fallocate: \(punched.error)")
+        let third = BlobEngine(logger: Logger(label: "test"))
+        try third.register(id: 4, rafs: setup.rafs, backingPath: setup.backing, source: source, bitmap: [0b11])
+        #expect(third.progress(blobID: 4)?.present == UInt64(setup.rafs.chunks.first { $0.index != last.index }!.uncompressedSize))
+        try await third.ensure(blobID: 4, offset: 0, length: setup.rafs.deviceSize)
+        #expect(source.requestCount == 2)
+        #expect(try ImageFixtures.bytes(setup.backing) == setup.expected)
+    }
+
+    @Test("the scheduler serves on-demand waiters before prefetch waiters")
+    func priorities() async {
+        let scheduler = FetchScheduler(limit: 1)
+        await scheduler.acquire(.prefetch)
+        final class Log: Sendable { let items = Mutex<[String]>([]) }
+        let order = Log()
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                await scheduler.acquire(.prefetch)
+                order.items.withLock { $0.append("prefetch") }
+                await scheduler.release()
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+            group.addTask {
+                await scheduler.acquire(.onDemand)
+                order.items.withLock { $0.append("on-demand") }
+                await scheduler.release()
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+            await scheduler.release()
+        }
+        #expect(order.items.withLock { $0 } == ["on-demand", "prefetch"])
+    }
+}
