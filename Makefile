@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry clean
 
 all: build
 
@@ -67,7 +67,12 @@ bench-snapshots: setup
 	$(SWIFT) build -c release --product SnapshotBench $(BUILD_FLAGS)
 	.build/release/SnapshotBench --daemon .build/release/snapshotterd --count 1000
 
-bench: bench-snapshots
+## bench-registry: one 256 MiB blob download through our client next to curl, same registry, as a ratio
+bench-registry: setup
+	$(SWIFT) build -c release --product RegistryBench $(BUILD_FLAGS)
+	.build/release/RegistryBench 256 3
+
+bench: bench-snapshots bench-registry
 
 clean:
 	rm -rf .build $(STATE)

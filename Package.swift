@@ -29,6 +29,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .target(name: "CLinux"),
 
         // Leaf modules.
@@ -40,7 +42,7 @@ let package = Package(
         .target(
             name: "BlobStore",
             dependencies: [
-                "CSQLite", "CZlib", "CZstd", "CLZ4", "CLinux", "SystemSupport",
+                "CSQLite", "CZlib", "CZstd", "CLZ4", "CCurl", "CCrypto", "CLinux", "SystemSupport", "TOML",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -82,6 +84,13 @@ let package = Package(
             name: "SnapshotBench",
             dependencies: ["SnapshotterAPI"],
             path: "benchmarks/SnapshotBench",
+            swiftSettings: strict
+        ),
+
+        .executableTarget(
+            name: "RegistryBench",
+            dependencies: ["BlobStore", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            path: "benchmarks/RegistryBench",
             swiftSettings: strict
         ),
 

@@ -9,6 +9,13 @@ packages=(
   zlib1g-dev            # gzip layers
   libzstd-dev           # zstd chunks and layers
   liblz4-dev            # lz4_block chunks (nydus)
+  libcurl4-openssl-dev  # registry client
+  libssl-dev            # libcrypto: SHA-256 on the hot path
+  docker-registry       # the real OCI registry the tests pull from and push to
+  skopeo                # independent OCI client (tests push with it)
+  openssl               # self-signed CA for the TLS registry tests
+  apache2-utils         # htpasswd for the basic-auth registry tests
+  python3               # fault-injecting proxy and token issuer in the registry tests
   erofs-utils           # mkfs.erofs, dump.erofs, fsck.erofs: independent checks of images (tests)
   attr                  # setfattr for xattr test trees
   systemd               # systemd-analyze verify, systemd-socket-activate (tests)

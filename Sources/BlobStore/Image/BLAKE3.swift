@@ -12,7 +12,11 @@ public enum BLAKE3 {
     static let root: UInt32 = 1 << 3
 
     /// The IV is SHA-256's initial hash.
-    static let iv: [UInt32] = SHA256.initialHash
+    /// BLAKE3 reuses SHA-256's initial hash words as its IV.
+    static let iv: [UInt32] = [
+        0x6A09_E667, 0xBB67_AE85, 0x3C6E_F372, 0xA54F_F53A,
+        0x510E_527F, 0x9B05_688C, 0x1F83_D9AB, 0x5BE0_CD19,
+    ]
     static let permutation = [2, 6, 3, 10, 7, 0, 4, 13, 1, 11, 12, 5, 9, 14, 15, 8]
 
     /// The inputs of a node's last compression, kept so the root can be recompressed with ROOT set.

@@ -1,0 +1,120 @@
+/// Python helpers the registry tests write to their temp dir and run with python3 (loopback only).
+enum RegistryTestScripts {
+    /// An HTTP/1.1 proxy in front of a registry that can inject faults into blob GETs:
+    /// `pass`, `flip` (one byte of the body inverted), `drop` (first blob GET cut at half its body),
+    /// `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself).
+    /// Absolute-form requests (`GET http://host:port/...`) make it a forward proxy. Logs one line per request.
+    static let faultProxy = #"""
+        import http.server, http.client, socket, sys, threading
+        port, upstream, mode, logpath = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+        lock = threading.Lock()
+        state = {"blob_gets": 0}
+        HOP = {"connection", "proxy-connection", "keep-alive", "transfer-encoding", "te", "upgrade"}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def log_message(self, *args):
+                pass
+            def handle_any(self):
+                path, target = self.path, upstream
+                if path.startswith("http://"):
+                    hostport, _, rest = path[len("http://"):].partition("/")
+                    target, path = int(hostport.rsplit(":", 1)[1]), "/" + rest
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                is_blob = self.command == "GET" and "/blobs/sha256:" in path
+                with lock:
+                    if is_blob:
+                        state["blob_gets"] += 1
+                    count = state["blob_gets"]
+                    with open(logpath, "a") as log:
+                        log.write("%s %s range=%s auth=%s\n" % (self.command, self.path, self.headers.get("Range"), "Authorization" in self.headers))
+                if mode == "429" and is_blob and count <= 2:
+                    self.send_response(429); self.send_header("Retry-After", "0"); self.send_header("Content-Length", "0"); self.end_headers(); return
+                if mode == "redirect" and is_blob:
+                    self.send_response(307); self.send_header("Location", "http://127.0.0.1:%d%s" % (upstream, path))
+                    self.send_header("Content-Length", "0"); self.end_headers(); return
+                conn = http.client.HTTPConnection("127.0.0.1", target, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
+                conn.request(self.command, path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data_length = resp.getheader("Content-Length")
+                buffered = None
+                if data_length is None and self.command != "HEAD":
+                    buffered = resp.read(); data_length = str(len(buffered))
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in HOP and k.lower() != "content-length":
+                        self.send_header(k, v)
+                if data_length is not None:
+                    self.send_header("Content-Length", data_length)
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                total, sent, flipped = int(data_length or 0), 0, False
+                while True:
+                    chunk = buffered if buffered is not None else resp.read(65536)
+                    buffered = b"" if buffered is not None else None
+                    if not chunk:
+                        break
+                    if mode == "flip" and is_blob and resp.status in (200, 206) and not flipped:
+                        b = bytearray(chunk); b[len(b) // 2] ^= 0xFF; chunk = bytes(b); flipped = True
+                    if mode == "drop" and is_blob and count == 1 and sent + len(chunk) >= total // 2:
+                        self.wfile.write(chunk[: total // 2 - sent]); self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR); self.close_connection = True
+                        return
+                    self.wfile.write(chunk); sent += len(chunk)
+                conn.close()
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+        Server(("127.0.0.1", port), Handler).serve_forever()
+        """#
+
+    /// A distribution token issuer: `GET /token?service=&scope=` → RS256 JWT signed with openssl, `kid` = the
+    /// libtrust fingerprint of the key. Optional basic credentials (user, password) are required when given.
+    static let tokenServer = #"""
+        import base64, hashlib, http.server, json, os, subprocess, sys, time, urllib.parse
+        port, key, issuer, logpath = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+        user, password = (sys.argv[5], sys.argv[6]) if len(sys.argv) > 6 else (None, None)
+        der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"], check=True, capture_output=True).stdout
+        b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+        kid = ":".join(b32[i:i + 4] for i in range(0, len(b32), 4))
+        def b64(data):
+            return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+            def log_message(self, *args):
+                pass
+            def reply(self, status, body):
+                data = json.dumps(body).encode()
+                self.send_response(status); self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data))); self.end_headers(); self.wfile.write(data)
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                query = urllib.parse.parse_qs(url.query)
+                with open(logpath, "a") as log:
+                    log.write("token %s auth=%s\n" % (query.get("scope"), "Authorization" in self.headers))
+                if user is not None:
+                    expected = "Basic " + base64.b64encode(("%s:%s" % (user, password)).encode()).decode()
+                    if self.headers.get("Authorization") != expected:
+                        return self.reply(401, {"details": "bad credentials"})
+                access = []
+                for scope in query.get("scope", []):
+                    kind, _, rest = scope.partition(":")
+                    name, _, actions = rest.rpartition(":")
+                    access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                now = int(time.time())
+                header = {"typ": "JWT", "alg": "RS256", "kid": kid}
+                claims = {"iss": issuer, "sub": user or "anonymous", "aud": query.get("service", [""])[0], "exp": now + 300,
+                          "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
+                signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(claims).encode())
+                signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input, check=True, capture_output=True).stdout
+                token = (signing_input + b"." + b64(signature)).decode()
+                self.reply(200, {"token": token, "expires_in": 300, "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
+
+        http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+        """#
+}

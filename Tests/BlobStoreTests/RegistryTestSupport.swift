@@ -1,0 +1,347 @@
+import BlobStore
+import Foundation
+import Logging
+import SystemSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Helpers shared by the registry tests: temp dirs, free ports, processes, a `docker-registry` per test,
+/// test images, and the Python fault proxy and token server. All traffic stays on 127.0.0.1.
+enum RegistryTestSupport {
+    static let registryBinary = "/usr/bin/docker-registry"
+    static let skopeoBinary = "/usr/bin/skopeo"
+
+    static var haveTools: Bool {
+        [registryBinary, skopeoBinary, "/usr/bin/openssl", "/usr/bin/htpasswd"].allSatisfy {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
+    }
+
+    static let logger: Logger = {
+        var l = Logger(label: "registry-test")
+        l.logLevel = ProcessInfo.processInfo.environment["REGISTRY_TEST_DEBUG"] == nil ? .warning : .debug
+        return l
+    }()
+
+    static func tempDirectory(_ prefix: String = "reg-test") throws -> String {
+        var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
+        guard let dir = mkdtemp(&template) else { throw SyscallError(call: "mkdtemp", errno: errno) }
+        return String(cString: dir)
+    }
+
+    /// A port that was free a moment ago (bind to :0, read it back, close).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        try withUnsafeMutablePointer(to: &addr) { p in
+            try p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sa in
+                guard bind(fd, sa, len) == 0, getsockname(fd, sa, &len) == 0 else { throw SyscallError(call: "bind", errno: errno) }
+            }
+        }
+        return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    static func canConnect(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = UInt16(port).bigEndian
+        return withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    static func waitForPort(_ port: Int, timeoutSeconds: Double = 15) throws {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            if canConnect(port: port) { return }
+            usleep(50_000)
+        }
+        throw TestFailure("nothing listens on 127.0.0.1:\(port) after \(timeoutSeconds) s")
+    }
+
+    struct TestFailure: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+
+    /// Runs a tool to completion; throws with its stderr when it fails.
+    @discardableResult
+    static func run(_ path: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env["NO_PROXY"] = "127.0.0.1,localhost"
+        env["no_proxy"] = "127.0.0.1,localhost"
+        for (k, v) in environment { env[k] = v }
+        process.environment = env
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
+        try? input.fileHandleForWriting.close()
+        let outData = out.fileHandleForReading.readDataToEndOfFile()
+        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw TestFailure(
+                "\(path) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: errData, as: UTF8.self))"
+            )
+        }
+        return String(decoding: outData, as: UTF8.self)
+    }
+
+    /// Starts a long-running helper; its output goes to `logPath`.
+    static func spawn(_ path: String, _ arguments: [String], logPath: String) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        return process
+    }
+
+    /// SIGTERM, then SIGKILL after 3 s: children spawned from a concurrency thread inherit its blocked signal
+    /// mask, and python3 (unlike Go programs) does not unblock SIGTERM.
+    static func stop(_ process: Process) {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(3)
+        while process.isRunning, Date() < deadline { usleep(20_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    static func write(_ path: String, _ text: String) throws {
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+    }
+
+    static func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+        var state = seed | 1
+        var out = [UInt8](repeating: 0, count: count)
+        out.withUnsafeMutableBytes { raw in
+            let words = raw.bindMemory(to: UInt64.self)
+            for i in 0..<words.count {
+                state ^= state << 13
+                state ^= state >> 7
+                state ^= state << 17
+                words[i] = state
+            }
+        }
+        return out
+    }
+
+    /// A client for a test registry: plain HTTP to loopback by default, no environment proxy.
+    static func client(_ configure: (inout RegistryConfiguration) -> Void = { _ in }) -> RegistryClient {
+        var configuration = RegistryConfiguration()
+        configuration.proxy = ""  // an empty proxy disables http_proxy from the environment
+        configuration.retry = RetryPolicy(maxAttempts: 6, initialDelayMilliseconds: 50)
+        configure(&configuration)
+        return RegistryClient(configuration: configuration, logger: logger)
+    }
+}
+
+/// One `docker-registry serve` on 127.0.0.1:<free port> with storage in its own temp dir.
+final class TestRegistry {
+    enum Auth {
+        case none
+        case htpasswd(user: String, password: String)
+        case token(realm: String, service: String, issuer: String, rootCertBundle: String)
+    }
+
+    let directory: String
+    let port: Int
+    let auth: Auth
+    let tls: (certificate: String, key: String)?
+    private var process: Process?
+
+    var host: String { "127.0.0.1:\(port)" }
+
+    init(auth: Auth = .none, tls: (certificate: String, key: String)? = nil, directory: String? = nil, port: Int? = nil) throws {
+        self.directory = try directory ?? RegistryTestSupport.tempDirectory("registry")
+        self.port = try port ?? RegistryTestSupport.freePort()
+        self.auth = auth
+        self.tls = tls
+        try start()
+    }
+
+    func start() throws {
+        var config = """
+            version: 0.1
+            log:
+              level: warn
+              accesslog:
+                disabled: true
+            storage:
+              filesystem:
+                rootdirectory: \(directory)/storage
+              delete:
+                enabled: true
+            http:
+              addr: 127.0.0.1:\(port)
+              secret: test-secret-\(port)
+
+            """
+        if let tls {
+            config += "  tls:\n    certificate: \(tls.certificate)\n    key: \(tls.key)\n"
+        }
+        switch auth {
+        case .none: break
+        case .htpasswd(let user, let password):
+            let file = directory + "/htpasswd"
+            let line = try RegistryTestSupport.run("/usr/bin/htpasswd", ["-Bbn", user, password])
+            try RegistryTestSupport.write(file, line)
+            config += "auth:\n  htpasswd:\n    realm: basic-realm\n    path: \(file)\n"
+        case .token(let realm, let service, let issuer, let bundle):
+            config +=
+                "auth:\n  token:\n    realm: \(realm)\n    service: \(service)\n    issuer: \(issuer)\n    rootcertbundle: \(bundle)\n"
+        }
+        try RegistryTestSupport.write(directory + "/config.yml", config)
+        process = try RegistryTestSupport.spawn(
+            RegistryTestSupport.registryBinary, ["serve", directory + "/config.yml"],
+            logPath: directory + "/registry.log")
+        do { try RegistryTestSupport.waitForPort(port) } catch {
+            stopProcess()
+            let log = (try? String(contentsOfFile: directory + "/registry.log", encoding: .utf8)) ?? ""
+            throw RegistryTestSupport.TestFailure("docker-registry did not start: \(log)")
+        }
+    }
+
+    func stopProcess() {
+        if let process { RegistryTestSupport.stop(process) }
+        process = nil
+    }
+
+    /// Stops the registry and removes its directory.
+    func stop() {
+        stopProcess()
+        try? FileSystem.removeTree(directory)
+    }
+}
+
+/// A small image in an OCI layout on disk: one config, `layerSizes.count` random layers, one manifest.
+struct TestImage {
+    let layoutDirectory: String
+    let tag: String
+    var layers: [(descriptor: Descriptor, bytes: [UInt8])] = []
+    var config: (descriptor: Descriptor, bytes: [UInt8])
+    var manifestBytes: [UInt8]
+    var manifestDescriptor: Descriptor
+
+    init(directory: String, tag: String = "v1", layerSizes: [Int], seed: UInt64 = 1, architecture: String = "amd64") throws {
+        layoutDirectory = directory
+        self.tag = tag
+        try FileSystem.makeDirectories(directory + "/blobs/sha256")
+        for (i, size) in layerSizes.enumerated() {
+            let bytes = RegistryTestSupport.randomBytes(size, seed: seed &* 7919 &+ UInt64(i))
+            let d = Descriptor(mediaType: MediaType.ociLayerGzip, digest: Digest.sha256(of: bytes), size: Int64(size))
+            layers.append((d, bytes))
+        }
+        let diffIDs = layers.map { "\"\($0.descriptor.digest)\"" }.joined(separator: ",")
+        let configBytes = Array(
+            """
+            {"architecture":"\(architecture)","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[\(diffIDs)]}}
+            """.utf8)
+        config = (
+            Descriptor(mediaType: MediaType.ociConfig, digest: Digest.sha256(of: configBytes), size: Int64(configBytes.count)), configBytes
+        )
+        let manifest = ImageManifest(config: config.descriptor, layers: layers.map(\.descriptor))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        manifestBytes = Array(try encoder.encode(manifest))
+        manifestDescriptor = Descriptor(
+            mediaType: MediaType.ociManifest, digest: Digest.sha256(of: manifestBytes), size: Int64(manifestBytes.count))
+        for blob in [(config.descriptor, config.bytes), (manifestDescriptor, manifestBytes)] + layers.map({ ($0.descriptor, $0.bytes) }) {
+            try Data(blob.1).write(to: URL(fileURLWithPath: "\(directory)/blobs/sha256/\(blob.0.digest.encoded)"))
+        }
+        try RegistryTestSupport.write(directory + "/oci-layout", #"{"imageLayoutVersion":"1.0.0"}"#)
+        try RegistryTestSupport.write(
+            directory + "/index.json",
+            """
+            {"schemaVersion":2,"manifests":[{"mediaType":"\(MediaType.ociManifest)","digest":"\(manifestDescriptor.digest)","size":\(manifestBytes.count),"annotations":{"org.opencontainers.image.ref.name":"\(tag)"}}]}
+            """)
+    }
+
+    /// Pushes the layout with skopeo (the independent client). `format` is "oci" or "v2s2".
+    func pushWithSkopeo(to destination: String, format: String = "oci", credentials: String? = nil, certDirectory: String? = nil) throws {
+        // OCI keeps the manifest's digest; v2s2 rewrites the manifest (the layers' bytes stay as they are).
+        var args = ["--insecure-policy", "copy", "--format", format] + (format == "oci" ? ["--preserve-digests"] : [])
+        if let credentials { args += ["--dest-creds", credentials] }
+        if let certDirectory { args += ["--dest-cert-dir", certDirectory] } else { args += ["--dest-tls-verify=false"] }
+        args += ["oci:\(layoutDirectory):\(tag)", "docker://\(destination)"]
+        try RegistryTestSupport.run(RegistryTestSupport.skopeoBinary, args)
+    }
+
+    /// Pushes with our client.
+    func push(
+        with client: RegistryClient, registry: String, repository: String, tag: String? = nil,
+        mode: RegistryClient.UploadMode = .automatic
+    ) async throws {
+        for blob in layers.map({ ($0.descriptor, $0.bytes) }) + [(config.descriptor, config.bytes)] {
+            try await client.pushBlob(registry: registry, repository: repository, descriptor: blob.0, from: .bytes(blob.1), mode: mode)
+        }
+        try await client.pushManifest(
+            registry: registry, repository: repository, reference: tag ?? self.tag,
+            bytes: manifestBytes, mediaType: MediaType.ociManifest)
+    }
+}
+
+/// A python3 helper process (fault proxy or token server) on a free loopback port, stopped by `stop()`.
+final class PythonHelper {
+    let port: Int
+    let directory: String
+    let logPath: String
+    private let process: Process
+
+    init(script: String, name: String, arguments: (Int, String) -> [String]) throws {
+        directory = try RegistryTestSupport.tempDirectory(name)
+        port = try RegistryTestSupport.freePort()
+        logPath = directory + "/requests.log"
+        try RegistryTestSupport.write(directory + "/\(name).py", script)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process = try RegistryTestSupport.spawn(
+            "/usr/bin/env", ["python3", directory + "/\(name).py"] + arguments(port, logPath),
+            logPath: directory + "/stderr.log")
+        do { try RegistryTestSupport.waitForPort(port) } catch {
+            RegistryTestSupport.stop(process)
+            throw RegistryTestSupport.TestFailure(
+                "\(name) did not start: \((try? String(contentsOfFile: directory + "/stderr.log", encoding: .utf8)) ?? "")")
+        }
+    }
+
+    /// Lines logged so far, one per request.
+    var requests: [String] {
+        ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    func stop() {
+        // A throwaway script: no graceful shutdown to wait for.
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        try? FileSystem.removeTree(directory)
+    }
+
+    static func faultProxy(upstreamPort: Int, mode: String) throws -> PythonHelper {
+        try PythonHelper(script: RegistryTestScripts.faultProxy, name: "fault-proxy") { port, log in
+            ["\(port)", "\(upstreamPort)", mode, log]
+        }
+    }
+}
