@@ -95,9 +95,16 @@ let package = Package(
         ),
 
         .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
+        // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
+        .target(
+            name: "TestSupport",
+            dependencies: ["BlobStore", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "BlobStoreTests",
-            dependencies: ["BlobStore", "MountManager", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BlobStore", "MountManager", "SystemSupport", "TestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
@@ -108,7 +115,7 @@ let package = Package(
         .testTarget(
             name: "SnapshotterTests",
             dependencies: [
-                "SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport",
+                "SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

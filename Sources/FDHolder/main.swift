@@ -34,6 +34,18 @@ guard let socketPath, socketPath.utf8.count < 108 else { fail("--socket PATH (un
 guard heldFD >= 0, fcntl(heldFD, F_GETFD) >= 0 else { fail("descriptor \(heldFD) is not open") }
 _ = fcntl(heldFD, F_SETFD, FD_CLOEXEC)
 
+// Close whatever else the spawner leaked to us (e.g. the socket a parent uses to notice the daemon's exit):
+// holding it would keep the daemon's parent from ever seeing the daemon end.
+if let directory = opendir("/proc/self/fd") {
+    var leaked: [Int32] = []
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if let fd = Int32(name), fd > 2, fd != heldFD, fd != 4, fd != dirfd(directory) { leaked.append(fd) }
+    }
+    closedir(directory)
+    for fd in leaked { close(fd) }
+}
+
 // Detach from the daemon's session and signals meant for it; keep running until released.
 _ = setsid()
 signal(SIGINT, SIG_IGN)

@@ -29,22 +29,75 @@ struct APIResponse: Sendable {
 /// Maps routes under /v1/ to the snapshot service (docs/api.md lists them). Runs on the blocking pool.
 final class APIRouter: Sendable {
     let service: SnapshotService
+    let images: ImageService?
     let reconciler: Reconciler
     let logger: Logger
     let status: @Sendable () throws -> StatusResponse
 
-    init(service: SnapshotService, reconciler: Reconciler, logger: Logger, status: @escaping @Sendable () throws -> StatusResponse) {
+    init(
+        service: SnapshotService, images: ImageService? = nil, reconciler: Reconciler, logger: Logger,
+        status: @escaping @Sendable () throws -> StatusResponse
+    ) {
         self.service = service
+        self.images = images
         self.reconciler = reconciler
         self.logger = logger
         self.status = status
     }
 
+    /// Routes that wait on the network run as tasks, not on the blocking pool.
+    func isAsync(_ request: APIRequest) -> Bool {
+        request.method == "POST" && request.uri.split(separator: "?").first == "/v1/images/pull"
+    }
+
+    /// `POST /v1/images/pull`.
+    func handleAsync(_ request: APIRequest) async -> APIResponse {
+        await respond(request) {
+            guard let images = self.images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }
+            let body = try self.decode(PullRequest.self, request)
+            let result = try await images.pull(body.reference)
+            return try self.json(result, status: result.pulled ? 201 : 200)
+        }
+    }
+
     func handle(_ request: APIRequest) -> APIResponse {
+        let started = monotonicNanoseconds()
+        let response = Self.mapErrors(request, logger: logger) { try route(request) }
+        log(request, response, started: started)
+        return response
+    }
+
+    private func respond(_ request: APIRequest, _ body: @Sendable () async throws -> APIResponse) async -> APIResponse {
         let started = monotonicNanoseconds()
         let response: APIResponse
         do {
-            response = try route(request)
+            response = try await body()
+        } catch {
+            response = Self.mapErrors(request, logger: logger) { throw error }
+        }
+        log(request, response, started: started)
+        return response
+    }
+
+    private func log(_ request: APIRequest, _ response: APIResponse, started: UInt64) {
+        logger.debug(
+            "request",
+            metadata: [
+                "http.method": "\(request.method)", "http.uri": "\(request.uri)", "http.status": "\(response.status)",
+                "http.duration_us": "\((monotonicNanoseconds() - started) / 1000)", "peer.uid": "\(request.peerUID)",
+            ])
+    }
+
+    private static func mapErrors(_ request: APIRequest, logger: Logger, _ body: () throws -> APIResponse) -> APIResponse {
+        let response: APIResponse
+        do {
+            response = try body()
+        } catch let error as ImageError {
+            response = Self.errorResponse(error.apiError)
+        } catch let error as RegistryError {
+            response = Self.errorResponse(error.apiError)
+        } catch let error as ImageFormatError {
+            response = Self.errorResponse(.invalidArgument("the image is malformed: \(error)"))
         } catch let error as APIError {
             response = Self.errorResponse(error)
         } catch let error as SnapshotError {
@@ -62,12 +115,6 @@ final class APIRouter: Sendable {
                 "request failed", metadata: ["http.method": "\(request.method)", "http.uri": "\(request.uri)", "error": "\(error)"])
             response = Self.errorResponse(APIError(.internal, "\(error)"))
         }
-        logger.debug(
-            "request",
-            metadata: [
-                "http.method": "\(request.method)", "http.uri": "\(request.uri)", "http.status": "\(response.status)",
-                "http.duration_us": "\((monotonicNanoseconds() - started) / 1000)", "peer.uid": "\(request.peerUID)",
-            ])
         return response
     }
 
@@ -85,7 +132,7 @@ final class APIRouter: Sendable {
         case ["v1", "snapshots", "prepare"] where method == "POST", ["v1", "snapshots", "view"] where method == "POST":
             let body = try decode(PrepareRequest.self, request)
             let kind: SnapshotKind = segments[2] == "prepare" ? .active : .view
-            let mounts = try service.create(kind: kind, key: body.key, parent: body.parent, labels: body.labels ?? [:])
+            let mounts = try service.create(kind: kind, key: body.key, parent: body.parent, labels: body.labels ?? [:], image: body.image)
             return try json(MountsResponse(mounts: mounts.map(Self.spec)), status: 201)
         case ["v1", "snapshots", "commit"] where method == "POST":
             let body = try decode(CommitRequest.self, request)
@@ -94,6 +141,23 @@ final class APIRouter: Sendable {
         case ["v1", "unmount"]:
             try allow(method, ["POST"], request)
             try service.unmount(target: try decode(UnmountRequest.self, request).target)
+            return try json(EmptyResponse())
+        case ["metrics"]:
+            try allow(method, ["GET"], request)
+            var text = images?.engine.metrics.prometheusText() ?? ""
+            if let images { text += images.frontEndMetrics() }
+            return APIResponse(status: 200, body: Array(text.utf8), contentType: "text/plain; version=0.0.4")
+        case ["v1", "images"]:
+            try allow(method, ["GET"], request)
+            return try json(ImagesResponse(images: try requireImages().list()))
+        case ["v1", "pulls"]:
+            try allow(method, ["GET"], request)
+            return try json(PullsResponse(pulls: try requireImages().pullsInFlight()))
+        case ["v1", "images", "pull"]:
+            throw MethodNotAllowed(method: method, uri: request.uri, allowed: ["POST"])
+        case ["v1", "images", "remove"]:
+            try allow(method, ["POST"], request)
+            try requireImages().remove(try decode(PullRequest.self, request).reference)
             return try json(EmptyResponse())
         case ["v1", "cleanup"]:
             try allow(method, ["POST"], request)
@@ -136,6 +200,11 @@ final class APIRouter: Sendable {
 
     // MARK: - Helpers
 
+    private func requireImages() throws -> ImageService {
+        guard let images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }
+        return images
+    }
+
     static func spec(_ mount: KernelMount) -> MountSpec {
         MountSpec(type: mount.type, source: mount.source, options: mount.options)
     }
@@ -146,12 +215,12 @@ final class APIRouter: Sendable {
         }
     }
 
-    private func decode<T: Decodable>(_ type: T.Type, _ request: APIRequest) throws -> T {
+    func decode<T: Decodable>(_ type: T.Type, _ request: APIRequest) throws -> T {
         guard !request.body.isEmpty else { throw APIError.invalidArgument("\(request.method) \(request.uri) needs a JSON body") }
         return try JSONDecoder().decode(T.self, from: Data(request.body))
     }
 
-    private func json(_ value: some Encodable, status: Int = 200) throws -> APIResponse {
+    func json(_ value: some Encodable, status: Int = 200) throws -> APIResponse {
         APIResponse(status: status, body: Array(try Self.encoder.encode(value)))
     }
 

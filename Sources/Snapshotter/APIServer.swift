@@ -180,7 +180,9 @@ final class APIServer: Service {
                             peerUID: peer.uid
                         )
                         let router = self.router
-                        let response = try await threadPool.runIfActive { router.handle(request) }
+                        let response =
+                            router.isAsync(request)
+                            ? await router.handleAsync(request) : try await threadPool.runIfActive { router.handle(request) }
                         try await write(response, keepAlive: requestHead.isKeepAlive, to: outbound)
                         if !requestHead.isKeepAlive { return }
                     }

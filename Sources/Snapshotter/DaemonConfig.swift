@@ -1,3 +1,4 @@
+import MountManager
 import SystemSupport
 import TOML
 
@@ -14,6 +15,19 @@ struct DaemonConfig: Equatable, Sendable {
     var logLevel = "info"
     /// Threads for blocking work (SQLite, file-system walks, mount(2)).
     var blockingThreads = 4
+    /// `auto` (fanotify where the kernel has it, else eager), `fanotify` or `eager`.
+    var frontEnd = "auto"
+    /// A reader waiting longer than this on a missing range gets EIO.
+    var readerTimeoutSeconds = 30
+    /// Ranged GETs are grown to at least this many stored bytes (read amplification).
+    var minimumFetchBytes = 0
+    var maximumConcurrentFetches = 8
+    /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
+    var registryHostsDirectory = "/etc/containerd/certs.d"
+    /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
+    var dockerConfig = ""
+    /// HTTP proxy for registry requests (e.g. a Dragonfly dfdaemon); empty means libcurl's environment handling.
+    var registryProxy = ""
 
     /// Reads a config file over the defaults. Unknown keys are errors, so typos do not pass silently.
     static func load(path: String, over base: DaemonConfig = DaemonConfig()) throws(ConfigError) -> DaemonConfig {
@@ -37,7 +51,7 @@ struct DaemonConfig: Equatable, Sendable {
     private init(document: TOMLValue, path: String, base: DaemonConfig) throws(ConfigError) {
         self = base
         let reader = ConfigReader(path: path)
-        let top = try reader.table(document, at: "", known: ["root", "api", "log", "daemon"])
+        let top = try reader.table(document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry"])
         if let value = top["root"] { root = try reader.string(value, at: "root") }
         if let api = top["api"] {
             let table = try reader.table(api, at: "api", known: ["socket", "allowed_uids", "max_body_bytes"])
@@ -55,6 +69,26 @@ struct DaemonConfig: Equatable, Sendable {
             let table = try reader.table(log, at: "log", known: ["level"])
             if let value = table["level"] { logLevel = try reader.string(value, at: "log.level") }
         }
+        if let ondemand = top["ondemand"] {
+            let table = try reader.table(
+                ondemand, at: "ondemand", known: ["front_end", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches"])
+            if let value = table["front_end"] { frontEnd = try reader.string(value, at: "ondemand.front_end") }
+            if let value = table["reader_timeout_seconds"] {
+                readerTimeoutSeconds = Int(try reader.integer(value, at: "ondemand.reader_timeout_seconds", range: 1...3600))
+            }
+            if let value = table["min_fetch_bytes"] {
+                minimumFetchBytes = Int(try reader.integer(value, at: "ondemand.min_fetch_bytes", range: 0...(64 << 20)))
+            }
+            if let value = table["max_concurrent_fetches"] {
+                maximumConcurrentFetches = Int(try reader.integer(value, at: "ondemand.max_concurrent_fetches", range: 1...256))
+            }
+        }
+        if let registry = top["registry"] {
+            let table = try reader.table(registry, at: "registry", known: ["hosts_dir", "docker_config", "proxy"])
+            if let value = table["hosts_dir"] { registryHostsDirectory = try reader.string(value, at: "registry.hosts_dir") }
+            if let value = table["docker_config"] { dockerConfig = try reader.string(value, at: "registry.docker_config") }
+            if let value = table["proxy"] { registryProxy = try reader.string(value, at: "registry.proxy") }
+        }
         if let daemon = top["daemon"] {
             let table = try reader.table(daemon, at: "daemon", known: ["blocking_threads"])
             if let value = table["blocking_threads"] {
@@ -71,6 +105,9 @@ struct DaemonConfig: Equatable, Sendable {
         }
         guard socket.utf8.count < 108 else {
             throw .invalid(key: "api.socket", reason: "is longer than a Unix socket path may be (107 bytes)")
+        }
+        guard FrontEndChoice(rawValue: frontEnd) != nil else {
+            throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify or eager, got \(frontEnd)")
         }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw .invalid(key: "log.level", reason: "must be trace, debug, info, notice, warning, error or critical")

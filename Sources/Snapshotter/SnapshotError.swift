@@ -20,6 +20,8 @@ enum SnapshotError: Error, Equatable {
     case notMountedHere(target: String)
     case targetBusy(target: String)
     case storage(String)
+    case imageNotFound(image: String)
+    case invalidImage(image: String, reason: String)
 
     var apiError: APIError {
         switch self {
@@ -58,6 +60,10 @@ enum SnapshotError: Error, Equatable {
             return .failedPrecondition("\(target) is busy: a process still uses it")
         case .storage(let detail):
             return APIError(.internal, detail)
+        case .imageNotFound(let image):
+            return .notFound("image \(image) is not pulled; pull it first (snapctl pull \(image))")
+        case .invalidImage(let image, let reason):
+            return .invalidArgument("cannot use image \(image): \(reason)")
         }
     }
 }

@@ -18,10 +18,12 @@ struct SnapshotRecord: Equatable {
     var createdNanoseconds: Int64
     var updatedNanoseconds: Int64
     var usage: SnapshotUsage?
+    /// The pulled image this snapshot (or its bottom-most ancestor) sits on, if any.
+    var imageID: Int64?
 
     static let selectColumns = """
         SELECT s.id, s.key, s.kind, s.parent_id, p.key, s.labels, s.created_ns, s.updated_ns,
-               s.usage_bytes, s.usage_inodes
+               s.usage_bytes, s.usage_inodes, s.image_id
         FROM snapshots s LEFT JOIN snapshots p ON p.id = s.parent_id
         """
 
@@ -41,6 +43,7 @@ struct SnapshotRecord: Equatable {
         if let bytes = try row.optionalInt(8), let inodes = try row.optionalInt(9) {
             usage = SnapshotUsage(size: bytes, inodes: inodes)
         }
+        imageID = try row.optionalInt(10)
     }
 
     var info: SnapshotInfo {

@@ -30,6 +30,9 @@ final class SnapshotService: Sendable {
 
     var snapshotsDirectory: String { FileSystem.join(root, "snapshots") }
 
+    /// Where image `id`'s EROFS filesystem is mounted (shared by all its snapshots).
+    func imageMountPoint(_ id: Int64) -> String { FileSystem.join(root, "mnt", String(id)) }
+
     func directory(of id: Int64) -> String { FileSystem.join(snapshotsDirectory, String(id)) }
     func upperDirectory(of id: Int64) -> String { FileSystem.join(directory(of: id), "fs") }
     func workDirectory(of id: Int64) -> String { FileSystem.join(directory(of: id), "work") }
@@ -37,7 +40,9 @@ final class SnapshotService: Sendable {
     // MARK: - Create
 
     /// Prepare (active) or View (read-only): a new snapshot on top of an optional committed parent.
-    func create(kind: SnapshotKind, key: String, parent: String?, labels: [String: String]) throws -> [KernelMount] {
+    /// With `image` (a pulled image's reference), the snapshot sits on that image's EROFS mount; children of
+    /// its commits inherit the image.
+    func create(kind: SnapshotKind, key: String, parent: String?, labels: [String: String], image: String? = nil) throws -> [KernelMount] {
         precondition(kind != .committed, "committed snapshots come only from commit")
         try SnapshotNames.validate(key: key)
         try SnapshotNames.validate(labels: labels)
@@ -54,10 +59,24 @@ final class SnapshotService: Sendable {
                     }
                     parentRecord = record
                 }
+                var imageID = parentRecord?.imageID
+                if let image, !image.isEmpty {
+                    guard parentRecord == nil else {
+                        throw SnapshotError.invalidImage(image: image, reason: "give either a parent or an image, not both")
+                    }
+                    let name = (try? ImageReference(parsing: image).description) ?? image
+                    guard let row = try conn.query("SELECT id FROM images WHERE reference = ?", [.text(name)]).first else {
+                        throw SnapshotError.imageNotFound(image: image)
+                    }
+                    imageID = try row.int(0)
+                }
                 let now = wallClockNanoseconds()
                 try conn.execute(
-                    "INSERT INTO snapshots (key, kind, parent_id, labels, created_ns, updated_ns) VALUES (?, ?, ?, ?, ?, ?)",
-                    [.text(key), .text(kind.rawValue), SQLValue(parentRecord?.id), .text(encodedLabels), .integer(now), .integer(now)]
+                    "INSERT INTO snapshots (key, kind, parent_id, labels, created_ns, updated_ns, image_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        .text(key), .text(kind.rawValue), SQLValue(parentRecord?.id), .text(encodedLabels), .integer(now), .integer(now),
+                        SQLValue(imageID),
+                    ]
                 )
                 let id = conn.lastInsertRowID
                 let directory = directory(of: id)
@@ -230,6 +249,21 @@ final class SnapshotService: Sendable {
     func mounts(_ conn: SQLConnection, for record: SnapshotRecord) throws -> [KernelMount] {
         guard record.kind != .committed else { throw SnapshotError.notMountable(key: record.key) }
         let parents = try parentIDs(conn, of: record.id)
+        if let imageID = record.imageID {
+            // The image's EROFS mount is the bottom layer, below every committed parent.
+            let lowers = parents.map(upperDirectory(of:)) + [imageMountPoint(imageID)]
+            if record.kind == .view && lowers.count == 1 {
+                return [KernelMount(type: "bind", source: lowers[0], options: ["ro", "rbind"])]
+            }
+            var options: [String] = []
+            if OverlayFeatures.hasIndex { options.append("index=off") }
+            if record.kind == .active {
+                options.append("workdir=\(workDirectory(of: record.id))")
+                options.append("upperdir=\(upperDirectory(of: record.id))")
+            }
+            options.append("lowerdir=" + lowers.joined(separator: ":"))
+            return [KernelMount(type: "overlay", source: "overlay", options: options)]
+        }
         if parents.isEmpty {
             return [
                 KernelMount(type: "bind", source: upperDirectory(of: record.id), options: [record.kind == .view ? "ro" : "rw", "rbind"])

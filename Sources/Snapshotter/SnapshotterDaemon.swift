@@ -1,6 +1,7 @@
 import ArgumentParser
 import BlobStore
 import Logging
+import MountManager
 import NIOPosix
 import ServiceLifecycle
 import SnapshotterAPI
@@ -45,6 +46,12 @@ struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
+    @Option(help: "On-demand front end: auto, fanotify or eager.")
+    var frontEnd: String?
+
+    @Option(help: "Seconds a reader may wait on a missing range before it gets EIO.")
+    var readerTimeout: Int?
+
     func run() async throws {
         let settings = try resolveConfig()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
@@ -61,6 +68,21 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         let reconciler = Reconciler(service: service, logger: logger)
         try reconciler.reconcileAtStartup()
 
+        var fetchSettings = FetchSettings()
+        fetchSettings.readerTimeout = .seconds(settings.readerTimeoutSeconds)
+        fetchSettings.minimumFetchBytes = UInt64(settings.minimumFetchBytes)
+        fetchSettings.maximumConcurrentFetches = settings.maximumConcurrentFetches
+        let engine = BlobEngine(settings: fetchSettings, store: CatalogChunkStore(database: database), logger: logger)
+        let frontEnd = try FrontEndSelector.start(
+            FrontEndChoice(rawValue: settings.frontEnd) ?? .auto,
+            paths: FrontEndPaths(root: settings.root, holderBinary: Self.holderBinary()),
+            filler: EngineFiller(engine: engine), logger: logger)
+        let images = ImageService(
+            root: settings.root, database: database,
+            client: RegistryClient(configuration: try Self.registryConfiguration(settings), logger: logger),
+            engine: engine, frontEnd: frontEnd, logger: logger)
+        try await images.start()
+
         let threadPool = NIOThreadPool(numberOfThreads: settings.blockingThreads)
         threadPool.start()
         let listener = try Systemd.activatedSocket() ?? .path(settings.socket)
@@ -70,7 +92,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         case .inherited(_, let name): socketDescription = "socket-activated \(name)"
         }
         let started = monotonicNanoseconds()
-        let router = APIRouter(service: service, reconciler: reconciler, logger: logger) {
+        let router = APIRouter(service: service, images: images, reconciler: reconciler, logger: logger) {
             let counts = try database.read { conn in
                 try conn.query("SELECT kind, COUNT(*) FROM snapshots GROUP BY kind").reduce(into: [String: Int]()) {
                     $0[try $1.string(0)] = Int(try $1.int(1))
@@ -78,18 +100,20 @@ struct SnapshotterDaemon: AsyncParsableCommand {
             }
             var snapshots = Dictionary(uniqueKeysWithValues: SnapshotKind.allCases.map { ($0.rawValue, 0) })
             snapshots.merge(counts) { $1 }
-            return StatusResponse(
+            var status = StatusResponse(
                 version: snapshotterVersion,
                 pid: getpid(),
                 root: settings.root,
                 socket: socketDescription,
                 uptimeSeconds: Double(monotonicNanoseconds() - started) / 1e9,
-                frontEnd: "overlay (plain snapshots)",
+                frontEnd: frontEnd.name,
                 catalogSchema: try database.schemaVersion(),
                 snapshots: snapshots,
                 mounts: try service.activeMounts(),
                 leftovers: try reconciler.leftovers()
             )
+            status.images = try images.statuses()
+            return status
         }
         let server = APIServer(
             listener: listener,
@@ -112,6 +136,8 @@ struct SnapshotterDaemon: AsyncParsableCommand {
             "snapshotterd starting",
             metadata: ["version": "\(snapshotterVersion)", "root": "\(settings.root)", "api.socket": "\(socketDescription)"])
         try await ServiceGroup(configuration: groupConfig).run()
+        // With images mounted, the group stays with its holder so the next daemon serves their reads.
+        frontEnd.stop(keepGroup: images.hasMountedImages())
         try await threadPool.shutdownGracefully()
         logger.info("snapshotterd stopped")
     }
@@ -129,10 +155,40 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         if !allowedUIDs.isEmpty { settings.allowedUIDs = allowedUIDs }
         if let maxBodyBytes { settings.maxBodyBytes = maxBodyBytes }
         if let logLevel { settings.logLevel = logLevel }
+        if let frontEnd { settings.frontEnd = frontEnd }
+        if let readerTimeout { settings.readerTimeoutSeconds = readerTimeout }
         settings.root = Self.absolute(settings.root)
         settings.socket = Self.absolute(settings.socket)
         try settings.validate()
         return settings
+    }
+
+    /// `snapshotterd-fdholder` next to this executable.
+    static func holderBinary() -> String {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return "/usr/local/bin/snapshotterd-fdholder" }
+        let me = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return FileSystem.join(FileSystem.parentPath(me), "snapshotterd-fdholder")
+    }
+
+    static func registryConfiguration(_ settings: DaemonConfig) throws -> RegistryConfiguration {
+        var configuration = RegistryConfiguration()
+        if FileSystem.isDirectory(settings.registryHostsDirectory) { configuration.hostsDirectory = settings.registryHostsDirectory }
+        let dockerPath =
+            settings.dockerConfig.isEmpty
+            ? DockerConfig.defaultPath(environment: Self.environment()) : settings.dockerConfig
+        if let dockerPath, FileSystem.exists(dockerPath) { configuration.dockerConfig = try DockerConfig.load(path: dockerPath) }
+        if !settings.registryProxy.isEmpty { configuration.proxy = settings.registryProxy }
+        return configuration
+    }
+
+    static func environment() -> [String: String] {
+        var result: [String: String] = [:]
+        for name in ["DOCKER_CONFIG", "HOME"] {
+            if let value = getenv(name) { result[name] = String(cString: value) }
+        }
+        return result
     }
 
     static func absolute(_ path: String) -> String {

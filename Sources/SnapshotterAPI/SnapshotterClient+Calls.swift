@@ -1,14 +1,14 @@
 /// One method per API route, so callers never spell paths.
 extension SnapshotterClient {
-    public func prepare(key: String, parent: String? = nil, labels: [String: String]? = nil) throws -> [MountSpec] {
+    public func prepare(key: String, parent: String? = nil, labels: [String: String]? = nil, image: String? = nil) throws -> [MountSpec] {
         let response: MountsResponse = try call(
-            "POST", "/v1/snapshots/prepare", body: PrepareRequest(key: key, parent: parent, labels: labels))
+            "POST", "/v1/snapshots/prepare", body: PrepareRequest(key: key, parent: parent, labels: labels, image: image))
         return response.mounts
     }
 
-    public func view(key: String, parent: String? = nil, labels: [String: String]? = nil) throws -> [MountSpec] {
+    public func view(key: String, parent: String? = nil, labels: [String: String]? = nil, image: String? = nil) throws -> [MountSpec] {
         let response: MountsResponse = try call(
-            "POST", "/v1/snapshots/view", body: PrepareRequest(key: key, parent: parent, labels: labels))
+            "POST", "/v1/snapshots/view", body: PrepareRequest(key: key, parent: parent, labels: labels, image: image))
         return response.mounts
     }
 
@@ -64,5 +64,30 @@ extension SnapshotterClient {
 
     public func status() throws -> StatusResponse {
         try call("GET", "/v1/status")
+    }
+
+    /// Pulls an image through the daemon (blocks until the pull is done; poll `pulls()` for progress).
+    public func pull(reference: String) throws -> PullResponse {
+        try call("POST", "/v1/images/pull", body: PullRequest(reference: reference))
+    }
+
+    public func images() throws -> [ImageInfo] {
+        let response: ImagesResponse = try call("GET", "/v1/images")
+        return response.images
+    }
+
+    public func pulls() throws -> [PullStatus] {
+        let response: PullsResponse = try call("GET", "/v1/pulls")
+        return response.pulls
+    }
+
+    public func removeImage(reference: String) throws {
+        let _: EmptyResponse = try call("POST", "/v1/images/remove", body: PullRequest(reference: reference))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    public func metrics() throws -> String {
+        let response = try send(method: "GET", path: "/metrics")
+        return String(decoding: response.body, as: UTF8.self)
     }
 }

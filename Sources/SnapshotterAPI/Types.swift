@@ -70,11 +70,14 @@ public struct PrepareRequest: Codable, Sendable {
     public var key: String
     public var parent: String?
     public var labels: [String: String]?
+    /// A pulled image's reference: the snapshot sits on that image's filesystem (instead of a parent).
+    public var image: String?
 
-    public init(key: String, parent: String? = nil, labels: [String: String]? = nil) {
+    public init(key: String, parent: String? = nil, labels: [String: String]? = nil, image: String? = nil) {
         self.key = key
         self.parent = parent
         self.labels = labels
+        self.image = image
     }
 }
 
@@ -173,6 +176,8 @@ public struct StatusResponse: Codable, Sendable {
     public var socket: String
     public var uptimeSeconds: Double
     public var frontEnd: String
+    /// Per pulled image: how much of it is local and what was fetched.
+    public var images: [ImageStatus]?
     public var catalogSchema: Int
     public var snapshots: [String: Int]
     public var mounts: [ActiveMount]
@@ -207,5 +212,109 @@ public struct StatusResponse: Codable, Sendable {
         case uptimeSeconds = "uptime_seconds"
         case frontEnd = "front_end"
         case catalogSchema = "catalog_schema"
+    }
+}
+
+// MARK: - Images
+
+public struct PullRequest: Codable, Sendable {
+    public var reference: String
+
+    public init(reference: String) {
+        self.reference = reference
+    }
+}
+
+/// One pulled image as `GET /v1/images` lists it.
+public struct ImageInfo: Codable, Equatable, Sendable {
+    public var reference: String
+    public var digest: String
+    public var format: String
+    public var blobs: [BlobInfo]
+    /// Uncompressed bytes of all its blobs (what its filesystem can read).
+    public var size: Int64
+    /// Of `size`, how many bytes are local.
+    public var localBytes: Int64
+    public var mountpoint: String
+    public var createdAt: String
+
+    public init(
+        reference: String, digest: String, format: String, blobs: [BlobInfo], size: Int64, localBytes: Int64, mountpoint: String,
+        createdAt: String
+    ) {
+        self.reference = reference
+        self.digest = digest
+        self.format = format
+        self.blobs = blobs
+        self.size = size
+        self.localBytes = localBytes
+        self.mountpoint = mountpoint
+        self.createdAt = createdAt
+    }
+}
+
+public struct BlobInfo: Codable, Equatable, Sendable {
+    public var id: String
+    public var storedSize: Int64
+    public var uncompressedSize: Int64
+    public var localBytes: Int64
+    public var backingFile: String
+
+    public init(id: String, storedSize: Int64, uncompressedSize: Int64, localBytes: Int64, backingFile: String) {
+        self.id = id
+        self.storedSize = storedSize
+        self.uncompressedSize = uncompressedSize
+        self.localBytes = localBytes
+        self.backingFile = backingFile
+    }
+}
+
+public struct ImagesResponse: Codable, Sendable {
+    public var images: [ImageInfo]
+    public init(images: [ImageInfo]) { self.images = images }
+}
+
+public struct PullResponse: Codable, Sendable {
+    public var image: ImageInfo
+    /// False when the image was already pulled at the same manifest.
+    public var pulled: Bool
+    public init(image: ImageInfo, pulled: Bool) {
+        self.image = image
+        self.pulled = pulled
+    }
+}
+
+/// A pull in flight, as `GET /v1/pulls` lists it (progress displays poll it).
+public struct PullStatus: Codable, Equatable, Sendable {
+    public var reference: String
+    public var phase: String
+    public var bytesDone: Int64
+    public var bytesTotal: Int64
+    public init(reference: String, phase: String, bytesDone: Int64, bytesTotal: Int64) {
+        self.reference = reference
+        self.phase = phase
+        self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal
+    }
+}
+
+public struct PullsResponse: Codable, Sendable {
+    public var pulls: [PullStatus]
+    public init(pulls: [PullStatus]) { self.pulls = pulls }
+}
+
+/// `status`: one line per image.
+public struct ImageStatus: Codable, Equatable, Sendable {
+    public var reference: String
+    public var bytesFetched: Int64
+    public var localBytes: Int64
+    public var size: Int64
+    public var percentLocal: Double
+    public init(reference: String, bytesFetched: Int64, localBytes: Int64, size: Int64, percentLocal: Double) {
+        self.reference = reference
+        self.bytesFetched = bytesFetched
+        self.localBytes = localBytes
+        self.size = size
+        self.percentLocal = percentLocal
     }
 }

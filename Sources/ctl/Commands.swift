@@ -6,12 +6,13 @@ struct Prepare: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Key of the new snapshot.") var key: String
     @Option(help: "Committed parent snapshot.") var parent: String?
+    @Option(help: "A pulled image to sit on (its EROFS mount is the bottom layer) instead of a parent.") var image: String?
     @Option(help: "Label key=value (repeatable).") var label: [String] = []
 
     func run() throws {
         let labels = try parseLabels(label)
         try perform {
-            let mounts = try global.client().prepare(key: key, parent: parent, labels: labels.isEmpty ? nil : labels)
+            let mounts = try global.client().prepare(key: key, parent: parent, labels: labels.isEmpty ? nil : labels, image: image)
             Output.mounts(mounts, json: global.json)
         }
     }
@@ -22,12 +23,13 @@ struct View: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Key of the new view.") var key: String
     @Option(help: "Committed parent snapshot.") var parent: String?
+    @Option(help: "A pulled image to view instead of a parent.") var image: String?
     @Option(help: "Label key=value (repeatable).") var label: [String] = []
 
     func run() throws {
         let labels = try parseLabels(label)
         try perform {
-            let mounts = try global.client().view(key: key, parent: parent, labels: labels.isEmpty ? nil : labels)
+            let mounts = try global.client().view(key: key, parent: parent, labels: labels.isEmpty ? nil : labels, image: image)
             Output.mounts(mounts, json: global.json)
         }
     }

@@ -64,6 +64,31 @@ enum Output {
         for mount in status.mounts { print("  \(mount.target) <- \(mount.snapshot)") }
         print("leftovers:  \(status.leftovers.count)\(status.leftovers.isEmpty ? "" : " (snapctl cleanup removes them)")")
         for leftover in status.leftovers { print("  \(leftover.path): \(leftover.reason)") }
+        let images = status.images ?? []
+        print("images:     \(images.count)")
+        for image in images {
+            print(
+                "  \(image.reference): \(bytes(image.localBytes)) of \(bytes(image.size)) local (\(image.percentLocal)%), \(bytes(image.bytesFetched)) fetched"
+            )
+        }
+    }
+
+    static func images(_ images: [ImageInfo]) {
+        let rows = images.map { image in
+            [
+                image.reference, String(image.digest.split(separator: ":").last?.prefix(12) ?? ""), image.format, bytes(image.size),
+                image.size > 0 ? "\(Int(Double(image.localBytes) * 100 / Double(image.size)))%" : "100%",
+            ]
+        }
+        table(["REFERENCE", "DIGEST", "FORMAT", "SIZE", "LOCAL"], rows)
+    }
+
+    static func table(_ header: [String], _ rows: [[String]]) {
+        let all = [header] + rows
+        let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
+        for row in all {
+            print(row.indices.map { $0 == row.count - 1 ? row[$0] : row[$0].padding(to: widths[$0]) }.joined(separator: "  "))
+        }
     }
 
     static func bytes(_ count: Int64) -> String {
@@ -76,4 +101,8 @@ enum Output {
         }
         return unit == 0 ? "\(count) B" : String(Int(value * 10) / 10) + "." + String(Int(value * 10) % 10) + " " + units[unit]
     }
+}
+
+extension String {
+    func padding(to width: Int) -> String { count >= width ? self : self + String(repeating: " ", count: width - count) }
 }

@@ -15,7 +15,7 @@ struct Snapctl: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             Prepare.self, View.self, Mounts.self, Mount.self, Unmount.self, Commit.self, Remove.self, List.self,
-            Stat.self, Update.self, Usage.self, Cleanup.self, Status.self,
+            Stat.self, Update.self, Usage.self, Cleanup.self, Status.self, Pull.self, Images.self, RemoveImage.self, Metrics.self,
         ]
     )
 

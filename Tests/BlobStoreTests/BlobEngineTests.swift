@@ -134,7 +134,9 @@ struct BlobEngineTests {
             source: FileRangeSource(path: ImageFixtures.blob, fault: .delay(.seconds(60))))
         let started = ContinuousClock.now
         await #expect(throws: FetchError.self) { try await engine.ensure(blobID: 3, offset: 0, length: 4096) }
-        #expect(ContinuousClock.now - started < .seconds(5))
+        // The source would answer after 60 s: returning well before that proves the reader was released by the
+        // timeout (the bound is loose so that a loaded CI machine does not make it flaky).
+        #expect(ContinuousClock.now - started < .seconds(30))
     }
 
     @Test("present chunks survive a restart only where the backing file really holds them")

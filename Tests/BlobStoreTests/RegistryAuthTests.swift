@@ -1,6 +1,7 @@
 import BlobStore
 import Foundation
 import SystemSupport
+import TestSupport
 import Testing
 
 /// A CA and a server certificate for 127.0.0.1 signed by it (SAN IP:127.0.0.1), made with openssl.

@@ -1,6 +1,7 @@
 import BlobStore
 import Foundation
 import SystemSupport
+import TestSupport
 import Testing
 
 @Suite("Registry client under faults", .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo (apt) and python3"))

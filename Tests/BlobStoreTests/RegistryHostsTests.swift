@@ -1,6 +1,7 @@
 import BlobStore
 import Foundation
 import SystemSupport
+import TestSupport
 import Testing
 
 @Suite("Registry client mirrors and proxy", .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo (apt) and python3"))

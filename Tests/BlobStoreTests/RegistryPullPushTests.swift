@@ -1,6 +1,7 @@
 import BlobStore
 import Foundation
 import SystemSupport
+import TestSupport
 import Testing
 
 @Suite(

@@ -108,8 +108,19 @@ final class DaemonHarness {
 
     func tearDown() {
         crash()
+        Self.killHolders(socket: root + "/fdholder.sock")
         for point in Self.mountPoints(under: directory) { umount2(point, Int32(MNT_DETACH)) }
         try? FileSystem.removeTree(directory)
+    }
+
+    /// Ends the fanotify group holders a daemon on this root started (they outlive the daemon by design).
+    static func killHolders(socket: String) {
+        guard let pids = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
+        for pid in pids.compactMap(Int32.init) {
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
+            let words = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if words.contains(socket) { kill(pid, SIGKILL) }
+        }
     }
 
     enum HarnessError: Error, CustomStringConvertible {

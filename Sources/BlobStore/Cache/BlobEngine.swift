@@ -47,6 +47,11 @@ public final class BlobEngine: Sendable {
         return (blob.state.withLock { $0.presentBytes }, blob.rafs.entry.uncompressedSize)
     }
 
+    /// Stored bytes fetched for the blob since it was registered.
+    public func bytesFetched(blobID: Int64) -> UInt64 {
+        blobs.withLock { $0[blobID] }?.state.withLock { $0.bytesFetched } ?? 0
+    }
+
     /// Makes `[offset, offset + length)` of the blob present, or throws (after `readerTimeout` at most).
     /// A timed-out reader is released; the fetch itself goes on for whoever else waits on it.
     public func ensure(blobID: Int64, offset: UInt64, length: UInt64) async throws {
@@ -162,6 +167,7 @@ public final class BlobEngine: Sendable {
                 }
             }
             blob.state.withLock { state in
+                state.bytesFetched += length
                 for chunk in chunks {
                     state.inFlight[chunk.index] = nil
                     if !state.present[Int(chunk.index)] {

@@ -15,6 +15,8 @@ final class LazyBlob: Sendable {
         var present: [Bool]
         var presentCount = 0
         var presentBytes: UInt64 = 0
+        /// Stored (compressed) bytes fetched for this blob since it was registered.
+        var bytesFetched: UInt64 = 0
         /// The fetch each missing chunk is waiting on, so concurrent readers share one GET per chunk.
         var inFlight: [UInt32: Task<Void, any Error>] = [:]
     }

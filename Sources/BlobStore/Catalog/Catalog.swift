@@ -30,7 +30,42 @@ public enum Catalog {
                 );
                 CREATE INDEX mounts_by_snapshot ON mounts(snapshot_id);
                 """
-        )
+        ),
+        Migration(
+            version: 2,
+            name: "images, blobs and chunk state",
+            sql: """
+                CREATE TABLE images (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    reference TEXT NOT NULL UNIQUE,
+                    manifest_digest TEXT NOT NULL,
+                    format TEXT NOT NULL CHECK (format IN ('nydus', 'converted')),
+                    bootstrap_path TEXT NOT NULL,
+                    created_ns INTEGER NOT NULL
+                );
+                CREATE TABLE blobs (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    blob_id TEXT NOT NULL UNIQUE,
+                    registry TEXT,
+                    repository TEXT,
+                    stored_size INTEGER NOT NULL,
+                    uncompressed_size INTEGER NOT NULL,
+                    backing_path TEXT NOT NULL,
+                    meta_path TEXT NOT NULL,
+                    present BLOB NOT NULL DEFAULT x'',
+                    created_ns INTEGER NOT NULL
+                );
+                CREATE TABLE image_blobs (
+                    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+                    blob_id INTEGER NOT NULL REFERENCES blobs(id) ON DELETE RESTRICT,
+                    position INTEGER NOT NULL,
+                    PRIMARY KEY (image_id, position)
+                );
+                CREATE INDEX image_blobs_by_blob ON image_blobs(blob_id);
+                ALTER TABLE snapshots ADD COLUMN image_id INTEGER REFERENCES images(id) ON DELETE RESTRICT;
+                CREATE INDEX snapshots_by_image ON snapshots(image_id);
+                """
+        ),
     ]
 
     /// Opens (creating and migrating as needed) the catalog under `root`, readable by root only.

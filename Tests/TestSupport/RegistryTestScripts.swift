@@ -1,10 +1,11 @@
 /// Python helpers the registry tests write to their temp dir and run with python3 (loopback only).
-enum RegistryTestScripts {
+public enum RegistryTestScripts {
     /// An HTTP/1.1 proxy in front of a registry that can inject faults into blob GETs:
     /// `pass`, `flip` (one byte of the body inverted), `drop` (first blob GET cut at half its body),
     /// `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself).
-    /// Absolute-form requests (`GET http://host:port/...`) make it a forward proxy. Logs one line per request.
-    static let faultProxy = #"""
+    /// Absolute-form requests (`GET http://host:port/...`) make it a forward proxy. Logs one line per request
+    /// and a `SENT <bytes> <method> <path>` line per answered body; a `<log>.mode` file switches the mode live.
+    public static let faultProxy = #"""
         import http.server, http.client, socket, sys, threading
         port, upstream, mode, logpath = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
         lock = threading.Lock()
@@ -23,15 +24,21 @@ enum RegistryTestScripts {
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 is_blob = self.command == "GET" and "/blobs/sha256:" in path
+                active = mode
+                try:
+                    with open(logpath + ".mode") as override:
+                        active = override.read().strip() or mode
+                except OSError:
+                    pass
                 with lock:
                     if is_blob:
                         state["blob_gets"] += 1
                     count = state["blob_gets"]
                     with open(logpath, "a") as log:
                         log.write("%s %s range=%s auth=%s\n" % (self.command, self.path, self.headers.get("Range"), "Authorization" in self.headers))
-                if mode == "429" and is_blob and count <= 2:
+                if active == "429" and is_blob and count <= 2:
                     self.send_response(429); self.send_header("Retry-After", "0"); self.send_header("Content-Length", "0"); self.end_headers(); return
-                if mode == "redirect" and is_blob:
+                if active == "redirect" and is_blob:
                     self.send_response(307); self.send_header("Location", "http://127.0.0.1:%d%s" % (upstream, path))
                     self.send_header("Content-Length", "0"); self.end_headers(); return
                 conn = http.client.HTTPConnection("127.0.0.1", target, timeout=30)
@@ -57,14 +64,17 @@ enum RegistryTestScripts {
                     buffered = b"" if buffered is not None else None
                     if not chunk:
                         break
-                    if mode == "flip" and is_blob and resp.status in (200, 206) and not flipped:
+                    if active == "flip" and is_blob and resp.status in (200, 206) and not flipped:
                         b = bytearray(chunk); b[len(b) // 2] ^= 0xFF; chunk = bytes(b); flipped = True
-                    if mode == "drop" and is_blob and count == 1 and sent + len(chunk) >= total // 2:
+                    if active == "drop" and is_blob and count == 1 and sent + len(chunk) >= total // 2:
                         self.wfile.write(chunk[: total // 2 - sent]); self.wfile.flush()
                         self.connection.shutdown(socket.SHUT_RDWR); self.close_connection = True
                         return
                     self.wfile.write(chunk); sent += len(chunk)
                 conn.close()
+                with lock:
+                    with open(logpath, "a") as log:
+                        log.write("SENT %d %s %s\n" % (sent, self.command, path))
             do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = handle_any
 
         class Server(http.server.ThreadingHTTPServer):
@@ -74,7 +84,7 @@ enum RegistryTestScripts {
 
     /// A distribution token issuer: `GET /token?service=&scope=` → RS256 JWT signed with openssl, `kid` = the
     /// libtrust fingerprint of the key. Optional basic credentials (user, password) are required when given.
-    static let tokenServer = #"""
+    public static let tokenServer = #"""
         import base64, hashlib, http.server, json, os, subprocess, sys, time, urllib.parse
         port, key, issuer, logpath = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
         user, password = (sys.argv[5], sys.argv[6]) if len(sys.argv) > 6 else (None, None)

@@ -2,7 +2,6 @@ import BlobStore
 import Foundation
 import Logging
 import SystemSupport
-import Testing
 
 #if canImport(Glibc)
 import Glibc
@@ -10,30 +9,30 @@ import Glibc
 
 /// Helpers shared by the registry tests: temp dirs, free ports, processes, a `docker-registry` per test,
 /// test images, and the Python fault proxy and token server. All traffic stays on 127.0.0.1.
-enum RegistryTestSupport {
-    static let registryBinary = "/usr/bin/docker-registry"
-    static let skopeoBinary = "/usr/bin/skopeo"
+public enum RegistryTestSupport {
+    public static let registryBinary = "/usr/bin/docker-registry"
+    public static let skopeoBinary = "/usr/bin/skopeo"
 
-    static var haveTools: Bool {
+    public static var haveTools: Bool {
         [registryBinary, skopeoBinary, "/usr/bin/openssl", "/usr/bin/htpasswd"].allSatisfy {
             FileManager.default.isExecutableFile(atPath: $0)
         }
     }
 
-    static let logger: Logger = {
+    public static let logger: Logger = {
         var l = Logger(label: "registry-test")
         l.logLevel = ProcessInfo.processInfo.environment["REGISTRY_TEST_DEBUG"] == nil ? .warning : .debug
         return l
     }()
 
-    static func tempDirectory(_ prefix: String = "reg-test") throws -> String {
+    public static func tempDirectory(_ prefix: String = "reg-test") throws -> String {
         var template = Array("/tmp/\(prefix)-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw SyscallError(call: "mkdtemp", errno: errno) }
         return String(cString: dir)
     }
 
     /// A port that was free a moment ago (bind to :0, read it back, close).
-    static func freePort() throws -> Int {
+    public static func freePort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
@@ -49,7 +48,7 @@ enum RegistryTestSupport {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
-    static func canConnect(port: Int) -> Bool {
+    public static func canConnect(port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
@@ -61,7 +60,7 @@ enum RegistryTestSupport {
         }
     }
 
-    static func waitForPort(_ port: Int, timeoutSeconds: Double = 15) throws {
+    public static func waitForPort(_ port: Int, timeoutSeconds: Double = 15) throws {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while Date() < deadline {
             if canConnect(port: port) { return }
@@ -70,14 +69,16 @@ enum RegistryTestSupport {
         throw TestFailure("nothing listens on 127.0.0.1:\(port) after \(timeoutSeconds) s")
     }
 
-    struct TestFailure: Error, CustomStringConvertible {
-        let description: String
-        init(_ d: String) { description = d }
+    public struct TestFailure: Error, CustomStringConvertible {
+        public let description: String
+        public init(_ d: String) { description = d }
     }
 
     /// Runs a tool to completion; throws with its stderr when it fails.
     @discardableResult
-    static func run(_ path: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil) throws -> String {
+    public static func run(
+        _ path: String, _ arguments: [String], environment: [String: String] = [:], stdin: String? = nil
+    ) throws -> String {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -107,7 +108,7 @@ enum RegistryTestSupport {
     }
 
     /// Starts a long-running helper; its output goes to `logPath`.
-    static func spawn(_ path: String, _ arguments: [String], logPath: String) throws -> Process {
+    public static func spawn(_ path: String, _ arguments: [String], logPath: String) throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: path)
         process.arguments = arguments
@@ -121,7 +122,7 @@ enum RegistryTestSupport {
 
     /// SIGTERM, then SIGKILL after 3 s: children spawned from a concurrency thread inherit its blocked signal
     /// mask, and python3 (unlike Go programs) does not unblock SIGTERM.
-    static func stop(_ process: Process) {
+    public static func stop(_ process: Process) {
         guard process.isRunning else { return }
         process.terminate()
         let deadline = Date().addingTimeInterval(3)
@@ -130,11 +131,11 @@ enum RegistryTestSupport {
         process.waitUntilExit()
     }
 
-    static func write(_ path: String, _ text: String) throws {
+    public static func write(_ path: String, _ text: String) throws {
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
     }
 
-    static func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    public static func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         var state = seed | 1
         var out = [UInt8](repeating: 0, count: count)
         out.withUnsafeMutableBytes { raw in
@@ -150,7 +151,7 @@ enum RegistryTestSupport {
     }
 
     /// A client for a test registry: plain HTTP to loopback by default, no environment proxy.
-    static func client(_ configure: (inout RegistryConfiguration) -> Void = { _ in }) -> RegistryClient {
+    public static func client(_ configure: (inout RegistryConfiguration) -> Void = { _ in }) -> RegistryClient {
         var configuration = RegistryConfiguration()
         configuration.proxy = ""  // an empty proxy disables http_proxy from the environment
         configuration.retry = RetryPolicy(maxAttempts: 6, initialDelayMilliseconds: 50)
@@ -160,22 +161,22 @@ enum RegistryTestSupport {
 }
 
 /// One `docker-registry serve` on 127.0.0.1:<free port> with storage in its own temp dir.
-final class TestRegistry {
-    enum Auth {
+public final class TestRegistry {
+    public enum Auth {
         case none
         case htpasswd(user: String, password: String)
         case token(realm: String, service: String, issuer: String, rootCertBundle: String)
     }
 
-    let directory: String
-    let port: Int
-    let auth: Auth
-    let tls: (certificate: String, key: String)?
+    public let directory: String
+    public let port: Int
+    public let auth: Auth
+    public let tls: (certificate: String, key: String)?
     private var process: Process?
 
-    var host: String { "127.0.0.1:\(port)" }
+    public var host: String { "127.0.0.1:\(port)" }
 
-    init(auth: Auth = .none, tls: (certificate: String, key: String)? = nil, directory: String? = nil, port: Int? = nil) throws {
+    public init(auth: Auth = .none, tls: (certificate: String, key: String)? = nil, directory: String? = nil, port: Int? = nil) throws {
         self.directory = try directory ?? RegistryTestSupport.tempDirectory("registry")
         self.port = try port ?? RegistryTestSupport.freePort()
         self.auth = auth
@@ -183,7 +184,7 @@ final class TestRegistry {
         try start()
     }
 
-    func start() throws {
+    public func start() throws {
         var config = """
             version: 0.1
             log:
@@ -225,28 +226,28 @@ final class TestRegistry {
         }
     }
 
-    func stopProcess() {
+    public func stopProcess() {
         if let process { RegistryTestSupport.stop(process) }
         process = nil
     }
 
     /// Stops the registry and removes its directory.
-    func stop() {
+    public func stop() {
         stopProcess()
         try? FileSystem.removeTree(directory)
     }
 }
 
 /// A small image in an OCI layout on disk: one config, `layerSizes.count` random layers, one manifest.
-struct TestImage {
-    let layoutDirectory: String
-    let tag: String
-    var layers: [(descriptor: Descriptor, bytes: [UInt8])] = []
-    var config: (descriptor: Descriptor, bytes: [UInt8])
-    var manifestBytes: [UInt8]
-    var manifestDescriptor: Descriptor
+public struct TestImage {
+    public let layoutDirectory: String
+    public let tag: String
+    public var layers: [(descriptor: Descriptor, bytes: [UInt8])] = []
+    public var config: (descriptor: Descriptor, bytes: [UInt8])
+    public var manifestBytes: [UInt8]
+    public var manifestDescriptor: Descriptor
 
-    init(directory: String, tag: String = "v1", layerSizes: [Int], seed: UInt64 = 1, architecture: String = "amd64") throws {
+    public init(directory: String, tag: String = "v1", layerSizes: [Int], seed: UInt64 = 1, architecture: String = "amd64") throws {
         layoutDirectory = directory
         self.tag = tag
         try FileSystem.makeDirectories(directory + "/blobs/sha256")
@@ -281,7 +282,9 @@ struct TestImage {
     }
 
     /// Pushes the layout with skopeo (the independent client). `format` is "oci" or "v2s2".
-    func pushWithSkopeo(to destination: String, format: String = "oci", credentials: String? = nil, certDirectory: String? = nil) throws {
+    public func pushWithSkopeo(
+        to destination: String, format: String = "oci", credentials: String? = nil, certDirectory: String? = nil
+    ) throws {
         // OCI keeps the manifest's digest; v2s2 rewrites the manifest (the layers' bytes stay as they are).
         var args = ["--insecure-policy", "copy", "--format", format] + (format == "oci" ? ["--preserve-digests"] : [])
         if let credentials { args += ["--dest-creds", credentials] }
@@ -291,7 +294,7 @@ struct TestImage {
     }
 
     /// Pushes with our client.
-    func push(
+    public func push(
         with client: RegistryClient, registry: String, repository: String, tag: String? = nil,
         mode: RegistryClient.UploadMode = .automatic
     ) async throws {
@@ -305,13 +308,13 @@ struct TestImage {
 }
 
 /// A python3 helper process (fault proxy or token server) on a free loopback port, stopped by `stop()`.
-final class PythonHelper {
-    let port: Int
-    let directory: String
-    let logPath: String
+public final class PythonHelper {
+    public let port: Int
+    public let directory: String
+    public let logPath: String
     private let process: Process
 
-    init(script: String, name: String, arguments: (Int, String) -> [String]) throws {
+    public init(script: String, name: String, arguments: (Int, String) -> [String]) throws {
         directory = try RegistryTestSupport.tempDirectory(name)
         port = try RegistryTestSupport.freePort()
         logPath = directory + "/requests.log"
@@ -328,18 +331,18 @@ final class PythonHelper {
     }
 
     /// Lines logged so far, one per request.
-    var requests: [String] {
+    public var requests: [String] {
         ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
     }
 
-    func stop() {
+    public func stop() {
         // A throwaway script: no graceful shutdown to wait for.
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
         try? FileSystem.removeTree(directory)
     }
 
-    static func faultProxy(upstreamPort: Int, mode: String) throws -> PythonHelper {
+    public static func faultProxy(upstreamPort: Int, mode: String) throws -> PythonHelper {
         try PythonHelper(script: RegistryTestScripts.faultProxy, name: "fault-proxy") { port, log in
             ["\(port)", "\(upstreamPort)", mode, log]
         }

@@ -1,0 +1,250 @@
+import Logging
+import SystemSupport
+
+/// A pulled image as the catalog records it.
+public struct ImageRecord: Equatable, Sendable {
+    public enum Format: String, Sendable {
+        /// Pulled in nydus's RAFS v6 layout: the data blobs are served on demand.
+        case nydus
+        /// Pulled as plain OCI layers and converted here: the data blobs are complete locally.
+        case converted
+    }
+
+    public var id: Int64
+    public var reference: String
+    public var manifestDigest: String
+    public var format: Format
+    public var bootstrapPath: String
+    public var createdNanoseconds: Int64
+    /// The image's blobs in device-table order.
+    public var blobs: [BlobRecord]
+}
+
+/// A data blob as the catalog records it: one sparse backing file, shared by every image that names it.
+public struct BlobRecord: Equatable, Sendable {
+    public var id: Int64
+    /// The nydus blob id: the hex sha256 of the stored blob, as in the bootstrap's blob table.
+    public var blobID: String
+    /// Where chunks are fetched from; nil for blobs built here (always complete).
+    public var registry: String?
+    public var repository: String?
+    public var storedSize: Int64
+    public var uncompressedSize: Int64
+    /// Sparse file of the uncompressed blob under `cache/`: what EROFS reads as the device.
+    public var backingPath: String
+    /// Local copy of the blob's meta sections (chunk infos, ToC) at their stored offsets, sparse elsewhere;
+    /// or the whole stored blob for blobs built here.
+    public var metaPath: String
+    /// Chunk presence bitmap (bit i = chunk i verified and written).
+    public var present: [UInt8]
+}
+
+/// What a pull hands to the catalog: image row plus its blobs (new ones are inserted, known ones shared).
+public struct NewImage: Sendable {
+    public var reference: String
+    public var manifestDigest: String
+    public var format: ImageRecord.Format
+    public var bootstrapPath: String
+    public var blobs: [NewBlob]
+
+    public init(reference: String, manifestDigest: String, format: ImageRecord.Format, bootstrapPath: String, blobs: [NewBlob]) {
+        self.reference = reference
+        self.manifestDigest = manifestDigest
+        self.format = format
+        self.bootstrapPath = bootstrapPath
+        self.blobs = blobs
+    }
+}
+
+public struct NewBlob: Sendable {
+    public var blobID: String
+    public var registry: String?
+    public var repository: String?
+    public var storedSize: Int64
+    public var uncompressedSize: Int64
+    public var backingPath: String
+    public var metaPath: String
+
+    public init(
+        blobID: String, registry: String?, repository: String?, storedSize: Int64, uncompressedSize: Int64, backingPath: String,
+        metaPath: String
+    ) {
+        self.blobID = blobID
+        self.registry = registry
+        self.repository = repository
+        self.storedSize = storedSize
+        self.uncompressedSize = uncompressedSize
+        self.backingPath = backingPath
+        self.metaPath = metaPath
+    }
+}
+
+/// Why an image operation was refused.
+public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
+    case notFound(reference: String)
+    case alreadyPulled(reference: String, digest: String)
+    case inUse(reference: String, snapshots: [String])
+    case notAnImage(reference: String, reason: String)
+    case blobMissing(reference: String, blobID: String)
+    case pullInProgress(reference: String)
+
+    public var description: String {
+        switch self {
+        case .notFound(let reference): return "image \(reference) is not pulled; pull it first (snapctl pull \(reference))"
+        case .alreadyPulled(let reference, let digest):
+            return
+                "image \(reference) is already pulled at \(digest) and the registry now has another manifest; remove it first (snapctl rmi \(reference))"
+        case .inUse(let reference, let snapshots):
+            return "image \(reference) is used by snapshots \(snapshots.joined(separator: ", ")); remove them first"
+        case .notAnImage(let reference, let reason): return "\(reference) cannot be used as an image: \(reason)"
+        case .blobMissing(let reference, let blobID):
+            return "image \(reference) names blob \(blobID) in its bootstrap but not among its layers"
+        case .pullInProgress(let reference): return "image \(reference) is being pulled already; wait for that pull to finish"
+        }
+    }
+}
+
+/// The image and blob tables of the catalog. All methods block on SQLite: call them off the cooperative pool.
+public struct ImageCatalog: Sendable {
+    public let database: Database
+
+    public init(database: Database) {
+        self.database = database
+    }
+
+    public func image(reference: String) throws -> ImageRecord? {
+        try database.read { conn in try Self.image(conn, where: "reference = ?", [.text(reference)]) }
+    }
+
+    public func image(id: Int64) throws -> ImageRecord? {
+        try database.read { conn in try Self.image(conn, where: "id = ?", [.integer(id)]) }
+    }
+
+    public func images() throws -> [ImageRecord] {
+        try database.read { conn in
+            try conn.query("SELECT id FROM images ORDER BY reference").compactMap { row in
+                try Self.image(conn, where: "id = ?", [.integer(try row.int(0))])
+            }
+        }
+    }
+
+    public func blobs() throws -> [BlobRecord] {
+        try database.read { conn in try conn.query(Self.blobColumns + " ORDER BY id").map(Self.blob(row:)) }
+    }
+
+    /// Records an image and its blobs in one transaction; blobs already known (by blob id) are shared.
+    /// - Returns: the image as recorded, and which of its blobs were new.
+    public func insert(_ new: NewImage) throws -> (image: ImageRecord, newBlobs: Set<Int64>) {
+        try database.write { conn in
+            if let existing = try Self.image(conn, where: "reference = ?", [.text(new.reference)]) {
+                throw ImageError.alreadyPulled(reference: new.reference, digest: existing.manifestDigest)
+            }
+            let now = wallClockNanoseconds()
+            try conn.execute(
+                "INSERT INTO images (reference, manifest_digest, format, bootstrap_path, created_ns) VALUES (?, ?, ?, ?, ?)",
+                [.text(new.reference), .text(new.manifestDigest), .text(new.format.rawValue), .text(new.bootstrapPath), .integer(now)])
+            let imageID = conn.lastInsertRowID
+            var created = Set<Int64>()
+            for (position, blob) in new.blobs.enumerated() {
+                let id: Int64
+                if let known = try conn.query("SELECT id FROM blobs WHERE blob_id = ?", [.text(blob.blobID)]).first {
+                    id = try known.int(0)
+                } else {
+                    try conn.execute(
+                        """
+                        INSERT INTO blobs (blob_id, registry, repository, stored_size, uncompressed_size, backing_path, meta_path, created_ns)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        """,
+                        [
+                            .text(blob.blobID), SQLValue(blob.registry), SQLValue(blob.repository), .integer(blob.storedSize),
+                            .integer(blob.uncompressedSize), .text(blob.backingPath), .text(blob.metaPath), .integer(now),
+                        ])
+                    id = conn.lastInsertRowID
+                    created.insert(id)
+                }
+                try conn.execute(
+                    "INSERT INTO image_blobs (image_id, blob_id, position) VALUES (?, ?, ?)",
+                    [.integer(imageID), .integer(id), .integer(Int64(position))])
+            }
+            guard let image = try Self.image(conn, where: "id = ?", [.integer(imageID)]) else {
+                throw DatabaseError.unexpectedValue(column: 0, expected: "the image just inserted", found: .null)
+            }
+            return (image, created)
+        }
+    }
+
+    /// Removes an image row (refused while snapshots use it) and every blob no other image names.
+    /// - Returns: the removed image and the blobs that are no longer referenced (their files are the caller's).
+    public func remove(reference: String) throws -> (image: ImageRecord, orphans: [BlobRecord]) {
+        try database.write { conn in
+            guard let image = try Self.image(conn, where: "reference = ?", [.text(reference)]) else {
+                throw ImageError.notFound(reference: reference)
+            }
+            let users = try conn.query("SELECT key FROM snapshots WHERE image_id = ? ORDER BY key", [.integer(image.id)])
+            if !users.isEmpty { throw ImageError.inUse(reference: reference, snapshots: try users.map { try $0.string(0) }) }
+            try conn.execute("DELETE FROM images WHERE id = ?", [.integer(image.id)])
+            let orphans = try conn.query(
+                Self.blobColumns + " WHERE NOT EXISTS (SELECT 1 FROM image_blobs ib WHERE ib.blob_id = blobs.id) ORDER BY id"
+            ).map(Self.blob(row:))
+            for orphan in orphans { try conn.execute("DELETE FROM blobs WHERE id = ?", [.integer(orphan.id)]) }
+            return (image, orphans)
+        }
+    }
+
+    /// How many images use a bootstrap file (several references can share one manifest).
+    public func imagesUsing(bootstrapPath: String) throws -> Int {
+        try database.read { conn in
+            Int(try conn.query("SELECT COUNT(*) FROM images WHERE bootstrap_path = ?", [.text(bootstrapPath)]).first?.int(0) ?? 0)
+        }
+    }
+
+    // MARK: - Rows
+
+    static let blobColumns = """
+        SELECT id, blob_id, registry, repository, stored_size, uncompressed_size, backing_path, meta_path, present FROM blobs
+        """
+
+    static func blob(row: SQLRow) throws -> BlobRecord {
+        BlobRecord(
+            id: try row.int(0), blobID: try row.string(1), registry: try row.optionalString(2), repository: try row.optionalString(3),
+            storedSize: try row.int(4), uncompressedSize: try row.int(5), backingPath: try row.string(6), metaPath: try row.string(7),
+            present: try row.blob(8))
+    }
+
+    static func image(_ conn: SQLConnection, where clause: String, _ parameters: [SQLValue]) throws -> ImageRecord? {
+        guard
+            let row = try conn.query(
+                "SELECT id, reference, manifest_digest, format, bootstrap_path, created_ns FROM images WHERE " + clause, parameters
+            ).first
+        else { return nil }
+        let id = try row.int(0)
+        let formatText = try row.string(3)
+        guard let format = ImageRecord.Format(rawValue: formatText) else {
+            throw DatabaseError.unexpectedValue(column: 3, expected: "an image format", found: .text(formatText))
+        }
+        let blobs = try conn.query(
+            """
+            SELECT b.id, b.blob_id, b.registry, b.repository, b.stored_size, b.uncompressed_size, b.backing_path, b.meta_path, b.present
+            FROM image_blobs ib JOIN blobs b ON b.id = ib.blob_id WHERE ib.image_id = ? ORDER BY ib.position
+            """, [.integer(id)]
+        ).map(blob(row:))
+        return ImageRecord(
+            id: id, reference: try row.string(1), manifestDigest: try row.string(2), format: format, bootstrapPath: try row.string(4),
+            createdNanoseconds: try row.int(5), blobs: blobs)
+    }
+}
+
+/// Persists the engine's chunk bitmaps in the `blobs` table.
+public struct CatalogChunkStore: ChunkStateStore {
+    public let database: Database
+
+    public init(database: Database) {
+        self.database = database
+    }
+
+    public func save(blobID: Int64, bitmap: [UInt8]) throws {
+        try database.write { conn in
+            try conn.execute("UPDATE blobs SET present = ? WHERE id = ?", [.blob(bitmap), .integer(blobID)])
+        }
+    }
+}

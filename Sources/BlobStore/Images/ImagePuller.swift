@@ -1,0 +1,254 @@
+import Dispatch
+import Logging
+import Synchronization
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Where a long pull stands, for progress displays.
+public struct PullProgress: Equatable, Sendable {
+    public var reference: String
+    public var phase: String
+    public var bytesDone: Int64
+    public var bytesTotal: Int64
+
+    public init(reference: String, phase: String, bytesDone: Int64 = 0, bytesTotal: Int64 = 0) {
+        self.reference = reference
+        self.phase = phase
+        self.bytesDone = bytesDone
+        self.bytesTotal = bytesTotal
+    }
+}
+
+/// The files a pull keeps under the service root.
+public struct ImageStoreLayout: Sendable {
+    public let root: String
+    /// Cache domain shared by every image, so images that name the same blob share its backing file.
+    public static let domain = "ondemand-snapshotter"
+
+    public init(root: String) {
+        self.root = root
+    }
+
+    public var cacheDirectory: String { FileSystem.join(root, "cache") }
+    public var imagesDirectory: String { FileSystem.join(root, "images") }
+    public var metaDirectory: String { FileSystem.join(root, "blobs") }
+    public var temporaryDirectory: String { FileSystem.join(root, "tmp") }
+
+    public func bootstrapPath(manifestDigest: Digest) -> String {
+        FileSystem.join(imagesDirectory, manifestDigest.encoded, "image.boot")
+    }
+
+    /// `cache/I<volume>/@<fan>/D<blob id>`, named as the kernel's cachefiles names its files.
+    public func backingPath(blobID: String) -> String {
+        FileSystem.join(cacheDirectory, CachefilesNaming.relativePath(domain: Self.domain, blobID: blobID))
+    }
+
+    public func metaPath(blobID: String) -> String { FileSystem.join(metaDirectory, blobID + ".meta") }
+}
+
+/// `pull`: resolves an image, records it and its blobs in the catalog, and prepares its files without
+/// downloading data: for a nydus-style image the bootstrap is fetched whole, each data blob gets a sparse
+/// backing file of its full uncompressed size, and only the blob's meta sections (chunk map, ToC; a few KiB
+/// at its tail) are fetched with one ranged GET.
+public final class ImagePuller: Sendable {
+    /// The most of a blob's tail (chunk infos, digests, ToC) a pull fetches; beyond it the blob is refused.
+    public static let maximumMetaBytes: Int64 = 256 << 20
+
+    public let layout: ImageStoreLayout
+    public let catalog: ImageCatalog
+    public let client: RegistryClient
+    private let logger: Logger
+    private let pulling = Mutex<Set<String>>([])
+
+    public init(layout: ImageStoreLayout, catalog: ImageCatalog, client: RegistryClient, logger: Logger) {
+        self.layout = layout
+        self.catalog = catalog
+        self.client = client
+        self.logger = logger
+    }
+
+    /// Pulls `text` (a registry reference) and returns the recorded image, the ids of blobs that are new, and
+    /// whether anything was pulled.
+    /// Pulling a reference again is a no-op while the registry still has the same manifest.
+    public func pull(
+        _ text: String, platform: Platform = .current, progress: @escaping @Sendable (PullProgress) -> Void = { _ in }
+    ) async throws -> (image: ImageRecord, newBlobs: Set<Int64>, pulled: Bool) {
+        let reference = try ImageReference(parsing: text)
+        let name = reference.description
+        let claimed = pulling.withLock { $0.insert(name).inserted }
+        guard claimed else { throw ImageError.pullInProgress(reference: name) }
+        defer { _ = pulling.withLock { $0.remove(name) } }
+
+        progress(PullProgress(reference: name, phase: "resolving"))
+        let resolved = try await client.resolve(reference, platform: platform)
+        let manifestDigest = resolved.manifest.descriptor.digest
+        if let existing = try await offPool({ try self.catalog.image(reference: name) }) {
+            guard existing.manifestDigest == manifestDigest.description else {
+                throw ImageError.alreadyPulled(reference: name, digest: existing.manifestDigest)
+            }
+            progress(PullProgress(reference: name, phase: "up to date"))
+            return (existing, [], false)
+        }
+        let manifest = resolved.imageManifest
+        guard let parts = NydusLayout.split(manifest) else {
+            throw ImageError.notAnImage(
+                reference: name,
+                reason:
+                    "it is a plain OCI image (no layer annotated \(NydusLayout.bootstrapAnnotation)); convert it first with snapctl convert"
+            )
+        }
+        try FileSystem.makeDirectories(layout.temporaryDirectory, mode: 0o700)
+        let work = FileSystem.join(layout.temporaryDirectory, "pull-\(getpid())-\(UInt64.random(in: 0...UInt64.max))")
+        try FileSystem.makeDirectory(work, mode: 0o700)
+        defer { try? FileSystem.removeTree(work) }
+
+        // The bootstrap: fetched whole (it is small), digest-checked, unpacked from its tar.gz.
+        progress(PullProgress(reference: name, phase: "bootstrap", bytesTotal: parts.bootstrap.size))
+        let layerPath = FileSystem.join(work, "bootstrap.layer")
+        try await client.fetchBlob(
+            registry: reference.registry, repository: reference.repository, descriptor: parts.bootstrap, to: layerPath)
+        let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
+        try await offPool { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
+        let image = try ErofsImage(path: bootstrapPath)
+        let chunkTable = try image.rafsChunkTable()
+        guard !image.blobs.isEmpty else {
+            throw ImageError.notAnImage(reference: name, reason: "its bootstrap has no blob table (not a RAFS v6 bootstrap)")
+        }
+
+        // Each data blob: its meta tail fetched with one ranged GET into a sparse file at the stored offsets,
+        // checked by opening it, and an empty sparse backing file of the uncompressed size.
+        var blobs: [NewBlob] = []
+        let metaTotal = image.blobs.reduce(Int64(0)) { total, entry in
+            let size = parts.blobs.first { $0.digest.encoded == entry.blobID }?.size ?? 0
+            return total + max(0, size - Int64(clamping: entry.metaOffset))
+        }
+        var metaDone: Int64 = 0
+        for entry in image.blobs {
+            guard let layer = parts.blobs.first(where: { $0.digest.encoded == entry.blobID }) else {
+                throw ImageError.blobMissing(reference: name, blobID: entry.blobID)
+            }
+            progress(
+                PullProgress(reference: name, phase: "blob meta \(entry.blobID.prefix(12))", bytesDone: metaDone, bytesTotal: metaTotal))
+            let metaPath = layout.metaPath(blobID: entry.blobID)
+            if !FileSystem.exists(metaPath) {
+                let start = Int64(clamping: entry.metaOffset)
+                guard start <= layer.size, layer.size - start <= Self.maximumMetaBytes else {
+                    throw ImageError.notAnImage(
+                        reference: name,
+                        reason:
+                            "blob \(entry.blobID) puts its meta at \(entry.metaOffset) of \(layer.size) bytes; refusing to fetch that much")
+                }
+                let tail = try await client.fetchBlobRange(
+                    registry: reference.registry, repository: reference.repository, digest: layer.digest, range: start..<layer.size)
+                metaDone += Int64(tail.count)
+                try await offPool { try Self.writeSparse(path: metaPath, size: layer.size, at: start, bytes: tail) }
+            }
+            let rafs = try RafsBlob(path: metaPath, entry: entry, chunkTable: chunkTable)
+            let backingPath = layout.backingPath(blobID: entry.blobID)
+            if !FileSystem.exists(backingPath) {
+                try await offPool { try Self.writeSparse(path: backingPath, size: Int64(rafs.deviceSize), at: 0, bytes: []) }
+            }
+            blobs.append(
+                NewBlob(
+                    blobID: entry.blobID, registry: reference.registry, repository: reference.repository, storedSize: layer.size,
+                    uncompressedSize: Int64(entry.uncompressedSize), backingPath: backingPath, metaPath: metaPath))
+        }
+        let record = NewImage(
+            reference: name, manifestDigest: manifestDigest.description, format: .nydus, bootstrapPath: bootstrapPath, blobs: blobs)
+        let (inserted, newBlobs) = try await offPool { try self.catalog.insert(record) }
+        progress(PullProgress(reference: name, phase: "done", bytesDone: metaTotal, bytesTotal: metaTotal))
+        logger.info(
+            "image pulled",
+            metadata: [
+                "image.reference": "\(name)", "image.digest": "\(manifestDigest)", "image.blobs": "\(blobs.count)",
+                "image.meta_bytes": "\(metaDone)",
+            ])
+        return (inserted, newBlobs, true)
+    }
+
+    /// Removes an image and the files of blobs no other image uses. Returns the removed record and orphans
+    /// (the caller withdraws them from the engine and front end first; their files are gone afterwards).
+    public func remove(_ reference: String, beforeDeletingFiles: (ImageRecord, [BlobRecord]) throws -> Void) throws -> ImageRecord {
+        let name = (try? ImageReference(parsing: reference).description) ?? reference
+        let (image, orphans) = try catalog.remove(reference: name)
+        try beforeDeletingFiles(image, orphans)
+        for blob in orphans {
+            unlink(blob.backingPath)
+            unlink(blob.metaPath)
+        }
+        if try catalog.imagesUsing(bootstrapPath: image.bootstrapPath) == 0 {
+            try? FileSystem.removeTree(FileSystem.parentPath(image.bootstrapPath))
+        }
+        logger.info("image removed", metadata: ["image.reference": "\(name)", "image.orphan_blobs": "\(orphans.count)"])
+        return image
+    }
+
+    // MARK: - Files
+
+    /// Extracts `image/image.boot` from a (gzip) tar layer to `path` via a temporary file and rename.
+    static func unpackBootstrap(layer: String, to path: String) throws {
+        let reader = try TarReader.open(path: layer, maximumEntrySize: 1 << 32)
+        while let entry = try reader.next() {
+            let normalized = entry.path.hasPrefix("./") ? String(entry.path.dropFirst(2)) : entry.path
+            guard normalized == NydusLayout.bootstrapEntry, case .regular = entry.kind else { continue }
+            try FileSystem.makeDirectories(FileSystem.parentPath(path), mode: 0o700)
+            let partial = path + ".partial"
+            let fd = try retryingSyscall("open", partial) { open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 1 << 20)
+            var offset: Int64 = 0
+            while true {
+                let count = try buffer.withUnsafeMutableBytes { try reader.readData(into: $0) }
+                if count == 0 { break }
+                try buffer.withUnsafeBytes { raw in
+                    var written = 0
+                    while written < count {
+                        let n = try retryingSyscall("pwrite", partial) {
+                            pwrite(fd, raw.baseAddress! + written, count - written, off_t(offset) + off_t(written))
+                        }
+                        written += n
+                    }
+                }
+                offset += Int64(count)
+            }
+            try retryingSyscall("fsync", partial) { fsync(fd) }
+            try FileSystem.rename(partial, path)
+            return
+        }
+        throw ImageError.notAnImage(reference: layer, reason: "its bootstrap layer holds no \(NydusLayout.bootstrapEntry)")
+    }
+
+    /// Creates (or replaces) a sparse file of `size` bytes holding `bytes` at `offset`, durably.
+    static func writeSparse(path: String, size: Int64, at offset: Int64, bytes: [UInt8]) throws {
+        try FileSystem.makeDirectories(FileSystem.parentPath(path), mode: 0o700)
+        let partial = path + ".partial"
+        let fd = try retryingSyscall("open", partial) { open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
+        defer { close(fd) }
+        try retryingSyscall("ftruncate", partial) { ftruncate(fd, off_t(size)) }
+        try bytes.withUnsafeBytes { raw in
+            var written = 0
+            while written < raw.count {
+                let n = try retryingSyscall("pwrite", partial) {
+                    pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(offset) + off_t(written))
+                }
+                written += n
+            }
+        }
+        try retryingSyscall("fsync", partial) { fsync(fd) }
+        try FileSystem.rename(partial, path)
+    }
+}
+
+/// Runs blocking work (SQLite, file I/O) on a dispatch thread instead of the cooperative pool.
+func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        offPoolQueue.async { continuation.resume(with: Result { try body() }) }
+    }
+}
+
+private let offPoolQueue = DispatchQueue(label: "blobstore.blocking", attributes: .concurrent)

@@ -1,0 +1,158 @@
+import Logging
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// How the kernel's reads of missing blob ranges reach the fetch engine. One front end serves the whole
+/// daemon; it is chosen at start-up by probing the kernel, or forced by config.
+public protocol OnDemandFrontEnd: AnyObject, Sendable {
+    /// `fanotify`, `eager`, ...: what `status` reports.
+    var name: String { get }
+    /// Whether every blob must be complete before its image is mounted (no on-demand path in the kernel).
+    var needsCompleteBlobs: Bool { get }
+    /// Serves reads of this backing file from now on.
+    func serve(_ file: BackingFile) throws
+    func withdraw(id: Int64)
+    /// The path an EROFS mount must name for a backing file under `cache/`.
+    func devicePath(forBackingPath path: String) -> String
+    /// Completes requests a predecessor read but did not answer. Call after every blob is served.
+    func resumeInFlight() async throws -> Int
+    /// Stops serving. With `keepGroup`, kernel-side state (the fanotify group) is left with its holder so a
+    /// successor can take over; otherwise it is released.
+    func stop(keepGroup: Bool)
+}
+
+/// Which front end the config asks for.
+public enum FrontEndChoice: String, Sendable, CaseIterable {
+    case auto
+    case fanotify
+    case eager
+}
+
+/// Where the front ends keep their state under the service root.
+public struct FrontEndPaths: Sendable {
+    public var cacheDirectory: String
+    public var watchedDirectory: String
+    public var journalPath: String
+    public var holderSocket: String
+    public var holderBinary: String
+
+    public init(root: String, holderBinary: String) {
+        cacheDirectory = FileSystem.join(root, "cache")
+        watchedDirectory = FileSystem.join(root, "ondemand")
+        journalPath = FileSystem.join(root, "fanotify.journal")
+        holderSocket = FileSystem.join(root, "fdholder.sock")
+        self.holderBinary = holderBinary
+    }
+}
+
+/// Probes the kernel and starts the chosen front end.
+public enum FrontEndSelector {
+    public enum SelectionError: Error, CustomStringConvertible {
+        case unavailable(FrontEndChoice, reason: String)
+
+        public var description: String {
+            switch self {
+            case .unavailable(let choice, let reason):
+                return "front end \(choice.rawValue) is not available here: \(reason); set ondemand.front_end = \"auto\" or \"eager\""
+            }
+        }
+    }
+
+    public static func start(
+        _ choice: FrontEndChoice, paths: FrontEndPaths, filler: any RangeFiller, logger: Logger
+    ) throws -> any OnDemandFrontEnd {
+        switch choice {
+        case .eager:
+            return EagerFrontEnd()
+        case .fanotify:
+            return try FanotifyOnDemand.start(paths: paths, filler: filler, logger: logger)
+        case .auto:
+            do {
+                return try FanotifyOnDemand.start(paths: paths, filler: filler, logger: logger)
+            } catch {
+                logger.notice(
+                    "fanotify front end unavailable; fetching images whole before mounting (eager)", metadata: ["error": "\(error)"])
+                return EagerFrontEnd()
+            }
+        }
+    }
+}
+
+/// For kernels with EROFS but no on-demand path: blobs are fetched whole before their image is mounted,
+/// and EROFS reads the backing files directly.
+public final class EagerFrontEnd: OnDemandFrontEnd {
+    public init() {}
+    public var name: String { "eager" }
+    public var needsCompleteBlobs: Bool { true }
+    public func serve(_ file: BackingFile) throws {}
+    public func withdraw(id: Int64) {}
+    public func devicePath(forBackingPath path: String) -> String { path }
+    public func resumeInFlight() async throws -> Int { 0 }
+    public func stop(keepGroup: Bool) {}
+}
+
+/// The fanotify front end with its group kept by `snapshotterd-fdholder`: adopted from a running holder
+/// (a restart) or created and handed to a new one.
+public final class FanotifyOnDemand: OnDemandFrontEnd {
+    public let frontEnd: FanotifyFrontEnd
+    private let paths: FrontEndPaths
+    private let logger: Logger
+
+    init(frontEnd: FanotifyFrontEnd, paths: FrontEndPaths, logger: Logger) {
+        self.frontEnd = frontEnd
+        self.paths = paths
+        self.logger = logger
+    }
+
+    static func start(paths: FrontEndPaths, filler: any RangeFiller, logger: Logger) throws -> FanotifyOnDemand {
+        let group: FanotifyGroup
+        if let adopted = try FanotifyGroupHolder.adopt(socketPath: paths.holderSocket) {
+            group = adopted
+            logger.notice("adopted the fanotify group from its holder", metadata: ["fanotify.holder": "\(paths.holderSocket)"])
+        } else {
+            group = try FanotifyGroup()
+            guard FileSystem.exists(paths.holderBinary) else {
+                throw FrontEndSelector.SelectionError.unavailable(.fanotify, reason: "the group holder \(paths.holderBinary) is missing")
+            }
+            unlink(paths.holderSocket)
+            try FanotifyGroupHolder.spawn(binary: paths.holderBinary, socketPath: paths.holderSocket, group: group)
+        }
+        let journal = try InFlightJournal(path: paths.journalPath)
+        let frontEnd = FanotifyFrontEnd(
+            cacheDirectory: paths.cacheDirectory, watchedDirectory: paths.watchedDirectory, journal: journal, group: group, filler: filler,
+            logger: logger)
+        do {
+            try frontEnd.start()
+        } catch {
+            // A group we cannot use must not linger in a holder.
+            FanotifyGroupHolder.release(socketPath: paths.holderSocket)
+            throw error
+        }
+        return FanotifyOnDemand(frontEnd: frontEnd, paths: paths, logger: logger)
+    }
+
+    public var name: String { "fanotify" }
+    public var needsCompleteBlobs: Bool { false }
+    public func serve(_ file: BackingFile) throws { try frontEnd.register(file) }
+    public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
+    public func devicePath(forBackingPath path: String) -> String { frontEnd.watchedPath(for: path) }
+    public func resumeInFlight() async throws -> Int { try await frontEnd.resumeInFlight() }
+
+    public func stop(keepGroup: Bool) {
+        frontEnd.stop()
+        guard !keepGroup else {
+            logger.notice("fanotify group left with its holder for the next daemon")
+            return
+        }
+        try? frontEnd.group.unmarkMount(paths.watchedDirectory)
+        if MountInfo.isMountPoint(paths.watchedDirectory, in: (try? MountInfo.read()) ?? []) {
+            try? Mounter.unmount(paths.watchedDirectory, detach: true)
+        }
+        FanotifyGroupHolder.release(socketPath: paths.holderSocket)
+    }
+}

@@ -1,0 +1,211 @@
+import BlobStore
+import Dispatch
+import Logging
+import MountManager
+import SnapshotterAPI
+import Synchronization
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Images on the host: pulls them (BlobStore), serves their blobs through the fetch engine and the
+/// on-demand front end, and keeps one read-only EROFS mount per image under `mnt/<id>`, which snapshots
+/// made with `--image` use as their bottom layer.
+final class ImageService: Sendable {
+    let root: String
+    let catalog: ImageCatalog
+    let puller: ImagePuller
+    let engine: BlobEngine
+    let frontEnd: any OnDemandFrontEnd
+    let client: RegistryClient
+    private let logger: Logger
+    private let pulls = Mutex<[String: PullProgress]>([:])
+
+    init(
+        root: String, database: Database, client: RegistryClient, engine: BlobEngine, frontEnd: any OnDemandFrontEnd, logger: Logger
+    ) {
+        self.root = root
+        self.client = client
+        self.engine = engine
+        self.frontEnd = frontEnd
+        self.logger = logger
+        catalog = ImageCatalog(database: database)
+        puller = ImagePuller(layout: ImageStoreLayout(root: root), catalog: catalog, client: client, logger: logger)
+    }
+
+    func mountPoint(of id: Int64) -> String { FileSystem.join(root, "mnt", String(id)) }
+
+    // MARK: - Start-up
+
+    /// Serves every recorded blob, completes inherited kernel requests, then makes sure every image is
+    /// mounted (a restart finds the mounts still there; a reboot does not).
+    func start() async throws {
+        let images = try await blocking { try self.catalog.images() }
+        var served = Set<Int64>()
+        for image in images {
+            try await serveBlobs(of: image, skipping: &served)
+        }
+        let resumed = try await frontEnd.resumeInFlight()
+        if resumed > 0 { logger.notice("completed reads a previous daemon left waiting", metadata: ["fanotify.count": "\(resumed)"]) }
+        for image in images {
+            do {
+                try await mountIfNeeded(image)
+            } catch {
+                logger.error("image not mounted", metadata: ["image.reference": "\(image.reference)", "error": "\(error)"])
+            }
+        }
+    }
+
+    private func serveBlobs(of image: ImageRecord, skipping served: inout Set<Int64>) async throws {
+        let bootstrap = try ErofsImage(path: image.bootstrapPath)
+        let chunkTable = try bootstrap.rafsChunkTable()
+        for blob in image.blobs where !served.contains(blob.id) {
+            guard let entry = bootstrap.blobs.first(where: { $0.blobID == blob.blobID }) else {
+                throw ImageError.blobMissing(reference: image.reference, blobID: blob.blobID)
+            }
+            let rafs = try RafsBlob(path: blob.metaPath, entry: entry, chunkTable: chunkTable)
+            let source = RegistryBlobSource(
+                client: client, registry: blob.registry ?? "", repository: blob.repository ?? "",
+                digest: try Digest(parsing: "sha256:" + blob.blobID))
+            try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
+            try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath))
+            served.insert(blob.id)
+        }
+    }
+
+    /// Mounts the image's EROFS (bootstrap as source, each blob as `device=`) unless already mounted. The
+    /// eager front end first fetches every blob whole.
+    private func mountIfNeeded(_ image: ImageRecord) async throws {
+        let target = mountPoint(of: image.id)
+        if MountInfo.isMountPoint(target, in: try MountInfo.read()) { return }
+        if frontEnd.needsCompleteBlobs {
+            for blob in image.blobs { try await engine.prefetch(blobID: blob.id) }
+        }
+        let devices = image.blobs.map { "device=" + frontEnd.devicePath(forBackingPath: $0.backingPath) }
+        let mount = KernelMount(type: "erofs", source: image.bootstrapPath, options: ["ro"] + devices)
+        try await blocking {
+            try FileSystem.makeDirectories(target, mode: 0o755)
+            try Mounter.mount(mount, at: target)
+        }
+        logger.info("image mounted", metadata: ["image.reference": "\(image.reference)", "mount.target": "\(target)"])
+    }
+
+    // MARK: - Calls
+
+    func pull(_ reference: String) async throws -> PullResponse {
+        let key = reference
+        defer { _ = pulls.withLock { $0.removeValue(forKey: key) } }
+        let (image, newBlobs, pulled) = try await puller.pull(reference) { progress in
+            self.pulls.withLock { $0[key] = progress }
+        }
+        var served = Set(try await blocking { try self.catalog.blobs() }.map(\.id)).subtracting(newBlobs)
+        do {
+            try await serveBlobs(of: image, skipping: &served)
+            try await mountIfNeeded(image)
+        } catch {
+            // A pull that cannot be served leaves nothing behind.
+            _ = try? await blocking { try self.remove(image.reference) }
+            throw error
+        }
+        return PullResponse(image: try info(image), pulled: pulled)
+    }
+
+    func pullsInFlight() -> [PullStatus] {
+        pulls.withLock {
+            $0.values.map { PullStatus(reference: $0.reference, phase: $0.phase, bytesDone: $0.bytesDone, bytesTotal: $0.bytesTotal) }
+        }
+        .sorted { $0.reference < $1.reference }
+    }
+
+    /// Blocking: unmounts the image, withdraws blobs no other image uses, deletes their files.
+    func remove(_ reference: String) throws {
+        _ = try puller.remove(reference) { image, orphans in
+            let target = mountPoint(of: image.id)
+            if MountInfo.isMountPoint(target, in: try MountInfo.read()) {
+                do {
+                    try Mounter.unmount(target)
+                } catch {
+                    // Still in use by someone outside our snapshots: detach so the files can go.
+                    try Mounter.unmount(target, detach: true)
+                }
+            }
+            try? FileSystem.removeTree(target)
+            for blob in orphans {
+                frontEnd.withdraw(id: blob.id)
+                engine.unregister(id: blob.id)
+            }
+        }
+    }
+
+    func list() throws -> [ImageInfo] {
+        try catalog.images().map(info)
+    }
+
+    func statuses() throws -> [ImageStatus] {
+        try catalog.images().map { image in
+            let described = try info(image)
+            let fetched = image.blobs.reduce(Int64(0)) { $0 + Int64(engine.bytesFetched(blobID: $1.id)) }
+            let percent = described.size > 0 ? (Double(described.localBytes) * 100 / Double(described.size) * 10).rounded() / 10 : 100
+            return ImageStatus(
+                reference: image.reference, bytesFetched: fetched, localBytes: described.localBytes, size: described.size,
+                percentLocal: percent)
+        }
+    }
+
+    func info(_ image: ImageRecord) throws -> ImageInfo {
+        let blobs = image.blobs.map { blob in
+            let local = engine.progress(blobID: blob.id).map { Int64($0.present) } ?? 0
+            return BlobInfo(
+                id: blob.blobID, storedSize: blob.storedSize, uncompressedSize: blob.uncompressedSize, localBytes: local,
+                backingFile: blob.backingPath)
+        }
+        return ImageInfo(
+            reference: image.reference, digest: image.manifestDigest, format: image.format.rawValue, blobs: blobs,
+            size: blobs.reduce(0) { $0 + $1.uncompressedSize }, localBytes: blobs.reduce(0) { $0 + $1.localBytes },
+            mountpoint: mountPoint(of: image.id), createdAt: RFC3339.format(nanoseconds: image.createdNanoseconds))
+    }
+
+    /// The front end's counters in Prometheus text format.
+    func frontEndMetrics() -> String {
+        var text = "# HELP snapshotter_front_end_info The on-demand front end in use.\n# TYPE snapshotter_front_end_info gauge\n"
+        text += "snapshotter_front_end_info{front_end=\"\(frontEnd.name)\"} 1\n"
+        if let fanotify = frontEnd as? FanotifyOnDemand {
+            let stats = fanotify.frontEnd.statistics
+            for (name, help, value) in [
+                ("fanotify_events_total", "Pre-content events read.", stats.events),
+                ("fanotify_filled_total", "Events answered after a successful fill.", stats.filled),
+                ("fanotify_denied_total", "Events answered with EIO.", stats.denied),
+            ] {
+                text += "# HELP snapshotter_\(name) \(help)\n# TYPE snapshotter_\(name) counter\nsnapshotter_\(name) \(value)\n"
+            }
+        }
+        return text
+    }
+
+    /// Whether any image is mounted: a stopping daemon then leaves the fanotify group with its holder.
+    func hasMountedImages() -> Bool {
+        guard let images = try? catalog.images(), let table = try? MountInfo.read() else { return true }
+        return images.contains { MountInfo.isMountPoint(mountPoint(of: $0.id), in: table) }
+    }
+
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            blockingQueue.async { continuation.resume(with: Result { try body() }) }
+        }
+    }
+}
+
+private let blockingQueue = DispatchQueue(label: "snapshotterd.images", attributes: .concurrent)
+
+/// The front end's fill requests go to the fetch engine.
+struct EngineFiller: RangeFiller {
+    let engine: BlobEngine
+
+    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
+        try await engine.ensure(blobID: fileID, offset: offset, length: length)
+    }
+}
