@@ -16,7 +16,10 @@ public struct ImageConverter: Sendable {
         /// `ref.name` written into the destination `index.json`; nil keeps the source's name.
         public var targetReference: String?
 
-        public init(build: BuildOptions = BuildOptions(), platform: Platform = .current, sourceReference: String? = nil, targetReference: String? = nil) {
+        public init(
+            build: BuildOptions = BuildOptions(), platform: Platform = .current, sourceReference: String? = nil,
+            targetReference: String? = nil
+        ) {
             self.build = build
             self.platform = platform
             self.sourceReference = sourceReference
@@ -62,7 +65,8 @@ public struct ImageConverter: Sendable {
         }
         let built: BuildResult
         do throws(BuildError) {
-            built = try ImageBuilder(options: options.build, logger: logger).build(layers: layers, outputDirectory: work, progress: progress)
+            built = try ImageBuilder(options: options.build, logger: logger).build(
+                layers: layers, outputDirectory: work, progress: progress)
         } catch {
             throw .build(error)
         }
@@ -77,7 +81,9 @@ public struct ImageConverter: Sendable {
                     annotations: [Annotation.nydusBlob: "true"]))
         }
         let bootstrap: [UInt8]
-        do throws(SyscallError) { bootstrap = try FileSystem.readFile(built.bootstrapPath) } catch { throw .io(path: built.bootstrapPath, error) }
+        do throws(SyscallError) { bootstrap = try FileSystem.readFile(built.bootstrapPath) } catch {
+            throw .io(path: built.bootstrapPath, error)
+        }
         let tar = BootstrapLayer.tar(bootstrap: bootstrap)
         let bootstrapLayer = try output.writeBlob(
             try GzipCompressor.compress(tar), mediaType: MediaType.ociLayerGzip,
@@ -89,10 +95,12 @@ public struct ImageConverter: Sendable {
 
         // The config keeps every field; only the diff ids change (a nydus blob is its own diff).
         let diffIDs = descriptors.dropLast().map(\.digest.description) + [Digest.sha256(of: tar).description]
-        let config = try Self.rewriteConfig(try input.readBlob(manifest.config.digest), diffIDs: diffIDs, path: input.blobPath(manifest.config.digest))
+        let config = try Self.rewriteConfig(
+            try input.readBlob(manifest.config.digest), diffIDs: diffIDs, path: input.blobPath(manifest.config.digest))
         let configDescriptor = try output.writeBlob(config, mediaType: manifest.config.mediaType)
 
-        var converted = ImageManifest(mediaType: MediaType.ociManifest, config: configDescriptor, layers: descriptors, annotations: manifest.annotations)
+        var converted = ImageManifest(
+            mediaType: MediaType.ociManifest, config: configDescriptor, layers: descriptors, annotations: manifest.annotations)
         converted.config.mediaType = MediaType.ociConfig
         let manifestDescriptorBase = try output.writeBlob(try OCILayout.encode(converted), mediaType: MediaType.ociManifest)
         var manifestDescriptor = manifestDescriptorBase
@@ -107,7 +115,8 @@ public struct ImageConverter: Sendable {
         }
         index.manifests.append(manifestDescriptor)
         try output.writeIndex(index)
-        logger?.info("image converted", metadata: ["image.manifest": "\(manifestDescriptor.digest)", "image.blobs": "\(built.blobs.count)"])
+        logger?.info(
+            "image converted", metadata: ["image.manifest": "\(manifestDescriptor.digest)", "image.blobs": "\(built.blobs.count)"])
         return ConvertResult(
             manifestDescriptor: manifestDescriptor, manifest: converted, sourceManifest: sourceDescriptor, bootstrapLayer: bootstrapLayer,
             build: built)

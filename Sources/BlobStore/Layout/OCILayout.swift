@@ -1,9 +1,10 @@
+import SystemSupport
+
 #if canImport(FoundationEssentials)
 import FoundationEssentials
 #else
 import Foundation
 #endif
-import SystemSupport
 
 /// An OCI image layout directory (image-spec `image-layout.md`): `oci-layout`, `index.json` and
 /// content-addressed `blobs/<alg>/<hex>`. Reads verify digests; writes go through a temporary name and a
@@ -131,7 +132,9 @@ public struct OCILayout: Sendable {
             candidates = candidates.filter { $0.annotations?[Self.refNameAnnotation] == reference }
             guard !candidates.isEmpty else { throw .noMatchingManifest(reason: "no index.json entry is named \(reference)") }
         }
-        guard var descriptor = candidates.count == 1 ? candidates.first : candidates.first(where: { $0.platform.map(platform.matches) ?? false })
+        guard
+            var descriptor = candidates.count == 1
+                ? candidates.first : candidates.first(where: { $0.platform.map(platform.matches) ?? false })
         else {
             throw .noMatchingManifest(reason: "index.json has \(candidates.count) entries; name one with a reference")
         }
