@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import BlobStore
@@ -58,6 +59,27 @@ struct BuilderPropertyTests {
                 #expect(try ImageFixtures.bytes(scratch + "/mnt/b") == data)
                 #expect(try ImageFixtures.bytes(scratch + "/mnt/zeros") == zeros)
                 #expect(try ImageFixtures.bytes(scratch + "/mnt/c") == Array(data[0..<chunk]) + Array(data[0..<chunk]))
+            }
+        }
+    }
+
+    @Test("layers without file data give a bootstrap with no blob that still mounts; progress reaches done")
+    func noData() throws {
+        let scratch = try ImageFixtures.scratchDirectory("builder-nodata")
+        defer { ImageFixtures.cleanup(scratch) }
+        let specs: [[LayerEntrySpec]] = [
+            [.dir("etc"), .file("etc/empty", []), .symlink("etc/link", "empty")], [.whiteout("etc/.wh.link")],
+        ]
+        let layers = try BuilderFixtures.writeLayers(specs, in: scratch)
+        let phases = PhaseLog()
+        let result = try ImageBuilder(options: Self.options()).build(
+            layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out", progress: { phases.add($0.phase) })
+        #expect(result.blobs.isEmpty)
+        #expect(phases.all.last == .done && phases.all.contains(.layer) && phases.all.contains(.bootstrap))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch + "/out") == [ImageBuilder.bootstrapName])
+        if getuid() == 0 {
+            try BuilderFixtures.withMount(bootstrap: result.bootstrapPath, devices: [], at: scratch + "/mnt") {
+                try BuilderMountTests.compare(mountPoint: scratch + "/mnt", expected: ExpectedTree(layers: specs))
             }
         }
     }
@@ -142,4 +164,11 @@ struct BuilderPropertyTests {
         let checked = try ImageFixtures.run(fsck, deviceArguments + [result.bootstrapPath])
         #expect(checked.status == 0, "fsck.erofs: \(checked.output) \(checked.error)")
     }
+}
+
+/// Progress phases seen by a build.
+final class PhaseLog: Sendable {
+    private let phases = Mutex<[BuildProgress.Phase]>([])
+    func add(_ phase: BuildProgress.Phase) { phases.withLock { $0.append(phase) } }
+    var all: [BuildProgress.Phase] { phases.withLock { $0 } }
 }

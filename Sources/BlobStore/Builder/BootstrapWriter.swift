@@ -91,13 +91,18 @@ struct BootstrapWriter {
         let total = Self.align(chunkTableOffset + chunkTableSize, Self.blockSize)
         guard total / Self.blockSize <= Int(UInt32.max) else { throw .formatLimit(reason: "the bootstrap exceeds 2^32 blocks") }
 
+        // Like nydus, `blocks` counts the blobs' blocks (its reader refuses other values when there is no
+        // blob); the kernel does not use it to bound bootstrap reads.
+        let deviceBlocks64 = blobs.reduce(UInt64(0)) { $0 + $1.summary.uncompressedSize / UInt64(Self.blockSize) }
+        guard deviceBlocks64 <= UInt64(UInt32.max) else { throw .formatLimit(reason: "the blobs exceed 2^32 blocks") }
+        let deviceBlocks = UInt32(deviceBlocks64)
         var out = LittleEndianWriter(count: total)
         var flags: RafsSuperBlockExtension.Flags = [.hashSHA256, options.compression.superBlockFlag, .explicitUIDGID, .inlinedChunkDigest]
         if anyXattr { flags.insert(.hasXattr) }
         let superBlock = ErofsSuperBlock(
             compatFeatures: .rafsV6, incompatFeatures: [.chunkedFile, .deviceTable], rootNid: UInt16(placements[0].inode.nid),
             inodeCount: UInt64(placements.count), buildTime: buildTime.seconds, buildTimeNanoseconds: buildTime.nanoseconds,
-            blocks: UInt32(total / Self.blockSize), metaBlockAddress: 0, extraDevices: UInt16(blobs.count),
+            blocks: deviceBlocks, metaBlockAddress: 0, extraDevices: UInt16(blobs.count),
             deviceTableSlotOffset: UInt16(Self.deviceTableOffset / ErofsDeviceSlot.size))
         out.raw(superBlock.encoded(), at: Int(ErofsSuperBlock.offset))
         out.raw(
