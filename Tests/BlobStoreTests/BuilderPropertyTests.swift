@@ -84,6 +84,22 @@ struct BuilderPropertyTests {
         }
     }
 
+    @Test("a zstd layer cut short is refused as truncated", .enabled(if: ImageFixtures.tool("zstd") != nil))
+    func truncatedZstd() throws {
+        let scratch = try ImageFixtures.scratchDirectory("builder-zstd-cut")
+        defer { ImageFixtures.cleanup(scratch) }
+        let layers = try BuilderFixtures.writeLayers(
+            [[.file("f", BuilderMountTests.pattern(200_000, seed: 3))]], in: scratch, compressions: ["zstd"])
+        let whole = try ImageFixtures.bytes(layers[0])
+        try ImageFixtures.write(Array(whole[0..<(whole.count / 2)]), to: layers[0])
+        #expect {
+            _ = try ImageBuilder(options: Self.options()).build(layers: [LayerInput(path: layers[0])], outputDirectory: scratch + "/out")
+        } throws: { error in
+            guard case .layer(_, _, .truncated) = error as? BuildError else { return false }
+            return true
+        }
+    }
+
     /// Hostile layers: each must be refused with the expected error and leave nothing in the output.
     static func hostile() -> [(String, [UInt8], (BuildError) -> Bool)] {
         func tar(_ entries: [LayerEntrySpec]) -> [UInt8] { TestTar.archive(entries) }
