@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert clean
 
 all: build
 
@@ -72,7 +72,12 @@ bench-registry: setup
 	$(SWIFT) build -c release --product RegistryBench $(BUILD_FLAGS)
 	.build/release/RegistryBench 256 3
 
-bench: bench-snapshots bench-registry
+## bench-convert: ~300 MB of /usr built by mkfs.erofs --chunksize=1048576 and by our tar -> RAFS v6 builder, as a ratio
+bench-convert: setup
+	$(SWIFT) build -c release --product ConvertBench $(BUILD_FLAGS)
+	.build/release/ConvertBench 3
+
+bench: bench-snapshots bench-registry bench-convert
 
 clean:
 	rm -rf .build $(STATE)

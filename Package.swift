@@ -94,6 +94,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .executableTarget(
+            name: "ConvertBench",
+            dependencies: ["BlobStore", "SystemSupport"],
+            path: "benchmarks/ConvertBench",
+            swiftSettings: strict
+        ),
+
         .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
         // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
         .target(

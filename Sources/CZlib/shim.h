@@ -8,4 +8,9 @@ static inline int czlib_inflate_init_gzip(z_streamp stream) {
     return inflateInit2(stream, 15 + 32);
 }
 
+/// deflateInit2 is a macro too: gzip framing (15 window bits + 16), default memory level and strategy.
+static inline int czlib_deflate_init_gzip(z_streamp stream, int level) {
+    return deflateInit2(stream, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY);
+}
+
 #endif

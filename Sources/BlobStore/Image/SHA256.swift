@@ -40,6 +40,13 @@ public struct SHA256: Sendable {
         return digest
     }
 
+    /// The digest of everything hashed so far, leaving the hasher running (the context is copied).
+    public func peek() -> [UInt8] {
+        var copy = SHA256()
+        EVP_MD_CTX_copy_ex(copy.context.pointer, context.pointer)
+        return copy.finalize()
+    }
+
     /// Owns the EVP context.
     private final class Context: @unchecked Sendable {
         // @unchecked: the context is only touched through the owning hasher, which one task uses at a time.

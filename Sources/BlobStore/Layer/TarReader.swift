@@ -14,7 +14,7 @@ public final class TarReader {
     /// Data bytes of the current entry not yet read, and its padding.
     private var remaining: Int64 = 0
     private var padding: Int64 = 0
-    private var globalPAX: [String: String] = [:]
+    private var globalPAX: [String: [UInt8]] = [:]
     private var ended = false
 
     public init(_ source: ByteSource, maximumEntrySize: Int64 = 1 << 40) {
@@ -31,7 +31,7 @@ public final class TarReader {
     public func next() throws -> TarEntry? {
         if ended { return nil }
         try skipRemainder()
-        var pax: [String: String] = [:]
+        var pax: [String: [UInt8]] = [:]
         var longName: String?
         var longLink: String?
         while true {
@@ -84,11 +84,13 @@ public final class TarReader {
 
     private func makeEntry(
         _ fields: TarHeader,
-        records: [String: String],
+        records raw: [String: [UInt8]],
         longName: String?,
         longLink: String?,
         headerOffset: Int64
     ) throws -> TarEntry {
+        // Values stay bytes until here: xattr values are binary (capabilities, ACLs), the rest is text.
+        let records = raw.mapValues { String(decoding: $0, as: UTF8.self) }
         let rawPath = records["path"] ?? longName ?? fields.name
         let rawLink = records["linkpath"] ?? longLink ?? fields.linkName
         let kind: TarEntry.Kind
@@ -135,8 +137,8 @@ public final class TarReader {
         }
         entry.deviceMajor = UInt32(truncatingIfNeeded: fields.deviceMajor)
         entry.deviceMinor = UInt32(truncatingIfNeeded: fields.deviceMinor)
-        for (key, value) in records where key.hasPrefix("SCHILY.xattr.") {
-            entry.xattrs[String(key.dropFirst("SCHILY.xattr.".count))] = Array(value.utf8)
+        for (key, value) in raw where key.hasPrefix("SCHILY.xattr.") {
+            entry.xattrs[String(key.dropFirst("SCHILY.xattr.".count))] = value
         }
         // Only regular files carry data; anything else with a size is skipped over.
         entry.size = kind == .regular ? size : 0
@@ -172,8 +174,8 @@ public final class TarReader {
     }
 
     /// Parses `"<len> <key>=<value>\n"` records.
-    private func parsePAX(_ bytes: [UInt8], path: String) throws -> [String: String] {
-        var records: [String: String] = [:]
+    private func parsePAX(_ bytes: [UInt8], path: String) throws -> [String: [UInt8]] {
+        var records: [String: [UInt8]] = [:]
         var index = 0
         while index < bytes.count {
             if bytes[index] == 0 { break }
@@ -186,7 +188,7 @@ public final class TarReader {
                 throw LayerError.badPAXRecord(path: path, detail: "record without = at byte \(index)")
             }
             let key = String(decoding: record[record.startIndex..<equals], as: UTF8.self)
-            records[key] = String(decoding: record[(equals + 1)...], as: UTF8.self)
+            records[key] = Array(record[(equals + 1)...])
             index += length
         }
         return records
@@ -326,9 +328,7 @@ public enum LayerCompression: String, Sendable {
         head.removeLast(4 - n)
         let stream = PrefixedByteSource(prefix: head, rest: source)
         if head.starts(with: gzipMagic) { return try GzipByteSource(stream) }
-        if head.starts(with: zstdMagic) {
-            throw LayerError.decompression(format: "zstd", detail: "zstd layers are not supported yet")
-        }
+        if head.starts(with: zstdMagic) { return try ZstdByteSource(stream) }
         return stream
     }
 }
