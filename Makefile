@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert generate-proto clean
 
 all: build
 
@@ -25,6 +25,10 @@ test: setup
 	$(SWIFT) build --build-tests $(BUILD_FLAGS)
 	$(MAKE) --no-print-directory lint
 	$(SWIFT) test --skip-build $(BUILD_FLAGS)
+
+## generate-proto: regenerate ContainerdProxy's committed gRPC code from its .proto files (protoc + Swift plugins)
+generate-proto:
+	scripts/generate-proto.sh
 
 lint:
 	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests benchmarks

@@ -21,6 +21,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        // containerd's snapshots.v1 gRPC service (ContainerdProxy); the generated code is committed.
+        .package(url: "https://github.com/grpc/grpc-swift-2.git", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
     ],
     targets: [
         // C entry points: system libraries through pkg-config module maps, shims for what Swift cannot call.
@@ -55,10 +60,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // containerd's snapshots.v1 gRPC service over a backend protocol; knows nothing of the daemon.
+        .target(
+            name: "ContainerdProxy",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            exclude: ["Protos"],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "Snapshotter",
             dependencies: [
-                "MountManager", "BlobStore", "SnapshotterAPI", "SystemSupport", "TOML", "CSystemd", "CLinux",
+                "ContainerdProxy", "MountManager", "BlobStore", "SnapshotterAPI", "SystemSupport", "TOML", "CSystemd", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -122,9 +141,14 @@ let package = Package(
         .testTarget(
             name: "SnapshotterTests",
             dependencies: [
-                "SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport", "TestSupport",
+                "SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport", "TestSupport", "ContainerdProxy",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
+            exclude: ["Protos"],
             swiftSettings: strict
         ),
     ]

@@ -21,6 +21,9 @@ packages=(
   systemd               # systemd-analyze verify, systemd-socket-activate (tests)
   curl                  # curl --unix-socket in docs and benchmarks
   sqlite3               # inspecting the catalog by hand
+  containerd            # the real containerd 1.6 the proxy-plugin tests drive (ctr, proxy_plugins)
+  runc                  # runtime for `ctr run` in those tests
+  busybox-static        # a static busybox: the rootfs of the test images
 )
 
 missing=()

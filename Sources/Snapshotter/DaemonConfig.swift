@@ -28,6 +28,8 @@ struct DaemonConfig: Equatable, Sendable {
     var dockerConfig = ""
     /// HTTP proxy for registry requests (e.g. a Dragonfly dfdaemon); empty means libcurl's environment handling.
     var registryProxy = ""
+    /// containerd's snapshots gRPC service (for `[proxy_plugins]`); empty turns it off.
+    var containerdSocket = "/run/ondemand-snapshotter/containerd.sock"
 
     /// Reads a config file over the defaults. Unknown keys are errors, so typos do not pass silently.
     static func load(path: String, over base: DaemonConfig = DaemonConfig()) throws(ConfigError) -> DaemonConfig {
@@ -51,7 +53,7 @@ struct DaemonConfig: Equatable, Sendable {
     private init(document: TOMLValue, path: String, base: DaemonConfig) throws(ConfigError) {
         self = base
         let reader = ConfigReader(path: path)
-        let top = try reader.table(document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry"])
+        let top = try reader.table(document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd"])
         if let value = top["root"] { root = try reader.string(value, at: "root") }
         if let api = top["api"] {
             let table = try reader.table(api, at: "api", known: ["socket", "allowed_uids", "max_body_bytes"])
@@ -89,6 +91,10 @@ struct DaemonConfig: Equatable, Sendable {
             if let value = table["docker_config"] { dockerConfig = try reader.string(value, at: "registry.docker_config") }
             if let value = table["proxy"] { registryProxy = try reader.string(value, at: "registry.proxy") }
         }
+        if let containerd = top["containerd"] {
+            let table = try reader.table(containerd, at: "containerd", known: ["socket"])
+            if let value = table["socket"] { containerdSocket = try reader.string(value, at: "containerd.socket") }
+        }
         if let daemon = top["daemon"] {
             let table = try reader.table(daemon, at: "daemon", known: ["blocking_threads"])
             if let value = table["blocking_threads"] {
@@ -105,6 +111,9 @@ struct DaemonConfig: Equatable, Sendable {
         }
         guard socket.utf8.count < 108 else {
             throw .invalid(key: "api.socket", reason: "is longer than a Unix socket path may be (107 bytes)")
+        }
+        guard containerdSocket.isEmpty || (containerdSocket.hasPrefix("/") && containerdSocket.utf8.count < 108) else {
+            throw .invalid(key: "containerd.socket", reason: "must be empty or an absolute path under 108 bytes, got \(containerdSocket)")
         }
         guard FrontEndChoice(rawValue: frontEnd) != nil else {
             throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify or eager, got \(frontEnd)")

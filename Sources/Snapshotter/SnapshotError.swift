@@ -73,13 +73,12 @@ enum SnapshotNames {
     static let maximumKeyBytes = 4096
     static let maximumLabelBytes = 4096
 
-    /// A key names a snapshot. It never becomes a path (directories are numbered), but keys travel in URL
-    /// paths and shell commands, so separators, traversal and control characters are refused.
+    /// A key names a snapshot. It never becomes a path (directories are numbered), so `/` is fine, and
+    /// containerd's keys (`<namespace>/<seq>/<key>`) need it; URL paths carry keys percent-encoded.
+    /// Keys also travel in logs and shell commands, so control characters are refused.
     static func validate(key: String) throws(SnapshotError) {
         if key.isEmpty { throw .invalidKey(key: key, reason: "must not be empty") }
         if key.utf8.count > maximumKeyBytes { throw .invalidKey(key: key, reason: "longer than \(maximumKeyBytes) bytes") }
-        if key.contains("/") { throw .invalidKey(key: key, reason: "must not contain /") }
-        if key.contains("..") { throw .invalidKey(key: key, reason: "must not contain ..") }
         if key.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) {
             throw .invalidKey(key: key, reason: "must not contain control characters")
         }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BlobStore
+import ContainerdProxy
 import Logging
 import MountManager
 import NIOPosix
@@ -51,6 +52,9 @@ struct SnapshotterDaemon: AsyncParsableCommand {
 
     @Option(help: "Seconds a reader may wait on a missing range before it gets EIO.")
     var readerTimeout: Int?
+
+    @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")
+    var containerdSocket: String?
 
     func run() async throws {
         let settings = try resolveConfig()
@@ -126,6 +130,11 @@ struct SnapshotterDaemon: AsyncParsableCommand {
             onStopping: { Systemd.notify("STOPPING=1\nSTATUS=stopping") }
         )
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: server)]
+        if !settings.containerdSocket.isEmpty {
+            let backend = ContainerdBackend(
+                service: service, images: images, reconciler: reconciler, threadPool: threadPool, logger: logger)
+            services.append(.init(service: ContainerdProxyServer(socketPath: settings.containerdSocket, backend: backend, logger: logger)))
+        }
         if let interval = Systemd.watchdogPingInterval() {
             services.append(.init(service: WatchdogService(interval: interval, logger: logger)))
         }
@@ -157,6 +166,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         if let logLevel { settings.logLevel = logLevel }
         if let frontEnd { settings.frontEnd = frontEnd }
         if let readerTimeout { settings.readerTimeoutSeconds = readerTimeout }
+        if let containerdSocket { settings.containerdSocket = containerdSocket.isEmpty ? "" : Self.absolute(containerdSocket) }
         settings.root = Self.absolute(settings.root)
         settings.socket = Self.absolute(settings.socket)
         try settings.validate()

@@ -12,6 +12,8 @@ final class DaemonHarness {
     let directory: String
     let root: String
     let socket: String
+    /// containerd's snapshots gRPC socket of this daemon (never the system-wide default).
+    var containerdSocket: String { directory + "/containerd.sock" }
     var extraArguments: [String]
     var environment: [String: String] = [:]
     private(set) var process: Process?
@@ -41,7 +43,11 @@ final class DaemonHarness {
 
     func client() -> SnapshotterClient { SnapshotterClient(socketPath: socket) }
 
-    var arguments: [String] { ["--root", root, "--socket", socket, "--log-level", "debug", "--config", "/dev/null"] + extraArguments }
+    var arguments: [String] {
+        [
+            "--root", root, "--socket", socket, "--log-level", "debug", "--config", "/dev/null", "--containerd-socket", containerdSocket,
+        ] + extraArguments
+    }
 
     /// Starts the daemon and waits until its API answers.
     @discardableResult

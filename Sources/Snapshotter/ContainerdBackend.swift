@@ -1,0 +1,211 @@
+import BlobStore
+import ContainerdProxy
+import Logging
+import MountManager
+import NIOPosix
+import SnapshotterAPI
+
+/// containerd's snapshots service over the daemon's snapshot and image services.
+///
+/// Everything is the JSON API's semantics with containerd's names; the one addition is remote
+/// snapshots (``RemoteLayer``): a Prepare for a layer of a nydus-style image that names its image
+/// becomes a committed snapshot on that image's lazily fetched EROFS, and containerd skips the layer.
+final class ContainerdBackend: SnapshotBackend {
+    let service: SnapshotService
+    let images: ImageService
+    let reconciler: Reconciler
+    let threadPool: NIOThreadPool
+    let logger: Logger
+
+    init(service: SnapshotService, images: ImageService, reconciler: Reconciler, threadPool: NIOThreadPool, logger: Logger) {
+        self.service = service
+        self.images = images
+        self.reconciler = reconciler
+        self.threadPool = threadPool
+        self.logger = logger
+    }
+
+    func prepare(key: String, parent: String, labels: [String: String]) async throws(SnapshotBackendError) -> [ProxyMount] {
+        if let layer = RemoteLayer(labels: labels) {
+            try await prepareRemote(layer, key: key, parent: parent, labels: labels)
+        }
+        return try await create(.active, key: key, parent: parent, labels: labels)
+    }
+
+    func view(key: String, parent: String, labels: [String: String]) async throws(SnapshotBackendError) -> [ProxyMount] {
+        try await create(.view, key: key, parent: parent, labels: labels)
+    }
+
+    private func create(
+        _ kind: SnapshotKind, key: String, parent: String, labels: [String: String]
+    ) async throws(SnapshotBackendError)
+        -> [ProxyMount]
+    {
+        try await blocking {
+            try self.service.create(kind: kind, key: key, parent: parent.isEmpty ? nil : parent, labels: labels).map(Self.mount)
+        }
+    }
+
+    func mounts(key: String) async throws(SnapshotBackendError) -> [ProxyMount] {
+        try await blocking { try self.service.mounts(key: key).map(Self.mount) }
+    }
+
+    func commit(name: String, key: String, labels: [String: String], parent: String) async throws(SnapshotBackendError) {
+        try await blocking {
+            if !parent.isEmpty {
+                // containerd 2.2+ sends a parent only for parallel unpack, which needs the "rebase"
+                // capability this snapshotter does not advertise; a different parent is never allowed.
+                let current = try self.service.stat(key: key).parent
+                if current.isEmpty {
+                    throw SnapshotBackendError(.unimplemented, "cannot rebase \(key) onto \(parent): rebase is not supported")
+                }
+                if current != parent {
+                    throw SnapshotBackendError(.invalidArgument, "snapshot \(key) has parent \(current), not \(parent)")
+                }
+            }
+            try self.service.commit(name: name, key: key, labels: labels)
+        }
+    }
+
+    func remove(key: String) async throws(SnapshotBackendError) {
+        try await blocking { try self.service.remove(key: key) }
+    }
+
+    func stat(key: String) async throws(SnapshotBackendError) -> ProxySnapshotInfo {
+        try await blocking { try self.service.proxyInfo(key: key) }
+    }
+
+    func update(key: String, labels: [String: String], fieldPaths: [String]) async throws(SnapshotBackendError) -> ProxySnapshotInfo {
+        try await blocking {
+            _ = try self.service.update(key: key, labels: labels, fieldpaths: fieldPaths)
+            return try self.service.proxyInfo(key: key)
+        }
+    }
+
+    func list(filters: [String]) async throws(SnapshotBackendError) -> [ProxySnapshotInfo] {
+        try await blocking { try self.service.proxyList(filters: filters) }
+    }
+
+    func usage(key: String) async throws(SnapshotBackendError) -> ProxyUsage {
+        try await blocking {
+            let usage = try self.service.usage(key: key)
+            return ProxyUsage(size: usage.size, inodes: usage.inodes)
+        }
+    }
+
+    func cleanup() async throws(SnapshotBackendError) {
+        let removed = try await blocking { try self.reconciler.cleanup() }
+        if !removed.isEmpty { logger.debug("cleanup removed leftovers", metadata: ["cleanup.count": "\(removed.count)"]) }
+    }
+
+    // MARK: - Remote snapshots
+
+    /// Commits `layer` under its chain-ID name, on the image's EROFS, then answers AlreadyExists: the
+    /// remote-snapshot protocol, after which containerd lists the snapshot by its `snapshot.ref` label and
+    /// parent and never downloads the layer. Returns (so the caller makes an ordinary snapshot) when the
+    /// image turns out not to be servable lazily.
+    private func prepareRemote(
+        _ layer: RemoteLayer, key: String, parent: String, labels: [String: String]
+    ) async throws(SnapshotBackendError) {
+        let known = try await blocking { () throws -> Bool in
+            do {
+                return try self.service.stat(key: layer.target).kind == .committed
+            } catch SnapshotError.notFound {
+                return false
+            }
+        }
+        if known { throw SnapshotBackendError(.alreadyExists, "snapshot \(layer.target) already exists (remote)") }
+        let imageID: Int64
+        do {
+            _ = try await images.pull(layer.imageReference)
+            let name = (try? ImageReference(parsing: layer.imageReference).description) ?? layer.imageReference
+            guard let record = try images.catalog.image(reference: name) else {
+                throw ImageError.notFound(reference: name)
+            }
+            imageID = record.id
+        } catch ImageError.notAnImage(let reference, let reason) {
+            logger.info(
+                "layer not servable lazily; containerd unpacks it",
+                metadata: ["image.reference": "\(reference)", "reason": "\(reason)", "snapshot.key": "\(key)"])
+            return
+        } catch {
+            throw Self.backendError(error)
+        }
+        try await blocking {
+            try self.service.commitRemote(name: layer.target, parent: parent.isEmpty ? nil : parent, labels: labels, imageID: imageID)
+        }
+        logger.info(
+            "remote snapshot committed",
+            metadata: [
+                "snapshot.name": "\(layer.target)", "snapshot.parent": "\(parent)", "image.reference": "\(layer.imageReference)",
+                "layer.role": "\(layer.role.rawValue)",
+            ])
+        throw SnapshotBackendError(.alreadyExists, "snapshot \(layer.target) already exists (remote)")
+    }
+
+    // MARK: - Plumbing
+
+    static func mount(_ mount: KernelMount) -> ProxyMount {
+        ProxyMount(type: mount.type, source: mount.source, options: mount.options)
+    }
+
+    /// Blocking work (SQLite, file walks, mount(2)) on the daemon's thread pool; errors in containerd's classes.
+    private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws(SnapshotBackendError) -> T {
+        do {
+            return try await threadPool.runIfActive(body)
+        } catch {
+            throw Self.backendError(error)
+        }
+    }
+
+    static func backendError(_ error: any Error) -> SnapshotBackendError {
+        let api: APIError
+        switch error {
+        case let error as SnapshotBackendError: return error
+        case let error as SnapshotError: api = error.apiError
+        case let error as ImageError: api = error.apiError
+        case let error as RegistryError: api = error.apiError
+        case let error as APIError: api = error
+        default: return SnapshotBackendError(.internal, "\(error)")
+        }
+        switch api.kind {
+        case .notFound: return SnapshotBackendError(.notFound, api.message)
+        case .alreadyExists: return SnapshotBackendError(.alreadyExists, api.message)
+        case .failedPrecondition: return SnapshotBackendError(.failedPrecondition, api.message)
+        case .invalidArgument: return SnapshotBackendError(.invalidArgument, api.message)
+        case .unimplemented: return SnapshotBackendError(.unimplemented, api.message)
+        case .permissionDenied, .unavailable, .internal: return SnapshotBackendError(.internal, api.message)
+        }
+    }
+}
+
+/// A layer containerd may skip: the unpacker's `containerd.io/snapshot.ref` (the chain ID it will
+/// commit), the nydus annotation saying what the layer is, and the image it belongs to. containerd
+/// sends the image only from CRI with `disable_snapshot_annotations = false` (1.6/1.7), from the 2.1+
+/// transfer service with `enable_remote_snapshot_annotations`, or from clients that add the labels
+/// themselves; `ctr image pull` never does, so its layers are unpacked as plain ones.
+struct RemoteLayer: Equatable {
+    enum Role: String { case bootstrap, blob }
+
+    static let targetLabel = "containerd.io/snapshot.ref"
+    /// CRI's label, and the shorter one some clients (overlaybd's, ours by hand) set.
+    static let imageLabels = ["containerd.io/snapshot/cri.image-ref", "containerd.io/snapshot/image-ref"]
+
+    var target: String
+    var imageReference: String
+    var role: Role
+
+    init?(labels: [String: String]) {
+        guard let target = labels[Self.targetLabel], !target.isEmpty else { return nil }
+        guard let image = Self.imageLabels.lazy.compactMap({ labels[$0] }).first(where: { !$0.isEmpty }) else { return nil }
+        if labels[NydusLayout.bootstrapAnnotation] == "true" {
+            role = .bootstrap
+        } else if labels[NydusLayout.blobAnnotation] == "true" {
+            role = .blob
+        } else {
+            return nil
+        }
+        self.target = target
+        self.imageReference = image
+    }
+}

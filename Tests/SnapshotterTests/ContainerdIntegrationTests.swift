@@ -1,0 +1,141 @@
+import BlobStore
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import SnapshotterAPI
+import SystemSupport
+import TestSupport
+import Testing
+
+/// The real thing: Debian's containerd 1.6 and runc, a docker-registry, and snapshotterd as the
+/// `ondemand` proxy plugin. Needs root (mounts, runc) and the packages scripts/setup.sh installs.
+@Suite(
+    "containerd 1.6 with snapshotterd as proxy plugin", .serialized, .timeLimit(.minutes(5)),
+    .enabled(
+        if: ContainerdHarness.available && BusyboxImage.available && RegistryTestSupport.haveTools,
+        "needs root, containerd, runc, busybox-static, docker-registry and skopeo (make setup)"))
+struct ContainerdIntegrationTests {
+    static let snapshotter = ContainerdHarness.snapshotter
+
+    @Test("plain image: pull, run, snapshots ls/info/usage/rm, restarts of both daemons, GC after image rm")
+    func plainImage() async throws {
+        let registry = try TestRegistry()
+        try registry.start()
+        defer { registry.stop() }
+        let work = try RegistryTestSupport.tempDirectory("ctd-plain")
+        defer { try? FileSystem.removeTree(work) }
+        let image = try BusyboxImage(directory: work)
+        let reference = "\(registry.host)/test/busybox:v1"
+        try BusyboxImage.push(layout: image.layout, tag: image.tag, to: reference)
+
+        let daemon = try DaemonHarness("ctd-plain")
+        defer { daemon.tearDown() }
+        try daemon.start()
+        let containerd = try ContainerdHarness("plain", proxySocket: daemon.containerdSocket)
+        defer { containerd.tearDown() }
+        try containerd.start()
+
+        try containerd.ctrOK(["image", "pull", "--plain-http", "--snapshotter", Self.snapshotter, reference])
+        // containerd unpacked the layer into one of our snapshots, committed under its chain ID.
+        let afterPull = try daemon.client().list()
+        #expect(afterPull.count == 1)
+        #expect(afterPull.first?.kind == .committed)
+        #expect(afterPull.first?.name.hasSuffix("/" + image.diffID) == true)
+
+        let output = try containerd.ctrOK(
+            ["run", "--rm", "--snapshotter", Self.snapshotter, reference, "t1", "/bin/cat", "/etc/hello.txt"])
+        #expect(output.contains(BusyboxImage.hello))
+
+        let listed = try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "ls"])
+        #expect(listed.contains(image.diffID))
+        #expect(listed.contains("Committed"))
+        let info = try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "info", image.diffID])
+        #expect(info.contains("\"Kind\": \"committed\""))
+        let usage = try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "usage", image.diffID])
+        #expect(usage.contains(image.diffID))
+
+        // A snapshot of containerd's own (gc.root) stays; one removed by the client goes at GC.
+        try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "prepare", "keep-me"])
+        try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "prepare", "drop-me", image.diffID])
+        try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "rm", "drop-me"])
+
+        // Our daemon restarted: containerd redials, and List/Stat still see every snapshot.
+        #expect(daemon.stop() == 0)
+        try daemon.start()
+        let relisted = try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "ls"])
+        #expect(relisted.contains(image.diffID) && relisted.contains("keep-me"))
+
+        // containerd restarted while a container runs: the container keeps reading its files.
+        try containerd.ctrOK(["run", "-d", "--snapshotter", Self.snapshotter, reference, "t2", "/bin/sleep", "300"])
+        containerd.stop()
+        try containerd.start()
+        let read = try containerd.ctrOK(["task", "exec", "--exec-id", "e1", "t2", "/bin/cat", "/etc/hello.txt"])
+        #expect(read.contains(BusyboxImage.hello))
+        try containerd.ctrOK(["task", "kill", "--signal", "SIGKILL", "t2"])
+        for _ in 0..<50 where (try containerd.ctr(["task", "rm", "t2"])).status != 0 { usleep(100_000) }
+        try containerd.ctrOK(["container", "rm", "t2"])
+
+        // GC after the image is gone: List, then Remove of everything unreferenced; keep-me stays.
+        try containerd.ctrOK(["image", "rm", "--sync", reference])
+        var remaining: [String] = []
+        for _ in 0..<50 {
+            remaining = try daemon.client().list().map(\.name)
+            if remaining.count == 1 { break }
+            usleep(100_000)
+        }
+        #expect(remaining.count == 1)
+        #expect(remaining.first?.hasSuffix("/keep-me") == true)
+    }
+
+    @Test("nydus-style image through CRI: remote snapshots, run reads lazily, registry serves a fraction")
+    func nydusImage() async throws {
+        let registry = try TestRegistry()
+        try registry.start()
+        defer { registry.stop() }
+        let proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
+        defer { proxy.stop() }
+        let work = try RegistryTestSupport.tempDirectory("ctd-nydus")
+        defer { try? FileSystem.removeTree(work) }
+        // 24 MiB no start-up path reads: what a lazy pull must not download.
+        let image = try BusyboxImage(
+            directory: work, extraFiles: ["data/big.bin": RegistryTestSupport.randomBytes(24 << 20, seed: 7)])
+        let nydusLayout = work + "/nydus"
+        _ = try ImageConverter().convert(source: image.layout, destination: nydusLayout)
+        // Pushed straight to the registry; pulls go through the proxy, which counts what it serves.
+        try BusyboxImage.push(layout: nydusLayout, tag: image.tag, to: "\(registry.host)/test/nydus:v1")
+        let imageBytes = try BusyboxImage.layoutBytes(nydusLayout)
+        let reference = "127.0.0.1:\(proxy.port)/test/nydus:v1"
+
+        let daemon = try DaemonHarness("ctd-nydus")
+        defer { daemon.tearDown() }
+        try daemon.start()
+        let containerd = try ContainerdHarness(
+            "nydus", proxySocket: daemon.containerdSocket, cri: true, plainHTTPRegistries: ["127.0.0.1:\(proxy.port)"])
+        defer { containerd.tearDown() }
+        try containerd.start()
+
+        // CRI's pull: the only containerd 1.6 path that tells a snapshotter which image a layer is from.
+        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: containerd.address), transportSecurity: .plaintext)
+        let pulled = try await withGRPCClient(transport: transport) { client in
+            try await Runtime_V1_ImageService.Client(wrapping: client).pullImage(.with { $0.image.image = reference })
+        }
+        #expect(!pulled.imageRef.isEmpty)
+
+        // Every layer became a remote snapshot: committed by us, never unpacked by containerd.
+        let snapshots = try daemon.client().list()
+        #expect(!snapshots.isEmpty)
+        #expect(snapshots.allSatisfy { $0.kind == .committed && $0.labels["containerd.io/snapshot.ref"] != nil })
+
+        let output = try containerd.ctrOK(
+            ["run", "--rm", "--snapshotter", Self.snapshotter, reference, "t1", "/bin/cat", "/etc/hello.txt"], namespace: "k8s.io")
+        #expect(output.contains(BusyboxImage.hello))
+
+        let served = proxy.requests.compactMap { line -> Int64? in
+            let words = line.split(separator: " ")
+            return words.first == "SENT" && words.count > 1 ? Int64(words[1]) : nil
+        }.reduce(0, +)
+        print("nydus image: \(imageBytes) bytes in the registry, \(served) served for pull + run")
+        #expect(served > 0)
+        #expect(served * 4 < imageBytes, "the registry served \(served) of \(imageBytes) bytes")
+    }
+}
