@@ -115,16 +115,13 @@ public struct SnapshotsService: Containerd_Services_Snapshots_V1_Snapshots.Simpl
     // MARK: - Translation
 
     /// Runs one backend call; a refusal becomes an `RPCError` with the matching status code.
-    private func call<T>(
-        _ method: String, _ subject: String, _ body: () async throws(SnapshotBackendError) -> T
-    ) async throws(RPCError)
-        -> T
-    {
+    private func call<T>(_ method: String, _ subject: String, _ body: () async throws -> T) async throws(RPCError) -> T {
         do {
             let result = try await body()
             logger.trace("containerd call", metadata: ["grpc.method": "\(method)", "snapshot.key": "\(subject)"])
             return result
         } catch {
+            let error = error as? SnapshotBackendError ?? SnapshotBackendError(.internal, "\(error)")
             logger.debug(
                 "containerd call refused",
                 metadata: ["grpc.method": "\(method)", "snapshot.key": "\(subject)", "error": "\(error)"])

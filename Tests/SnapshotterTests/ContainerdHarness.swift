@@ -98,10 +98,10 @@ final class ContainerdHarness {
         environment["PATH"] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
         process.environment = environment
         FileManager.default.createFile(atPath: logPath, contents: nil)
-        let log = FileHandle(forWritingAtPath: logPath)
-        log?.seekToEndOfFile()
-        process.standardOutput = log
-        process.standardError = log
+        let logHandle = FileHandle(forWritingAtPath: logPath)
+        logHandle?.seekToEndOfFile()
+        process.standardOutput = logHandle
+        process.standardError = logHandle
         try process.run()
         self.process = process
         let deadline = Date().addingTimeInterval(30)

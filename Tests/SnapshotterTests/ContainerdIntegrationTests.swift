@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import SnapshotterAPI
+import SwiftProtobuf
 import SystemSupport
 import TestSupport
 import Testing
