@@ -130,10 +130,24 @@ final class ContainerdHarness {
     }
 
     /// SIGTERM and wait (running containers stay with their shims).
+    ///
+    /// Waits by watching /proc rather than with `Process.waitUntilExit`, which was seen never to return
+    /// for a containerd that had started a shim, the process already a zombie.
     func stop() {
         guard let process, process.isRunning else { return }
-        kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
+        let pid = process.processIdentifier
+        kill(pid, SIGTERM)
+        Self.waitForExit(pid)
+    }
+
+    /// Until `pid` is gone or a zombie (at most 20 s).
+    static func waitForExit(_ pid: Int32) {
+        for _ in 0..<200 {
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return }
+            // The state letter follows the parenthesised command name.
+            if let close = stat.lastIndex(of: ")"), stat[stat.index(after: close)...].dropFirst().first == "Z" { return }
+            usleep(100_000)
+        }
     }
 
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -141,10 +155,20 @@ final class ContainerdHarness {
     func tearDown() {
         if let process, process.isRunning {
             kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            Self.waitForExit(process.processIdentifier)
         }
         // Shims (and through them runc's containers) were started with our address.
         DaemonHarness.killHolders(socket: address)
+        // runc keeps container state under /run/containerd/runc/<namespace>, outside our directory.
+        for namespace in ["default", "k8s.io"] {
+            let runcRoot = "/run/containerd/runc/" + namespace
+            for id in (try? FileManager.default.contentsOfDirectory(atPath: runcRoot)) ?? [] {
+                let state = (try? runCommand("/usr/sbin/runc", ["--root", runcRoot, "state", id]))?.output ?? ""
+                if state.contains("\"bundle\": \"\(directory)/") {
+                    _ = try? runCommand("/usr/sbin/runc", ["--root", runcRoot, "delete", "--force", id])
+                }
+            }
+        }
         for point in DaemonHarness.mountPoints(under: directory) { umount2(point, Int32(MNT_DETACH)) }
         try? FileSystem.removeTree(directory)
     }

@@ -51,7 +51,7 @@ struct ContainerdIntegrationTests {
         #expect(listed.contains(image.diffID))
         #expect(listed.contains("Committed"))
         let info = try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "info", image.diffID])
-        #expect(info.contains("\"Kind\": \"committed\""))
+        #expect(info.contains("\"Kind\": \"Committed\""))
         let usage = try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "usage", image.diffID])
         #expect(usage.contains(image.diffID))
 
