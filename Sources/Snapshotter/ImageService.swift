@@ -85,7 +85,9 @@ final class ImageService: Sendable {
         if frontEnd.needsCompleteBlobs {
             for blob in image.blobs { try await engine.prefetch(blobID: blob.id) }
         }
-        let devices = image.blobs.map { "device=" + frontEnd.devicePath(forBackingPath: $0.backingPath) }
+        let devices = try image.blobs.map {
+            "device=" + (try mountableDevicePath(frontEnd.devicePath(forBackingPath: $0.backingPath), name: $0.blobID))
+        }
         let mount = KernelMount(type: "erofs", source: image.bootstrapPath, options: ["ro"] + devices)
         try await blocking {
             try FileSystem.makeDirectories(target, mode: 0o755)

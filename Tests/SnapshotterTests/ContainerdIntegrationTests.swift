@@ -101,7 +101,7 @@ struct ContainerdIntegrationTests {
         let image = try BusyboxImage(
             directory: work, extraFiles: ["data/big.bin": RegistryTestSupport.randomBytes(24 << 20, seed: 7)])
         let nydusLayout = work + "/nydus"
-        _ = try ImageConverter().convert(source: image.layout, destination: nydusLayout)
+        _ = try ImageConverter(options: .init(targetReference: image.tag)).convert(source: image.layout, destination: nydusLayout)
         // Pushed straight to the registry; pulls go through the proxy, which counts what it serves.
         try BusyboxImage.push(layout: nydusLayout, tag: image.tag, to: "\(registry.host)/test/nydus:v1")
         let imageBytes = try BusyboxImage.layoutBytes(nydusLayout)
