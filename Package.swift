@@ -120,12 +120,36 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .executableTarget(
+            name: "ColdStartBench",
+            dependencies: [
+                "BlobStore", "SystemSupport", "CRIClient",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "benchmarks/ColdStartBench",
+            swiftSettings: strict
+        ),
+
         .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
         // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
         .target(
             name: "TestSupport",
             dependencies: ["BlobStore", "SystemSupport", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport",
+            swiftSettings: strict
+        ),
+        // A client for the slice of Kubernetes' CRI the containerd tests and the cold-start benchmark use.
+        .target(
+            name: "CRIClient",
+            dependencies: [
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Tests/CRIClient",
+            exclude: ["Protos"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -141,14 +165,12 @@ let package = Package(
         .testTarget(
             name: "SnapshotterTests",
             dependencies: [
-                "SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport", "TestSupport", "ContainerdProxy",
+                "SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport", "TestSupport", "ContainerdProxy", "CRIClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
-                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
-            exclude: ["Protos"],
             swiftSettings: strict
         ),
     ]

@@ -47,15 +47,15 @@ protoc --proto_path="$protos" --proto_path="$wellknown" \
   --swift_out="$out" --swift_opt=Visibility=Public,FileNaming=PathToUnderscores \
   --grpc-swift_out="$out" --grpc-swift_opt=Visibility=Public,FileNaming=PathToUnderscores,Client=true,Server=true \
   types/mount.proto services/snapshots/v1/snapshots.proto
-# The tests' slice of Kubernetes' CRI (a client for containerd's CRI image service).
-test_out=Tests/SnapshotterTests/Generated
+# The tests' and benchmarks' slice of Kubernetes' CRI (a client for containerd's CRI image service).
+test_out=Tests/CRIClient/Generated
 rm -rf "$test_out"
 mkdir -p "$test_out"
-protoc --proto_path=Tests/SnapshotterTests/Protos \
+protoc --proto_path=Tests/CRIClient/Protos \
   --plugin=protoc-gen-swift="$bin/protoc-gen-swift" \
   --plugin=protoc-gen-grpc-swift="$bin/protoc-gen-grpc-swift-2" \
-  --swift_out="$test_out" --swift_opt=FileNaming=PathToUnderscores \
-  --grpc-swift_out="$test_out" --grpc-swift_opt=FileNaming=PathToUnderscores,Client=true,Server=false \
+  --swift_out="$test_out" --swift_opt=Visibility=Public,FileNaming=PathToUnderscores \
+  --grpc-swift_out="$test_out" --grpc-swift_opt=Visibility=Public,FileNaming=PathToUnderscores,Client=true,Server=false \
   cri_image.proto
 # Both generators mark their files `// swift-format-ignore-file`: lint and format skip them.
 echo "generate-proto: wrote $(ls "$out" | tr '\n' ' ')"

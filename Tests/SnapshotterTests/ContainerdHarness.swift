@@ -169,7 +169,13 @@ final class ContainerdHarness {
                 }
             }
         }
-        for point in DaemonHarness.mountPoints(under: directory) { umount2(point, Int32(MNT_DETACH)) }
+        // FileManager reads proc files whole; String(contentsOfFile:) was seen to return a truncated mountinfo.
+        let mountinfo = FileManager.default.contents(atPath: "/proc/self/mountinfo").map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let points = mountinfo.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && fields[4].hasPrefix(directory + "/") ? String(fields[4]) : nil
+        }
+        for point in points.sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
         try? FileSystem.removeTree(directory)
     }
 

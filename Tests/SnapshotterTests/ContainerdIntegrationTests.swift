@@ -1,4 +1,5 @@
 import BlobStore
+import CRIClient
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix

@@ -20,39 +20,39 @@ import GRPCProtobuf
 
 /// Namespace containing generated types for the "runtime.v1.ImageService" service.
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
-internal enum Runtime_V1_ImageService: Sendable {
+public enum Runtime_V1_ImageService: Sendable {
     /// Service descriptor for the "runtime.v1.ImageService" service.
-    internal static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService")
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService")
     /// Namespace for method metadata.
-    internal enum Method: Sendable {
+    public enum Method: Sendable {
         /// Namespace for "PullImage" metadata.
-        internal enum PullImage: Sendable {
+        public enum PullImage: Sendable {
             /// Request type for "PullImage".
-            internal typealias Input = Runtime_V1_PullImageRequest
+            public typealias Input = Runtime_V1_PullImageRequest
             /// Response type for "PullImage".
-            internal typealias Output = Runtime_V1_PullImageResponse
+            public typealias Output = Runtime_V1_PullImageResponse
             /// Descriptor for "PullImage".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService"),
                 method: "PullImage",
                 type: .unary
             )
         }
         /// Namespace for "RemoveImage" metadata.
-        internal enum RemoveImage: Sendable {
+        public enum RemoveImage: Sendable {
             /// Request type for "RemoveImage".
-            internal typealias Input = Runtime_V1_RemoveImageRequest
+            public typealias Input = Runtime_V1_RemoveImageRequest
             /// Response type for "RemoveImage".
-            internal typealias Output = Runtime_V1_RemoveImageResponse
+            public typealias Output = Runtime_V1_RemoveImageResponse
             /// Descriptor for "RemoveImage".
-            internal static let descriptor = GRPCCore.MethodDescriptor(
+            public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService"),
                 method: "RemoveImage",
                 type: .unary
             )
         }
         /// Descriptors for all methods in the "runtime.v1.ImageService" service.
-        internal static let descriptors: [GRPCCore.MethodDescriptor] = [
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
             PullImage.descriptor,
             RemoveImage.descriptor
         ]
@@ -62,7 +62,7 @@ internal enum Runtime_V1_ImageService: Sendable {
 @available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
 extension GRPCCore.ServiceDescriptor {
     /// Service descriptor for the "runtime.v1.ImageService" service.
-    internal static let runtime_v1_ImageService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService")
+    public static let runtime_v1_ImageService = GRPCCore.ServiceDescriptor(fullyQualifiedService: "runtime.v1.ImageService")
 }
 
 // MARK: runtime.v1.ImageService (client)
@@ -73,7 +73,7 @@ extension Runtime_V1_ImageService {
     ///
     /// You don't need to implement this protocol directly, use the generated
     /// implementation, ``Client``.
-    internal protocol ClientProtocol: Sendable {
+    public protocol ClientProtocol: Sendable {
         /// Call the "PullImage" method.
         ///
         /// - Parameters:
@@ -118,14 +118,14 @@ extension Runtime_V1_ImageService {
     /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
     /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
     /// means of communication with the remote peer.
-    internal struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
         private let client: GRPCCore.GRPCClient<Transport>
 
         /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
         ///
         /// - Parameters:
         ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
-        internal init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
             self.client = client
         }
 
@@ -140,7 +140,7 @@ extension Runtime_V1_ImageService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func pullImage<Result>(
+        public func pullImage<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_PullImageRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_PullImageRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_PullImageResponse>,
@@ -170,7 +170,7 @@ extension Runtime_V1_ImageService {
         ///       the caller. Returning from the closure will cancel the RPC if it hasn't
         ///       already finished.
         /// - Returns: The result of `handleResponse`.
-        internal func removeImage<Result>(
+        public func removeImage<Result>(
             request: GRPCCore.ClientRequest<Runtime_V1_RemoveImageRequest>,
             serializer: some GRPCCore.MessageSerializer<Runtime_V1_RemoveImageRequest>,
             deserializer: some GRPCCore.MessageDeserializer<Runtime_V1_RemoveImageResponse>,
@@ -203,7 +203,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func pullImage<Result>(
+    public func pullImage<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_PullImageRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_PullImageResponse>) async throws -> Result = { response in
@@ -228,7 +228,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func removeImage<Result>(
+    public func removeImage<Result>(
         request: GRPCCore.ClientRequest<Runtime_V1_RemoveImageRequest>,
         options: GRPCCore.CallOptions = .defaults,
         onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Runtime_V1_RemoveImageResponse>) async throws -> Result = { response in
@@ -258,7 +258,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func pullImage<Result>(
+    public func pullImage<Result>(
         _ message: Runtime_V1_PullImageRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,
@@ -287,7 +287,7 @@ extension Runtime_V1_ImageService.ClientProtocol {
     ///       the caller. Returning from the closure will cancel the RPC if it hasn't
     ///       already finished.
     /// - Returns: The result of `handleResponse`.
-    internal func removeImage<Result>(
+    public func removeImage<Result>(
         _ message: Runtime_V1_RemoveImageRequest,
         metadata: GRPCCore.Metadata = [:],
         options: GRPCCore.CallOptions = .defaults,

@@ -1,0 +1,169 @@
+import CRIClient
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import SwiftProtobuf
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The registry, snapshotterd and containerd of one benchmark run, all under `directory`, all stopped
+/// and cleaned up by `tearDown` (processes, shims, runc state, mounts, files).
+final class Environment {
+    let directory: String
+    let daemonBinary: String
+    let registryPort: Int
+    var registryHost: String { "127.0.0.1:\(registryPort)" }
+    var containerdAddress: String { directory + "/containerd.sock" }
+    var proxySocket: String { directory + "/ondemand.sock" }
+    private var processes: [Process] = []
+
+    init(directory: String, daemonBinary: String) {
+        self.directory = directory
+        self.daemonBinary = daemonBinary
+        registryPort = Self.freePort()
+    }
+
+    func startRegistry() throws {
+        // The access log (combined format) carries the bytes written per response: the byte count.
+        let config = """
+            version: 0.1
+            log:
+              level: error
+            storage:
+              filesystem:
+                rootdirectory: \(directory)/registry
+            http:
+              addr: \(registryHost)
+              secret: coldstart
+
+            """
+        try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/registry.yml"))
+        processes.append(
+            try Tools.spawn("/usr/bin/docker-registry", ["serve", directory + "/registry.yml"], logPath: directory + "/registry.log"))
+        try Tools.wait(seconds: 15, "docker-registry") { (try? Tools.run("/usr/bin/curl", ["-sf", "http://\(registryHost)/v2/"])) != nil }
+    }
+
+    /// Bytes the registry has sent so far: the sum of the size field of its access-log lines
+    /// (`"GET /v2/… HTTP/1.1" 200 <bytes> …`).
+    func registryBytes() -> Int64 {
+        let log = (try? String(contentsOfFile: directory + "/registry.log", encoding: .utf8)) ?? ""
+        var total: Int64 = 0
+        for line in log.split(separator: "\n") where line.contains("\"GET /v2/") {
+            guard let requestEnd = line.range(of: "HTTP/1.1\" ") ?? line.range(of: "HTTP/2.0\" ") else { continue }
+            let fields = line[requestEnd.upperBound...].split(separator: " ")
+            if fields.count > 1, let bytes = Int64(fields[1]) { total += bytes }
+        }
+        return total
+    }
+
+    func startDaemonAndContainerd() throws {
+        processes.append(
+            try Tools.spawn(
+                daemonBinary,
+                [
+                    "--root", directory + "/ondemand", "--socket", directory + "/api.sock", "--containerd-socket", proxySocket,
+                    "--config", "/dev/null", "--log-level", "warning",
+                ], logPath: directory + "/snapshotterd.log"))
+        try Tools.wait(seconds: 30, "snapshotterd") { FileManager.default.fileExists(atPath: proxySocket) }
+
+        let hosts = directory + "/certs.d/" + registryHost
+        try FileManager.default.createDirectory(atPath: hosts, withIntermediateDirectories: true)
+        try Data(
+            """
+            server = "http://\(registryHost)"
+            [host."http://\(registryHost)"]
+              capabilities = ["pull", "resolve"]
+              skip_verify = true
+            """.utf8
+        ).write(to: URL(fileURLWithPath: hosts + "/hosts.toml"))
+        let config = """
+            version = 2
+            root = "\(directory)/containerd/root"
+            state = "\(directory)/containerd/state"
+            [grpc]
+              address = "\(containerdAddress)"
+            [ttrpc]
+              address = "\(containerdAddress).ttrpc"
+            [proxy_plugins]
+              [proxy_plugins.ondemand]
+                type = "snapshot"
+                address = "\(proxySocket)"
+            [plugins."io.containerd.grpc.v1.cri".containerd]
+              snapshotter = "ondemand"
+              disable_snapshot_annotations = false
+            [plugins."io.containerd.grpc.v1.cri".registry]
+              config_path = "\(directory)/certs.d"
+
+            """
+        try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/containerd.toml"))
+        processes.append(
+            try Tools.spawn(
+                "/usr/bin/containerd", ["--config", directory + "/containerd.toml"], logPath: directory + "/containerd.log"))
+        try Tools.wait(seconds: 30, "containerd") { (try? self.ctr(["version"])) != nil }
+    }
+
+    @discardableResult
+    func ctr(_ arguments: [String], namespace: String = "default") throws -> String {
+        try Tools.run("/usr/bin/ctr", ["--address", containerdAddress, "--namespace", namespace] + arguments)
+    }
+
+    /// containerd's CRI image pull: the path that hands the snapshotter each layer's image reference.
+    func criPull(_ reference: String) async throws {
+        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: containerdAddress), transportSecurity: .plaintext)
+        _ = try await withGRPCClient(transport: transport) { client in
+            try await Runtime_V1_ImageService.Client(wrapping: client).pullImage(.with { $0.image.image = reference })
+        }
+    }
+
+    func tearDown() {
+        // containerd first (its shims carry our address), then the daemon, then the registry.
+        for process in processes.reversed() where process.isRunning {
+            kill(process.processIdentifier, SIGTERM)
+            Tools.waitForExit(process.processIdentifier)
+        }
+        killProcesses(mentioning: containerdAddress)
+        killProcesses(mentioning: directory + "/ondemand/fdholder.sock")
+        for namespace in ["default", "k8s.io"] {
+            let runcRoot = "/run/containerd/runc/" + namespace
+            for id in (try? FileManager.default.contentsOfDirectory(atPath: runcRoot)) ?? [] {
+                let state = (try? Tools.run("/usr/sbin/runc", ["--root", runcRoot, "state", id])) ?? ""
+                if state.contains("\"bundle\": \"\(directory)/") {
+                    _ = try? Tools.run("/usr/sbin/runc", ["--root", runcRoot, "delete", "--force", id])
+                }
+            }
+        }
+        // FileManager reads proc files whole; String(contentsOfFile:) was seen to return a truncated mountinfo.
+        let mountinfo = FileManager.default.contents(atPath: "/proc/self/mountinfo").map { String(decoding: $0, as: UTF8.self) } ?? ""
+        let points = mountinfo.split(separator: "\n").compactMap { line -> String? in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4 else { return nil }
+            let point = String(fields[4])
+            return point.hasPrefix(directory + "/") ? point : nil
+        }
+        for point in points.sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
+        try? FileSystem.removeTree(directory)
+    }
+
+    private func killProcesses(mentioning word: String) {
+        for pid in ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init) {
+            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
+            if data.split(separator: 0).contains(where: { String(decoding: $0, as: UTF8.self) == word }) { kill(pid, SIGKILL) }
+        }
+    }
+
+    static func freePort() -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}

@@ -1,0 +1,114 @@
+// ColdStartBench: cold start of a container from a large image, containerd's overlayfs snapshotter
+// (pull + unpack + run) against snapshotterd (CRI pull of the nydus-style image: remote snapshots, then
+// run with lazily fetched data), in one run, as a ratio, with the registry bytes each one moved.
+//
+// The image: a static busybox, `--image-mib` MiB of incompressible files the start-up never reads, and a
+// start-up set (`--startup-files` x 1 MiB, a few percent of the image) the container reads whole before
+// it prints "ready". Everything runs on 127.0.0.1: Debian's docker-registry (access log on, to count
+// bytes), Debian's containerd 1.6 + runc in a temp root, snapshotterd as its `ondemand` proxy plugin.
+//
+// Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16]
+
+import BlobStore
+import CRIClient
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import SwiftProtobuf
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct Settings {
+    var daemon = ".build/release/snapshotterd"
+    var imageMiB = 512
+    var startupFiles = 16
+
+    init(_ arguments: [String]) {
+        var iterator = arguments.dropFirst().makeIterator()
+        while let argument = iterator.next() {
+            switch argument {
+            case "--daemon": daemon = iterator.next() ?? daemon
+            case "--image-mib": imageMiB = Int(iterator.next() ?? "") ?? imageMiB
+            case "--startup-files": startupFiles = Int(iterator.next() ?? "") ?? startupFiles
+            default: fail("unknown argument \(argument)")
+            }
+        }
+    }
+}
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("ColdStartBench: \(message)\n".utf8))
+    exit(1)
+}
+
+func now() -> Double { Double(monotonicNanoseconds()) / 1e9 }
+
+let settings = Settings(CommandLine.arguments)
+for tool in ["/usr/bin/containerd", "/usr/bin/ctr", "/usr/sbin/runc", "/usr/bin/docker-registry", "/usr/bin/skopeo", "/bin/busybox"]
+where !FileManager.default.isExecutableFile(atPath: tool) {
+    fail("\(tool) is missing (make setup)")
+}
+guard geteuid() == 0 else { fail("needs root (mounts, runc)") }
+let daemonBinary = Tools.absolute(settings.daemon)
+guard FileManager.default.isExecutableFile(atPath: daemonBinary) else { fail("no snapshotterd at \(daemonBinary)") }
+
+var template = Array("/tmp/coldstart-XXXXXX".utf8CString)
+guard let directoryPointer = mkdtemp(&template) else { fail("mkdtemp failed") }
+let work = String(cString: directoryPointer)
+let environment = Environment(directory: work, daemonBinary: daemonBinary)
+defer { environment.tearDown() }
+
+do {
+    print("building a \(settings.imageMiB) MiB image with a \(settings.startupFiles) MiB start-up set ...")
+    let image = try LargeImage(directory: work + "/image", imageMiB: settings.imageMiB, startupFiles: settings.startupFiles)
+    let convertStart = now()
+    _ = try ImageConverter(options: .init(targetReference: "v1")).convert(source: image.layout, destination: work + "/nydus")
+    print(String(format: "converted to nydus-style in %.1f s", now() - convertStart))
+
+    try environment.startRegistry()
+    try Tools.push(layout: image.layout, to: "\(environment.registryHost)/bench/oci:v1")
+    try Tools.push(layout: work + "/nydus", to: "\(environment.registryHost)/bench/nydus:v1")
+    try environment.startDaemonAndContainerd()
+
+    let command = ["/bin/sh", "-c", "cat /app/start/* > /dev/null && echo ready"]
+
+    // containerd's overlayfs snapshotter: everything is downloaded and unpacked before the run.
+    var mark = environment.registryBytes()
+    var start = now()
+    try environment.ctr(["image", "pull", "--plain-http", "\(environment.registryHost)/bench/oci:v1"])
+    let baselinePull = now() - start
+    let baselineOutput = try environment.ctr(["run", "--rm", "\(environment.registryHost)/bench/oci:v1", "b1"] + command)
+    let baseline = now() - start
+    let baselineBytes = environment.registryBytes() - mark
+    guard baselineOutput.contains("ready") else { fail("overlayfs run printed \(baselineOutput)") }
+
+    // snapshotterd: CRI pull (remote snapshots, nothing unpacked), then the run fetches what it reads.
+    let reference = "\(environment.registryHost)/bench/nydus:v1"
+    mark = environment.registryBytes()
+    start = now()
+    try await environment.criPull(reference)
+    let oursPull = now() - start
+    let oursOutput = try environment.ctr(
+        ["run", "--rm", "--snapshotter", "ondemand", reference, "o1"] + command, namespace: "k8s.io")
+    let ours = now() - start
+    let oursBytes = environment.registryBytes() - mark
+    guard oursOutput.contains("ready") else { fail("ondemand run printed \(oursOutput)") }
+
+    let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+    print("")
+    print("cold start of a container reading \(settings.startupFiles) MiB of a \(settings.imageMiB) MiB image (loopback registry):")
+    print(
+        String(
+            format: "  overlayfs (ctr pull + unpack + run): %7.2f s  (pull+unpack %.2f s)  registry sent %@", baseline, baselinePull,
+            mib(baselineBytes)))
+    print(
+        String(
+            format: "  ondemand  (CRI pull + lazy run):     %7.2f s  (pull %.2f s)          registry sent %@", ours, oursPull,
+            mib(oursBytes)))
+    print(String(format: "  ratio: %.1fx faster, %.1fx fewer bytes", baseline / ours, Double(baselineBytes) / Double(max(oursBytes, 1))))
+} catch {
+    fail("\(error)")
+}
