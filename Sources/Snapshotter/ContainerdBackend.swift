@@ -117,7 +117,7 @@ final class ContainerdBackend: SnapshotBackend {
         if known { throw SnapshotBackendError(.alreadyExists, "snapshot \(layer.target) already exists (remote)") }
         let imageID: Int64
         do {
-            _ = try await images.pull(layer.imageReference)
+            try await pullWaitingForOthers(layer.imageReference)
             let name = (try? ImageReference(parsing: layer.imageReference).description) ?? layer.imageReference
             guard let record = try images.catalog.image(reference: name) else {
                 throw ImageError.notFound(reference: name)
@@ -141,6 +141,21 @@ final class ContainerdBackend: SnapshotBackend {
                 "layer.role": "\(layer.role.rawValue)",
             ])
         throw SnapshotBackendError(.alreadyExists, "snapshot \(layer.target) already exists (remote)")
+    }
+
+    /// Pulls the image (a no-op once it is pulled). Layers of one image can be prepared concurrently
+    /// (two pulls of the same image, or containerd 2.2's parallel unpack): a pull already under way is
+    /// waited for, not an error.
+    private func pullWaitingForOthers(_ reference: String) async throws {
+        for _ in 0..<6000 {
+            do {
+                _ = try await images.pull(reference)
+                return
+            } catch ImageError.pullInProgress {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        throw SnapshotBackendError(.internal, "image \(reference): another pull did not finish in 10 minutes")
     }
 
     // MARK: - Plumbing
