@@ -68,9 +68,13 @@ final class ImageService: Sendable {
                 throw ImageError.blobMissing(reference: image.reference, blobID: blob.blobID)
             }
             let rafs = try RafsBlob(path: blob.metaPath, entry: entry, chunkTable: chunkTable)
-            let source = RegistryBlobSource(
-                client: client, registry: blob.registry ?? "", repository: blob.repository ?? "",
-                digest: try Digest(parsing: "sha256:" + blob.blobID))
+            let source: any BlobRangeSource
+            if let registry = blob.registry, let repository = blob.repository {
+                source = RegistryBlobSource(
+                    client: client, registry: registry, repository: repository, digest: try Digest(parsing: "sha256:" + blob.blobID))
+            } else {
+                source = LocalBlobSource(path: blob.metaPath)
+            }
             try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
             try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath))
             served.insert(blob.id)
@@ -82,10 +86,13 @@ final class ImageService: Sendable {
     private func mountIfNeeded(_ image: ImageRecord) async throws {
         let target = mountPoint(of: image.id)
         if MountInfo.isMountPoint(target, in: try MountInfo.read()) { return }
-        if frontEnd.needsCompleteBlobs {
+        // Converted images have their data here already: fill their backing files now rather than per read.
+        if frontEnd.needsCompleteBlobs || image.format == .converted {
             for blob in image.blobs { try await engine.prefetch(blobID: blob.id) }
         }
-        let devices = image.blobs.map { "device=" + frontEnd.devicePath(forBackingPath: $0.backingPath) }
+        let layout = puller.layout
+        for blob in image.blobs { try layout.ensureDeviceLink(blobID: blob.blobID) }
+        let devices = image.blobs.map { "device=" + frontEnd.devicePath(forBackingPath: layout.deviceLink(blobID: $0.blobID)) }
         let mount = KernelMount(type: "erofs", source: image.bootstrapPath, options: ["ro"] + devices)
         try await blocking {
             try FileSystem.makeDirectories(target, mode: 0o755)
@@ -158,9 +165,10 @@ final class ImageService: Sendable {
 
     func info(_ image: ImageRecord) throws -> ImageInfo {
         let blobs = image.blobs.map { blob in
-            let local = engine.progress(blobID: blob.id).map { Int64($0.present) } ?? 0
+            let progress = engine.progress(blobID: blob.id)
             return BlobInfo(
-                id: blob.blobID, storedSize: blob.storedSize, uncompressedSize: blob.uncompressedSize, localBytes: local,
+                id: blob.blobID, storedSize: blob.storedSize, uncompressedSize: progress.map { Int64($0.total) } ?? blob.uncompressedSize,
+                localBytes: progress.map { Int64($0.present) } ?? 0,
                 backingFile: blob.backingPath)
         }
         return ImageInfo(

@@ -208,7 +208,7 @@ public struct StatusResponse: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version, pid, root, socket, snapshots, mounts, leftovers
+        case version, pid, root, socket, snapshots, mounts, leftovers, images
         case uptimeSeconds = "uptime_seconds"
         case frontEnd = "front_end"
         case catalogSchema = "catalog_schema"
@@ -251,6 +251,12 @@ public struct ImageInfo: Codable, Equatable, Sendable {
         self.mountpoint = mountpoint
         self.createdAt = createdAt
     }
+
+    enum CodingKeys: String, CodingKey {
+        case reference, digest, format, blobs, size, mountpoint
+        case localBytes = "local_bytes"
+        case createdAt = "created_at"
+    }
 }
 
 public struct BlobInfo: Codable, Equatable, Sendable {
@@ -266,6 +272,14 @@ public struct BlobInfo: Codable, Equatable, Sendable {
         self.uncompressedSize = uncompressedSize
         self.localBytes = localBytes
         self.backingFile = backingFile
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case storedSize = "stored_size"
+        case uncompressedSize = "uncompressed_size"
+        case localBytes = "local_bytes"
+        case backingFile = "backing_file"
     }
 }
 
@@ -296,6 +310,12 @@ public struct PullStatus: Codable, Equatable, Sendable {
         self.bytesDone = bytesDone
         self.bytesTotal = bytesTotal
     }
+
+    enum CodingKeys: String, CodingKey {
+        case reference, phase
+        case bytesDone = "bytes_done"
+        case bytesTotal = "bytes_total"
+    }
 }
 
 public struct PullsResponse: Codable, Sendable {
@@ -316,5 +336,12 @@ public struct ImageStatus: Codable, Equatable, Sendable {
         self.localBytes = localBytes
         self.size = size
         self.percentLocal = percentLocal
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case reference, size
+        case bytesFetched = "bytes_fetched"
+        case localBytes = "local_bytes"
+        case percentLocal = "percent_local"
     }
 }

@@ -41,10 +41,11 @@ public final class BlobEngine: Sendable {
         _ = blobs.withLock { $0.removeValue(forKey: id) }
     }
 
-    /// Bytes of the blob's uncompressed data that are local, and its total.
+    /// Bytes of the blob's chunk data that are local, and the total of its chunks (alignment gaps between
+    /// chunks hold no data and count in neither).
     public func progress(blobID: Int64) -> (present: UInt64, total: UInt64)? {
         guard let blob = blobs.withLock({ $0[blobID] }) else { return nil }
-        return (blob.state.withLock { $0.presentBytes }, blob.rafs.entry.uncompressedSize)
+        return (blob.state.withLock { $0.presentBytes }, blob.chunkBytes)
     }
 
     /// Stored bytes fetched for the blob since it was registered.

@@ -29,6 +29,8 @@ final class LazyBlob: Sendable {
     let byStoredOffset: [Int]
     let storedPosition: [Int]
     let state: Mutex<State>
+    /// Uncompressed bytes of all chunks.
+    let chunkBytes: UInt64
     private let fd: Int32
 
     init(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, present: [Bool]) throws {
@@ -36,6 +38,7 @@ final class LazyBlob: Sendable {
         self.rafs = rafs
         self.backingPath = backingPath
         self.source = source
+        chunkBytes = rafs.chunks.reduce(0) { $0 + UInt64($1.uncompressedSize) }
         let order = rafs.chunks.indices.sorted { rafs.chunks[$0].compressedOffset < rafs.chunks[$1].compressedOffset }
         byStoredOffset = order
         var positions = [Int](repeating: 0, count: order.count)
