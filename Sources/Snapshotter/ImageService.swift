@@ -22,7 +22,7 @@ final class ImageService: Sendable {
     let engine: BlobEngine
     let frontEnd: any OnDemandFrontEnd
     let client: RegistryClient
-    private let logger: Logger
+    let logger: Logger
     private let pulls = Mutex<[String: PullProgress]>([:])
 
     init(
@@ -200,7 +200,7 @@ final class ImageService: Sendable {
         return images.contains { MountInfo.isMountPoint(mountPoint(of: $0.id), in: table) }
     }
 
-    private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             blockingQueue.async { continuation.resume(with: Result { try body() }) }
         }

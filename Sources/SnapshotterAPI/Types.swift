@@ -345,3 +345,128 @@ public struct ImageStatus: Codable, Equatable, Sendable {
         case percentLocal = "percent_local"
     }
 }
+
+// MARK: - Convert and inspect
+
+/// `POST /v1/convert`: an OCI image (a layout directory, or `docker://REF`) to a nydus-style image (a layout
+/// directory, or `docker://REF`).
+public struct ConvertRequest: Codable, Sendable {
+    public var source: String
+    public var destination: String
+    /// `ref.name` of the source image in a layout with several; the name written to the destination layout.
+    public var sourceTag: String?
+    public var tag: String?
+    public var chunkSize: UInt32?
+    /// `zstd` (default), `lz4` or `none`.
+    public var compression: String?
+
+    public init(
+        source: String, destination: String, sourceTag: String? = nil, tag: String? = nil, chunkSize: UInt32? = nil,
+        compression: String? = nil
+    ) {
+        self.source = source
+        self.destination = destination
+        self.sourceTag = sourceTag
+        self.tag = tag
+        self.chunkSize = chunkSize
+        self.compression = compression
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case source, destination, tag, compression
+        case sourceTag = "source_tag"
+        case chunkSize = "chunk_size"
+    }
+}
+
+public struct ConvertResponse: Codable, Sendable {
+    public var manifestDigest: String
+    public var sourceManifestDigest: String
+    public var blobs: [BlobInfo]
+    public var bootstrapSize: Int64
+    public var seconds: Double
+
+    public init(manifestDigest: String, sourceManifestDigest: String, blobs: [BlobInfo], bootstrapSize: Int64, seconds: Double) {
+        self.manifestDigest = manifestDigest
+        self.sourceManifestDigest = sourceManifestDigest
+        self.blobs = blobs
+        self.bootstrapSize = bootstrapSize
+        self.seconds = seconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case blobs, seconds
+        case manifestDigest = "manifest_digest"
+        case sourceManifestDigest = "source_manifest_digest"
+        case bootstrapSize = "bootstrap_size"
+    }
+}
+
+/// `POST /v1/inspect`: a bootstrap's tree, and with `verify` every chunk of the blobs found in `blobs`.
+public struct InspectRequest: Codable, Sendable {
+    public var bootstrap: String
+    public var blobs: String?
+    public var verify: Bool?
+
+    public init(bootstrap: String, blobs: String? = nil, verify: Bool? = nil) {
+        self.bootstrap = bootstrap
+        self.blobs = blobs
+        self.verify = verify
+    }
+}
+
+public struct InspectEntry: Codable, Equatable, Sendable {
+    public var path: String
+    public var type: String
+    public var mode: UInt16
+    public var uid: UInt32
+    public var gid: UInt32
+    public var size: UInt64
+    public var sha256: String?
+    public var target: String?
+
+    public init(path: String, type: String, mode: UInt16, uid: UInt32, gid: UInt32, size: UInt64, sha256: String?, target: String?) {
+        self.path = path
+        self.type = type
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.size = size
+        self.sha256 = sha256
+        self.target = target
+    }
+}
+
+public struct InspectResponse: Codable, Sendable {
+    public var entries: [InspectEntry]
+    /// One text line per entry, as `snapctl inspect` prints them.
+    public var lines: [String]
+    public var verified: VerifySummary?
+
+    public init(entries: [InspectEntry], lines: [String], verified: VerifySummary?) {
+        self.entries = entries
+        self.lines = lines
+        self.verified = verified
+    }
+}
+
+public struct VerifySummary: Codable, Sendable {
+    public var blobsChecked: [String]
+    public var blobsMissing: [String]
+    public var chunksChecked: Int
+    public var bytesChecked: UInt64
+
+    public init(blobsChecked: [String], blobsMissing: [String], chunksChecked: Int, bytesChecked: UInt64) {
+        self.blobsChecked = blobsChecked
+        self.blobsMissing = blobsMissing
+        self.chunksChecked = chunksChecked
+        self.bytesChecked = bytesChecked
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case blobsChecked = "blobs_checked"
+        case blobsMissing = "blobs_missing"
+        case chunksChecked = "chunks_checked"
+        case bytesChecked = "bytes_checked"
+    }
+}
