@@ -116,7 +116,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MountManagerTests",
-            dependencies: ["MountManager", "SystemSupport", "CLinux", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["MountManager", "BlobStore", "SystemSupport", "CLinux", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
