@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <fcntl.h>
 
 _Static_assert(sizeof(struct clinux_peer_cred) == sizeof(struct ucred), "ucred size");
 _Static_assert(offsetof(struct clinux_peer_cred, pid) == offsetof(struct ucred, pid), "ucred.pid");
@@ -76,6 +77,7 @@ int clinux_recv_fd(int socket, char *tag) {
 
 int clinux_seek_data(void) { return SEEK_DATA; }
 int clinux_seek_hole(void) { return SEEK_HOLE; }
+int clinux_o_direct(void) { return O_DIRECT; }
 
 #include <linux/cachefiles.h>
 #include <sys/ioctl.h>

@@ -2,6 +2,7 @@ import BlobStore
 import Foundation
 import Logging
 import MountManager
+import Synchronization
 import SystemSupport
 import Testing
 
@@ -39,12 +40,14 @@ struct GuestRig {
     let blob: RafsBlob
     let expected: [String: [UInt8]]
     let bootstrapPath: String
+    let bootstrapSize: UInt64
     let blobPath: String
 
     init(root: String) throws {
         self.root = root
         (image, blob) = try NydusFixture.open()
         expected = try NydusFixture.expectedFiles(image: image, blob: blob)
+        bootstrapSize = UInt64(try FileSystem.lstat(NydusFixture.bootstrap).st_size)
         let volume = CachefilesNaming.volumeKey(domain: Self.domain)
         bootstrapPath = root + "/svc/cache/" + CachefilesNaming.relativePath(volumeKey: volume, cookieKey: Array(Self.fsid.utf8))
         blobPath = root + "/svc/cache/" + CachefilesNaming.relativePath(domain: Self.domain, blobID: NydusFixture.blobID)
@@ -66,7 +69,7 @@ struct GuestRig {
         return [
             .init(
                 id: FixtureFiller.bootstrapID, volumeKey: volume, cookieKey: Array(Self.fsid.utf8),
-                size: UInt64(try! FileSystem.lstat(NydusFixture.bootstrap).st_size), backingPath: bootstrapPath),
+                size: bootstrapSize, backingPath: bootstrapPath),
             .init(
                 id: FixtureFiller.blobID, volumeKey: volume, cookieKey: Array(NydusFixture.blobID.utf8), size: blob.deviceSize,
                 backingPath: blobPath),
@@ -105,19 +108,25 @@ func readWhole(_ path: String) async throws -> [UInt8] {
     try await offPool { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
 }
 
-/// Runs inside the 6.12 test VM only (scripts/vm-test sets VM_GUEST=1): needs /dev/cachefiles in on-demand
-/// mode, EROFS over fscache, and a disk filesystem for the cache. `CachefilesVMTests` runs it from the host.
-@Suite("cachefiles front end on the 6.12 kernel (guest side)", .serialized)
-struct CachefilesKernelTests {
+enum GuestEnvironment {
     static var inGuest: Bool {
         ProcessInfo.processInfo.environment["VM_GUEST"] == "1" && FileManager.default.fileExists(atPath: "/dev/cachefiles")
     }
+}
+
+/// Runs inside the 6.12 test VM only (scripts/vm-test sets VM_GUEST=1): needs /dev/cachefiles in on-demand
+/// mode, EROFS over fscache, and a disk filesystem for the cache. `CachefilesVMTests` runs it from the host.
+@Suite(
+    "cachefiles front end on the 6.12 kernel (guest side)", .serialized,
+    .enabled(
+        if: GuestEnvironment.inGuest, "runs inside the test VM (scripts/vm-test, see CachefilesVMTests): the host kernel has no cachefiles")
+)
+struct CachefilesKernelTests {
     static var guestRoot: String { ProcessInfo.processInfo.environment["VM_CACHE_DIR"] ?? "/tmp/cache" }
     static var share: String? { ProcessInfo.processInfo.environment["VM_SHARE"] }
 
     @Test("EROFS over cachefiles reads every file correctly, with cache files where CachefilesNaming says", .timeLimit(.minutes(3)))
     func servesImage() async throws {
-        try #require(Self.inGuest, "runs inside the test VM (scripts/vm-test): the host kernel has no cachefiles")
         let rig = try GuestRig(root: Self.guestRoot + "/serve")
         let device = try CachefilesDevice()
         defer { device.close() }
@@ -160,7 +169,6 @@ struct CachefilesKernelTests {
 
     @Test("a failing fill gives the reader EIO, not a hang; other files still read", .timeLimit(.minutes(3)))
     func failingFill() async throws {
-        try #require(Self.inGuest, "runs inside the test VM (scripts/vm-test): the host kernel has no cachefiles")
         let rig = try GuestRig(root: Self.guestRoot + "/fail")
         let device = try CachefilesDevice()
         defer { device.close() }
@@ -203,38 +211,46 @@ struct CachefilesKernelTests {
 
     @Test("a killed daemon's waiting reader is served by a successor that adopts the device and restores", .timeLimit(.minutes(4)))
     func takeover() async throws {
-        try #require(Self.inGuest, "runs inside the test VM (scripts/vm-test): the host kernel has no cachefiles")
         let root = Self.guestRoot + "/takeover"
         try FileSystem.makeDirectories(root)
         let socket = root + "/holder.sock"
         let ready = root + "/victim.ready"
         let stuck = root + "/victim.stuck"
         // The first daemon is another process (this binary, running `victimDaemon`), killed with SIGKILL.
-        let victim = Process()
-        victim.executableURL = URL(fileURLWithPath: Self.selfExecutable)
-        victim.arguments = ["--testing-library", "swift-testing", "--filter", "CachefilesKernelTests/victimDaemon"]
         var environment = ProcessInfo.processInfo.environment
         environment["VM_ROLE"] = "victim"
         environment["VM_TAKEOVER_ROOT"] = root
-        victim.environment = environment
-        victim.standardOutput = FileHandle.nullDevice
-        try victim.run()
+        let victim = try spawn(
+            Self.selfExecutable, ["--testing-library", "swift-testing", "--filter", "CachefilesKernelTests/victimDaemon"],
+            environment: environment)
         defer {
-            if victim.isRunning { kill(victim.processIdentifier, SIGKILL) }
+            kill(victim, SIGKILL)
+            var status: Int32 = 0
+            _ = waitpid(victim, &status, WNOHANG)
             DescriptorHolder.release(socketPath: socket)
         }
         try await waitFor(ready, seconds: 120)
+        progress("victim ready")
 
         let rig = try GuestRig(root: root)
         let mountPoint = "/tmp/mnt-takeover"
         try rig.mount(at: mountPoint)
         defer { try? Mounter.unmount(mountPoint, detach: true) }
         let (path, content) = try #require(rig.expected.sorted(by: { $0.key < $1.key }).first)
-        let reader = Task { try await readWhole(mountPoint + path) }
+        let outcome = Mutex<Result<[UInt8], any Error>?>(nil)
+        let readerThread = Thread {
+            let result = Result { Array(try Data(contentsOf: URL(fileURLWithPath: mountPoint + path))) }
+            outcome.withLock { $0 = result }
+        }
+        readerThread.start()
+        progress("mounted; reader started on \(path)")
         try await waitFor(stuck, seconds: 60)
-        kill(victim.processIdentifier, SIGKILL)
-        victim.waitUntilExit()
+        progress("victim is stuck on the READ; killing it")
+        kill(victim, SIGKILL)
+        try await reap(victim, seconds: 30)
+        progress("victim reaped")
         try await Task.sleep(for: .seconds(1))
+        #expect(outcome.withLock { $0 } == nil, "the reader must still wait after the daemon died")
 
         let fd = try #require(try DescriptorHolder.adopt(socketPath: socket, accept: CachefilesDevice.isCachefilesDevice))
         let device = CachefilesDevice(adopting: fd)
@@ -246,7 +262,12 @@ struct CachefilesKernelTests {
             successor.closeObjects()
         }
         try successor.resumeInFlight()
-        #expect(try await reader.value == content)
+        progress("successor serving after restore")
+        let deadline = monotonicNanoseconds() + 60_000_000_000
+        while outcome.withLock({ $0 }) == nil && monotonicNanoseconds() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        let result = try #require(outcome.withLock { $0 }, "the waiting reader was not released")
+        #expect(try result.get() == content)
+        progress("reader released: \(successor.statistics)")
         #expect(successor.statistics.opens >= 1, "the kernel reopens the objects whose fds died with the victim")
         for (other, bytes) in rig.expected { #expect(try await readWhole(mountPoint + other) == bytes) }
     }
@@ -266,6 +287,30 @@ struct CachefilesKernelTests {
         frontEnd.start()
         FileManager.default.createFile(atPath: root + "/victim.ready", contents: Data())
         try await Task.sleep(for: .seconds(3600))
+    }
+
+    private func spawn(_ path: String, _ arguments: [String], environment: [String: String]) throws -> pid_t {
+        var argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var envp: [UnsafeMutablePointer<CChar>?] = environment.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for pointer in envp { free(pointer) } }
+        var pid: pid_t = 0
+        let code = posix_spawn(&pid, path, nil, nil, &argv, &envp)
+        guard code == 0 else { throw SyscallError(call: "posix_spawn", errno: code, subject: path) }
+        return pid
+    }
+
+    private func reap(_ pid: pid_t, seconds: Int) async throws {
+        let deadline = monotonicNanoseconds() + UInt64(seconds) * 1_000_000_000
+        var status: Int32 = 0
+        while waitpid(pid, &status, WNOHANG) != pid {
+            guard monotonicNanoseconds() < deadline else { throw SyscallError(call: "waitpid", errno: ETIMEDOUT, subject: "\(pid)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    private func progress(_ message: String) {
+        FileHandle.standardError.write(Data("takeover: \(message)\n".utf8))
     }
 
     private func waitFor(_ path: String, seconds: Int) async throws {

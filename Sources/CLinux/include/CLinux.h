@@ -61,6 +61,9 @@ int clinux_recv_fd(int socket, char *tag);
 int clinux_seek_data(void);
 int clinux_seek_hole(void);
 
+/// O_DIRECT (also hidden by glibc without _GNU_SOURCE).
+int clinux_o_direct(void);
+
 // MARK: cachefiles on-demand mode (include/uapi/linux/cachefiles.h, Linux 5.19+) and the seed's devnode.
 // Swift parses the messages with explicit little-endian reads; these mirror the layouts so the sizes and
 // offsets are asserted against the kernel header at compile time (clinux.c).
