@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy clean
 
 all: build
 
@@ -77,7 +77,14 @@ bench-convert: setup
 	$(SWIFT) build -c release --product ConvertBench $(BUILD_FLAGS)
 	.build/release/ConvertBench 3
 
-bench: bench-snapshots bench-registry bench-convert
+## bench-lazy: cold read of a 256 MiB file through the mount vs curl + decompress, warm vs eager, first-byte latency
+bench-lazy: setup
+	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product LazyBench $(BUILD_FLAGS)
+	.build/release/LazyBench 256 200
+
+bench: bench-snapshots bench-registry bench-convert bench-lazy
 
 clean:
 	rm -rf .build $(STATE)

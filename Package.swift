@@ -101,6 +101,13 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        .executableTarget(
+            name: "LazyBench",
+            dependencies: ["BlobStore", "SnapshotterAPI", "SystemSupport", "TestSupport"],
+            path: "benchmarks/LazyBench",
+            swiftSettings: strict
+        ),
+
         .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
         // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
         .target(

@@ -22,6 +22,8 @@ struct DaemonConfig: Equatable, Sendable {
     /// Ranged GETs are grown to at least this many stored bytes (read amplification).
     var minimumFetchBytes = 0
     var maximumConcurrentFetches = 8
+    /// Background fetch ahead of sequential readers, in bytes (0 = off).
+    var readaheadBytes = 8 << 20
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -71,13 +73,17 @@ struct DaemonConfig: Equatable, Sendable {
         }
         if let ondemand = top["ondemand"] {
             let table = try reader.table(
-                ondemand, at: "ondemand", known: ["front_end", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches"])
+                ondemand, at: "ondemand",
+                known: ["front_end", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches", "readahead_bytes"])
             if let value = table["front_end"] { frontEnd = try reader.string(value, at: "ondemand.front_end") }
             if let value = table["reader_timeout_seconds"] {
                 readerTimeoutSeconds = Int(try reader.integer(value, at: "ondemand.reader_timeout_seconds", range: 1...3600))
             }
             if let value = table["min_fetch_bytes"] {
                 minimumFetchBytes = Int(try reader.integer(value, at: "ondemand.min_fetch_bytes", range: 0...(64 << 20)))
+            }
+            if let value = table["readahead_bytes"] {
+                readaheadBytes = Int(try reader.integer(value, at: "ondemand.readahead_bytes", range: 0...(1 << 30)))
             }
             if let value = table["max_concurrent_fetches"] {
                 maximumConcurrentFetches = Int(try reader.integer(value, at: "ondemand.max_concurrent_fetches", range: 1...256))

@@ -34,6 +34,7 @@ final class ImageService: Sendable {
         self.frontEnd = frontEnd
         self.logger = logger
         catalog = ImageCatalog(database: database)
+        engine.onComplete { [frontEnd] id in frontEnd.complete(id: id) }
         puller = ImagePuller(layout: ImageStoreLayout(root: root), catalog: catalog, client: client, logger: logger)
     }
 
@@ -50,6 +51,7 @@ final class ImageService: Sendable {
             try await serveBlobs(of: image, skipping: &served)
         }
         let resumed = try await frontEnd.resumeInFlight()
+        frontEnd.startServing()
         if resumed > 0 { logger.notice("completed reads a previous daemon left waiting", metadata: ["fanotify.count": "\(resumed)"]) }
         for image in images {
             do {
@@ -75,8 +77,9 @@ final class ImageService: Sendable {
             } else {
                 source = LocalBlobSource(path: blob.metaPath)
             }
-            try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
+            // The front end knows the file first, so that a blob found complete can be taken off its watch list.
             try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath))
+            try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
             served.insert(blob.id)
         }
     }
@@ -215,5 +218,9 @@ struct EngineFiller: RangeFiller {
 
     func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
         try await engine.ensure(blobID: fileID, offset: offset, length: length)
+    }
+
+    func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool {
+        engine.isPresent(blobID: fileID, offset: offset, length: length)
     }
 }

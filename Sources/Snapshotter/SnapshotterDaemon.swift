@@ -52,6 +52,9 @@ struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "Seconds a reader may wait on a missing range before it gets EIO.")
     var readerTimeout: Int?
 
+    @Option(help: "Bytes fetched ahead of sequential readers (0 = off).")
+    var readaheadBytes: Int?
+
     func run() async throws {
         let settings = try resolveConfig()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
@@ -72,6 +75,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         fetchSettings.readerTimeout = .seconds(settings.readerTimeoutSeconds)
         fetchSettings.minimumFetchBytes = UInt64(settings.minimumFetchBytes)
         fetchSettings.maximumConcurrentFetches = settings.maximumConcurrentFetches
+        fetchSettings.readaheadBytes = UInt64(settings.readaheadBytes)
         let engine = BlobEngine(settings: fetchSettings, store: CatalogChunkStore(database: database), logger: logger)
         let frontEnd = try FrontEndSelector.start(
             FrontEndChoice(rawValue: settings.frontEnd) ?? .auto,
@@ -157,6 +161,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         if let logLevel { settings.logLevel = logLevel }
         if let frontEnd { settings.frontEnd = frontEnd }
         if let readerTimeout { settings.readerTimeoutSeconds = readerTimeout }
+        if let readaheadBytes { settings.readaheadBytes = readaheadBytes }
         settings.root = Self.absolute(settings.root)
         settings.socket = Self.absolute(settings.socket)
         try settings.validate()

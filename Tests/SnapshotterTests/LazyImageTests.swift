@@ -23,7 +23,8 @@ struct LazyImageTests {
         let reference: String
 
         init(_ name: String, frontEnd: String, bigMiB: Int = 24) async throws {
-            harness = try DaemonHarness(name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5"])
+            // Read-ahead off: the test counts exactly which chunks each read fetches.
+            harness = try DaemonHarness(name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", "0"])
             registry = try TestRegistry()
             proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
             image = try NydusTestImage(

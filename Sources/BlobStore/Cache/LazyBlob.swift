@@ -17,6 +17,8 @@ final class LazyBlob: Sendable {
         var presentBytes: UInt64 = 0
         /// Stored (compressed) bytes fetched for this blob since it was registered.
         var bytesFetched: UInt64 = 0
+        /// End of the last on-demand range, to spot sequential readers.
+        var lastOnDemandEnd: UInt64 = UInt64.max
         /// The fetch each missing chunk is waiting on, so concurrent readers share one GET per chunk.
         var inFlight: [UInt32: Task<Void, any Error>] = [:]
     }

@@ -17,10 +17,14 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
     /// Serves reads of this backing file from now on.
     func serve(_ file: BackingFile) throws
     func withdraw(id: Int64)
+    /// Every chunk of the file is local: reads need not ask any more.
+    func complete(id: Int64)
     /// The path an EROFS mount must name for a backing file under `cache/`.
     func devicePath(forBackingPath path: String) -> String
     /// Completes requests a predecessor read but did not answer. Call after every blob is served.
     func resumeInFlight() async throws -> Int
+    /// Starts answering new kernel requests; call once every recorded blob is served.
+    func startServing()
     /// Stops serving. With `keepGroup`, kernel-side state (the fanotify group) is left with its holder so a
     /// successor can take over; otherwise it is released.
     func stop(keepGroup: Bool)
@@ -91,8 +95,10 @@ public final class EagerFrontEnd: OnDemandFrontEnd {
     public var needsCompleteBlobs: Bool { true }
     public func serve(_ file: BackingFile) throws {}
     public func withdraw(id: Int64) {}
+    public func complete(id: Int64) {}
     public func devicePath(forBackingPath path: String) -> String { path }
     public func resumeInFlight() async throws -> Int { 0 }
+    public func startServing() {}
     public func stop(keepGroup: Bool) {}
 }
 
@@ -127,7 +133,7 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
             cacheDirectory: paths.cacheDirectory, watchedDirectory: paths.watchedDirectory, journal: journal, group: group, filler: filler,
             logger: logger)
         do {
-            try frontEnd.start()
+            try frontEnd.start(serving: false)
         } catch {
             // A group we cannot use must not linger in a holder.
             FanotifyGroupHolder.release(socketPath: paths.holderSocket)
@@ -140,8 +146,10 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     public var needsCompleteBlobs: Bool { false }
     public func serve(_ file: BackingFile) throws { try frontEnd.register(file) }
     public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
+    public func complete(id: Int64) { frontEnd.ignore(id: id) }
     public func devicePath(forBackingPath path: String) -> String { frontEnd.watchedPath(for: path) }
     public func resumeInFlight() async throws -> Int { try await frontEnd.resumeInFlight() }
+    public func startServing() { frontEnd.startServing() }
 
     public func stop(keepGroup: Bool) {
         frontEnd.stop()

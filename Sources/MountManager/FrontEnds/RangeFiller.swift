@@ -4,6 +4,12 @@ public protocol RangeFiller: Sendable {
     /// Returns once `[offset, offset + length)` of the backing file `fileID` is written and verified; throws to
     /// fail the reader with EIO. Must write through the unwatched path (`cache/`), never `ondemand/`.
     func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws
+    /// Whether the range is already present (answered without waiting); false when unsure.
+    func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool
+}
+
+extension RangeFiller {
+    public func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool { false }
 }
 
 /// A backing file the front end serves: the catalog's id and its path under `cache/`.
