@@ -15,7 +15,7 @@ struct DaemonConfig: Equatable, Sendable {
     var logLevel = "info"
     /// Threads for blocking work (SQLite, file-system walks, mount(2)).
     var blockingThreads = 4
-    /// `auto` (fanotify where the kernel has it, else eager), `fanotify` or `eager`.
+    /// `auto` (fanotify, else cachefiles, else eager), `fanotify`, `cachefiles` or `eager`.
     var frontEnd = "auto"
     /// A reader waiting longer than this on a missing range gets EIO.
     var readerTimeoutSeconds = 30
@@ -113,7 +113,7 @@ struct DaemonConfig: Equatable, Sendable {
             throw .invalid(key: "api.socket", reason: "is longer than a Unix socket path may be (107 bytes)")
         }
         guard FrontEndChoice(rawValue: frontEnd) != nil else {
-            throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify or eager, got \(frontEnd)")
+            throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify, cachefiles or eager, got \(frontEnd)")
         }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw .invalid(key: "log.level", reason: "must be trace, debug, info, notice, warning, error or critical")

@@ -62,8 +62,16 @@ final class ImageService: Sendable {
         }
     }
 
+    /// The fscache cookie of an image's bootstrap (cachefiles front end); unique per image row.
+    static func fsid(of image: ImageRecord) -> String { "image-\(image.id)" }
+
     private func serveBlobs(of image: ImageRecord, skipping served: inout Set<Int64>) async throws {
         let bootstrap = try ErofsImage(path: image.bootstrapPath)
+        if frontEnd.servesBootstrap {
+            // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
+            let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
+            try frontEnd.serve(BackingFile(id: -image.id, path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size))
+        }
         let chunkTable = try bootstrap.rafsChunkTable()
         for blob in image.blobs where !served.contains(blob.id) {
             guard let entry = bootstrap.blobs.first(where: { $0.blobID == blob.blobID }) else {
@@ -78,7 +86,7 @@ final class ImageService: Sendable {
                 source = LocalBlobSource(path: blob.metaPath)
             }
             // The front end knows the file first, so that a blob found complete can be taken off its watch list.
-            try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath))
+            try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize))
             try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
             served.insert(blob.id)
         }
@@ -95,8 +103,8 @@ final class ImageService: Sendable {
         }
         let layout = puller.layout
         for blob in image.blobs { try layout.ensureDeviceLink(blobID: blob.blobID) }
-        let devices = image.blobs.map { "device=" + frontEnd.devicePath(forBackingPath: layout.deviceLink(blobID: $0.blobID)) }
-        let mount = KernelMount(type: "erofs", source: image.bootstrapPath, options: ["ro"] + devices)
+        let mount = frontEnd.imageMount(
+            bootstrap: image.bootstrapPath, fsid: Self.fsid(of: image), devices: image.blobs.map { layout.deviceLink(blobID: $0.blobID) })
         try await blocking {
             try FileSystem.makeDirectories(target, mode: 0o755)
             try Mounter.mount(mount, at: target)
@@ -144,6 +152,7 @@ final class ImageService: Sendable {
                 }
             }
             try? FileSystem.removeTree(target)
+            frontEnd.withdraw(id: -image.id)
             for blob in orphans {
                 frontEnd.withdraw(id: blob.id)
                 engine.unregister(id: blob.id)
@@ -217,10 +226,11 @@ struct EngineFiller: RangeFiller {
     let engine: BlobEngine
 
     func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
+        guard fileID > 0 else { return }  // a bootstrap: complete on disk
         try await engine.ensure(blobID: fileID, offset: offset, length: length)
     }
 
     func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool {
-        engine.isPresent(blobID: fileID, offset: offset, length: length)
+        fileID <= 0 || engine.isPresent(blobID: fileID, offset: offset, length: length)
     }
 }

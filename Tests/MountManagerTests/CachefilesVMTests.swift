@@ -26,7 +26,9 @@ struct CachefilesVMTests {
         let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.packageRoot + "/scripts/vm-test")
-        process.arguments = ["--timeout", "420", "--", binary, "--testing-library", "swift-testing", "--filter", "CachefilesKernelTests"]
+        process.arguments = [
+            "--timeout", "420", "--", binary, "--testing-library", "swift-testing", "--filter", "CachefilesKernelTests|cachefilesInGuest",
+        ]
         process.currentDirectoryURL = URL(fileURLWithPath: Self.packageRoot)
         let output = Pipe()
         process.standardOutput = output
@@ -37,11 +39,12 @@ struct CachefilesVMTests {
         let text = String(decoding: data, as: UTF8.self)
         #expect(process.terminationStatus == 0, "vm-test exited with \(process.terminationStatus):\n\(text.suffix(4000))")
         // Each guest test must have run, not been skipped (a skip means the guest lacked cachefiles).
-        for name in ["servesImage", "failingFill", "takeover"] {
+        for name in ["servesImage", "failingFill", "takeover", "cachefilesInGuest"] {
             let title: String
             switch name {
             case "servesImage": title = "EROFS over cachefiles reads every file correctly"
             case "failingFill": title = "a failing fill gives the reader EIO"
+            case "cachefilesInGuest": title = "cachefiles in the test VM: pull, mount, lazy reads"
             default: title = "a killed daemon's waiting reader is served by a successor"
             }
             let passed = text.split(separator: "\n").contains { $0.contains("✔") && $0.contains(title) && $0.contains("passed") }

@@ -28,7 +28,9 @@ final class DaemonHarness {
     }
 
     init(_ name: String, arguments: [String] = []) throws {
-        let template = "/tmp/snaptest-\(name)-XXXXXX"
+        // In the test VM /tmp is a tmpfs; the cachefiles front end needs a disk filesystem (VM_CACHE_DIR).
+        let base = ProcessInfo.processInfo.environment["VM_CACHE_DIR"] ?? "/tmp"
+        let template = "\(base)/snaptest-\(name)-XXXXXX"
         var bytes = Array(template.utf8CString)
         guard mkdtemp(&bytes) != nil else { throw SyscallError(call: "mkdtemp", errno: errno, subject: template) }
         directory = String(cString: bytes)

@@ -227,4 +227,57 @@ struct LazyImageTests {
         // Pulling again is a no-op.
         #expect(try setup.harness.client().pull(reference: reference).pulled == false)
     }
+
+    static var inGuest: Bool {
+        ProcessInfo.processInfo.environment["VM_GUEST"] == "1" && FileManager.default.fileExists(atPath: "/dev/cachefiles")
+    }
+
+    /// The same scenario through /dev/cachefiles on the 6.12 test kernel. Runs only inside the VM
+    /// (scripts/vm-test); the host test `CachefilesVMTests` boots it and requires this test to pass.
+    @Test(
+        "cachefiles in the test VM: pull, mount, lazy reads, EIO with the registry down, kill -9 and restore, kernel file names",
+        .enabled(if: inGuest, "runs inside the test VM (CachefilesVMTests boots it): the host kernel has no cachefiles"),
+        .timeLimit(.minutes(5)))
+    func cachefilesInGuest() async throws {
+        let setup = try await Setup("guest", frontEnd: "cachefiles", bigMiB: 8)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let afterPull = setup.blobBytesServed
+        let small = setup.image.files.keys.filter { !$0.hasSuffix("big.bin") }.sorted()
+        for path in small { #expect(try Self.read(target + "/" + path).get() == setup.image.files[path], "\(path) differs") }
+        let big = setup.image.files["usr/lib/big.bin"]!
+        #expect(try Self.read(target + "/usr/lib/big.bin", count: 65536).get() == Array(big[0..<65536]))
+        let fetched = setup.blobBytesServed - afterPull
+        #expect(fetched > 0 && fetched < setup.image.dataBlobBytes / 2, "read fetched \(fetched) of \(setup.image.dataBlobBytes)")
+        #expect(try setup.harness.client().status().frontEnd == "cachefiles")
+
+        // Registry stopped: EIO, not a hang.
+        setup.registry.stopProcess()
+        let unreachable = Self.read(target + "/usr/lib/big.bin", offset: 5 << 20, count: 4096)
+        if case .failure(let error) = unreachable {
+            #expect(error.errno == EIO)
+        } else {
+            Issue.record("read succeeded with the registry down")
+        }
+        try setup.registry.start()
+
+        // kill -9 while a reader waits: the successor adopts /dev/cachefiles and restores the request.
+        try setup.setProxyMode("slow")
+        let offset = 3 << 20
+        let reader = Task.detached { Self.read(target + "/usr/lib/big.bin", offset: offset, count: 8192) }
+        try await Task.sleep(for: .seconds(2))
+        setup.harness.crash()
+        try setup.setProxyMode("pass")
+        try setup.harness.start()
+        #expect(try await reader.value.get() == Array(big[offset..<(offset + 8192)]), "the waiting reader got wrong bytes")
+
+        // The kernel's cache files sit where CachefilesNaming says (linked once the mounts are gone).
+        let blobID = setup.image.result.build.blobs[0].blobID
+        try setup.harness.client().unmount(target: target)
+        try setup.harness.client().remove(key: "c1")
+        try setup.harness.client().removeImage(reference: setup.reference)
+        let expected =
+            setup.harness.root + "/fscache/cache/" + CachefilesNaming.relativePath(domain: "ondemand-snapshotter", blobID: blobID)
+        #expect(FileManager.default.fileExists(atPath: expected), "no kernel cache file at \(expected)")
+    }
 }

@@ -25,6 +25,10 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
     func resumeInFlight() async throws -> Int
     /// Starts answering new kernel requests; call once every recorded blob is served.
     func startServing()
+    /// Whether the kernel reads the bootstrap through the front end too (cachefiles: it is an fscache object).
+    var servesBootstrap: Bool { get }
+    /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order.
+    func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount
     /// Stops serving. With `keepGroup`, kernel-side state (the fanotify group) is left with its holder so a
     /// successor can take over; otherwise it is released.
     func stop(keepGroup: Bool)
@@ -34,7 +38,17 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
 public enum FrontEndChoice: String, Sendable, CaseIterable {
     case auto
     case fanotify
+    case cachefiles
     case eager
+}
+
+extension OnDemandFrontEnd {
+    public var servesBootstrap: Bool { false }
+
+    /// File-backed EROFS: the bootstrap as the source, one `device=` per blob (paths as the front end wants them).
+    public func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount {
+        KernelMount(type: "erofs", source: bootstrap, options: ["ro"] + devices.map { "device=" + devicePath(forBackingPath: $0) })
+    }
 }
 
 /// Where the front ends keep their state under the service root.
@@ -44,12 +58,17 @@ public struct FrontEndPaths: Sendable {
     public var journalPath: String
     public var holderSocket: String
     public var holderBinary: String
+    /// The kernel's cachefiles directory (must be on a disk filesystem with xattrs).
+    public var fscacheDirectory: String
+    public var cachefilesHolderSocket: String
 
     public init(root: String, holderBinary: String) {
         cacheDirectory = FileSystem.join(root, "cache")
         watchedDirectory = FileSystem.join(root, "ondemand")
         journalPath = FileSystem.join(root, "fanotify.journal")
         holderSocket = FileSystem.join(root, "fdholder.sock")
+        fscacheDirectory = FileSystem.join(root, "fscache")
+        cachefilesHolderSocket = FileSystem.join(root, "cachefiles-holder.sock")
         self.holderBinary = holderBinary
     }
 }
@@ -75,14 +94,23 @@ public enum FrontEndSelector {
             return EagerFrontEnd()
         case .fanotify:
             return try FanotifyOnDemand.start(paths: paths, filler: filler, logger: logger)
+        case .cachefiles:
+            return try CachefilesOnDemand.start(paths: paths, filler: filler, logger: logger)
         case .auto:
             do {
                 return try FanotifyOnDemand.start(paths: paths, filler: filler, logger: logger)
             } catch {
-                logger.notice(
-                    "fanotify front end unavailable; fetching images whole before mounting (eager)", metadata: ["error": "\(error)"])
-                return EagerFrontEnd()
+                logger.notice("fanotify front end unavailable", metadata: ["error": "\(error)"])
             }
+            if FileSystem.exists(CachefilesDevice.defaultPath) {
+                do {
+                    return try CachefilesOnDemand.start(paths: paths, filler: filler, logger: logger)
+                } catch {
+                    logger.notice("cachefiles front end unavailable", metadata: ["error": "\(error)"])
+                }
+            }
+            logger.notice("no on-demand front end here; images are fetched whole before mounting (eager)")
+            return EagerFrontEnd()
         }
     }
 }
