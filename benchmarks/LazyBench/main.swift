@@ -84,7 +84,9 @@ final class Daemon {
 }
 
 func mountPoints(under prefix: String) -> [String] {
-    ((try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line in
+    ((FileManager.default.contents(atPath: "/proc/self/mountinfo").map { String(decoding: $0, as: UTF8.self) }) ?? "").split(
+        separator: "\n"
+    ).compactMap { line in
         let fields = line.split(separator: " ")
         guard fields.count > 4 else { return nil }
         let point = String(fields[4])
