@@ -168,6 +168,9 @@ final class APIRouter: Sendable {
             throw MethodNotAllowed(method: method, uri: request.uri, allowed: ["POST"])
         case ["v1", "images", "pull"]:
             throw MethodNotAllowed(method: method, uri: request.uri, allowed: ["POST"])
+        case ["v1", "images", "prefetch"]:
+            try allow(method, ["POST"], request)
+            return try json(try requireImages().prefetch(try decode(PrefetchRequest.self, request)), status: 202)
         case ["v1", "images", "remove"]:
             try allow(method, ["POST"], request)
             try requireImages().remove(try decode(PullRequest.self, request).reference)

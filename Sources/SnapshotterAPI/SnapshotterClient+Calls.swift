@@ -98,4 +98,8 @@ extension SnapshotterClient {
     public func inspect(_ request: InspectRequest) throws -> InspectResponse {
         try call("POST", "/v1/inspect", body: request)
     }
+
+    public func prefetch(reference: String, paths: [String]? = nil) throws -> PrefetchResponse {
+        try call("POST", "/v1/images/prefetch", body: PrefetchRequest(reference: reference, paths: paths))
+    }
 }

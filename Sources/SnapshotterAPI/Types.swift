@@ -470,3 +470,26 @@ public struct VerifySummary: Codable, Sendable {
         case bytesChecked = "bytes_checked"
     }
 }
+
+/// `POST /v1/images/prefetch`: fetch a whole image, or the listed files of it, in the background.
+public struct PrefetchRequest: Codable, Sendable {
+    public var reference: String
+    /// Absolute paths inside the image; none means every blob whole.
+    public var paths: [String]?
+
+    public init(reference: String, paths: [String]? = nil) {
+        self.reference = reference
+        self.paths = paths
+    }
+}
+
+public struct PrefetchResponse: Codable, Sendable {
+    /// Byte ranges queued, and their uncompressed size.
+    public var ranges: Int
+    public var bytes: UInt64
+
+    public init(ranges: Int, bytes: UInt64) {
+        self.ranges = ranges
+        self.bytes = bytes
+    }
+}

@@ -179,3 +179,22 @@ struct Inspect: ParsableCommand {
         }
     }
 }
+
+struct Prefetch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fetch a pulled image (or some of its files) in the background; reads on demand always go first.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference.") var reference: String
+    @Argument(help: "Absolute paths inside the image (none: the whole image).") var paths: [String] = []
+
+    func run() throws {
+        try perform {
+            let result = try global.client().prefetch(reference: reference, paths: paths.isEmpty ? nil : paths)
+            if global.json {
+                Output.printJSON(result)
+            } else {
+                print("prefetching \(result.ranges) ranges (\(Output.bytes(Int64(result.bytes)))) of \(reference) in the background")
+            }
+        }
+    }
+}

@@ -233,6 +233,23 @@ struct LazyImageTests {
         #expect(try setup.harness.client().pull(reference: reference).pulled == false)
     }
 
+    @Test("prefetch of listed files, then of the whole image: afterwards every file reads with the registry gone", .timeLimit(.minutes(3)))
+    func prefetch() async throws {
+        let setup = try await Setup("prefetch", frontEnd: "fanotify", bigMiB: 4)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let client = setup.harness.client()
+        let listed = try client.prefetch(reference: setup.reference, paths: ["/usr/lib/big.bin"])
+        #expect(listed.ranges == 4 && listed.bytes == 4 << 20)
+        #expect(throws: APIError.self) { try client.prefetch(reference: setup.reference, paths: ["/no/such/file"]) }
+        _ = try client.prefetch(reference: setup.reference)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, try client.status().images?.first?.percentLocal != 100 { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try client.status().images?.first?.percentLocal == 100)
+        setup.registry.stopProcess()
+        for (path, bytes) in setup.image.files { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
+    }
+
     static var inGuest: Bool {
         ProcessInfo.processInfo.environment["VM_GUEST"] == "1" && FileManager.default.fileExists(atPath: "/dev/cachefiles")
     }

@@ -117,6 +117,11 @@ public final class BlobEngine: Sendable {
         Task { try? await self.ensureUnbounded(blobID: blobID, offset: end, length: length, priority: .prefetch) }
     }
 
+    /// Fetches the missing chunks under a range at prefetch priority (behind every on-demand request).
+    public func prefetch(blobID: Int64, offset: UInt64, length: UInt64) async throws {
+        try await ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: .prefetch)
+    }
+
     /// Fetches every missing chunk of the blob in the background, yielding to on-demand work.
     public func prefetch(blobID: Int64) async throws {
         guard let blob = blobs.withLock({ $0[blobID] }) else { throw FetchError.unknownBlob(blobID) }
