@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-coldstart generate-proto clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-coldstart generate-proto clean
 
 all: build
 
@@ -81,6 +81,13 @@ bench-convert: setup
 	$(SWIFT) build -c release --product ConvertBench $(BUILD_FLAGS)
 	.build/release/ConvertBench 3
 
+## bench-lazy: cold read of a 256 MiB file through the mount vs curl + decompress, warm vs eager, first-byte latency
+bench-lazy: setup
+	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product LazyBench $(BUILD_FLAGS)
+	.build/release/LazyBench 256 200
+
 ## bench-coldstart: cold start of a container on a 512 MiB image: containerd's overlayfs (pull + unpack + run) vs ours (lazy), as a ratio
 bench-coldstart: setup
 	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
@@ -88,7 +95,7 @@ bench-coldstart: setup
 	$(SWIFT) build -c release --product ColdStartBench $(BUILD_FLAGS)
 	.build/release/ColdStartBench --daemon .build/release/snapshotterd --image-mib 512 --startup-files 16
 
-bench: bench-snapshots bench-registry bench-convert bench-coldstart
+bench: bench-snapshots bench-registry bench-convert bench-lazy bench-coldstart
 
 clean:
 	rm -rf .build $(STATE)

@@ -121,6 +121,13 @@ let package = Package(
         ),
 
         .executableTarget(
+            name: "LazyBench",
+            dependencies: ["BlobStore", "SnapshotterAPI", "SystemSupport", "TestSupport"],
+            path: "benchmarks/LazyBench",
+            swiftSettings: strict
+        ),
+
+        .executableTarget(
             name: "ColdStartBench",
             dependencies: [
                 "BlobStore", "SystemSupport", "CRIClient",
@@ -159,7 +166,7 @@ let package = Package(
         ),
         .testTarget(
             name: "MountManagerTests",
-            dependencies: ["MountManager", "SystemSupport", "CLinux", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["MountManager", "BlobStore", "SystemSupport", "CLinux", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(

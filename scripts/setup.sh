@@ -20,6 +20,7 @@ packages=(
   attr                  # setfattr for xattr test trees
   systemd               # systemd-analyze verify, systemd-socket-activate (tests)
   curl                  # curl --unix-socket in docs and benchmarks
+  qemu-system-x86       # boots the 6.12 test kernel (cachefiles on-demand) under TCG: scripts/vm-test
   sqlite3               # inspecting the catalog by hand
   containerd            # the real containerd 1.6 the proxy-plugin tests drive (ctr, proxy_plugins)
   runc                  # runtime for `ctr run` in those tests

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <fcntl.h>
 
 _Static_assert(sizeof(struct clinux_peer_cred) == sizeof(struct ucred), "ucred size");
 _Static_assert(offsetof(struct clinux_peer_cred, pid) == offsetof(struct ucred, pid), "ucred.pid");
@@ -76,3 +77,26 @@ int clinux_recv_fd(int socket, char *tag) {
 
 int clinux_seek_data(void) { return SEEK_DATA; }
 int clinux_seek_hole(void) { return SEEK_HOLE; }
+int clinux_o_direct(void) { return O_DIRECT; }
+
+#include <linux/cachefiles.h>
+#include <sys/ioctl.h>
+
+_Static_assert(sizeof(struct clinux_cachefiles_msg) == sizeof(struct cachefiles_msg), "cachefiles_msg is 16 bytes");
+_Static_assert(offsetof(struct clinux_cachefiles_msg, object_id) == offsetof(struct cachefiles_msg, object_id), "object_id");
+_Static_assert(offsetof(struct cachefiles_msg, data) == 16, "payload at 16");
+_Static_assert(sizeof(struct clinux_cachefiles_open) == sizeof(struct cachefiles_open), "cachefiles_open is 16 bytes");
+_Static_assert(offsetof(struct clinux_cachefiles_open, fd) == offsetof(struct cachefiles_open, fd), "open.fd");
+_Static_assert(sizeof(struct clinux_cachefiles_read) == sizeof(struct cachefiles_read), "cachefiles_read is 16 bytes");
+_Static_assert(offsetof(struct clinux_cachefiles_req_in, path) == 24, "req_in.path at 24");
+_Static_assert(sizeof(struct clinux_cachefiles_req_in) == 280, "req_in is 280 bytes");
+
+int clinux_cachefiles_msg_max_size(void) { return CACHEFILES_MSG_MAX_SIZE; }
+int clinux_cachefiles_op_open(void) { return CACHEFILES_OP_OPEN; }
+int clinux_cachefiles_op_close(void) { return CACHEFILES_OP_CLOSE; }
+int clinux_cachefiles_op_read(void) { return CACHEFILES_OP_READ; }
+unsigned long clinux_cachefiles_ioc_read_complete(void) { return CACHEFILES_IOC_READ_COMPLETE; }
+
+int clinux_cachefiles_read_complete(int anon_fd, uint32_t msg_id) {
+    return ioctl(anon_fd, CACHEFILES_IOC_READ_COMPLETE, (unsigned long)msg_id);
+}

@@ -47,13 +47,17 @@ final class APIRouter: Sendable {
 
     /// Routes that wait on the network run as tasks, not on the blocking pool.
     func isAsync(_ request: APIRequest) -> Bool {
-        request.method == "POST" && request.uri.split(separator: "?").first == "/v1/images/pull"
+        let path = request.uri.split(separator: "?").first ?? ""
+        return request.method == "POST" && (path == "/v1/images/pull" || path == "/v1/convert")
     }
 
     /// `POST /v1/images/pull`.
     func handleAsync(_ request: APIRequest) async -> APIResponse {
         await respond(request) {
             guard let images = self.images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }
+            if request.uri.hasPrefix("/v1/convert") {
+                return try self.json(try await images.convert(try self.decode(ConvertRequest.self, request)), status: 201)
+            }
             let body = try self.decode(PullRequest.self, request)
             let result = try await images.pull(body.reference)
             return try self.json(result, status: result.pulled ? 201 : 200)
@@ -96,6 +100,10 @@ final class APIRouter: Sendable {
             response = Self.errorResponse(error.apiError)
         } catch let error as RegistryError {
             response = Self.errorResponse(error.apiError)
+        } catch let error as InspectError {
+            response = Self.errorResponse(.invalidArgument("\(error)"))
+        } catch let error as LayoutError {
+            response = Self.errorResponse(.invalidArgument("\(error)"))
         } catch let error as ImageFormatError {
             response = Self.errorResponse(.invalidArgument("the image is malformed: \(error)"))
         } catch let error as APIError {
@@ -153,8 +161,16 @@ final class APIRouter: Sendable {
         case ["v1", "pulls"]:
             try allow(method, ["GET"], request)
             return try json(PullsResponse(pulls: try requireImages().pullsInFlight()))
+        case ["v1", "inspect"]:
+            try allow(method, ["POST"], request)
+            return try json(try requireImages().inspect(try decode(InspectRequest.self, request)))
+        case ["v1", "convert"]:
+            throw MethodNotAllowed(method: method, uri: request.uri, allowed: ["POST"])
         case ["v1", "images", "pull"]:
             throw MethodNotAllowed(method: method, uri: request.uri, allowed: ["POST"])
+        case ["v1", "images", "prefetch"]:
+            try allow(method, ["POST"], request)
+            return try json(try requireImages().prefetch(try decode(PrefetchRequest.self, request)), status: 202)
         case ["v1", "images", "remove"]:
             try allow(method, ["POST"], request)
             try requireImages().remove(try decode(PullRequest.self, request).reference)

@@ -15,13 +15,15 @@ struct DaemonConfig: Equatable, Sendable {
     var logLevel = "info"
     /// Threads for blocking work (SQLite, file-system walks, mount(2)).
     var blockingThreads = 4
-    /// `auto` (fanotify where the kernel has it, else eager), `fanotify` or `eager`.
+    /// `auto` (fanotify, else cachefiles, else eager), `fanotify`, `cachefiles` or `eager`.
     var frontEnd = "auto"
     /// A reader waiting longer than this on a missing range gets EIO.
     var readerTimeoutSeconds = 30
     /// Ranged GETs are grown to at least this many stored bytes (read amplification).
     var minimumFetchBytes = 0
     var maximumConcurrentFetches = 8
+    /// Background fetch ahead of sequential readers, in bytes (0 = off).
+    var readaheadBytes = 8 << 20
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -73,13 +75,17 @@ struct DaemonConfig: Equatable, Sendable {
         }
         if let ondemand = top["ondemand"] {
             let table = try reader.table(
-                ondemand, at: "ondemand", known: ["front_end", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches"])
+                ondemand, at: "ondemand",
+                known: ["front_end", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches", "readahead_bytes"])
             if let value = table["front_end"] { frontEnd = try reader.string(value, at: "ondemand.front_end") }
             if let value = table["reader_timeout_seconds"] {
                 readerTimeoutSeconds = Int(try reader.integer(value, at: "ondemand.reader_timeout_seconds", range: 1...3600))
             }
             if let value = table["min_fetch_bytes"] {
                 minimumFetchBytes = Int(try reader.integer(value, at: "ondemand.min_fetch_bytes", range: 0...(64 << 20)))
+            }
+            if let value = table["readahead_bytes"] {
+                readaheadBytes = Int(try reader.integer(value, at: "ondemand.readahead_bytes", range: 0...(1 << 30)))
             }
             if let value = table["max_concurrent_fetches"] {
                 maximumConcurrentFetches = Int(try reader.integer(value, at: "ondemand.max_concurrent_fetches", range: 1...256))
@@ -116,7 +122,7 @@ struct DaemonConfig: Equatable, Sendable {
             throw .invalid(key: "containerd.socket", reason: "must be empty or an absolute path under 108 bytes, got \(containerdSocket)")
         }
         guard FrontEndChoice(rawValue: frontEnd) != nil else {
-            throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify or eager, got \(frontEnd)")
+            throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify, cachefiles or eager, got \(frontEnd)")
         }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw .invalid(key: "log.level", reason: "must be trace, debug, info, notice, warning, error or critical")

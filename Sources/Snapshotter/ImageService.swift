@@ -22,7 +22,7 @@ final class ImageService: Sendable {
     let engine: BlobEngine
     let frontEnd: any OnDemandFrontEnd
     let client: RegistryClient
-    private let logger: Logger
+    let logger: Logger
     private let pulls = Mutex<[String: PullProgress]>([:])
 
     init(
@@ -34,6 +34,7 @@ final class ImageService: Sendable {
         self.frontEnd = frontEnd
         self.logger = logger
         catalog = ImageCatalog(database: database)
+        engine.onComplete { [frontEnd] id in frontEnd.complete(id: id) }
         puller = ImagePuller(layout: ImageStoreLayout(root: root), catalog: catalog, client: client, logger: logger)
     }
 
@@ -50,6 +51,7 @@ final class ImageService: Sendable {
             try await serveBlobs(of: image, skipping: &served)
         }
         let resumed = try await frontEnd.resumeInFlight()
+        frontEnd.startServing()
         if resumed > 0 { logger.notice("completed reads a previous daemon left waiting", metadata: ["fanotify.count": "\(resumed)"]) }
         for image in images {
             do {
@@ -60,19 +62,32 @@ final class ImageService: Sendable {
         }
     }
 
+    /// The fscache cookie of an image's bootstrap (cachefiles front end); unique per image row.
+    static func fsid(of image: ImageRecord) -> String { "image-\(image.id)" }
+
     private func serveBlobs(of image: ImageRecord, skipping served: inout Set<Int64>) async throws {
         let bootstrap = try ErofsImage(path: image.bootstrapPath)
+        if frontEnd.servesBootstrap {
+            // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
+            let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
+            try frontEnd.serve(BackingFile(id: -image.id, path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size))
+        }
         let chunkTable = try bootstrap.rafsChunkTable()
         for blob in image.blobs where !served.contains(blob.id) {
             guard let entry = bootstrap.blobs.first(where: { $0.blobID == blob.blobID }) else {
                 throw ImageError.blobMissing(reference: image.reference, blobID: blob.blobID)
             }
             let rafs = try RafsBlob(path: blob.metaPath, entry: entry, chunkTable: chunkTable)
-            let source = RegistryBlobSource(
-                client: client, registry: blob.registry ?? "", repository: blob.repository ?? "",
-                digest: try Digest(parsing: "sha256:" + blob.blobID))
+            let source: any BlobRangeSource
+            if let registry = blob.registry, let repository = blob.repository {
+                source = RegistryBlobSource(
+                    client: client, registry: registry, repository: repository, digest: try Digest(parsing: "sha256:" + blob.blobID))
+            } else {
+                source = LocalBlobSource(path: blob.metaPath)
+            }
+            // The front end knows the file first, so that a blob found complete can be taken off its watch list.
+            try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize))
             try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
-            try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath))
             served.insert(blob.id)
         }
     }
@@ -82,13 +97,14 @@ final class ImageService: Sendable {
     private func mountIfNeeded(_ image: ImageRecord) async throws {
         let target = mountPoint(of: image.id)
         if MountInfo.isMountPoint(target, in: try MountInfo.read()) { return }
-        if frontEnd.needsCompleteBlobs {
+        // Converted images have their data here already: fill their backing files now rather than per read.
+        if frontEnd.needsCompleteBlobs || image.format == .converted {
             for blob in image.blobs { try await engine.prefetch(blobID: blob.id) }
         }
-        let devices = try image.blobs.map {
-            "device=" + (try mountableDevicePath(frontEnd.devicePath(forBackingPath: $0.backingPath), name: $0.blobID))
-        }
-        let mount = KernelMount(type: "erofs", source: image.bootstrapPath, options: ["ro"] + devices)
+        let layout = puller.layout
+        for blob in image.blobs { try layout.ensureDeviceLink(blobID: blob.blobID) }
+        let mount = frontEnd.imageMount(
+            bootstrap: image.bootstrapPath, fsid: Self.fsid(of: image), devices: image.blobs.map { layout.deviceLink(blobID: $0.blobID) })
         try await blocking {
             try FileSystem.makeDirectories(target, mode: 0o755)
             try Mounter.mount(mount, at: target)
@@ -136,6 +152,7 @@ final class ImageService: Sendable {
                 }
             }
             try? FileSystem.removeTree(target)
+            frontEnd.withdraw(id: -image.id)
             for blob in orphans {
                 frontEnd.withdraw(id: blob.id)
                 engine.unregister(id: blob.id)
@@ -160,9 +177,10 @@ final class ImageService: Sendable {
 
     func info(_ image: ImageRecord) throws -> ImageInfo {
         let blobs = image.blobs.map { blob in
-            let local = engine.progress(blobID: blob.id).map { Int64($0.present) } ?? 0
+            let progress = engine.progress(blobID: blob.id)
             return BlobInfo(
-                id: blob.blobID, storedSize: blob.storedSize, uncompressedSize: blob.uncompressedSize, localBytes: local,
+                id: blob.blobID, storedSize: blob.storedSize, uncompressedSize: progress.map { Int64($0.total) } ?? blob.uncompressedSize,
+                localBytes: progress.map { Int64($0.present) } ?? 0,
                 backingFile: blob.backingPath)
         }
         return ImageInfo(
@@ -194,7 +212,7 @@ final class ImageService: Sendable {
         return images.contains { MountInfo.isMountPoint(mountPoint(of: $0.id), in: table) }
     }
 
-    private func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             blockingQueue.async { continuation.resume(with: Result { try body() }) }
         }
@@ -208,6 +226,11 @@ struct EngineFiller: RangeFiller {
     let engine: BlobEngine
 
     func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
+        guard fileID > 0 else { return }  // a bootstrap: complete on disk
         try await engine.ensure(blobID: fileID, offset: offset, length: length)
+    }
+
+    func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool {
+        fileID <= 0 || engine.isPresent(blobID: fileID, offset: offset, length: length)
     }
 }

@@ -53,6 +53,9 @@ struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "Seconds a reader may wait on a missing range before it gets EIO.")
     var readerTimeout: Int?
 
+    @Option(help: "Bytes fetched ahead of sequential readers (0 = off).")
+    var readaheadBytes: Int?
+
     @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")
     var containerdSocket: String?
 
@@ -76,6 +79,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         fetchSettings.readerTimeout = .seconds(settings.readerTimeoutSeconds)
         fetchSettings.minimumFetchBytes = UInt64(settings.minimumFetchBytes)
         fetchSettings.maximumConcurrentFetches = settings.maximumConcurrentFetches
+        fetchSettings.readaheadBytes = UInt64(settings.readaheadBytes)
         let engine = BlobEngine(settings: fetchSettings, store: CatalogChunkStore(database: database), logger: logger)
         let frontEnd = try FrontEndSelector.start(
             FrontEndChoice(rawValue: settings.frontEnd) ?? .auto,
@@ -166,6 +170,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         if let logLevel { settings.logLevel = logLevel }
         if let frontEnd { settings.frontEnd = frontEnd }
         if let readerTimeout { settings.readerTimeoutSeconds = readerTimeout }
+        if let readaheadBytes { settings.readaheadBytes = readaheadBytes }
         if let containerdSocket { settings.containerdSocket = containerdSocket.isEmpty ? "" : Self.absolute(containerdSocket) }
         settings.root = Self.absolute(settings.root)
         settings.socket = Self.absolute(settings.socket)

@@ -90,4 +90,16 @@ extension SnapshotterClient {
         let response = try send(method: "GET", path: "/metrics")
         return String(decoding: response.body, as: UTF8.self)
     }
+
+    public func convert(_ request: ConvertRequest) throws -> ConvertResponse {
+        try call("POST", "/v1/convert", body: request)
+    }
+
+    public func inspect(_ request: InspectRequest) throws -> InspectResponse {
+        try call("POST", "/v1/inspect", body: request)
+    }
+
+    public func prefetch(reference: String, paths: [String]? = nil) throws -> PrefetchResponse {
+        try call("POST", "/v1/images/prefetch", body: PrefetchRequest(reference: reference, paths: paths))
+    }
 }

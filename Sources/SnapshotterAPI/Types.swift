@@ -208,7 +208,7 @@ public struct StatusResponse: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version, pid, root, socket, snapshots, mounts, leftovers
+        case version, pid, root, socket, snapshots, mounts, leftovers, images
         case uptimeSeconds = "uptime_seconds"
         case frontEnd = "front_end"
         case catalogSchema = "catalog_schema"
@@ -251,6 +251,12 @@ public struct ImageInfo: Codable, Equatable, Sendable {
         self.mountpoint = mountpoint
         self.createdAt = createdAt
     }
+
+    enum CodingKeys: String, CodingKey {
+        case reference, digest, format, blobs, size, mountpoint
+        case localBytes = "local_bytes"
+        case createdAt = "created_at"
+    }
 }
 
 public struct BlobInfo: Codable, Equatable, Sendable {
@@ -266,6 +272,14 @@ public struct BlobInfo: Codable, Equatable, Sendable {
         self.uncompressedSize = uncompressedSize
         self.localBytes = localBytes
         self.backingFile = backingFile
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case id
+        case storedSize = "stored_size"
+        case uncompressedSize = "uncompressed_size"
+        case localBytes = "local_bytes"
+        case backingFile = "backing_file"
     }
 }
 
@@ -296,6 +310,12 @@ public struct PullStatus: Codable, Equatable, Sendable {
         self.bytesDone = bytesDone
         self.bytesTotal = bytesTotal
     }
+
+    enum CodingKeys: String, CodingKey {
+        case reference, phase
+        case bytesDone = "bytes_done"
+        case bytesTotal = "bytes_total"
+    }
 }
 
 public struct PullsResponse: Codable, Sendable {
@@ -316,5 +336,160 @@ public struct ImageStatus: Codable, Equatable, Sendable {
         self.localBytes = localBytes
         self.size = size
         self.percentLocal = percentLocal
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case reference, size
+        case bytesFetched = "bytes_fetched"
+        case localBytes = "local_bytes"
+        case percentLocal = "percent_local"
+    }
+}
+
+// MARK: - Convert and inspect
+
+/// `POST /v1/convert`: an OCI image (a layout directory, or `docker://REF`) to a nydus-style image (a layout
+/// directory, or `docker://REF`).
+public struct ConvertRequest: Codable, Sendable {
+    public var source: String
+    public var destination: String
+    /// `ref.name` of the source image in a layout with several; the name written to the destination layout.
+    public var sourceTag: String?
+    public var tag: String?
+    public var chunkSize: UInt32?
+    /// `zstd` (default), `lz4` or `none`.
+    public var compression: String?
+
+    public init(
+        source: String, destination: String, sourceTag: String? = nil, tag: String? = nil, chunkSize: UInt32? = nil,
+        compression: String? = nil
+    ) {
+        self.source = source
+        self.destination = destination
+        self.sourceTag = sourceTag
+        self.tag = tag
+        self.chunkSize = chunkSize
+        self.compression = compression
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case source, destination, tag, compression
+        case sourceTag = "source_tag"
+        case chunkSize = "chunk_size"
+    }
+}
+
+public struct ConvertResponse: Codable, Sendable {
+    public var manifestDigest: String
+    public var sourceManifestDigest: String
+    public var blobs: [BlobInfo]
+    public var bootstrapSize: Int64
+    public var seconds: Double
+
+    public init(manifestDigest: String, sourceManifestDigest: String, blobs: [BlobInfo], bootstrapSize: Int64, seconds: Double) {
+        self.manifestDigest = manifestDigest
+        self.sourceManifestDigest = sourceManifestDigest
+        self.blobs = blobs
+        self.bootstrapSize = bootstrapSize
+        self.seconds = seconds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case blobs, seconds
+        case manifestDigest = "manifest_digest"
+        case sourceManifestDigest = "source_manifest_digest"
+        case bootstrapSize = "bootstrap_size"
+    }
+}
+
+/// `POST /v1/inspect`: a bootstrap's tree, and with `verify` every chunk of the blobs found in `blobs`.
+public struct InspectRequest: Codable, Sendable {
+    public var bootstrap: String
+    public var blobs: String?
+    public var verify: Bool?
+
+    public init(bootstrap: String, blobs: String? = nil, verify: Bool? = nil) {
+        self.bootstrap = bootstrap
+        self.blobs = blobs
+        self.verify = verify
+    }
+}
+
+public struct InspectEntry: Codable, Equatable, Sendable {
+    public var path: String
+    public var type: String
+    public var mode: UInt16
+    public var uid: UInt32
+    public var gid: UInt32
+    public var size: UInt64
+    public var sha256: String?
+    public var target: String?
+
+    public init(path: String, type: String, mode: UInt16, uid: UInt32, gid: UInt32, size: UInt64, sha256: String?, target: String?) {
+        self.path = path
+        self.type = type
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.size = size
+        self.sha256 = sha256
+        self.target = target
+    }
+}
+
+public struct InspectResponse: Codable, Sendable {
+    public var entries: [InspectEntry]
+    /// One text line per entry, as `snapctl inspect` prints them.
+    public var lines: [String]
+    public var verified: VerifySummary?
+
+    public init(entries: [InspectEntry], lines: [String], verified: VerifySummary?) {
+        self.entries = entries
+        self.lines = lines
+        self.verified = verified
+    }
+}
+
+public struct VerifySummary: Codable, Sendable {
+    public var blobsChecked: [String]
+    public var blobsMissing: [String]
+    public var chunksChecked: Int
+    public var bytesChecked: UInt64
+
+    public init(blobsChecked: [String], blobsMissing: [String], chunksChecked: Int, bytesChecked: UInt64) {
+        self.blobsChecked = blobsChecked
+        self.blobsMissing = blobsMissing
+        self.chunksChecked = chunksChecked
+        self.bytesChecked = bytesChecked
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case blobsChecked = "blobs_checked"
+        case blobsMissing = "blobs_missing"
+        case chunksChecked = "chunks_checked"
+        case bytesChecked = "bytes_checked"
+    }
+}
+
+/// `POST /v1/images/prefetch`: fetch a whole image, or the listed files of it, in the background.
+public struct PrefetchRequest: Codable, Sendable {
+    public var reference: String
+    /// Absolute paths inside the image; none means every blob whole.
+    public var paths: [String]?
+
+    public init(reference: String, paths: [String]? = nil) {
+        self.reference = reference
+        self.paths = paths
+    }
+}
+
+public struct PrefetchResponse: Codable, Sendable {
+    /// Byte ranges queued, and their uncompressed size.
+    public var ranges: Int
+    public var bytes: UInt64
+
+    public init(ranges: Int, bytes: UInt64) {
+        self.ranges = ranges
+        self.bytes = bytes
     }
 }

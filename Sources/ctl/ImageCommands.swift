@@ -120,3 +120,81 @@ struct Metrics: ParsableCommand {
         try perform { print(try global.client().metrics(), terminator: "") }
     }
 }
+
+struct Convert: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Convert an OCI image to the nydus RAFS v6 layout (bootstrap + chunked blobs), run by the daemon.",
+        discussion: "SRC and DST are OCI image layout directories, or docker://REF for a registry image.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Source: an OCI layout directory or docker://REF.") var source: String
+    @Argument(help: "Destination: an OCI layout directory (created) or docker://REF.") var destination: String
+    @Option(help: "ref.name of the source image when its layout holds several.") var sourceTag: String?
+    @Option(help: "ref.name to give the converted image in the destination layout.") var tag: String?
+    @Option(help: "Chunk size in bytes (power of two, 4 KiB to 16 MiB; default 1 MiB).") var chunkSize: UInt32?
+    @Option(help: "Chunk compression: zstd (default), lz4 or none.") var compression: String?
+
+    func run() throws {
+        func resolve(_ text: String) -> String { text.hasPrefix("docker://") ? text : absolutePath(text) }
+        try perform {
+            let result = try global.client().convert(
+                ConvertRequest(
+                    source: resolve(source), destination: resolve(destination), sourceTag: sourceTag, tag: tag, chunkSize: chunkSize,
+                    compression: compression))
+            if global.json {
+                Output.printJSON(result)
+            } else {
+                let stored = result.blobs.reduce(Int64(0)) { $0 + $1.storedSize }
+                let plain = result.blobs.reduce(Int64(0)) { $0 + $1.uncompressedSize }
+                print(
+                    "converted \(source) -> \(destination): \(result.manifestDigest), \(result.blobs.count) blobs (\(Output.bytes(plain)) in \(Output.bytes(stored))), bootstrap layer \(Output.bytes(result.bootstrapSize)), \((result.seconds * 10).rounded() / 10) s"
+                )
+            }
+        }
+    }
+}
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print a RAFS v6 bootstrap's tree; with --verify, check every chunk of the blobs in --blobs.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "The bootstrap file (image.boot).") var bootstrap: String
+    @Option(help: "Directory holding the image's blobs, named by blob id.") var blobs: String?
+    @Flag(help: "Decompress every chunk of every blob found and check its digest; exit non-zero on the first mismatch.")
+    var verify = false
+
+    func run() throws {
+        try perform {
+            let result = try global.client().inspect(
+                InspectRequest(bootstrap: absolutePath(bootstrap), blobs: blobs.map(absolutePath), verify: verify))
+            if global.json {
+                Output.printJSON(result.entries)
+            } else {
+                for line in result.lines { print(line) }
+                if let verified = result.verified {
+                    print(
+                        "verified \(verified.chunksChecked) chunks (\(Output.bytes(Int64(verified.bytesChecked)))) in \(verified.blobsChecked.count) blobs"
+                            + (verified.blobsMissing.isEmpty ? "" : "; missing: \(verified.blobsMissing.joined(separator: ", "))"))
+                }
+            }
+        }
+    }
+}
+
+struct Prefetch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Fetch a pulled image (or some of its files) in the background; reads on demand always go first.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference.") var reference: String
+    @Argument(help: "Absolute paths inside the image (none: the whole image).") var paths: [String] = []
+
+    func run() throws {
+        try perform {
+            let result = try global.client().prefetch(reference: reference, paths: paths.isEmpty ? nil : paths)
+            if global.json {
+                Output.printJSON(result)
+            } else {
+                print("prefetching \(result.ranges) ranges (\(Output.bytes(Int64(result.bytes)))) of \(reference) in the background")
+            }
+        }
+    }
+}

@@ -16,6 +16,7 @@ struct Snapctl: ParsableCommand {
         subcommands: [
             Prepare.self, View.self, Mounts.self, Mount.self, Unmount.self, Commit.self, Remove.self, List.self,
             Stat.self, Update.self, Usage.self, Cleanup.self, Status.self, Pull.self, Images.self, RemoveImage.self, Metrics.self,
+            Convert.self, Inspect.self, Prefetch.self,
         ]
     )
 

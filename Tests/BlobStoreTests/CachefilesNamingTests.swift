@@ -10,6 +10,12 @@ struct CachefilesNamingTests {
         ("styxtest9dbeb96981e633e3", "_slab_0", "Ierofs,styxtest9dbeb96981e633e3/@0e/D_slab_0"),
         ("styxtestbf4a1ed3c4d64dd8", "_slab_0", "Ierofs,styxtestbf4a1ed3c4d64dd8/@1d/D_slab_0"),
         ("styxtest9dbeb96981e633e3", "_slabimg_0", "Ierofs,styxtest9dbeb96981e633e3/@fb/D_slabimg_0"),
+        // Made by the 6.12 test kernel in CachefilesKernelTests (fsid=vmboot1, domain_id=vmdomain, nydus fixture).
+        ("vmdomain", "vmboot1", "Ierofs,vmdomain/@24/Dvmboot1"),
+        (
+            "vmdomain", "be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef",
+            "Ierofs,vmdomain/@2b/Dbe7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"
+        ),
     ]
 
     @Test("names a real kernel produced", arguments: observedOnKernel)

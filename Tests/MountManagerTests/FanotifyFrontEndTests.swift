@@ -61,7 +61,8 @@ final class FanotifyWorkspace {
     }
 
     deinit {
-        if let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) {
+        if let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") {
+            let text = String(decoding: data, as: UTF8.self)
             let points = text.split(separator: "\n").compactMap { line -> String? in
                 let fields = line.split(separator: " ")
                 return fields.count > 4 && String(fields[4]).hasPrefix(root) ? String(fields[4]) : nil

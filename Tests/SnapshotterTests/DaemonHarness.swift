@@ -30,7 +30,9 @@ final class DaemonHarness {
     }
 
     init(_ name: String, arguments: [String] = []) throws {
-        let template = "/tmp/snaptest-\(name)-XXXXXX"
+        // In the test VM /tmp is a tmpfs; the cachefiles front end needs a disk filesystem (VM_CACHE_DIR).
+        let base = ProcessInfo.processInfo.environment["VM_CACHE_DIR"] ?? "/tmp"
+        let template = "\(base)/snaptest-\(name)-XXXXXX"
         var bytes = Array(template.utf8CString)
         guard mkdtemp(&bytes) != nil else { throw SyscallError(call: "mkdtemp", errno: errno, subject: template) }
         directory = String(cString: bytes)
@@ -103,7 +105,8 @@ final class DaemonHarness {
 
     /// Mount points at or below the harness directory (and extra paths), deepest first.
     static func mountPoints(under prefix: String) -> [String] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+        guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return [] }
+        let text = String(decoding: data, as: UTF8.self)
         return text.split(separator: "\n").compactMap { line -> String? in
             let fields = line.split(separator: " ")
             guard fields.count > 4 else { return nil }
@@ -160,7 +163,8 @@ func runCommand(_ path: String, _ arguments: [String], environment: [String: Str
 
 /// Mountinfo lines whose mount point is `path`.
 func mountInfoLines(at path: String) -> [String] {
-    guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
+    guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return [] }
+    let text = String(decoding: data, as: UTF8.self)
     return text.split(separator: "\n").map(String.init).filter {
         $0.split(separator: " ").count > 4 && String($0.split(separator: " ")[4]) == path
     }

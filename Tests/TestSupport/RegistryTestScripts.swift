@@ -2,11 +2,11 @@
 public enum RegistryTestScripts {
     /// An HTTP/1.1 proxy in front of a registry that can inject faults into blob GETs:
     /// `pass`, `flip` (one byte of the body inverted), `drop` (first blob GET cut at half its body),
-    /// `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself).
+    /// `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s).
     /// Absolute-form requests (`GET http://host:port/...`) make it a forward proxy. Logs one line per request
     /// and a `SENT <bytes> <method> <path>` line per answered body; a `<log>.mode` file switches the mode live.
     public static let faultProxy = #"""
-        import http.server, http.client, socket, sys, threading
+        import http.server, http.client, socket, sys, threading, time
         port, upstream, mode, logpath = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
         lock = threading.Lock()
         state = {"blob_gets": 0}
@@ -36,6 +36,8 @@ public enum RegistryTestScripts {
                     count = state["blob_gets"]
                     with open(logpath, "a") as log:
                         log.write("%s %s range=%s auth=%s\n" % (self.command, self.path, self.headers.get("Range"), "Authorization" in self.headers))
+                if active == "slow" and is_blob:
+                    time.sleep(3)
                 if active == "429" and is_blob and count <= 2:
                     self.send_response(429); self.send_header("Retry-After", "0"); self.send_header("Content-Length", "0"); self.end_headers(); return
                 if active == "redirect" and is_blob:

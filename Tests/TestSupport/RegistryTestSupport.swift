@@ -219,7 +219,7 @@ public final class TestRegistry {
         process = try RegistryTestSupport.spawn(
             RegistryTestSupport.registryBinary, ["serve", directory + "/config.yml"],
             logPath: directory + "/registry.log")
-        do { try RegistryTestSupport.waitForPort(port) } catch {
+        do { try RegistryTestSupport.waitForPort(port, timeoutSeconds: 60) } catch {
             stopProcess()
             let log = (try? String(contentsOfFile: directory + "/registry.log", encoding: .utf8)) ?? ""
             throw RegistryTestSupport.TestFailure("docker-registry did not start: \(log)")
@@ -323,7 +323,7 @@ public final class PythonHelper {
         process = try RegistryTestSupport.spawn(
             "/usr/bin/env", ["python3", directory + "/\(name).py"] + arguments(port, logPath),
             logPath: directory + "/stderr.log")
-        do { try RegistryTestSupport.waitForPort(port) } catch {
+        do { try RegistryTestSupport.waitForPort(port, timeoutSeconds: 90) } catch {
             RegistryTestSupport.stop(process)
             throw RegistryTestSupport.TestFailure(
                 "\(name) did not start: \((try? String(contentsOfFile: directory + "/stderr.log", encoding: .utf8)) ?? "")")

@@ -19,6 +19,12 @@ public final class BlobEngine: Sendable {
     private let store: (any ChunkStateStore)?
     private let logger: Logger
     private let blocking = DispatchQueue(label: "blob-engine.decode", attributes: .concurrent)
+    private let completion = Mutex<(@Sendable (Int64) -> Void)?>(nil)
+
+    /// Called (once per registration) when every chunk of a blob is present, also at `register`.
+    public func onComplete(_ handler: @escaping @Sendable (Int64) -> Void) {
+        completion.withLock { $0 = handler }
+    }
 
     public init(settings: FetchSettings = FetchSettings(), store: (any ChunkStateStore)? = nil, logger: Logger) {
         self.settings = settings
@@ -35,21 +41,36 @@ public final class BlobEngine: Sendable {
         let present = try LazyBlob.confirmedPresent(bitmap: bitmap, rafs: rafs, backingPath: backingPath)
         let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, source: source, present: present)
         blobs.withLock { $0[id] = blob }
+        if present.allSatisfy({ $0 }) { completion.withLock { $0 }?(id) }
     }
 
     public func unregister(id: Int64) {
         _ = blobs.withLock { $0.removeValue(forKey: id) }
     }
 
-    /// Bytes of the blob's uncompressed data that are local, and its total.
+    /// Bytes of the blob's chunk data that are local, and the total of its chunks (alignment gaps between
+    /// chunks hold no data and count in neither).
     public func progress(blobID: Int64) -> (present: UInt64, total: UInt64)? {
         guard let blob = blobs.withLock({ $0[blobID] }) else { return nil }
-        return (blob.state.withLock { $0.presentBytes }, blob.rafs.entry.uncompressedSize)
+        return (blob.state.withLock { $0.presentBytes }, blob.chunkBytes)
     }
 
     /// Stored bytes fetched for the blob since it was registered.
     public func bytesFetched(blobID: Int64) -> UInt64 {
         blobs.withLock { $0[blobID] }?.state.withLock { $0.bytesFetched } ?? 0
+    }
+
+    /// Whether every chunk under `[offset, offset + length)` is present: front ends answer such requests at
+    /// once, without a task hop.
+    public func isPresent(blobID: Int64, offset: UInt64, length: UInt64) -> Bool {
+        guard let blob = blobs.withLock({ $0[blobID] }), offset <= blob.rafs.deviceSize else { return false }
+        let wanted = blob.rafs.chunks(coveringUncompressed: offset, length: min(length, blob.rafs.deviceSize - offset))
+        let present = blob.state.withLock { state in wanted.allSatisfy { state.present[Int($0.index)] } }
+        if present {
+            metrics.recordHits(wanted.count)
+            readAhead(blobID: blobID, offset: offset, length: length)
+        }
+        return present
     }
 
     /// Makes `[offset, offset + length)` of the blob present, or throws (after `readerTimeout` at most).
@@ -66,12 +87,39 @@ public final class BlobEngine: Sendable {
                 do {
                     try await self.ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: .onDemand)
                     once.resume(.success(()))
+                    self.readAhead(blobID: blobID, offset: offset, length: length)
                 } catch {
                     once.resume(.failure(error))
                 }
                 timer.cancel()
             }
         }
+    }
+
+    /// Sequential readers come back for what follows: when an on-demand range starts where the previous one
+    /// ended, the next `readaheadBytes` of the blob are fetched in the background (prefetch priority, one fetch
+    /// per chunk as always). Random readers fetch only what they read.
+    private func readAhead(blobID: Int64, offset: UInt64, length: UInt64) {
+        let bytes = settings.readaheadBytes
+        let end = offset + length
+        guard bytes > 0, let blob = blobs.withLock({ $0[blobID] }), end < blob.rafs.deviceSize else { return }
+        let sequential = blob.state.withLock { state in
+            defer { state.lastOnDemandEnd = end }
+            return state.lastOnDemandEnd == offset
+        }
+        guard sequential else { return }
+        let length = min(bytes, blob.rafs.deviceSize - end)
+        let wanted = blob.rafs.chunks(coveringUncompressed: end, length: length)
+        let missing = blob.state.withLock { state in
+            wanted.contains { !state.present[Int($0.index)] && state.inFlight[$0.index] == nil }
+        }
+        guard missing else { return }
+        Task { try? await self.ensureUnbounded(blobID: blobID, offset: end, length: length, priority: .prefetch) }
+    }
+
+    /// Fetches the missing chunks under a range at prefetch priority (behind every on-demand request).
+    public func prefetch(blobID: Int64, offset: UInt64, length: UInt64) async throws {
+        try await ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: .prefetch)
     }
 
     /// Fetches every missing chunk of the blob in the background, yielding to on-demand work.
@@ -105,7 +153,9 @@ public final class BlobEngine: Sendable {
                 metrics.recordHits(hits)
                 metrics.recordMisses(missing.count)
             }
-            for run in runs(of: missing, in: blob, state: state) {
+            // Background runs stay small, so that several run at once and chunks arrive in order.
+            let cap = priority == .prefetch ? min(settings.maximumFetchBytes, Self.prefetchRunBytes) : settings.maximumFetchBytes
+            for run in runs(of: missing, in: blob, state: state, cap: cap) {
                 let task = Task { try await self.fetch(run, of: blob, priority: priority) }
                 for index in run { state.inFlight[UInt32(index)] = task }
                 waits.append(task)
@@ -116,7 +166,9 @@ public final class BlobEngine: Sendable {
 
     /// Groups missing chunks into runs that are contiguous in the stored blob, grown with following missing
     /// chunks up to the minimum fetch size and capped at the maximum.
-    private func runs(of missing: [Int], in blob: LazyBlob, state: LazyBlob.State) -> [[Int]] {
+    static let prefetchRunBytes: UInt64 = 1 << 20
+
+    private func runs(of missing: [Int], in blob: LazyBlob, state: LazyBlob.State, cap: UInt64) -> [[Int]] {
         let chunks = blob.rafs.chunks
         let ordered = missing.sorted { blob.storedPosition[$0] < blob.storedPosition[$1] }
         var runs: [[Int]] = []
@@ -133,7 +185,7 @@ public final class BlobEngine: Sendable {
                 let wantedNext = ordered.contains(next) && !taken.contains(next)
                 let growing = bytes < settings.minimumFetchBytes && !state.present[next] && state.inFlight[UInt32(next)] == nil
                 guard candidate.compressedOffset == last.compressedEnd, wantedNext || growing,
-                    bytes + UInt64(candidate.compressedSize) <= max(settings.maximumFetchBytes, UInt64(chunks[index].compressedSize))
+                    bytes + UInt64(candidate.compressedSize) <= max(cap, UInt64(chunks[index].compressedSize))
                 else { break }
                 run.append(next)
                 taken.insert(next)
@@ -166,8 +218,9 @@ public final class BlobEngine: Sendable {
                     try blob.write(data, at: chunk.uncompressedOffset)
                 }
             }
-            blob.state.withLock { state in
+            let completed = blob.state.withLock { state in
                 state.bytesFetched += length
+                let before = state.presentCount
                 for chunk in chunks {
                     state.inFlight[chunk.index] = nil
                     if !state.present[Int(chunk.index)] {
@@ -176,7 +229,9 @@ public final class BlobEngine: Sendable {
                         state.presentBytes += UInt64(chunk.uncompressedSize)
                     }
                 }
+                return state.presentCount > before && state.presentCount == state.present.count
             }
+            if completed { completion.withLock { $0 }?(blob.id) }
             metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: Double(monotonicNanoseconds() - started) / 1e9)
             if let store {
                 do {

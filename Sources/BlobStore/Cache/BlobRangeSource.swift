@@ -17,6 +17,9 @@ public struct FetchSettings: Equatable, Sendable {
     /// A fetch is grown with the following missing chunks until it covers at least this many stored bytes
     /// (read amplification: fewer round trips for sequential readers). 0 fetches only what was asked.
     public var minimumFetchBytes: UInt64 = 0
+    /// When on-demand reads of a blob are sequential, this many following bytes are fetched in the background
+    /// (sequential readers find them local). 0 turns read-ahead off.
+    public var readaheadBytes: UInt64 = 8 << 20
     /// Upper bound of one merged ranged GET.
     public var maximumFetchBytes: UInt64 = 8 << 20
     /// A reader waiting longer than this gets an error (EIO at the front end) instead of hanging.

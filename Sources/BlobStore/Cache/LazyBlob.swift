@@ -17,6 +17,8 @@ final class LazyBlob: Sendable {
         var presentBytes: UInt64 = 0
         /// Stored (compressed) bytes fetched for this blob since it was registered.
         var bytesFetched: UInt64 = 0
+        /// End of the last on-demand range, to spot sequential readers.
+        var lastOnDemandEnd: UInt64 = UInt64.max
         /// The fetch each missing chunk is waiting on, so concurrent readers share one GET per chunk.
         var inFlight: [UInt32: Task<Void, any Error>] = [:]
     }
@@ -29,6 +31,8 @@ final class LazyBlob: Sendable {
     let byStoredOffset: [Int]
     let storedPosition: [Int]
     let state: Mutex<State>
+    /// Uncompressed bytes of all chunks.
+    let chunkBytes: UInt64
     private let fd: Int32
 
     init(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, present: [Bool]) throws {
@@ -36,6 +40,7 @@ final class LazyBlob: Sendable {
         self.rafs = rafs
         self.backingPath = backingPath
         self.source = source
+        chunkBytes = rafs.chunks.reduce(0) { $0 + UInt64($1.uncompressedSize) }
         let order = rafs.chunks.indices.sorted { rafs.chunks[$0].compressedOffset < rafs.chunks[$1].compressedOffset }
         byStoredOffset = order
         var positions = [Int](repeating: 0, count: order.count)

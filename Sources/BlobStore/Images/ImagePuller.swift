@@ -48,6 +48,22 @@ public struct ImageStoreLayout: Sendable {
         FileSystem.join(cacheDirectory, CachefilesNaming.relativePath(domain: Self.domain, blobID: blobID))
     }
 
+    /// `cache/by-id/<blob id>`: a relative symlink to the backing file. Mount options are comma-separated and
+    /// the cachefiles volume directory (`Ierofs,<domain>`) has a comma, so EROFS's `device=` names this link.
+    public func deviceLink(blobID: String) -> String { FileSystem.join(cacheDirectory, "by-id", blobID) }
+
+    /// Creates (or fixes) the device link of a blob.
+    public func ensureDeviceLink(blobID: String) throws {
+        let link = deviceLink(blobID: blobID)
+        let target = "../" + CachefilesNaming.relativePath(domain: Self.domain, blobID: blobID)
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink(link, &buffer, buffer.count - 1)
+        if n > 0, String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == target { return }
+        try FileSystem.makeDirectories(FileSystem.parentPath(link), mode: 0o700)
+        unlink(link)
+        try retryingSyscall("symlink", link) { symlink(target, link) }
+    }
+
     public func metaPath(blobID: String) -> String { FileSystem.join(metaDirectory, blobID + ".meta") }
 }
 
@@ -95,17 +111,14 @@ public final class ImagePuller: Sendable {
             return (existing, [], false)
         }
         let manifest = resolved.imageManifest
-        guard let parts = NydusLayout.split(manifest) else {
-            throw ImageError.notAnImage(
-                reference: name,
-                reason:
-                    "it is a plain OCI image (no layer annotated \(NydusLayout.bootstrapAnnotation)); convert it first with snapctl convert"
-            )
-        }
         try FileSystem.makeDirectories(layout.temporaryDirectory, mode: 0o700)
         let work = FileSystem.join(layout.temporaryDirectory, "pull-\(getpid())-\(UInt64.random(in: 0...UInt64.max))")
         try FileSystem.makeDirectory(work, mode: 0o700)
         defer { try? FileSystem.removeTree(work) }
+        guard let parts = NydusLayout.split(manifest) else {
+            return try await pullConverting(
+                reference, name: name, manifestDigest: manifestDigest, manifest: manifest, work: work, progress: progress)
+        }
 
         // The bootstrap: fetched whole (it is small), digest-checked, unpacked from its tar.gz.
         progress(PullProgress(reference: name, phase: "bootstrap", bytesTotal: parts.bootstrap.size))
@@ -153,6 +166,7 @@ public final class ImagePuller: Sendable {
             if !FileSystem.exists(backingPath) {
                 try await offPool { try Self.writeSparse(path: backingPath, size: Int64(rafs.deviceSize), at: 0, bytes: []) }
             }
+            try layout.ensureDeviceLink(blobID: entry.blobID)
             blobs.append(
                 NewBlob(
                     blobID: entry.blobID, registry: reference.registry, repository: reference.repository, storedSize: layer.size,
@@ -171,6 +185,61 @@ public final class ImagePuller: Sendable {
         return (inserted, newBlobs, true)
     }
 
+    /// A plain OCI image: its layers are fetched whole (digest-checked) and converted here; the built blobs are
+    /// complete local sources, so the image never needs the registry again.
+    private func pullConverting(
+        _ reference: ImageReference, name: String, manifestDigest: Digest, manifest: ImageManifest, work: String,
+        progress: @escaping @Sendable (PullProgress) -> Void
+    ) async throws -> (image: ImageRecord, newBlobs: Set<Int64>, pulled: Bool) {
+        let convertible: Set<String> = [MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd, MediaType.dockerLayerGzip]
+        for layer in manifest.layers where !convertible.contains(layer.mediaType) {
+            throw ImageError.notAnImage(
+                reference: name, reason: "layer \(layer.digest) has media type \(layer.mediaType), which cannot be converted")
+        }
+        let total = manifest.layers.reduce(Int64(0)) { $0 + $1.size }
+        var done: Int64 = 0
+        var inputs: [LayerInput] = []
+        for (index, layer) in manifest.layers.enumerated() {
+            progress(
+                PullProgress(reference: name, phase: "layer \(index + 1)/\(manifest.layers.count)", bytesDone: done, bytesTotal: total))
+            let path = FileSystem.join(work, "layer-\(index)")
+            try await client.fetchBlob(registry: reference.registry, repository: reference.repository, descriptor: layer, to: path)
+            done += layer.size
+            inputs.append(LayerInput(path: path))
+        }
+        progress(PullProgress(reference: name, phase: "converting", bytesDone: done, bytesTotal: total))
+        let output = FileSystem.join(work, "build")
+        let layers = inputs
+        let built = try await offPool { try ImageBuilder(logger: self.logger).build(layers: layers, outputDirectory: output) }
+        let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
+        try FileSystem.makeDirectories(FileSystem.parentPath(bootstrapPath), mode: 0o700)
+        try FileSystem.rename(built.bootstrapPath, bootstrapPath)
+        try FileSystem.makeDirectories(layout.metaDirectory, mode: 0o700)
+        var blobs: [NewBlob] = []
+        for blob in built.blobs {
+            let metaPath = layout.metaPath(blobID: blob.blobID)
+            if !FileSystem.exists(metaPath) { try FileSystem.rename(blob.path, metaPath) }
+            let backingPath = layout.backingPath(blobID: blob.blobID)
+            if !FileSystem.exists(backingPath) {
+                let size = Int64((blob.uncompressedSize + 4095) / 4096 * 4096)
+                try await offPool { try Self.writeSparse(path: backingPath, size: size, at: 0, bytes: []) }
+            }
+            try layout.ensureDeviceLink(blobID: blob.blobID)
+            blobs.append(
+                NewBlob(
+                    blobID: blob.blobID, registry: nil, repository: nil, storedSize: Int64(blob.compressedSize),
+                    uncompressedSize: Int64(blob.uncompressedSize), backingPath: backingPath, metaPath: metaPath))
+        }
+        let record = NewImage(
+            reference: name, manifestDigest: manifestDigest.description, format: .converted, bootstrapPath: bootstrapPath, blobs: blobs)
+        let (inserted, newBlobs) = try await offPool { try self.catalog.insert(record) }
+        progress(PullProgress(reference: name, phase: "done", bytesDone: total, bytesTotal: total))
+        logger.info(
+            "image pulled and converted",
+            metadata: ["image.reference": "\(name)", "image.digest": "\(manifestDigest)", "image.layers": "\(manifest.layers.count)"])
+        return (inserted, newBlobs, true)
+    }
+
     /// Removes an image and the files of blobs no other image uses. Returns the removed record and orphans
     /// (the caller withdraws them from the engine and front end first; their files are gone afterwards).
     public func remove(_ reference: String, beforeDeletingFiles: (ImageRecord, [BlobRecord]) throws -> Void) throws -> ImageRecord {
@@ -178,6 +247,7 @@ public final class ImagePuller: Sendable {
         let (image, orphans) = try catalog.remove(reference: name)
         try beforeDeletingFiles(image, orphans)
         for blob in orphans {
+            unlink(layout.deviceLink(blobID: blob.blobID))
             unlink(blob.backingPath)
             unlink(blob.metaPath)
         }

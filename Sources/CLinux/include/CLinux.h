@@ -61,4 +61,54 @@ int clinux_recv_fd(int socket, char *tag);
 int clinux_seek_data(void);
 int clinux_seek_hole(void);
 
+/// O_DIRECT (also hidden by glibc without _GNU_SOURCE).
+int clinux_o_direct(void);
+
+// MARK: cachefiles on-demand mode (include/uapi/linux/cachefiles.h, Linux 5.19+) and the seed's devnode.
+// Swift parses the messages with explicit little-endian reads; these mirror the layouts so the sizes and
+// offsets are asserted against the kernel header at compile time (clinux.c).
+
+/// `struct cachefiles_msg`: the 16-byte header of every message read from /dev/cachefiles.
+struct clinux_cachefiles_msg {
+    uint32_t msg_id;
+    uint32_t opcode;
+    uint32_t len;
+    uint32_t object_id;
+};
+
+/// `struct cachefiles_open`: the OPEN payload; the volume key then the cookie key follow it.
+struct clinux_cachefiles_open {
+    uint32_t volume_key_size;
+    uint32_t cookie_key_size;
+    uint32_t fd;
+    uint32_t flags;
+};
+
+/// `struct cachefiles_read`: the READ payload.
+struct clinux_cachefiles_read {
+    uint64_t off;
+    uint64_t len;
+};
+
+/// `struct cachefiles_req_in` of the seed patch series (v2, never merged): one request of
+/// /dev/cachefiles_ondemand. 8 + 8 + 8 + 255 bytes, padded to 280 by the u64 alignment.
+struct clinux_cachefiles_req_in {
+    uint64_t id;
+    uint64_t off;
+    uint64_t len;
+    char path[255];
+};
+
+/// CACHEFILES_MSG_MAX_SIZE: the largest message one read returns.
+int clinux_cachefiles_msg_max_size(void);
+/// CACHEFILES_OP_OPEN / CLOSE / READ.
+int clinux_cachefiles_op_open(void);
+int clinux_cachefiles_op_close(void);
+int clinux_cachefiles_op_read(void);
+/// CACHEFILES_IOC_READ_COMPLETE (_IOW(0x98, 1, int)).
+unsigned long clinux_cachefiles_ioc_read_complete(void);
+/// ioctl(anon_fd, CACHEFILES_IOC_READ_COMPLETE, msg_id): releases the reader of READ `msg_id`. Returns 0, or -1
+/// with errno set.
+int clinux_cachefiles_read_complete(int anon_fd, uint32_t msg_id);
+
 #endif

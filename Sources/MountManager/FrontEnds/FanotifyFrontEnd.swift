@@ -1,3 +1,4 @@
+import CLinux
 import Dispatch
 import Logging
 import Synchronization
@@ -60,20 +61,27 @@ public final class FanotifyFrontEnd: Sendable {
 
     public var statistics: Statistics { state.withLock { $0.statistics } }
 
-    /// Sets up the watched bind mount and its mark, and starts serving events.
-    public func start() throws {
+    /// Sets up the watched bind mount and its mark, and (unless `serving` is false) starts serving events.
+    /// A daemon starting up registers its files first and then calls `startServing()`: events that arrive in
+    /// between wait in the group's queue.
+    public func start(serving: Bool = true) throws {
         try FileSystem.makeDirectories(cacheDirectory, mode: 0o700)
         try FileSystem.makeDirectories(watchedDirectory, mode: 0o700)
         if !MountInfo.isMountPoint(watchedDirectory, in: try MountInfo.read()) {
             try Mounter.mount(KernelMount(type: "none", source: cacheDirectory, options: ["bind"]), at: watchedDirectory)
         }
         try group.markMount(watchedDirectory)
+        if serving { startServing() }
+    }
+
+    /// Starts the event reader (once).
+    public func startServing() {
         let alreadyRunning = state.withLock { state in
             defer { state.running = true }
             return state.running
         }
         guard !alreadyRunning else { return }
-        DispatchQueue(label: "fanotify.reader").async { self.readLoop() }
+        DispatchQueue(label: "fanotify.reader", qos: .userInitiated).async { self.readLoop() }
         logger.info("fanotify front end serving", metadata: ["fanotify.watched": "\(watchedDirectory)"])
     }
 
@@ -91,6 +99,17 @@ public final class FanotifyFrontEnd: Sendable {
     public func register(_ file: BackingFile) throws {
         let st = try FileSystem.lstat(file.path)
         state.withLock { $0.files[FileKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))] = file }
+    }
+
+    /// The file is complete: the kernel stops asking about it.
+    public func ignore(id: Int64) {
+        guard let file = state.withLock({ $0.files.values.first { $0.id == id } }) else { return }
+        let watched = watchedPath(for: file.path)
+        do {
+            try group.ignore(watched)
+        } catch {
+            logger.warning("cannot stop events for a complete blob", metadata: ["blob.id": "\(id)", "error": "\(error)"])
+        }
     }
 
     public func unregister(id: Int64) {
@@ -151,13 +170,23 @@ public final class FanotifyFrontEnd: Sendable {
                 return state.files[FileKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))]
             } : nil
         guard let file = known else {
-            // Not a file we fill (e.g. a bootstrap fetched whole): nothing to wait for.
-            answer(event.fd, allow: true)
+            // Not a file we fill (e.g. a bootstrap fetched whole): allowed when the range holds data; a hole in
+            // a file nobody serves must never read as zeros.
+            let offset = event.offset ?? 0
+            let end = offset + (event.count ?? UInt64(max(0, st.st_size)))
+            let hole = lseek(event.fd, off_t(offset), clinux_seek_hole())
+            let allowed = hole >= 0 && (UInt64(hole) >= end || UInt64(hole) >= UInt64(max(0, st.st_size)))
+            answer(event.fd, allow: allowed)
             state.withLock { $0.statistics.passedThrough += 1 }
             return
         }
         let offset = event.offset ?? 0
         let count = event.count ?? UInt64(max(0, st.st_size))
+        if filler.isPresent(fileID: file.id, offset: offset, length: count) {
+            answer(event.fd, allow: true)
+            state.withLock { $0.statistics.filled += 1 }
+            return
+        }
         let record = InFlightJournal.Record(fd: event.fd, fileID: file.id, offset: offset, count: count)
         do {
             try journal.record(record)

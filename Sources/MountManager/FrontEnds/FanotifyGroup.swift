@@ -56,6 +56,16 @@ public final class FanotifyGroup: @unchecked Sendable {
         }
     }
 
+    /// Stops pre-content events for one file (an inode ignore mark that survives modification): for backing
+    /// files that are complete, so reads of local data never wait on the daemon.
+    public func ignore(_ path: String) throws(SyscallError) {
+        try retryingSyscall("fanotify_mark(ignore)", path) {
+            fanotify_mark(
+                fd, UInt32(FAN_MARK_ADD) | UInt32(FAN_MARK_IGNORED_MASK) | UInt32(FAN_MARK_IGNORED_SURV_MODIFY), UInt64(FAN_PRE_ACCESS),
+                AT_FDCWD, path)
+        }
+    }
+
     public func unmarkMount(_ path: String) throws(SyscallError) {
         try retryingSyscall("fanotify_mark(remove)", path) {
             fanotify_mark(fd, UInt32(FAN_MARK_REMOVE) | UInt32(FAN_MARK_MOUNT), UInt64(FAN_PRE_ACCESS), AT_FDCWD, path)

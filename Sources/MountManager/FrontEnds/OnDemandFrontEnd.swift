@@ -17,10 +17,18 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
     /// Serves reads of this backing file from now on.
     func serve(_ file: BackingFile) throws
     func withdraw(id: Int64)
+    /// Every chunk of the file is local: reads need not ask any more.
+    func complete(id: Int64)
     /// The path an EROFS mount must name for a backing file under `cache/`.
     func devicePath(forBackingPath path: String) -> String
     /// Completes requests a predecessor read but did not answer. Call after every blob is served.
     func resumeInFlight() async throws -> Int
+    /// Starts answering new kernel requests; call once every recorded blob is served.
+    func startServing()
+    /// Whether the kernel reads the bootstrap through the front end too (cachefiles: it is an fscache object).
+    var servesBootstrap: Bool { get }
+    /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order.
+    func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount
     /// Stops serving. With `keepGroup`, kernel-side state (the fanotify group) is left with its holder so a
     /// successor can take over; otherwise it is released.
     func stop(keepGroup: Bool)
@@ -30,7 +38,17 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
 public enum FrontEndChoice: String, Sendable, CaseIterable {
     case auto
     case fanotify
+    case cachefiles
     case eager
+}
+
+extension OnDemandFrontEnd {
+    public var servesBootstrap: Bool { false }
+
+    /// File-backed EROFS: the bootstrap as the source, one `device=` per blob (paths as the front end wants them).
+    public func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount {
+        KernelMount(type: "erofs", source: bootstrap, options: ["ro"] + devices.map { "device=" + devicePath(forBackingPath: $0) })
+    }
 }
 
 /// Where the front ends keep their state under the service root.
@@ -40,12 +58,17 @@ public struct FrontEndPaths: Sendable {
     public var journalPath: String
     public var holderSocket: String
     public var holderBinary: String
+    /// The kernel's cachefiles directory (must be on a disk filesystem with xattrs).
+    public var fscacheDirectory: String
+    public var cachefilesHolderSocket: String
 
     public init(root: String, holderBinary: String) {
         cacheDirectory = FileSystem.join(root, "cache")
         watchedDirectory = FileSystem.join(root, "ondemand")
         journalPath = FileSystem.join(root, "fanotify.journal")
         holderSocket = FileSystem.join(root, "fdholder.sock")
+        fscacheDirectory = FileSystem.join(root, "fscache")
+        cachefilesHolderSocket = FileSystem.join(root, "cachefiles-holder.sock")
         self.holderBinary = holderBinary
     }
 }
@@ -71,14 +94,23 @@ public enum FrontEndSelector {
             return EagerFrontEnd()
         case .fanotify:
             return try FanotifyOnDemand.start(paths: paths, filler: filler, logger: logger)
+        case .cachefiles:
+            return try CachefilesOnDemand.start(paths: paths, filler: filler, logger: logger)
         case .auto:
             do {
                 return try FanotifyOnDemand.start(paths: paths, filler: filler, logger: logger)
             } catch {
-                logger.notice(
-                    "fanotify front end unavailable; fetching images whole before mounting (eager)", metadata: ["error": "\(error)"])
-                return EagerFrontEnd()
+                logger.notice("fanotify front end unavailable", metadata: ["error": "\(error)"])
             }
+            if FileSystem.exists(CachefilesDevice.defaultPath) {
+                do {
+                    return try CachefilesOnDemand.start(paths: paths, filler: filler, logger: logger)
+                } catch {
+                    logger.notice("cachefiles front end unavailable", metadata: ["error": "\(error)"])
+                }
+            }
+            logger.notice("no on-demand front end here; images are fetched whole before mounting (eager)")
+            return EagerFrontEnd()
         }
     }
 }
@@ -91,8 +123,10 @@ public final class EagerFrontEnd: OnDemandFrontEnd {
     public var needsCompleteBlobs: Bool { true }
     public func serve(_ file: BackingFile) throws {}
     public func withdraw(id: Int64) {}
+    public func complete(id: Int64) {}
     public func devicePath(forBackingPath path: String) -> String { path }
     public func resumeInFlight() async throws -> Int { 0 }
+    public func startServing() {}
     public func stop(keepGroup: Bool) {}
 }
 
@@ -127,7 +161,7 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
             cacheDirectory: paths.cacheDirectory, watchedDirectory: paths.watchedDirectory, journal: journal, group: group, filler: filler,
             logger: logger)
         do {
-            try frontEnd.start()
+            try frontEnd.start(serving: false)
         } catch {
             // A group we cannot use must not linger in a holder.
             FanotifyGroupHolder.release(socketPath: paths.holderSocket)
@@ -140,8 +174,10 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     public var needsCompleteBlobs: Bool { false }
     public func serve(_ file: BackingFile) throws { try frontEnd.register(file) }
     public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
+    public func complete(id: Int64) { frontEnd.ignore(id: id) }
     public func devicePath(forBackingPath path: String) -> String { frontEnd.watchedPath(for: path) }
     public func resumeInFlight() async throws -> Int { try await frontEnd.resumeInFlight() }
+    public func startServing() { frontEnd.startServing() }
 
     public func stop(keepGroup: Bool) {
         frontEnd.stop()

@@ -4,12 +4,28 @@ public protocol RangeFiller: Sendable {
     /// Returns once `[offset, offset + length)` of the backing file `fileID` is written and verified; throws to
     /// fail the reader with EIO. Must write through the unwatched path (`cache/`), never `ondemand/`.
     func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws
+    /// Whether the range is already present (answered without waiting); false when unsure.
+    func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool
 }
 
-/// A backing file the front end serves: the catalog's id and its path under `cache/`.
+extension RangeFiller {
+    public func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool { false }
+}
+
+/// A backing file the front end serves: the catalog's id and its path under `cache/`; for the cachefiles front
+/// end also the cookie key the kernel names it by (a blob id, or a bootstrap's fsid) and its size.
 public struct BackingFile: Equatable, Sendable {
     public var id: Int64
     public var path: String
+    public var cookieKey: String = ""
+    public var size: UInt64 = 0
+
+    public init(id: Int64, path: String, cookieKey: String, size: UInt64) {
+        self.id = id
+        self.path = path
+        self.cookieKey = cookieKey
+        self.size = size
+    }
 
     public init(id: Int64, path: String) {
         self.id = id

@@ -1,0 +1,95 @@
+import BlobStore
+import Logging
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The cachefiles on-demand front end (Linux 5.19+) as the daemon uses it: the `/dev/cachefiles` fd is kept
+/// by `snapshotterd-fdholder`, so a restarted daemon adopts it and `restore`s the requests its predecessor
+/// took; every image is mounted `-o fsid=<fsid>,domain_id=<domain>` and its bootstrap and blobs are fscache
+/// objects of the shared volume `erofs,<domain>`.
+public final class CachefilesOnDemand: OnDemandFrontEnd {
+    public static let domain = "ondemand-snapshotter"
+    public let frontEnd: CachefilesFrontEnd
+    private let paths: FrontEndPaths
+    private let adopted: Bool
+    private let logger: Logger
+
+    init(frontEnd: CachefilesFrontEnd, paths: FrontEndPaths, adopted: Bool, logger: Logger) {
+        self.frontEnd = frontEnd
+        self.paths = paths
+        self.adopted = adopted
+        self.logger = logger
+    }
+
+    static func start(paths: FrontEndPaths, filler: any RangeFiller, logger: Logger) throws -> CachefilesOnDemand {
+        let device: CachefilesDevice
+        let adopted: Bool
+        if let fd = try DescriptorHolder.adopt(socketPath: paths.cachefilesHolderSocket, accept: CachefilesDevice.isCachefilesDevice) {
+            device = CachefilesDevice(adopting: fd)
+            adopted = true
+            logger.notice("adopted /dev/cachefiles from its holder", metadata: ["cachefiles.holder": "\(paths.cachefilesHolderSocket)"])
+        } else {
+            guard FileSystem.exists(paths.holderBinary) else {
+                throw FrontEndSelector.SelectionError.unavailable(
+                    .cachefiles, reason: "the descriptor holder \(paths.holderBinary) is missing")
+            }
+            device = try CachefilesDevice()
+            try FileSystem.makeDirectories(paths.fscacheDirectory, mode: 0o700)
+            do {
+                try device.bind(cacheDirectory: paths.fscacheDirectory, tag: Self.domain)
+            } catch {
+                device.close()
+                throw error
+            }
+            unlink(paths.cachefilesHolderSocket)
+            _ = try DescriptorHolder.spawn(binary: paths.holderBinary, socketPath: paths.cachefilesHolderSocket, fd: device.fd)
+            adopted = false
+        }
+        return CachefilesOnDemand(
+            frontEnd: CachefilesFrontEnd(device: device, filler: filler, logger: logger), paths: paths, adopted: adopted, logger: logger)
+    }
+
+    public var name: String { "cachefiles" }
+    public var needsCompleteBlobs: Bool { false }
+    public var servesBootstrap: Bool { true }
+
+    public func serve(_ file: BackingFile) throws {
+        frontEnd.register(
+            CachefilesFrontEnd.Registration(
+                id: file.id, volumeKey: CachefilesNaming.volumeKey(domain: Self.domain), cookieKey: Array(file.cookieKey.utf8),
+                size: file.size, backingPath: file.path))
+    }
+
+    public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
+    public func complete(id: Int64) {}
+    public func devicePath(forBackingPath path: String) -> String { path }
+
+    public func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount {
+        CachefilesFrontEnd.erofsMount(fsid: fsid, domainID: Self.domain)
+    }
+
+    /// A successor asks the kernel to hand out again what its predecessor took (after serving starts).
+    public func resumeInFlight() async throws -> Int {
+        guard adopted else { return 0 }
+        frontEnd.start()
+        try frontEnd.resumeInFlight()
+        return 1
+    }
+
+    public func startServing() { frontEnd.start() }
+
+    public func stop(keepGroup: Bool) {
+        frontEnd.stop()
+        guard !keepGroup else {
+            logger.notice("/dev/cachefiles left with its holder for the next daemon")
+            return
+        }
+        frontEnd.closeObjects()
+        DescriptorHolder.release(socketPath: paths.cachefilesHolderSocket)
+    }
+}

@@ -1,0 +1,109 @@
+import CLinux
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// Client side of `snapshotterd-fdholder` for any descriptor (here: /dev/cachefiles). While the holder keeps
+/// the device open, the kernel keeps the cache bound and readers waiting when the daemon dies; a successor
+/// takes a duplicate and carries on. Same wire protocol as `FanotifyGroupHolder`: connect, receive the fd
+/// (SCM_RIGHTS), answer "K" (keep) or "R" (release: the holder closes it and exits).
+public enum DescriptorHolder {
+    public enum HolderError: Error, Equatable, Sendable, CustomStringConvertible {
+        case spawnFailed(binary: String, errno: Int32)
+        case notReady(socket: String)
+        case badHandle(socket: String, detail: String)
+
+        public var description: String {
+            switch self {
+            case .spawnFailed(let binary, let code):
+                return "cannot start the descriptor holder \(binary): \(String(cString: strerror(code)))"
+            case .notReady(let socket): return "the descriptor holder did not come up on \(socket)"
+            case .badHandle(let socket, let detail): return "the holder on \(socket) handed over a bad descriptor: \(detail)"
+            }
+        }
+    }
+
+    /// A duplicate of the descriptor a running holder keeps, or nil when no holder answers on `socketPath`.
+    /// `accept` vets it (e.g. "is this /dev/cachefiles"); a refused descriptor is closed and reported.
+    public static func adopt(socketPath: String, accept: (Int32) -> Bool) throws(HolderError) -> Int32? {
+        guard let connection = connect(socketPath) else { return nil }
+        defer { close(connection) }
+        var tag: CChar = 0
+        let fd = clinux_recv_fd(connection, &tag)
+        guard fd >= 0 else { throw .badHandle(socket: socketPath, detail: String(cString: strerror(errno))) }
+        guard accept(fd) else {
+            close(fd)
+            throw .badHandle(socket: socketPath, detail: "unexpected descriptor type")
+        }
+        var keep = UInt8(ascii: "K")
+        _ = write(connection, &keep, 1)
+        return fd
+    }
+
+    /// Starts a holder of `fd` and waits until it serves `socketPath`. Returns the holder's pid.
+    @discardableResult
+    public static func spawn(binary: String, socketPath: String, fd: Int32) throws(HolderError) -> pid_t {
+        var pipeFDs: [Int32] = [-1, -1]
+        guard pipe(&pipeFDs) == 0 else { throw .spawnFailed(binary: binary, errno: errno) }
+        for end in pipeFDs { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        defer { close(pipeFDs[0]) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fd, 3)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 4)
+        let arguments = [binary, "--socket", socketPath, "--fd", "3"]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var environment: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
+        defer { for pointer in environment { free(pointer) } }
+        var pid: pid_t = 0
+        let code = posix_spawn(&pid, binary, &actions, nil, &argv, &environment)
+        close(pipeFDs[1])
+        guard code == 0 else { throw .spawnFailed(binary: binary, errno: code) }
+        // The holder closes fd 4 once its socket listens; EOF here means ready (or dead).
+        var byte: UInt8 = 0
+        while read(pipeFDs[0], &byte, 1) > 0 {}
+        var status: Int32 = 0
+        if waitpid(pid, &status, WNOHANG) == pid { throw .notReady(socket: socketPath) }
+        return pid
+    }
+
+    /// Tells the holder to close its descriptor and exit.
+    public static func release(socketPath: String) {
+        guard let connection = connect(socketPath) else { return }
+        defer { close(connection) }
+        var tag: CChar = 0
+        let fd = clinux_recv_fd(connection, &tag)
+        if fd >= 0 { close(fd) }
+        var release = UInt8(ascii: "R")
+        _ = write(connection, &release, 1)
+        var byte: UInt8 = 0
+        _ = read(connection, &byte, 1)  // EOF once the holder has closed it
+    }
+
+    private static func connect(_ path: String) -> Int32? {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        let result = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if result != 0 {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+}

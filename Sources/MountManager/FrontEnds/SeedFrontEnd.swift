@@ -1,0 +1,200 @@
+import BlobStore
+import Dispatch
+import Logging
+import Synchronization
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The seed design's front end (patch series v2 devnode `/dev/cachefiles_ondemand`, never merged; no kernel
+/// speaks it, so it is exercised against an emulation). Every backing file is created in advance, sparse and
+/// at full size, at `<root>/cache/I<volume>/@<fan>/<name>` (names from `CachefilesNaming`); the kernel reads
+/// them directly and, on a hole, hands out one `SeedRequest` per read naming the file inside its fan-out
+/// directory. The front end has the filler make the range present in that very file, then writes
+/// `done <id>`, also after a failed fill: the range stays a hole and the reader gets EIO.
+public final class SeedFrontEnd: Sendable {
+    public static let devicePath = "/dev/cachefiles_ondemand"
+
+    /// A blob to serve: the catalog id (for the filler), the EROFS volume key, the cookie key (the blob id
+    /// string, e.g. a digest) and the blob's full size.
+    public struct Registration: Equatable, Sendable {
+        public var id: Int64
+        public var volumeKey: String
+        public var cookieKey: String
+        public var size: UInt64
+
+        public init(id: Int64, volumeKey: String, cookieKey: String, size: UInt64) {
+            self.id = id
+            self.volumeKey = volumeKey
+            self.cookieKey = cookieKey
+            self.size = size
+        }
+    }
+
+    public struct Statistics: Equatable, Sendable {
+        public var requests = 0
+        public var filled = 0
+        public var failed = 0
+        public var unknown = 0
+        public var malformed = 0
+    }
+
+    private struct Entry {
+        var registration: Registration
+        var path: String
+    }
+
+    private struct State {
+        /// By file name inside the fan-out directory: all a request carries.
+        var entries: [String: Entry] = [:]
+        var running = false
+        var statistics = Statistics()
+    }
+
+    /// The cache root: the devnode's `dir`, holding `cache/`.
+    public let root: String
+    public let device: CachefilesDevice
+    private let filler: any RangeFiller
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let readerDone = DispatchSemaphore(value: 0)
+
+    public init(root: String, device: CachefilesDevice, filler: any RangeFiller, logger: Logger) {
+        self.root = root
+        self.device = device
+        self.filler = filler
+        self.logger = logger
+    }
+
+    public var statistics: Statistics { state.withLock { $0.statistics } }
+
+    /// The EROFS mount for an image served by the seed devnode: `-t erofs -o uuid=<bootstrap id> none`.
+    public static func erofsMount(bootstrapID: String) -> KernelMount {
+        KernelMount(type: "erofs", source: "none", options: ["ro", "uuid=\(bootstrapID)"])
+    }
+
+    /// Where a registration's backing file lives.
+    public func backingPath(for registration: Registration) -> String {
+        root + "/cache/" + CachefilesNaming.relativePath(volumeKey: registration.volumeKey, cookieKey: Array(registration.cookieKey.utf8))
+    }
+
+    /// `dir <root>`, `tag <tag>`, `bind ondemand`.
+    public func bind(tag: String) throws(SyscallError) {
+        try FileSystem.makeDirectories(root + "/cache", mode: 0o700)
+        try device.bind(cacheDirectory: root, tag: tag)
+    }
+
+    /// Creates the backing file (sparse, full size; existing data is kept) and serves requests for it.
+    /// Call before mounting. Returns the file's path.
+    @discardableResult
+    public func register(_ registration: Registration) throws -> String {
+        try CachefilesNaming.validate(volumeKey: registration.volumeKey, cookieKey: Array(registration.cookieKey.utf8))
+        let path = backingPath(for: registration)
+        try FileSystem.makeDirectories(FileSystem.parentPath(path), mode: 0o700)
+        let fd = try retryingSyscall("open", path) { open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600) }
+        defer { close(fd) }
+        var st = stat()
+        try retryingSyscall("fstat", path) { fstat(fd, &st) }
+        if UInt64(st.st_size) != registration.size {
+            try retryingSyscall("ftruncate", path) { ftruncate(fd, off_t(registration.size)) }
+        }
+        let name = FileSystem.lastComponent(path)
+        let clash = state.withLock { state in
+            defer { state.entries[name] = Entry(registration: registration, path: path) }
+            return state.entries[name].map { $0.registration.id != registration.id } ?? false
+        }
+        if clash { logger.warning("two blobs share a seed file name; the newer one wins", metadata: ["seed.name": "\(name)"]) }
+        return path
+    }
+
+    public func unregister(id: Int64) {
+        state.withLock { $0.entries = $0.entries.filter { $0.value.registration.id != id } }
+    }
+
+    public func start() {
+        let alreadyRunning = state.withLock { state in
+            defer { state.running = true }
+            return state.running
+        }
+        guard !alreadyRunning else { return }
+        DispatchQueue(label: "seed.reader").async { self.readLoop() }
+        logger.info("seed front end serving", metadata: ["seed.root": "\(root)"])
+    }
+
+    public func stop() {
+        let wasRunning = state.withLock { state in
+            defer { state.running = false }
+            return state.running
+        }
+        if wasRunning { readerDone.wait() }
+    }
+
+    private func readLoop() {
+        defer { readerDone.signal() }
+        while state.withLock({ $0.running }) {
+            let bytes: [UInt8]?
+            do {
+                bytes = try device.readMessage(timeoutMilliseconds: 200)
+            } catch {
+                logger.error("reading the seed devnode failed", metadata: ["error": "\(error)"])
+                if error.errno == EBADF { return }
+                usleep(100_000)
+                continue
+            }
+            guard let bytes else { continue }
+            let request: SeedRequest
+            do {
+                request = try SeedRequest.parse(bytes)
+            } catch {
+                state.withLock { $0.statistics.malformed += 1 }
+                logger.error("malformed seed request skipped", metadata: ["error": "\(error)", "seed.bytes": "\(bytes.count)"])
+                continue
+            }
+            serve(request)
+        }
+    }
+
+    private func serve(_ request: SeedRequest) {
+        let entry = state.withLock { state in
+            state.statistics.requests += 1
+            return state.entries[request.path]
+        }
+        guard let entry else {
+            logger.warning("request for an unknown seed file; answered unfilled", metadata: ["seed.name": "\(request.path)"])
+            state.withLock { $0.statistics.unknown += 1 }
+            done(request)
+            return
+        }
+        let filler = self.filler
+        Task.detached {
+            var filled = true
+            do {
+                try await filler.fill(fileID: entry.registration.id, offset: request.offset, length: request.length)
+            } catch {
+                filled = false
+                self.logger.warning(
+                    "fill failed; the reader gets EIO",
+                    metadata: [
+                        "blob.id": "\(entry.registration.id)", "range.offset": "\(request.offset)", "range.count": "\(request.length)",
+                        "error": "\(error)",
+                    ])
+            }
+            self.state.withLock { state in
+                if filled { state.statistics.filled += 1 } else { state.statistics.failed += 1 }
+            }
+            self.done(request)
+        }
+    }
+
+    private func done(_ request: SeedRequest) {
+        do {
+            try device.send("done \(request.id)")
+        } catch {
+            logger.error("done failed", metadata: ["seed.request": "\(request.id)", "error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,101 @@
+import BlobStore
+import Logging
+import SnapshotterAPI
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// `convert` and `inspect`, run by the daemon for snapctl (which knows only the API types).
+extension ImageService {
+    static let registryPrefix = "docker://"
+
+    /// Converts an OCI image to the nydus-style layout; either end is a layout directory or `docker://REF`.
+    func convert(_ request: ConvertRequest) async throws -> ConvertResponse {
+        let started = monotonicNanoseconds()
+        var options = ImageConverter.Options()
+        if let chunkSize = request.chunkSize { options.build.chunkSize = chunkSize }
+        if let compression = request.compression {
+            guard let value = ChunkCompression(rawValue: compression) else {
+                throw APIError.invalidArgument("compression \(compression) is not one of zstd, lz4, none")
+            }
+            options.build.compression = value
+        }
+        options.sourceReference = request.sourceTag
+        options.targetReference = request.tag
+        let transfer = LayoutTransfer(client: client)
+        let work = FileSystem.join(root, "tmp", "convert-\(getpid())-\(UInt64.random(in: 0...UInt64.max))")
+        try FileSystem.makeDirectories(work, mode: 0o700)
+        defer { try? FileSystem.removeTree(work) }
+
+        var source = request.source
+        if request.source.hasPrefix(Self.registryPrefix) {
+            let reference = try ImageReference(parsing: String(request.source.dropFirst(Self.registryPrefix.count)))
+            source = FileSystem.join(work, "source")
+            try await transfer.download(reference, to: source, tag: "source")
+            options.sourceReference = "source"
+            options.targetReference = request.tag ?? reference.tag ?? "latest"
+        } else {
+            try Self.requireAbsolute(source, what: "source")
+        }
+        let pushTo: ImageReference?
+        var destination = request.destination
+        if request.destination.hasPrefix(Self.registryPrefix) {
+            pushTo = try ImageReference(parsing: String(request.destination.dropFirst(Self.registryPrefix.count)))
+            destination = FileSystem.join(work, "destination")
+        } else {
+            pushTo = nil
+            try Self.requireAbsolute(destination, what: "destination")
+        }
+        let converter = ImageConverter(options: options, logger: logger)
+        let input = source
+        let output = destination
+        let result = try await blocking { try converter.convert(source: input, destination: output) }
+        if let pushTo { try await transfer.upload(layout: destination, manifest: result.manifestDescriptor, to: pushTo) }
+        let blobs = result.build.blobs.map {
+            BlobInfo(
+                id: $0.blobID, storedSize: Int64($0.compressedSize), uncompressedSize: Int64($0.uncompressedSize),
+                localBytes: Int64($0.uncompressedSize), backingFile: "")
+        }
+        logger.info(
+            "image converted",
+            metadata: [
+                "convert.source": "\(request.source)", "convert.destination": "\(request.destination)",
+                "image.digest": "\(result.manifestDescriptor.digest)",
+            ])
+        return ConvertResponse(
+            manifestDigest: result.manifestDescriptor.digest.description, sourceManifestDigest: result.sourceManifest.digest.description,
+            blobs: blobs, bootstrapSize: result.bootstrapLayer.size, seconds: Double(monotonicNanoseconds() - started) / 1e9)
+    }
+
+    /// Blocking: lists a bootstrap's tree and optionally verifies every chunk of the blobs in a directory.
+    func inspect(_ request: InspectRequest) throws -> InspectResponse {
+        try Self.requireAbsolute(request.bootstrap, what: "bootstrap")
+        if let blobs = request.blobs { try Self.requireAbsolute(blobs, what: "blobs directory") }
+        var verified: VerifySummary?
+        if request.verify == true {
+            guard let blobs = request.blobs else { throw APIError.invalidArgument("--verify needs --blobs DIR") }
+            let report = try ImageInspector.verify(bootstrap: request.bootstrap, blobsDirectory: blobs)
+            verified = VerifySummary(
+                blobsChecked: report.blobsChecked, blobsMissing: report.blobsMissing, chunksChecked: report.chunksChecked,
+                bytesChecked: report.bytesChecked)
+        }
+        let records = try ImageInspector(bootstrap: request.bootstrap, blobsDirectory: request.blobs).records()
+        return InspectResponse(
+            entries: records.map {
+                InspectEntry(
+                    path: $0.path, type: $0.type, mode: $0.mode, uid: $0.uid, gid: $0.gid, size: $0.size, sha256: $0.sha256,
+                    target: $0.symlinkTarget ?? $0.device)
+            },
+            lines: records.map(\.line), verified: verified)
+    }
+
+    static func requireAbsolute(_ path: String, what: String) throws {
+        guard path.hasPrefix("/") else {
+            throw APIError.invalidArgument("\(what) \(path) must be an absolute path (or docker://REF where a registry is allowed)")
+        }
+    }
+}

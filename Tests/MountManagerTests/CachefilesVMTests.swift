@@ -1,0 +1,54 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Boots the 6.12 test kernel (scripts/vm-test, qemu TCG) and runs `CachefilesKernelTests` inside it with
+/// this very test binary, shared over 9p: the only way to exercise /dev/cachefiles here, since the host
+/// kernel has no cachefiles.
+@Suite("cachefiles on the 6.12 kernel in the test VM (host side)")
+struct CachefilesVMTests {
+    static let packageRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let kernel = "/work/shared/vm/bzImage-6.12.117-ondemand"
+
+    static var runnable: Bool {
+        ProcessInfo.processInfo.environment["VM_GUEST"] == nil && geteuid() == 0
+            && FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-system-x86_64")
+            && FileManager.default.fileExists(atPath: kernel)
+    }
+
+    @Test("the guest scenario passes: content, kernel file names, EIO, takeover with restore", .timeLimit(.minutes(10)))
+    func guestScenario() throws {
+        try #require(Self.runnable, "needs root, qemu-system-x86 (scripts/setup.sh) and \(Self.kernel)")
+        let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.packageRoot + "/scripts/vm-test")
+        process.arguments = [
+            "--timeout", "420", "--", binary, "--testing-library", "swift-testing", "--filter", "CachefilesKernelTests|cachefilesInGuest",
+        ]
+        process.currentDirectoryURL = URL(fileURLWithPath: Self.packageRoot)
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        #expect(process.terminationStatus == 0, "vm-test exited with \(process.terminationStatus):\n\(text.suffix(4000))")
+        // Each guest test must have run, not been skipped (a skip means the guest lacked cachefiles).
+        for name in ["servesImage", "failingFill", "takeover", "cachefilesInGuest"] {
+            let title: String
+            switch name {
+            case "servesImage": title = "EROFS over cachefiles reads every file correctly"
+            case "failingFill": title = "a failing fill gives the reader EIO"
+            case "cachefilesInGuest": title = "cachefiles in the test VM: pull, mount, lazy reads"
+            default: title = "a killed daemon's waiting reader is served by a successor"
+            }
+            let passed = text.split(separator: "\n").contains { $0.contains("✔") && $0.contains(title) && $0.contains("passed") }
+            #expect(passed, "guest test \(name) did not pass:\n\(text.suffix(4000))")
+        }
+    }
+}

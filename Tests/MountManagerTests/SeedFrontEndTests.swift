@@ -1,0 +1,150 @@
+import BlobStore
+import CLinux
+import Foundation
+import Logging
+import MountManager
+import Synchronization
+import SystemSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("seed devnode front end against an emulated /dev/cachefiles_ondemand")
+struct SeedFrontEndTests {
+    /// The nydus fixture served by a seed front end on the emulated devnode: the blob's uncompressed backing
+    /// file is prepared under the cachefiles tree and filled chunk by chunk from the compressed blob.
+    struct Rig {
+        let root: String
+        let emulator: SeedDevnodeEmulator
+        let frontEnd: SeedFrontEnd
+        let image: ErofsImage
+        let expected: [String: [UInt8]]
+        let backing: String
+        let registration: SeedFrontEnd.Registration
+
+        init(failing: Range<UInt64>? = nil) throws {
+            var template = Array("/var/tmp/seed-test-XXXXXX".utf8CString)
+            guard let dir = mkdtemp(&template) else { throw SyscallError(call: "mkdtemp", errno: errno) }
+            root = String(cString: dir)
+            let (image, blob) = try NydusFixture.open()
+            self.image = image
+            expected = try NydusFixture.expectedFiles(image: image, blob: blob)
+            emulator = try SeedDevnodeEmulator(timeoutSeconds: 20)
+            registration = SeedFrontEnd.Registration(
+                id: 3, volumeKey: CachefilesNaming.volumeKey(domain: "seedtest"), cookieKey: NydusFixture.blobID,
+                size: blob.deviceSize)
+            let path = root + "/cache/" + CachefilesNaming.relativePath(domain: "seedtest", blobID: NydusFixture.blobID)
+            frontEnd = SeedFrontEnd(
+                root: root, device: CachefilesDevice(adopting: emulator.daemonFD),
+                filler: RafsChunkFiller(blob: blob, target: path, failing: failing), logger: Logger(label: "test"))
+            try frontEnd.bind(tag: "seedtest")
+            backing = try frontEnd.register(registration)
+            #expect(backing == path)
+            frontEnd.start()
+        }
+
+        func read(_ path: String) async throws -> [UInt8] {
+            let device = EmulatedSeedDevice(emulator: emulator, path: backing)
+            let image = self.image
+            return try await offPool { try image.readFile(path, devices: [1: device]) }
+        }
+
+        func tearDown() {
+            frontEnd.stop()
+            emulator.closeDaemonEnd()
+            try? FileSystem.removeTree(root)
+        }
+    }
+
+    @Test("backing files are prepared sparse at full size where CachefilesNaming says", .timeLimit(.minutes(1)))
+    func preparedFiles() throws {
+        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        let rig = try Rig()
+        defer { rig.tearDown() }
+        let st = try FileSystem.lstat(rig.backing)
+        #expect(UInt64(st.st_size) == rig.registration.size)
+        #expect(st.st_blocks == 0, "the prepared file must be a hole from end to end")
+        #expect(rig.backing.hasPrefix(rig.root + "/cache/Ierofs,seedtest/@"))
+        #expect(rig.backing.hasSuffix("/D" + NydusFixture.blobID))
+        #expect(rig.emulator.waitUntilBound())
+        let state = rig.emulator.state.withLock { ($0.directory, $0.tag, $0.bound) }
+        #expect(state.0 == rig.root)
+        #expect(state.1 == "seedtest")
+        #expect(state.2)
+    }
+
+    @Test("reads through the project's EROFS reader are served on demand and match the blob", .timeLimit(.minutes(1)))
+    func contentEquality() async throws {
+        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        let rig = try Rig()
+        defer { rig.tearDown() }
+        #expect(rig.expected.count >= 2)
+        for (path, content) in rig.expected.sorted(by: { $0.key < $1.key }) {
+            let bytes = try await rig.read(path)
+            #expect(bytes == content, "\(path) differs")
+        }
+        let served = rig.frontEnd.statistics
+        #expect(served.requests > 0 && served.filled == served.requests)
+        // A second pass finds every range present: no new requests.
+        for path in rig.expected.keys { _ = try await rig.read(path) }
+        #expect(rig.frontEnd.statistics.requests == served.requests)
+        #expect(rig.emulator.state.withLock { $0.badCommands }.isEmpty)
+        #expect(rig.frontEnd.statistics.failed == 0)
+    }
+
+    @Test("a failed fill gives the reader EIO, quickly, and other files keep working", .timeLimit(.minutes(1)))
+    func failedFill() async throws {
+        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        let rig = try Rig(failing: 0..<4096)
+        defer { rig.tearDown() }
+        let (image, _) = try NydusFixture.open()
+        var failing: [String] = []
+        var working: [String] = []
+        for path in rig.expected.keys.sorted() {
+            let mapping = try #require(try image.chunkMappings(of: image.lookup(path)).first)
+            if mapping.deviceOffset == 0 { failing.append(path) } else { working.append(path) }
+        }
+        try #require(!failing.isEmpty && !working.isEmpty)
+        let started = monotonicNanoseconds()
+        await #expect(throws: ImageFormatError.io(path: rig.backing, SyscallError(call: "read", errno: EIO, subject: rig.backing))) {
+            _ = try await rig.read(failing[0])
+        }
+        #expect(monotonicNanoseconds() - started < 5_000_000_000, "EIO must come from done, not from a timeout")
+        #expect(rig.frontEnd.statistics.failed >= 1)
+        for path in working { #expect(try await rig.read(path) == rig.expected[path]) }
+    }
+
+    @Test("a daemon that dies releases its readers with EIO instead of a hang", .timeLimit(.minutes(1)))
+    func daemonDeath() async throws {
+        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        let rig = try Rig()
+        defer { try? FileSystem.removeTree(rig.root) }
+        rig.frontEnd.stop()  // nobody serves: the reader waits
+        let device = EmulatedSeedDevice(emulator: rig.emulator, path: rig.backing)
+        let image = rig.image
+        let path = try #require(rig.expected.keys.sorted().first)
+        let reader = Task { try await offPool { try image.readFile(path, devices: [1: device]) } }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(rig.emulator.state.withLock { $0.waiting.count } == 1, "the reader must be blocked on its request")
+        rig.emulator.closeDaemonEnd()
+        await #expect(throws: ImageFormatError.self) { _ = try await reader.value }
+    }
+
+    @Test(
+        "wire layout of cachefiles_req_in",
+        arguments: [(UInt64(1), UInt64(0), UInt64(4096), "Dabc"), (UInt64.max, 1 << 40, 7, String(repeating: "x", count: 254))])
+    func wireLayout(id: UInt64, offset: UInt64, length: UInt64, path: String) throws {
+        let request = SeedRequest(id: id, offset: offset, length: length, path: path)
+        let bytes = try request.encoded()
+        #expect(bytes.count == 280)
+        #expect(bytes[0] == UInt8(truncatingIfNeeded: id) && bytes[8] == UInt8(truncatingIfNeeded: offset))
+        #expect(Array(bytes[24..<(24 + path.utf8.count)]) == Array(path.utf8) && bytes[24 + path.utf8.count] == 0)
+        #expect(try SeedRequest.parse(bytes) == request)
+        #expect(throws: SeedRequestError.wrongSize(279)) { try SeedRequest.parse(Array(bytes.prefix(279))) }
+        var slash = bytes
+        slash[24] = UInt8(ascii: "/")
+        #expect(throws: SeedRequestError.self) { try SeedRequest.parse(slash) }
+    }
+}

@@ -1,0 +1,306 @@
+import BlobStore
+import Foundation
+import SnapshotterAPI
+import SystemSupport
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The whole product on the host kernel: a converted image in a real registry (docker-registry behind a
+/// counting fault proxy), pulled by the real daemon, mounted through EROFS + overlay, read lazily through the
+/// fanotify front end.
+@Suite("Lazy images through the real daemon, kernel and registry", .serialized)
+struct LazyImageTests {
+    /// Registry, counting proxy, a pushed image and a daemon on a temp root; all stopped by `tearDown`.
+    final class Setup {
+        let harness: DaemonHarness
+        let registry: TestRegistry
+        let proxy: PythonHelper
+        let image: NydusTestImage
+        let reference: String
+
+        init(_ name: String, frontEnd: String, bigMiB: Int = 24) async throws {
+            // Read-ahead off: the test counts exactly which chunks each read fetches.
+            harness = try DaemonHarness(name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", "0"])
+            registry = try TestRegistry()
+            proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
+            image = try NydusTestImage(
+                directory: harness.directory + "/image", files: NydusTestImage.files(smallCount: 40, bigMiB: bigMiB))
+            try await image.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "lazy", tag: "v1")
+            reference = "127.0.0.1:\(proxy.port)/lazy:v1"
+            try harness.start()
+        }
+
+        func tearDown() {
+            harness.tearDown()
+            proxy.stop()
+            registry.stop()
+        }
+
+        /// Stored bytes the registry served through the proxy for blob GETs so far.
+        var blobBytesServed: Int64 {
+            proxy.requests.filter { $0.hasPrefix("SENT ") && $0.contains(" GET ") && $0.contains("/blobs/") }
+                .compactMap { Int64($0.split(separator: " ")[1]) }.reduce(0, +)
+        }
+
+        var blobGets: Int { proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count }
+
+        func setProxyMode(_ mode: String) throws {
+            try Data(mode.utf8).write(to: URL(fileURLWithPath: proxy.logPath + ".mode"))
+        }
+
+        /// Pulls with snapctl, prepares `key` on the image and mounts it at `<dir>/<key>`.
+        func pullAndMount(key: String) throws -> String {
+            let pulled = try runCommand(DaemonHarness.snapctlPath, ["--socket", harness.socket, "pull", reference])
+            #expect(pulled.status == 0, "snapctl pull failed: \(pulled.output)\n\(harness.log())")
+            _ = try harness.client().prepare(key: key, image: reference)
+            let target = harness.directory + "/" + key
+            _ = try harness.client().mount(key: key, target: target)
+            return target
+        }
+    }
+
+    /// Evicts the page cache of the given files only (POSIX_FADV_DONTNEED; overlayfs forwards it to the EROFS
+    /// file), so that reads go to the kernel again without disturbing tests running alongside.
+    static func evict(_ paths: [String]) {
+        for path in paths {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { continue }
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+            close(fd)
+        }
+    }
+
+    /// Reads `count` bytes at `offset` with POSIX calls: the bytes, or the errno a reader got.
+    static func read(_ path: String, offset: Int = 0, count: Int? = nil) -> Result<[UInt8], SyscallError> {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return .failure(SyscallError(call: "open", errno: errno, subject: path)) }
+        defer { close(fd) }
+        // The size by lseek: `struct stat` members are attributed to CoreFoundation when the test target
+        // also links the gRPC packages (MemberImportVisibility).
+        let size = Int(lseek(fd, 0, SEEK_END))
+        let wanted = count ?? max(0, size - offset)
+        var buffer = [UInt8](repeating: 0, count: wanted)
+        var done = 0
+        while done < wanted {
+            let n = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, wanted - done, off_t(offset + done)) }
+            if n < 0 { return .failure(SyscallError(call: "pread", errno: errno, subject: path)) }
+            if n == 0 { break }
+            done += n
+        }
+        return .success(Array(buffer[0..<done]))
+    }
+
+    @Test(
+        "pull, prepare, mount, read: content matches, few bytes move, a second read fetches nothing, faults give EIO",
+        .timeLimit(.minutes(5)))
+    func lazyReads() async throws {
+        let setup = try await Setup("lazy", frontEnd: "fanotify")
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let afterPull = setup.blobBytesServed
+        // The pull moved the bootstrap layer and the blobs' meta tails, no chunk data.
+        #expect(afterPull < setup.image.dataBlobBytes / 10, "pull fetched \(afterPull) of \(setup.image.dataBlobBytes) bytes")
+
+        // Small files and the head of the big file, compared with the source.
+        let small = setup.image.files.keys.filter { !$0.hasSuffix("big.bin") }.sorted()
+        for path in small {
+            #expect(try Self.read(target + "/" + path).get() == setup.image.files[path], "\(path) differs")
+        }
+        let big = setup.image.files["usr/lib/big.bin"]!
+        #expect(try Self.read(target + "/usr/lib/big.bin", count: 65536).get() == Array(big[0..<65536]))
+        let fetched = setup.blobBytesServed - afterPull
+        #expect(fetched > 0)
+        #expect(fetched < setup.image.dataBlobBytes * 3 / 10, "read fetched \(fetched) of \(setup.image.dataBlobBytes) stored bytes")
+
+        // Everything read is local now: dropping the page cache and reading again fetches nothing.
+        let backing = try setup.harness.client().images().flatMap { $0.blobs.map(\.backingFile) }
+        Self.evict(small.map { target + "/" + $0 } + backing)
+        let before = setup.blobBytesServed
+        for path in small { #expect(try Self.read(target + "/" + path).get() == setup.image.files[path]) }
+        #expect(setup.blobBytesServed == before, "a second read fetched \(setup.blobBytesServed - before) bytes")
+
+        // Eight concurrent readers of one missing chunk: one GET.
+        let getsBefore = setup.blobGets
+        let region = (10 << 20)..<((10 << 20) + 256 * 1024)
+        let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    try Self.read(target + "/usr/lib/big.bin", offset: region.lowerBound, count: region.count).get() == Array(big[region])
+                }
+            }
+            return try await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(results.allSatisfy { $0 })
+        #expect(setup.blobGets - getsBefore == 1, "\(setup.blobGets - getsBefore) GETs for one chunk")
+
+        // A registry that corrupts what it serves: EIO, never the bad bytes; fine again once it is healthy.
+        try setup.setProxyMode("flip")
+        let corrupt = Self.read(target + "/usr/lib/big.bin", offset: 15 << 20, count: 4096)
+        #expect(throws: SyscallError.self) { try corrupt.get() }
+        if case .failure(let error) = corrupt { #expect(error.errno == EIO) }
+        try setup.setProxyMode("pass")
+        #expect(
+            try Self.read(target + "/usr/lib/big.bin", offset: 15 << 20, count: 4096).get() == Array(big[(15 << 20)..<((15 << 20) + 4096)]))
+
+        // Registry stopped: EIO within the reader timeout (5 s here plus retries), no hang; local data still reads.
+        setup.registry.stopProcess()
+        let started = Date()
+        let unreachable = Self.read(target + "/usr/lib/big.bin", offset: 18 << 20, count: 4096)
+        if case .failure(let error) = unreachable {
+            #expect(error.errno == EIO)
+        } else {
+            Issue.record("read succeeded with the registry down")
+        }
+        #expect(Date().timeIntervalSince(started) < 30)
+        #expect(try Self.read(target + "/etc/hostname").get() == Array("ondemand\n".utf8))
+        try setup.registry.start()
+        #expect(
+            try Self.read(target + "/usr/lib/big.bin", offset: 18 << 20, count: 4096).get() == Array(big[(18 << 20)..<((18 << 20) + 4096)]))
+
+        // What status and metrics report.
+        let status = try setup.harness.client().status()
+        #expect(status.frontEnd == "fanotify")
+        let imageStatus = try #require(status.images?.first)
+        #expect(imageStatus.bytesFetched > 0 && imageStatus.percentLocal > 0 && imageStatus.percentLocal < 100)
+        let metrics = try setup.harness.client().metrics()
+        #expect(metrics.contains("snapshotter_fetch_bytes_total"))
+        #expect(metrics.contains("snapshotter_front_end_info{front_end=\"fanotify\"} 1"))
+    }
+
+    @Test("kill -9 and SIGTERM while readers wait: no reader sees zeros; a restarted daemon completes them", .timeLimit(.minutes(5)))
+    func restartWhileReading() async throws {
+        let setup = try await Setup("lazy-restart", frontEnd: "fanotify", bigMiB: 16)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let big = setup.image.files["usr/lib/big.bin"]!
+
+        for (round, how) in ["kill", "term"].enumerated() {
+            try setup.setProxyMode("slow")
+            let offset = (3 + 4 * round) << 20
+            let reader = Task.detached { Self.read(target + "/usr/lib/big.bin", offset: offset, count: 8192) }
+            try await Task.sleep(for: .milliseconds(700))
+            if how == "kill" { setup.harness.crash() } else { #expect(setup.harness.stop() == 0) }
+            try setup.setProxyMode("pass")
+            try setup.harness.start()
+            let result = await reader.value
+            #expect(try result.get() == Array(big[offset..<(offset + 8192)]), "reader after \(how) got wrong bytes")
+            // Mounts were reconciled and new reads work.
+            let fresh = offset + (2 << 20)
+            #expect(try Self.read(target + "/usr/lib/big.bin", offset: fresh, count: 4096).get() == Array(big[fresh..<(fresh + 4096)]))
+        }
+        #expect(try setup.harness.client().images().count == 1)
+    }
+
+    @Test("the eager front end fetches whole blobs before mounting and passes the same content checks", .timeLimit(.minutes(5)))
+    func eager() async throws {
+        let setup = try await Setup("eager", frontEnd: "eager", bigMiB: 8)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        for (path, bytes) in setup.image.files { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
+        let status = try setup.harness.client().status()
+        #expect(status.frontEnd == "eager")
+        #expect(status.images?.first?.percentLocal == 100)
+        // rmi is refused while a snapshot uses the image, then works.
+        #expect(throws: (any Error).self) { try setup.harness.client().removeImage(reference: setup.reference) }
+        try setup.harness.client().unmount(target: target)
+        try setup.harness.client().remove(key: "c1")
+        try setup.harness.client().removeImage(reference: setup.reference)
+        #expect(try setup.harness.client().images().isEmpty)
+    }
+
+    @Test("a plain OCI image pushed by skopeo is pulled, converted locally and mounted", .timeLimit(.minutes(5)))
+    func plainImage() async throws {
+        let setup = try await Setup("plain", frontEnd: "fanotify", bigMiB: 4)
+        defer { setup.tearDown() }
+        try RegistryTestSupport.run(
+            RegistryTestSupport.skopeoBinary,
+            [
+                "--insecure-policy", "copy", "--dest-tls-verify=false", "oci:\(setup.image.sourceLayout):v1",
+                "docker://\(setup.registry.host)/plain:v1",
+            ])
+        let reference = "\(setup.registry.host)/plain:v1"
+        let pulled = try setup.harness.client().pull(reference: reference)
+        #expect(pulled.pulled && pulled.image.format == "converted")
+        #expect(pulled.image.localBytes == pulled.image.size)
+        _ = try setup.harness.client().prepare(key: "p1", image: reference)
+        let target = setup.harness.directory + "/p1"
+        _ = try setup.harness.client().mount(key: "p1", target: target)
+        for (path, bytes) in setup.image.files { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
+        // Pulling again is a no-op.
+        #expect(try setup.harness.client().pull(reference: reference).pulled == false)
+    }
+
+    @Test("prefetch of listed files, then of the whole image: afterwards every file reads with the registry gone", .timeLimit(.minutes(3)))
+    func prefetch() async throws {
+        let setup = try await Setup("prefetch", frontEnd: "fanotify", bigMiB: 4)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let client = setup.harness.client()
+        let listed = try client.prefetch(reference: setup.reference, paths: ["/usr/lib/big.bin"])
+        #expect(listed.ranges == 4 && listed.bytes == 4 << 20)
+        #expect(throws: APIError.self) { try client.prefetch(reference: setup.reference, paths: ["/no/such/file"]) }
+        _ = try client.prefetch(reference: setup.reference)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, try client.status().images?.first?.percentLocal != 100 { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(try client.status().images?.first?.percentLocal == 100)
+        setup.registry.stopProcess()
+        for (path, bytes) in setup.image.files { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
+    }
+
+    static var inGuest: Bool {
+        ProcessInfo.processInfo.environment["VM_GUEST"] == "1" && FileManager.default.fileExists(atPath: "/dev/cachefiles")
+    }
+
+    /// The same scenario through /dev/cachefiles on the 6.12 test kernel. Runs only inside the VM
+    /// (scripts/vm-test); the host test `CachefilesVMTests` boots it and requires this test to pass.
+    @Test(
+        "cachefiles in the test VM: pull, mount, lazy reads, EIO with the registry down, kill -9 and restore, kernel file names",
+        .enabled(if: inGuest, "runs inside the test VM (CachefilesVMTests boots it): the host kernel has no cachefiles"),
+        .timeLimit(.minutes(5)))
+    func cachefilesInGuest() async throws {
+        let setup = try await Setup("guest", frontEnd: "cachefiles", bigMiB: 8)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let afterPull = setup.blobBytesServed
+        let small = setup.image.files.keys.filter { !$0.hasSuffix("big.bin") }.sorted()
+        for path in small { #expect(try Self.read(target + "/" + path).get() == setup.image.files[path], "\(path) differs") }
+        let big = setup.image.files["usr/lib/big.bin"]!
+        #expect(try Self.read(target + "/usr/lib/big.bin", count: 65536).get() == Array(big[0..<65536]))
+        let fetched = setup.blobBytesServed - afterPull
+        #expect(fetched > 0 && fetched < setup.image.dataBlobBytes / 2, "read fetched \(fetched) of \(setup.image.dataBlobBytes)")
+        #expect(try setup.harness.client().status().frontEnd == "cachefiles")
+
+        // Registry stopped: EIO, not a hang.
+        setup.registry.stopProcess()
+        let unreachable = Self.read(target + "/usr/lib/big.bin", offset: 5 << 20, count: 4096)
+        if case .failure(let error) = unreachable {
+            #expect(error.errno == EIO)
+        } else {
+            Issue.record("read succeeded with the registry down")
+        }
+        try setup.registry.start()
+
+        // kill -9 while a reader waits: the successor adopts /dev/cachefiles and restores the request.
+        try setup.setProxyMode("slow")
+        let offset = 3 << 20
+        let reader = Task.detached { Self.read(target + "/usr/lib/big.bin", offset: offset, count: 8192) }
+        try await Task.sleep(for: .seconds(2))
+        setup.harness.crash()
+        try setup.setProxyMode("pass")
+        try setup.harness.start()
+        #expect(try await reader.value.get() == Array(big[offset..<(offset + 8192)]), "the waiting reader got wrong bytes")
+
+        // The kernel's cache files sit where CachefilesNaming says (linked once the mounts are gone).
+        let blobID = setup.image.result.build.blobs[0].blobID
+        try setup.harness.client().unmount(target: target)
+        try setup.harness.client().remove(key: "c1")
+        try setup.harness.client().removeImage(reference: setup.reference)
+        let expected =
+            setup.harness.root + "/fscache/cache/" + CachefilesNaming.relativePath(domain: "ondemand-snapshotter", blobID: blobID)
+        #expect(FileManager.default.fileExists(atPath: expected), "no kernel cache file at \(expected)")
+    }
+}

@@ -1,0 +1,211 @@
+import BlobStore
+import Foundation
+import SnapshotterAPI
+import SystemSupport
+import TestSupport
+
+// make bench-lazy: the on-demand path against its limits, each as a ratio measured in this one run.
+//  (a) cold sequential read of a 256 MiB file through the mount (fanotify front end, every byte fetched from a
+//      loopback docker-registry) against `curl` downloading the same stored bytes plus decompressing them;
+//  (b) a warm read (everything local) against the same image fully local through the eager front end;
+//  (c) first-byte latency of 200 small files, p50 and p99.
+// Usage: LazyBench [big-file-MiB] [small-files]
+
+let arguments = CommandLine.arguments.dropFirst()
+let bigMiB = arguments.first.flatMap(Int.init) ?? 256
+let smallCount = arguments.dropFirst().first.flatMap(Int.init) ?? 200
+let binDirectory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path
+
+func now() -> Double { Double(DispatchTime.now().uptimeNanoseconds) / 1e9 }
+
+func dropCaches() {
+    sync()
+    let fd = open("/proc/sys/vm/drop_caches", O_WRONLY)
+    guard fd >= 0 else { fatalError("cannot drop caches (run as root)") }
+    _ = write(fd, "3", 1)
+    close(fd)
+}
+
+/// Reads a whole file in 1 MiB blocks; returns bytes read.
+func readAll(_ path: String) -> Int {
+    let fd = open(path, O_RDONLY)
+    precondition(fd >= 0, "open \(path): \(errno)")
+    defer { close(fd) }
+    var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    var total = 0
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        precondition(n >= 0, "read \(path): errno \(errno)")
+        if n == 0 { return total }
+        total += n
+    }
+}
+
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * p))]
+}
+
+final class Daemon {
+    let root: String
+    let socket: String
+    let process: Process
+
+    init(directory: String, frontEnd: String) throws {
+        root = directory + "/root-\(frontEnd)"
+        socket = directory + "/\(frontEnd).sock"
+        process = Process()
+        process.executableURL = URL(fileURLWithPath: binDirectory + "/snapshotterd")
+        process.arguments = [
+            "--root", root, "--socket", socket, "--config", "/dev/null", "--front-end", frontEnd, "--log-level", "warning",
+        ]
+        try process.run()
+        let client = SnapshotterClient(socketPath: socket)
+        for _ in 0..<500 {
+            if (try? client.status()) != nil { return }
+            usleep(20_000)
+        }
+        fatalError("snapshotterd did not start")
+    }
+
+    var client: SnapshotterClient { SnapshotterClient(socketPath: socket) }
+
+    func stop() {
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        for point in mountPoints(under: root).sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
+        if let pids = try? FileManager.default.contentsOfDirectory(atPath: "/proc") {
+            for pid in pids.compactMap(Int32.init) {
+                let words = (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).split(separator: 0)
+                if words.contains(where: { String(decoding: $0, as: UTF8.self) == root + "/fdholder.sock" }) { kill(pid, SIGKILL) }
+            }
+        }
+    }
+}
+
+func mountPoints(under prefix: String) -> [String] {
+    ((FileManager.default.contents(atPath: "/proc/self/mountinfo").map { String(decoding: $0, as: UTF8.self) }) ?? "").split(
+        separator: "\n"
+    ).compactMap { line in
+        let fields = line.split(separator: " ")
+        guard fields.count > 4 else { return nil }
+        let point = String(fields[4])
+        return point.hasPrefix(prefix) ? point : nil
+    }
+}
+
+// The image: one big half-compressible file and many small files.
+let directory = "/var/tmp/lazybench-\(getpid())"
+try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+defer { try? FileSystem.removeTree(directory) }
+var files: [String: [UInt8]] = [:]
+var big = RegistryTestSupport.randomBytes(bigMiB << 20, seed: 99)
+big.withUnsafeMutableBytes { raw in
+    // Zero the second half of every 64 KiB block: about 2:1 for zstd, like typical binaries.
+    var offset = 32 * 1024
+    while offset < raw.count {
+        let end = min(offset + 32 * 1024, raw.count)
+        raw.baseAddress!.advanced(by: offset).initializeMemory(as: UInt8.self, repeating: 0, count: end - offset)
+        offset += 64 * 1024
+    }
+}
+files["big.bin"] = big
+for index in 0..<smallCount {
+    files["small/f\(index)"] = RegistryTestSupport.randomBytes(4096 + (index * 977) % 12288, seed: UInt64(index + 1))
+}
+print("building a \(bigMiB) MiB file + \(smallCount) small files image ...")
+let image = try NydusTestImage(directory: directory + "/image", files: files)
+files = [:]
+let registry = try TestRegistry()
+defer { registry.stop() }
+try await image.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "bench", tag: "v1")
+let reference = "\(registry.host)/bench:v1"
+
+// Ours, lazily.
+let lazy = try Daemon(directory: directory, frontEnd: "fanotify")
+defer { lazy.stop() }
+_ = try lazy.client.pull(reference: reference)
+_ = try lazy.client.prepare(key: "bench", image: reference)
+let target = directory + "/mnt-lazy"
+_ = try lazy.client.mount(key: "bench", target: target)
+
+dropCaches()
+var latencies: [Double] = []
+for index in 0..<smallCount {
+    let started = now()
+    let fd = open(target + "/small/f\(index)", O_RDONLY)
+    var byte: UInt8 = 0
+    precondition(fd >= 0 && read(fd, &byte, 1) == 1, "first byte of small/f\(index)")
+    close(fd)
+    latencies.append(now() - started)
+}
+
+dropCaches()
+var started = now()
+let coldBytes = readAll(target + "/big.bin")
+let coldSeconds = now() - started
+precondition(coldBytes == bigMiB << 20)
+
+@MainActor func fanotifyEvents() -> Int {
+    let text = (try? lazy.client.metrics()) ?? ""
+    let line = text.split(separator: "\n").first { $0.hasPrefix("snapshotter_fanotify_events_total ") }
+    return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+}
+let eventsBeforeWarm = fanotifyEvents()
+dropCaches()
+started = now()
+_ = readAll(target + "/big.bin")
+let warmSeconds = now() - started
+let warmEvents = fanotifyEvents() - eventsBeforeWarm
+
+// The limit: curl downloads the same stored blob, then every chunk is decompressed (and verified, as we do).
+let blobLayer = image.result.manifest.layers.first { $0.mediaType == ImageConverter.nydusBlobMediaType }!
+let downloaded = directory + "/curl-blob"
+started = now()
+let curl = Process()
+curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+curl.arguments = ["-sS", "-o", downloaded, "http://\(registry.host)/v2/bench/blobs/\(blobLayer.digest)"]
+try curl.run()
+curl.waitUntilExit()
+let curlSeconds = now() - started
+let bootstrapPath = try FileManager.default.contentsOfDirectory(atPath: lazy.root + "/images").map {
+    lazy.root + "/images/\($0)/image.boot"
+}[0]
+let erofs = try ErofsImage(path: bootstrapPath)
+let rafs = try RafsBlob(
+    path: downloaded, entry: erofs.blobs.first { $0.blobID == blobLayer.digest.encoded }!, chunkTable: try erofs.rafsChunkTable())
+started = now()
+var decoded = 0
+for chunk in rafs.chunks { decoded += try rafs.readChunk(chunk).count }
+let decompressSeconds = now() - started
+let limitSeconds = curlSeconds + decompressSeconds
+
+// The same image fully local through the eager front end.
+let eager = try Daemon(directory: directory, frontEnd: "eager")
+defer { eager.stop() }
+_ = try eager.client.pull(reference: reference)
+_ = try eager.client.prepare(key: "bench", image: reference)
+let eagerTarget = directory + "/mnt-eager"
+_ = try eager.client.mount(key: "bench", target: eagerTarget)
+dropCaches()
+started = now()
+_ = readAll(eagerTarget + "/big.bin")
+let eagerSeconds = now() - started
+
+let mib = Double(bigMiB)
+let stored = Double(blobLayer.size) / 1048576
+print("stored blob: \(String(format: "%.1f", stored)) MiB for \(bigMiB) MiB of data in the big file")
+print(
+    String(
+        format:
+            "(a) cold read through the mount: %.2f s (%.0f MiB/s); curl %.2f s + decompress %.2f s = %.2f s (%.0f MiB/s); ratio %.2f (aim >= 0.8)",
+        coldSeconds, mib / coldSeconds, curlSeconds, decompressSeconds, limitSeconds, mib / limitSeconds, limitSeconds / coldSeconds))
+print(
+    String(
+        format:
+            "(b) warm read: %.2f s (%.0f MiB/s, %d fanotify events); eager front end, fully local: %.2f s (%.0f MiB/s); ratio %.2f (aim >= 0.95)",
+        warmSeconds, mib / warmSeconds, warmEvents, eagerSeconds, mib / eagerSeconds, eagerSeconds / warmSeconds))
+print(
+    String(
+        format: "(c) first byte of %d small files, cold: p50 %.2f ms, p99 %.2f ms",
+        smallCount, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000))
