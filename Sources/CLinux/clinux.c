@@ -77,6 +77,10 @@ int clinux_recv_fd(int socket, char *tag) {
 
 int clinux_seek_data(void) { return SEEK_DATA; }
 int clinux_seek_hole(void) { return SEEK_HOLE; }
+
+int clinux_start_writeback(int fd, long long offset, long long length) {
+    return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);
+}
 int clinux_o_direct(void) { return O_DIRECT; }
 
 #include <linux/cachefiles.h>

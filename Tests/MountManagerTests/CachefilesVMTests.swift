@@ -26,8 +26,11 @@ struct CachefilesVMTests {
         let binary = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.packageRoot + "/scripts/vm-test")
+        // One after the other: /dev/cachefiles has one owner at a time.
+        let run = { (filter: String) in "'\(binary)' --testing-library swift-testing --filter '\(filter)'" }
         process.arguments = [
-            "--timeout", "420", "--", binary, "--testing-library", "swift-testing", "--filter", "CachefilesKernelTests|cachefilesInGuest",
+            "--timeout", "540", "--", "/bin/sh", "-c",
+            run("CachefilesKernelTests") + "; first=$?; " + run("cachefilesInGuest") + " && exit $first",
         ]
         process.currentDirectoryURL = URL(fileURLWithPath: Self.packageRoot)
         let output = Pipe()

@@ -61,7 +61,7 @@ final class FanotifyWorkspace {
     }
 
     deinit {
-        if let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") {
+        if let data = (try? FileSystem.readFile("/proc/self/mountinfo")) {
             let text = String(decoding: data, as: UTF8.self)
             let points = text.split(separator: "\n").compactMap { line -> String? in
                 let fields = line.split(separator: " ")

@@ -94,7 +94,7 @@ final class SeedDevnodeEmulator: Sendable {
     /// Commands are handled on the emulator's thread, after the daemon's write returned (a real device
     /// handles them inside write(2)); waits until `bind ondemand` went through.
     @discardableResult
-    func waitUntilBound(seconds: Double = 2) -> Bool {
+    func waitUntilBound(seconds: Double = 30) -> Bool {
         let deadline = monotonicNanoseconds() + UInt64(seconds * 1e9)
         while !state.withLock({ $0.bound }) {
             if monotonicNanoseconds() > deadline { return false }

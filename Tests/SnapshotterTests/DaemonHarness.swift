@@ -105,7 +105,7 @@ final class DaemonHarness {
 
     /// Mount points at or below the harness directory (and extra paths), deepest first.
     static func mountPoints(under prefix: String) -> [String] {
-        guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return [] }
+        guard let data = (try? FileSystem.readFile("/proc/self/mountinfo")) else { return [] }
         let text = String(decoding: data, as: UTF8.self)
         return text.split(separator: "\n").compactMap { line -> String? in
             let fields = line.split(separator: " ")
@@ -163,7 +163,7 @@ func runCommand(_ path: String, _ arguments: [String], environment: [String: Str
 
 /// Mountinfo lines whose mount point is `path`.
 func mountInfoLines(at path: String) -> [String] {
-    guard let data = FileManager.default.contents(atPath: "/proc/self/mountinfo") else { return [] }
+    guard let data = (try? FileSystem.readFile("/proc/self/mountinfo")) else { return [] }
     let text = String(decoding: data, as: UTF8.self)
     return text.split(separator: "\n").map(String.init).filter {
         $0.split(separator: " ").count > 4 && String($0.split(separator: " ")[4]) == path

@@ -84,7 +84,7 @@ final class Daemon {
 }
 
 func mountPoints(under prefix: String) -> [String] {
-    ((FileManager.default.contents(atPath: "/proc/self/mountinfo").map { String(decoding: $0, as: UTF8.self) }) ?? "").split(
+    ((try? FileSystem.readFile("/proc/self/mountinfo")).map { String(decoding: $0, as: UTF8.self) } ?? "").split(
         separator: "\n"
     ).compactMap { line in
         let fields = line.split(separator: " ")

@@ -61,6 +61,9 @@ int clinux_recv_fd(int socket, char *tag);
 int clinux_seek_data(void);
 int clinux_seek_hole(void);
 
+/// sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE): starts writeback of a range without waiting.
+int clinux_start_writeback(int fd, long long offset, long long length);
+
 /// O_DIRECT (also hidden by glibc without _GNU_SOURCE).
 int clinux_o_direct(void);
 

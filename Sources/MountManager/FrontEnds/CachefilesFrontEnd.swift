@@ -187,8 +187,9 @@ public final class CachefilesFrontEnd: Sendable {
                     "cachefiles.volume": "\(open.volumeKey)", "cachefiles.cookie": "\(String(decoding: open.cookieKey, as: UTF8.self))",
                 ])
             state.withLock { $0.statistics.refusedOpens += 1 }
-            reply(open, size: -Int64(ENOENT))
+            // The fd is of no use: close it before answering, so nothing observes it open after the reply.
             close(open.fd)
+            reply(open, size: -Int64(ENOENT))
             return
         }
         let replaced = state.withLock { state in
