@@ -169,8 +169,8 @@ final class ContainerdHarness {
                 }
             }
         }
-        // FileManager reads proc files whole; String(contentsOfFile:) was seen to return a truncated mountinfo.
-        let mountinfo = FileManager.default.contents(atPath: "/proc/self/mountinfo").map { String(decoding: $0, as: UTF8.self) } ?? ""
+        // Read to the end: Foundation's readers stop early on procfs files.
+        let mountinfo = (try? FileSystem.readFile("/proc/self/mountinfo")).map { String(decoding: $0, as: UTF8.self) } ?? ""
         let points = mountinfo.split(separator: "\n").compactMap { line -> String? in
             let fields = line.split(separator: " ")
             return fields.count > 4 && fields[4].hasPrefix(directory + "/") ? String(fields[4]) : nil

@@ -135,8 +135,8 @@ final class Environment {
                 }
             }
         }
-        // FileManager reads proc files whole; String(contentsOfFile:) was seen to return a truncated mountinfo.
-        let mountinfo = FileManager.default.contents(atPath: "/proc/self/mountinfo").map { String(decoding: $0, as: UTF8.self) } ?? ""
+        // Read to the end: Foundation's readers stop early on procfs files.
+        let mountinfo = (try? FileSystem.readFile("/proc/self/mountinfo")).map { String(decoding: $0, as: UTF8.self) } ?? ""
         let points = mountinfo.split(separator: "\n").compactMap { line -> String? in
             let fields = line.split(separator: " ")
             guard fields.count > 4 else { return nil }
