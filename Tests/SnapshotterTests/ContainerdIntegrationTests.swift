@@ -139,5 +139,11 @@ struct ContainerdIntegrationTests {
         print("nydus image: \(imageBytes) bytes in the registry, \(served) served for pull + run")
         #expect(served > 0)
         #expect(served * 4 < imageBytes, "the registry served \(served) of \(imageBytes) bytes")
+
+        // The limit of containerd 1.6's own `ctr image pull`: it downloads every layer, sends no image
+        // labels, and cannot unpack a nydus blob layer (no stream processor for its media type).
+        let ctrPull = try containerd.ctr(["image", "pull", "--plain-http", "--snapshotter", Self.snapshotter, reference])
+        #expect(ctrPull.status != 0)
+        #expect(ctrPull.output.contains("no processor for media-type"))
     }
 }
