@@ -6,7 +6,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-scratch=.build-protoc
+scratch="${PROTOC_PLUGINS_SCRATCH:-.build-protoc}"
 protos=Sources/ContainerdProxy/Protos
 out=Sources/ContainerdProxy/Generated
 
