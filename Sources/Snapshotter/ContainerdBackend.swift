@@ -115,14 +115,8 @@ final class ContainerdBackend: SnapshotBackend {
             }
         }
         if known { throw SnapshotBackendError(.alreadyExists, "snapshot \(layer.target) already exists (remote)") }
-        let imageID: Int64
         do {
             try await pullWaitingForOthers(layer.imageReference)
-            let name = (try? ImageReference(parsing: layer.imageReference).description) ?? layer.imageReference
-            guard let record = try images.catalog.image(reference: name) else {
-                throw ImageError.notFound(reference: name)
-            }
-            imageID = record.id
         } catch ImageError.notAnImage(let reference, let reason) {
             logger.info(
                 "layer not servable lazily; containerd unpacks it",
@@ -131,8 +125,10 @@ final class ContainerdBackend: SnapshotBackend {
         } catch {
             throw Self.backendError(error)
         }
+        let name = (try? ImageReference(parsing: layer.imageReference).description) ?? layer.imageReference
         try await blocking {
-            try self.service.commitRemote(name: layer.target, parent: parent.isEmpty ? nil : parent, labels: labels, imageID: imageID)
+            guard let image = try self.images.catalog.image(reference: name) else { throw ImageError.notFound(reference: name) }
+            try self.service.commitRemote(name: layer.target, parent: parent.isEmpty ? nil : parent, labels: labels, imageID: image.id)
         }
         logger.info(
             "remote snapshot committed",

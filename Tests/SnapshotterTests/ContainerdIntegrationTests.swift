@@ -64,7 +64,16 @@ struct ContainerdIntegrationTests {
         // Our daemon restarted: containerd redials, and List/Stat still see every snapshot.
         #expect(daemon.stop() == 0)
         try daemon.start()
-        let relisted = try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "ls"])
+        // containerd redials with backoff (up to a few seconds): the first calls may still fail.
+        var relisted = ""
+        for _ in 0..<100 {
+            let result = try containerd.ctr(["snapshots", "--snapshotter", Self.snapshotter, "ls"])
+            if result.status == 0 {
+                relisted = result.output
+                break
+            }
+            usleep(100_000)
+        }
         #expect(relisted.contains(image.diffID) && relisted.contains("keep-me"))
 
         // containerd restarted while a container runs: the container keeps reading its files.
