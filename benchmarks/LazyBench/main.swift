@@ -143,17 +143,19 @@ for index in 0..<smallCount {
     latencies.append(now() - started)
 }
 
-dropCaches()
-var started = now()
-let coldBytes = readAll(target + "/big.bin")
-let coldSeconds = now() - started
-precondition(coldBytes == bigMiB << 20)
-
 @MainActor func fanotifyEvents() -> Int {
     let text = (try? lazy.client.metrics()) ?? ""
     let line = text.split(separator: "\n").first { $0.hasPrefix("snapshotter_fanotify_events_total ") }
     return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
 }
+dropCaches()
+let eventsBeforeCold = fanotifyEvents()
+var started = now()
+let coldBytes = readAll(target + "/big.bin")
+let coldSeconds = now() - started
+let coldEvents = fanotifyEvents() - eventsBeforeCold
+precondition(coldBytes == bigMiB << 20)
+
 let eventsBeforeWarm = fanotifyEvents()
 dropCaches()
 started = now()
@@ -208,6 +210,7 @@ print(
         format:
             "(b) warm read: %.2f s (%.0f MiB/s, %d fanotify events); eager front end, fully local: %.2f s (%.0f MiB/s); ratio %.2f (aim >= 0.95)",
         warmSeconds, mib / warmSeconds, warmEvents, eagerSeconds, mib / eagerSeconds, eagerSeconds / warmSeconds))
+print("fanotify events: \(coldEvents) during the cold read")
 print(
     String(
         format: "(c) first byte of %d small files, cold: p50 %.2f ms, p99 %.2f ms",
