@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-coldstart generate-proto clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-lazy-vm bench-coldstart generate-proto clean
 
 all: build
 
@@ -87,6 +87,13 @@ bench-lazy: setup
 	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
 	$(SWIFT) build -c release --product LazyBench $(BUILD_FLAGS)
 	.build/release/LazyBench 256 200
+
+## bench-lazy-vm: the same through the cachefiles front end inside the 6.12 test VM (smaller image: TCG is slow)
+bench-lazy-vm: setup
+	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product LazyBench $(BUILD_FLAGS)
+	VM_DISK_SIZE=2G scripts/vm-test --timeout 900 -- env LAZYBENCH_FRONT_END=cachefiles .build/release/LazyBench 32 50
 
 ## bench-coldstart: cold start of a container on a 512 MiB image: containerd's overlayfs (pull + unpack + run) vs ours (lazy), as a ratio
 bench-coldstart: setup

@@ -22,9 +22,10 @@ struct LazyImageTests {
         let image: NydusTestImage
         let reference: String
 
-        init(_ name: String, frontEnd: String, bigMiB: Int = 24) async throws {
-            // Read-ahead off: the test counts exactly which chunks each read fetches.
-            harness = try DaemonHarness(name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", "0"])
+        /// Read-ahead is off unless asked for: most tests count exactly which chunks each read fetches.
+        init(_ name: String, frontEnd: String, bigMiB: Int = 24, readahead: Int = 0) async throws {
+            harness = try DaemonHarness(
+                name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", String(readahead)])
             registry = try TestRegistry()
             proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
             image = try NydusTestImage(
@@ -249,6 +250,33 @@ struct LazyImageTests {
         #expect(try client.status().images?.first?.percentLocal == 100)
         setup.registry.stopProcess()
         for (path, bytes) in setup.image.files { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
+    }
+
+    @Test("a sequential reader gets read-ahead: chunks ahead of it are fetched in the background", .timeLimit(.minutes(3)))
+    func readAhead() async throws {
+        let setup = try await Setup("readahead", frontEnd: "fanotify", bigMiB: 16, readahead: 4 << 20)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let big = setup.image.files["usr/lib/big.bin"]!
+        for offset in stride(from: 0, to: 2 << 20, by: 128 * 1024) {
+            #expect(
+                try Self.read(target + "/usr/lib/big.bin", offset: offset, count: 128 * 1024).get()
+                    == Array(big[offset..<(offset + 128 * 1024)]))
+        }
+        // The next 4 MiB arrive without being read.
+        let deadline = Date().addingTimeInterval(30)
+        func local() throws -> Int64 { try setup.harness.client().images().first?.localBytes ?? 0 }
+        while Date() < deadline, try local() < 5 << 20 { try await Task.sleep(for: .milliseconds(100)) }
+        let fetchedAhead = try local()
+        #expect(fetchedAhead >= 5 << 20, "read-ahead made only \(fetchedAhead) bytes local")
+        // Reading what arrived ahead is all hits: no reader waits on a fetch for it.
+        func misses() throws -> Int {
+            let line = try setup.harness.client().metrics().split(separator: "\n").first { $0.hasPrefix("snapshotter_chunk_misses_total ") }
+            return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+        }
+        let before = try misses()
+        #expect(try Self.read(target + "/usr/lib/big.bin", offset: 3 << 20, count: 1 << 20).get() == Array(big[(3 << 20)..<(4 << 20)]))
+        #expect(try misses() == before, "a chunk fetched ahead was missed again")
     }
 
     static var inGuest: Bool {

@@ -103,9 +103,13 @@ public final class BlobEngine: Sendable {
         let bytes = settings.readaheadBytes
         let end = offset + length
         guard bytes > 0, let blob = blobs.withLock({ $0[blobID] }), end < blob.rafs.deviceSize else { return }
+        // Near the previous end counts as sequential: readahead windows overlap or leave small gaps.
+        let slack = 2 * UInt64(max(blob.rafs.entry.chunkSize, 1 << 20))
         let sequential = blob.state.withLock { state in
-            defer { state.lastOnDemandEnd = end }
-            return state.lastOnDemandEnd == offset
+            let last = state.lastOnDemandEnd
+            let near = last != UInt64.max && offset + slack >= last && offset <= last + slack
+            state.lastOnDemandEnd = near ? max(end, last) : end
+            return near
         }
         guard sequential else { return }
         let length = min(bytes, blob.rafs.deviceSize - end)
