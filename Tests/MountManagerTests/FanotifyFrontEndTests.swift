@@ -17,6 +17,15 @@ final class CopyingFiller: RangeFiller {
     let target: String
     let failing: Range<UInt64>?
     let copied = Mutex<(calls: Int, bytes: UInt64)>((0, 0))
+    /// 4 KiB pages written so far: like the real engine, a range already filled is answered without copying
+    /// (the kernel asks again when its page cache was reclaimed, e.g. under a loaded parallel test run).
+    let pages = Mutex<Set<UInt64>>([])
+
+    func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool {
+        guard length > 0 else { return true }
+        let wanted = (offset / 4096)...((offset + length - 1) / 4096)
+        return pages.withLock { pages in wanted.allSatisfy { pages.contains($0) } }
+    }
 
     init(source: String, target: String, failing: Range<UInt64>? = nil) {
         self.source = source
@@ -41,6 +50,10 @@ final class CopyingFiller: RangeFiller {
         copied.withLock {
             $0.calls += 1
             $0.bytes += UInt64(n)
+        }
+        if n > 0 {
+            let filled = (offset / 4096)...((offset + UInt64(n) - 1) / 4096)
+            pages.withLock { $0.formUnion(filled) }
         }
     }
 }

@@ -126,7 +126,8 @@ struct SeedFrontEndTests {
         let image = rig.image
         let path = try #require(rig.expected.keys.sorted().first)
         let reader = Task { try await offPool { try image.readFile(path, devices: [1: device]) } }
-        try await Task.sleep(for: .milliseconds(300))
+        // Wait (up to 30 s on a loaded machine) until the reader is blocked on its request.
+        for _ in 0..<300 where rig.emulator.state.withLock({ $0.waiting.count }) == 0 { try await Task.sleep(for: .milliseconds(100)) }
         #expect(rig.emulator.state.withLock { $0.waiting.count } == 1, "the reader must be blocked on its request")
         rig.emulator.closeDaemonEnd()
         await #expect(throws: ImageFormatError.self) { _ = try await reader.value }
