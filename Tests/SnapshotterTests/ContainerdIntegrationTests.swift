@@ -22,7 +22,6 @@ struct ContainerdIntegrationTests {
     @Test("plain image: pull, run, snapshots ls/info/usage/rm, restarts of both daemons, GC after image rm")
     func plainImage() async throws {
         let registry = try TestRegistry()
-        try registry.start()
         defer { registry.stop() }
         let work = try RegistryTestSupport.tempDirectory("ctd-plain")
         defer { try? FileSystem.removeTree(work) }
@@ -101,7 +100,6 @@ struct ContainerdIntegrationTests {
     @Test("nydus-style image through CRI: remote snapshots, run reads lazily, registry serves a fraction")
     func nydusImage() async throws {
         let registry = try TestRegistry()
-        try registry.start()
         defer { registry.stop() }
         let proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
         defer { proxy.stop() }

@@ -184,7 +184,9 @@ public final class TestRegistry {
         try start()
     }
 
+    /// Starts (or restarts) the registry process; a running one is stopped first, never leaked.
     public func start() throws {
+        stopProcess()
         var config = """
             version: 0.1
             log:
