@@ -47,7 +47,7 @@ run: build
 	@echo "talk to it with:"
 	@echo "  snapctl --socket $(SOCKET) status"
 	@echo "  curl --unix-socket $(SOCKET) http://localhost/v1/status"
-	.build/debug/snapshotterd --root $(STATE) --socket $(SOCKET)
+	.build/debug/snapshotterd --root $(STATE) --socket $(SOCKET) --containerd-socket $(STATE)/containerd.sock
 
 ## install: binaries to $(PREFIX)/bin, units to /etc/systemd/system, example config to /etc
 install: release
