@@ -8,6 +8,7 @@ packages=(
   libsystemd-dev        # sd_notify, socket activation
   zlib1g-dev            # gzip layers
   libzstd-dev           # zstd chunks and layers
+  zstd                  # zstd CLI: the builder tests write zstd layer tars with it
   liblz4-dev            # lz4_block chunks (nydus)
   libcurl4-openssl-dev  # registry client
   libssl-dev            # libcrypto: SHA-256 on the hot path
@@ -21,6 +22,9 @@ packages=(
   systemd               # systemd-analyze verify, systemd-socket-activate (tests)
   curl                  # curl --unix-socket in docs and benchmarks
   qemu-system-x86       # boots the 6.12 test kernel (cachefiles on-demand) under TCG: scripts/vm-test
+  e2fsprogs             # mkfs.ext4: the VM's cache disk (cachefiles needs a disk filesystem)
+  iproute2              # ip: brings up the guest's loopback for its registry
+  util-linux            # mount, fallocate (punching holes in the engine tests)
   sqlite3               # inspecting the catalog by hand
   containerd            # the real containerd 1.6 the proxy-plugin tests drive (ctr, proxy_plugins)
   runc                  # runtime for `ctr run` in those tests
