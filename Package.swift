@@ -130,7 +130,7 @@ let package = Package(
         .executableTarget(
             name: "ColdStartBench",
             dependencies: [
-                "BlobStore", "SystemSupport", "CRIClient",
+                "BlobStore", "SystemSupport", "CRIClient", "TestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -143,7 +143,7 @@ let package = Package(
         // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
         .target(
             name: "TestSupport",
-            dependencies: ["BlobStore", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BlobStore", "MountManager", "SystemSupport", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),
@@ -166,7 +166,9 @@ let package = Package(
         ),
         .testTarget(
             name: "MountManagerTests",
-            dependencies: ["MountManager", "BlobStore", "SystemSupport", "CLinux", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "MountManager", "BlobStore", "SystemSupport", "CLinux", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

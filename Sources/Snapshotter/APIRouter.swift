@@ -96,20 +96,6 @@ final class APIRouter: Sendable {
         let response: APIResponse
         do {
             response = try body()
-        } catch let error as ImageError {
-            response = Self.errorResponse(error.apiError)
-        } catch let error as RegistryError {
-            response = Self.errorResponse(error.apiError)
-        } catch let error as InspectError {
-            response = Self.errorResponse(.invalidArgument("\(error)"))
-        } catch let error as LayoutError {
-            response = Self.errorResponse(.invalidArgument("\(error)"))
-        } catch let error as ImageFormatError {
-            response = Self.errorResponse(.invalidArgument("the image is malformed: \(error)"))
-        } catch let error as APIError {
-            response = Self.errorResponse(error)
-        } catch let error as SnapshotError {
-            response = Self.errorResponse(error.apiError)
         } catch let error as MethodNotAllowed {
             var answer = Self.errorResponse(
                 .invalidArgument("method \(error.method) is not allowed on \(error.uri); use \(error.allowed.joined(separator: ", "))"))
@@ -119,6 +105,7 @@ final class APIRouter: Sendable {
         } catch let error as DecodingError {
             response = Self.errorResponse(.invalidArgument("malformed JSON body: \(Self.describe(error))"))
         } catch {
+            if let classified = classifiedAPIError(error) { return errorResponse(classified) }
             logger.error(
                 "request failed", metadata: ["http.method": "\(request.method)", "http.uri": "\(request.uri)", "error": "\(error)"])
             response = Self.errorResponse(APIError(.internal, "\(error)"))

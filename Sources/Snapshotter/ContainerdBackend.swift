@@ -170,15 +170,8 @@ final class ContainerdBackend: SnapshotBackend {
     }
 
     static func backendError(_ error: any Error) -> SnapshotBackendError {
-        let api: APIError
-        switch error {
-        case let error as SnapshotBackendError: return error
-        case let error as SnapshotError: api = error.apiError
-        case let error as ImageError: api = error.apiError
-        case let error as RegistryError: api = error.apiError
-        case let error as APIError: api = error
-        default: return SnapshotBackendError(.internal, "\(error)")
-        }
+        if let error = error as? SnapshotBackendError { return error }
+        guard let api = classifiedAPIError(error) else { return SnapshotBackendError(.internal, "\(error)") }
         switch api.kind {
         case .notFound: return SnapshotBackendError(.notFound, api.message)
         case .alreadyExists: return SnapshotBackendError(.alreadyExists, api.message)

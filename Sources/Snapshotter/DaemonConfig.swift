@@ -1,3 +1,4 @@
+import BlobStore
 import MountManager
 import SystemSupport
 import TOML
@@ -18,12 +19,12 @@ struct DaemonConfig: Equatable, Sendable {
     /// `auto` (fanotify, else cachefiles, else eager), `fanotify`, `cachefiles` or `eager`.
     var frontEnd = "auto"
     /// A reader waiting longer than this on a missing range gets EIO.
-    var readerTimeoutSeconds = 30
+    var readerTimeoutSeconds = Int(FetchSettings().readerTimeout.components.seconds)
     /// Ranged GETs are grown to at least this many stored bytes (read amplification).
-    var minimumFetchBytes = 0
-    var maximumConcurrentFetches = 8
+    var minimumFetchBytes = Int(FetchSettings().minimumFetchBytes)
+    var maximumConcurrentFetches = FetchSettings().maximumConcurrentFetches
     /// Background fetch ahead of sequential readers, in bytes (0 = off).
-    var readaheadBytes = 8 << 20
+    var readaheadBytes = Int(FetchSettings().readaheadBytes)
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.

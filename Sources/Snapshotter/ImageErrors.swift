@@ -1,6 +1,21 @@
 import BlobStore
 import SnapshotterAPI
 
+/// The API's view of an error from any layer (the JSON API and the containerd backend share it); nil for
+/// errors no layer classifies, which callers report as internal.
+func classifiedAPIError(_ error: any Error) -> APIError? {
+    switch error {
+    case let error as APIError: return error
+    case let error as SnapshotError: return error.apiError
+    case let error as ImageError: return error.apiError
+    case let error as RegistryError: return error.apiError
+    case let error as InspectError: return .invalidArgument("\(error)")
+    case let error as LayoutError: return .invalidArgument("\(error)")
+    case let error as ImageFormatError: return .invalidArgument("the image is malformed: \(error)")
+    default: return nil
+    }
+}
+
 extension ImageError {
     var apiError: APIError {
         switch self {

@@ -53,7 +53,7 @@ extension ImageService {
         let converter = ImageConverter(options: options, logger: logger)
         let input = source
         let output = destination
-        let result = try await blocking { try converter.convert(source: input, destination: output) }
+        let result = try await runBlocking { try converter.convert(source: input, destination: output) }
         if let pushTo { try await transfer.upload(layout: destination, manifest: result.manifestDescriptor, to: pushTo) }
         let blobs = result.build.blobs.map {
             BlobInfo(

@@ -1,5 +1,4 @@
 import BlobStore
-import Dispatch
 import Logging
 import MountManager
 import SnapshotterAPI
@@ -45,7 +44,7 @@ final class ImageService: Sendable {
     /// Serves every recorded blob, completes inherited kernel requests, then makes sure every image is
     /// mounted (a restart finds the mounts still there; a reboot does not).
     func start() async throws {
-        let images = try await blocking { try self.catalog.images() }
+        let images = try await runBlocking { try self.catalog.images() }
         var served = Set<Int64>()
         for image in images {
             try await serveBlobs(of: image, skipping: &served)
@@ -105,7 +104,7 @@ final class ImageService: Sendable {
         for blob in image.blobs { try layout.ensureDeviceLink(blobID: blob.blobID) }
         let mount = frontEnd.imageMount(
             bootstrap: image.bootstrapPath, fsid: Self.fsid(of: image), devices: image.blobs.map { layout.deviceLink(blobID: $0.blobID) })
-        try await blocking {
+        try await runBlocking {
             try FileSystem.makeDirectories(target, mode: 0o755)
             try Mounter.mount(mount, at: target)
         }
@@ -120,13 +119,14 @@ final class ImageService: Sendable {
         let (image, newBlobs, pulled) = try await puller.pull(reference) { progress in
             self.pulls.withLock { $0[key] = progress }
         }
-        var served = Set(try await blocking { try self.catalog.blobs() }.map(\.id)).subtracting(newBlobs)
+        // Blobs the catalog knew before this pull are served already (at start-up or by an earlier pull).
+        var served = Set(image.blobs.map(\.id)).subtracting(newBlobs)
         do {
             try await serveBlobs(of: image, skipping: &served)
             try await mountIfNeeded(image)
         } catch {
             // A pull that cannot be served leaves nothing behind.
-            _ = try? await blocking { try self.remove(image.reference) }
+            _ = try? await runBlocking { try self.remove(image.reference) }
             throw error
         }
         return PullResponse(image: try info(image), pulled: pulled)
@@ -211,15 +211,7 @@ final class ImageService: Sendable {
         guard let images = try? catalog.images(), let table = try? MountInfo.read() else { return true }
         return images.contains { MountInfo.isMountPoint(mountPoint(of: $0.id), in: table) }
     }
-
-    func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            blockingQueue.async { continuation.resume(with: Result { try body() }) }
-        }
-    }
 }
-
-private let blockingQueue = DispatchQueue(label: "snapshotterd.images", attributes: .concurrent)
 
 /// The front end's fill requests go to the fetch engine.
 struct EngineFiller: RangeFiller {

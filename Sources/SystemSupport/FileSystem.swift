@@ -188,6 +188,16 @@ public enum FileSystem {
         return result
     }
 
+    /// Writes all of `bytes` at `offset` of an open file (pwrite until done); `path` names it in errors.
+    public static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: UInt64, path: String) throws(SyscallError) {
+        var done = 0
+        while done < bytes.count {
+            done += try retryingSyscall("pwrite", path) {
+                bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+            }
+        }
+    }
+
     /// Writes a file through a temp name, fsync and rename, so readers see the old or the new content.
     public static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SyscallError) {
         let temp = path + ".tmp-\(getpid())"

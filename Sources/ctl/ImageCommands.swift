@@ -23,7 +23,7 @@ struct Pull: ParsableCommand {
         let reference = reference
         let watcher = DispatchSemaphore(value: 0)
         if showProgress {
-            Thread.detach {
+            DispatchQueue(label: "snapctl.progress").async {
                 let client = SnapshotterClient(socketPath: socket)
                 while !done.load(ordering: .acquiring) {
                     if let pull = try? client.pulls().first(where: {
@@ -39,14 +39,15 @@ struct Pull: ParsableCommand {
                 watcher.signal()
             }
         }
-        defer {
-            done.store(true, ordering: .releasing)
-            if showProgress { watcher.wait() }
+        /// Ends the progress line once (before the result is printed, or when the pull fails).
+        func stopProgress() {
+            let wasDone = done.exchange(true, ordering: .acquiringAndReleasing)
+            if showProgress && !wasDone { watcher.wait() }
         }
+        defer { stopProgress() }
         try perform {
             let result = try global.client().pull(reference: reference)
-            done.store(true, ordering: .releasing)
-            if showProgress { watcher.wait() }
+            stopProgress()
             if global.json {
                 Output.printJSON(result)
             } else {
@@ -63,27 +64,6 @@ struct Pull: ParsableCommand {
 func writeStandardError(_ text: String) {
     var bytes = Array(text.utf8)
     _ = write(STDERR_FILENO, &bytes, bytes.count)
-}
-
-/// `Thread` without Foundation: a detached pthread.
-enum Thread {
-    static func detach(_ body: @escaping @Sendable () -> Void) {
-        final class Box: @unchecked Sendable {
-            // @unchecked: written once before the thread starts, read only by that thread.
-            let body: @Sendable () -> Void
-            init(_ body: @escaping @Sendable () -> Void) { self.body = body }
-        }
-        var thread = pthread_t()
-        let box = Unmanaged.passRetained(Box(body)).toOpaque()
-        pthread_create(
-            &thread, nil,
-            { raw in
-                let box = Unmanaged<Box>.fromOpaque(raw!).takeRetainedValue()
-                box.body()
-                return nil
-            }, box)
-        pthread_detach(thread)
-    }
 }
 
 struct Images: ParsableCommand {

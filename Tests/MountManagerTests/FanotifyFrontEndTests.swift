@@ -4,6 +4,7 @@ import Logging
 import MountManager
 import Synchronization
 import SystemSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -74,14 +75,7 @@ final class FanotifyWorkspace {
     }
 
     deinit {
-        if let data = (try? FileSystem.readFile("/proc/self/mountinfo")) {
-            let text = String(decoding: data, as: UTF8.self)
-            let points = text.split(separator: "\n").compactMap { line -> String? in
-                let fields = line.split(separator: " ")
-                return fields.count > 4 && String(fields[4]).hasPrefix(root) ? String(fields[4]) : nil
-            }
-            for point in points.sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
-        }
+        TestCleanup.unmountAll(under: root)
         try? FileSystem.removeTree(root)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import SystemSupport
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -158,7 +159,7 @@ final class ContainerdHarness {
             Self.waitForExit(process.processIdentifier)
         }
         // Shims (and through them runc's containers) were started with our address.
-        DaemonHarness.killHolders(socket: address)
+        TestCleanup.killProcesses(withArgument: address)
         // runc keeps container state under /run/containerd/runc/<namespace>, outside our directory.
         for namespace in ["default", "k8s.io"] {
             let runcRoot = "/run/containerd/runc/" + namespace
@@ -169,13 +170,7 @@ final class ContainerdHarness {
                 }
             }
         }
-        // Read to the end: Foundation's readers stop early on procfs files.
-        let mountinfo = (try? FileSystem.readFile("/proc/self/mountinfo")).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let points = mountinfo.split(separator: "\n").compactMap { line -> String? in
-            let fields = line.split(separator: " ")
-            return fields.count > 4 && fields[4].hasPrefix(directory + "/") ? String(fields[4]) : nil
-        }
-        for point in points.sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
+        TestCleanup.unmountAll(under: directory)
         try? FileSystem.removeTree(directory)
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import SnapshotterAPI
 import SystemSupport
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -103,33 +104,12 @@ final class DaemonHarness {
 
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// Mount points at or below the harness directory (and extra paths), deepest first.
-    static func mountPoints(under prefix: String) -> [String] {
-        guard let data = (try? FileSystem.readFile("/proc/self/mountinfo")) else { return [] }
-        let text = String(decoding: data, as: UTF8.self)
-        return text.split(separator: "\n").compactMap { line -> String? in
-            let fields = line.split(separator: " ")
-            guard fields.count > 4 else { return nil }
-            let point = String(fields[4]).replacingOccurrences(of: "\\040", with: " ")
-            return point == prefix || point.hasPrefix(prefix + "/") ? point : nil
-        }.sorted { $0.count > $1.count }
-    }
-
     func tearDown() {
         crash()
-        Self.killHolders(socket: root + "/fdholder.sock")
-        for point in Self.mountPoints(under: directory) { umount2(point, Int32(MNT_DETACH)) }
+        // The fd holders a daemon on this root started outlive it by design.
+        TestCleanup.killProcesses(withArgument: root + "/fdholder.sock")
+        TestCleanup.unmountAll(under: directory)
         try? FileSystem.removeTree(directory)
-    }
-
-    /// Ends the fanotify group holders a daemon on this root started (they outlive the daemon by design).
-    static func killHolders(socket: String) {
-        guard let pids = try? FileManager.default.contentsOfDirectory(atPath: "/proc") else { return }
-        for pid in pids.compactMap(Int32.init) {
-            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
-            let words = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            if words.contains(socket) { kill(pid, SIGKILL) }
-        }
     }
 
     enum HarnessError: Error, CustomStringConvertible {

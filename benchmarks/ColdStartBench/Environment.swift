@@ -4,6 +4,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import SwiftProtobuf
 import SystemSupport
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -20,10 +21,10 @@ final class Environment {
     var proxySocket: String { directory + "/ondemand.sock" }
     private var processes: [Process] = []
 
-    init(directory: String, daemonBinary: String) {
+    init(directory: String, daemonBinary: String) throws {
         self.directory = directory
         self.daemonBinary = daemonBinary
-        registryPort = Self.freePort()
+        registryPort = try RegistryTestSupport.freePort()
     }
 
     func startRegistry() throws {
@@ -124,8 +125,8 @@ final class Environment {
             kill(process.processIdentifier, SIGTERM)
             Tools.waitForExit(process.processIdentifier)
         }
-        killProcesses(mentioning: containerdAddress)
-        killProcesses(mentioning: directory + "/ondemand/fdholder.sock")
+        TestCleanup.killProcesses(withArgument: containerdAddress)
+        TestCleanup.killProcesses(withArgument: directory + "/ondemand/fdholder.sock")
         for namespace in ["default", "k8s.io"] {
             let runcRoot = "/run/containerd/runc/" + namespace
             for id in (try? FileManager.default.contentsOfDirectory(atPath: runcRoot)) ?? [] {
@@ -135,35 +136,7 @@ final class Environment {
                 }
             }
         }
-        // Read to the end: Foundation's readers stop early on procfs files.
-        let mountinfo = (try? FileSystem.readFile("/proc/self/mountinfo")).map { String(decoding: $0, as: UTF8.self) } ?? ""
-        let points = mountinfo.split(separator: "\n").compactMap { line -> String? in
-            let fields = line.split(separator: " ")
-            guard fields.count > 4 else { return nil }
-            let point = String(fields[4])
-            return point.hasPrefix(directory + "/") ? point : nil
-        }
-        for point in points.sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
+        TestCleanup.unmountAll(under: directory)
         try? FileSystem.removeTree(directory)
-    }
-
-    private func killProcesses(mentioning word: String) {
-        for pid in ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init) {
-            guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { continue }
-            if data.split(separator: 0).contains(where: { String(decoding: $0, as: UTF8.self) == word }) { kill(pid, SIGKILL) }
-        }
-    }
-
-    static func freePort() -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

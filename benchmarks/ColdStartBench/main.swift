@@ -58,7 +58,7 @@ guard FileManager.default.isExecutableFile(atPath: daemonBinary) else { fail("no
 var template = Array("/tmp/coldstart-XXXXXX".utf8CString)
 guard let directoryPointer = mkdtemp(&template) else { fail("mkdtemp failed") }
 let work = String(cString: directoryPointer)
-let environment = Environment(directory: work, daemonBinary: daemonBinary)
+let environment = try Environment(directory: work, daemonBinary: daemonBinary)
 defer { environment.tearDown() }
 
 do {

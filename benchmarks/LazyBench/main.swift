@@ -73,24 +73,8 @@ final class Daemon {
     func stop() {
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
-        for point in mountPoints(under: root).sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
-        if let pids = try? FileManager.default.contentsOfDirectory(atPath: "/proc") {
-            for pid in pids.compactMap(Int32.init) {
-                let words = (FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()).split(separator: 0)
-                if words.contains(where: { String(decoding: $0, as: UTF8.self) == root + "/fdholder.sock" }) { kill(pid, SIGKILL) }
-            }
-        }
-    }
-}
-
-func mountPoints(under prefix: String) -> [String] {
-    ((try? FileSystem.readFile("/proc/self/mountinfo")).map { String(decoding: $0, as: UTF8.self) } ?? "").split(
-        separator: "\n"
-    ).compactMap { line in
-        let fields = line.split(separator: " ")
-        guard fields.count > 4 else { return nil }
-        let point = String(fields[4])
-        return point.hasPrefix(prefix) ? point : nil
+        TestCleanup.unmountAll(under: root)
+        TestCleanup.killProcesses(withArgument: root + "/fdholder.sock")
     }
 }
 
@@ -217,4 +201,4 @@ print(
         smallCount, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000))
 
 // Mounts made for the benchmark (snapshot targets included) go before the daemons stop.
-for point in mountPoints(under: directory).sorted(by: { $0.count > $1.count }) { umount2(point, Int32(MNT_DETACH)) }
+TestCleanup.unmountAll(under: directory)

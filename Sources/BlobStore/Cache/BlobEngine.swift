@@ -18,7 +18,6 @@ public final class BlobEngine: Sendable {
     private let scheduler: FetchScheduler
     private let store: (any ChunkStateStore)?
     private let logger: Logger
-    private let blocking = DispatchQueue(label: "blob-engine.decode", attributes: .concurrent)
     private let completion = Mutex<(@Sendable (Int64) -> Void)?>(nil)
 
     /// Called (once per registration) when every chunk of a blob is present, also at `register`.
@@ -215,7 +214,7 @@ public final class BlobEngine: Sendable {
             }
             await scheduler.release()
             holdsSlot = false
-            try await offPool {
+            try await runBlocking {
                 for chunk in chunks {
                     let from = Int(chunk.compressedOffset - start)
                     let data = try blob.rafs.decodeChunk(chunk, stored: Array(stored[from..<(from + Int(chunk.compressedSize))]))
@@ -252,13 +251,6 @@ public final class BlobEngine: Sendable {
             metrics.recordFailure()
             logger.warning("fetch failed", metadata: ["blob.id": "\(blob.id)", "fetch.chunks": "\(run.count)", "error": "\(error)"])
             throw error
-        }
-    }
-
-    /// Runs CPU and disk work (decompression, digest, pwrite) on a dispatch queue, not the cooperative pool.
-    private func offPool(_ body: @escaping @Sendable () throws -> Void) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            blocking.async { continuation.resume(with: Result { try body() }) }
         }
     }
 }

@@ -59,13 +59,7 @@ final class LazyBlob: Sendable {
 
     /// Writes one verified chunk at its uncompressed offset.
     func write(_ data: [UInt8], at offset: UInt64) throws(SyscallError) {
-        var written = 0
-        while written < data.count {
-            let n = try retryingSyscall("pwrite", backingPath) {
-                data.withUnsafeBytes { pwrite(fd, $0.baseAddress! + written, $0.count - written, off_t(offset) + off_t(written)) }
-            }
-            written += n
-        }
+        try FileSystem.writeAll(fd, data, at: offset, path: backingPath)
     }
 
     var bitmap: [UInt8] {

@@ -354,17 +354,6 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
     }
 
     private static func writeAll(_ fd: Int32, _ data: [UInt8], at offset: UInt64, path: String) throws(ImageFormatError) {
-        var done = 0
-        while done < data.count {
-            let remaining = data.count - done
-            let position = off_t(offset) + off_t(done)
-            do throws(SyscallError) {
-                done += try retryingSyscall("pwrite", path) {
-                    data.withUnsafeBytes { raw in pwrite(fd, raw.baseAddress.map { $0 + done }, remaining, position) }
-                }
-            } catch {
-                throw .io(path: path, error)
-            }
-        }
+        do throws(SyscallError) { try FileSystem.writeAll(fd, data, at: offset, path: path) } catch { throw .io(path: path, error) }
     }
 }

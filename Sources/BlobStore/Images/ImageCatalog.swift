@@ -128,10 +128,6 @@ public struct ImageCatalog: Sendable {
         }
     }
 
-    public func blobs() throws -> [BlobRecord] {
-        try database.read { conn in try conn.query(Self.blobColumns + " ORDER BY id").map(Self.blob(row:)) }
-    }
-
     /// Records an image and its blobs in one transaction; blobs already known (by blob id) are shared.
     /// - Returns: the image as recorded, and which of its blobs were new.
     public func insert(_ new: NewImage) throws -> (image: ImageRecord, newBlobs: Set<Int64>) {

@@ -1,4 +1,3 @@
-import Dispatch
 import Logging
 import Synchronization
 import SystemSupport
@@ -103,7 +102,7 @@ public final class ImagePuller: Sendable {
         progress(PullProgress(reference: name, phase: "resolving"))
         let resolved = try await client.resolve(reference, platform: platform)
         let manifestDigest = resolved.manifest.descriptor.digest
-        if let existing = try await offPool({ try self.catalog.image(reference: name) }) {
+        if let existing = try await runBlocking({ try self.catalog.image(reference: name) }) {
             guard existing.manifestDigest == manifestDigest.description else {
                 throw ImageError.alreadyPulled(reference: name, digest: existing.manifestDigest)
             }
@@ -126,7 +125,7 @@ public final class ImagePuller: Sendable {
         try await client.fetchBlob(
             registry: reference.registry, repository: reference.repository, descriptor: parts.bootstrap, to: layerPath)
         let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
-        try await offPool { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
+        try await runBlocking { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
         let image = try ErofsImage(path: bootstrapPath)
         let chunkTable = try image.rafsChunkTable()
         guard !image.blobs.isEmpty else {
@@ -159,12 +158,12 @@ public final class ImagePuller: Sendable {
                 let tail = try await client.fetchBlobRange(
                     registry: reference.registry, repository: reference.repository, digest: layer.digest, range: start..<layer.size)
                 metaDone += Int64(tail.count)
-                try await offPool { try Self.writeSparse(path: metaPath, size: layer.size, at: start, bytes: tail) }
+                try await runBlocking { try Self.writeSparse(path: metaPath, size: layer.size, at: start, bytes: tail) }
             }
             let rafs = try RafsBlob(path: metaPath, entry: entry, chunkTable: chunkTable)
             let backingPath = layout.backingPath(blobID: entry.blobID)
             if !FileSystem.exists(backingPath) {
-                try await offPool { try Self.writeSparse(path: backingPath, size: Int64(rafs.deviceSize), at: 0, bytes: []) }
+                try await runBlocking { try Self.writeSparse(path: backingPath, size: Int64(rafs.deviceSize), at: 0, bytes: []) }
             }
             try layout.ensureDeviceLink(blobID: entry.blobID)
             blobs.append(
@@ -174,7 +173,7 @@ public final class ImagePuller: Sendable {
         }
         let record = NewImage(
             reference: name, manifestDigest: manifestDigest.description, format: .nydus, bootstrapPath: bootstrapPath, blobs: blobs)
-        let (inserted, newBlobs) = try await offPool { try self.catalog.insert(record) }
+        let (inserted, newBlobs) = try await runBlocking { try self.catalog.insert(record) }
         progress(PullProgress(reference: name, phase: "done", bytesDone: metaTotal, bytesTotal: metaTotal))
         logger.info(
             "image pulled",
@@ -210,7 +209,7 @@ public final class ImagePuller: Sendable {
         progress(PullProgress(reference: name, phase: "converting", bytesDone: done, bytesTotal: total))
         let output = FileSystem.join(work, "build")
         let layers = inputs
-        let built = try await offPool { try ImageBuilder(logger: self.logger).build(layers: layers, outputDirectory: output) }
+        let built = try await runBlocking { try ImageBuilder(logger: self.logger).build(layers: layers, outputDirectory: output) }
         let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
         try FileSystem.makeDirectories(FileSystem.parentPath(bootstrapPath), mode: 0o700)
         try FileSystem.rename(built.bootstrapPath, bootstrapPath)
@@ -222,7 +221,7 @@ public final class ImagePuller: Sendable {
             let backingPath = layout.backingPath(blobID: blob.blobID)
             if !FileSystem.exists(backingPath) {
                 let size = Int64((blob.uncompressedSize + 4095) / 4096 * 4096)
-                try await offPool { try Self.writeSparse(path: backingPath, size: size, at: 0, bytes: []) }
+                try await runBlocking { try Self.writeSparse(path: backingPath, size: size, at: 0, bytes: []) }
             }
             try layout.ensureDeviceLink(blobID: blob.blobID)
             blobs.append(
@@ -232,7 +231,7 @@ public final class ImagePuller: Sendable {
         }
         let record = NewImage(
             reference: name, manifestDigest: manifestDigest.description, format: .converted, bootstrapPath: bootstrapPath, blobs: blobs)
-        let (inserted, newBlobs) = try await offPool { try self.catalog.insert(record) }
+        let (inserted, newBlobs) = try await runBlocking { try self.catalog.insert(record) }
         progress(PullProgress(reference: name, phase: "done", bytesDone: total, bytesTotal: total))
         logger.info(
             "image pulled and converted",
@@ -271,20 +270,12 @@ public final class ImagePuller: Sendable {
             let fd = try retryingSyscall("open", partial) { open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
-            var offset: Int64 = 0
+            var offset: UInt64 = 0
             while true {
                 let count = try buffer.withUnsafeMutableBytes { try reader.readData(into: $0) }
                 if count == 0 { break }
-                try buffer.withUnsafeBytes { raw in
-                    var written = 0
-                    while written < count {
-                        let n = try retryingSyscall("pwrite", partial) {
-                            pwrite(fd, raw.baseAddress! + written, count - written, off_t(offset) + off_t(written))
-                        }
-                        written += n
-                    }
-                }
-                offset += Int64(count)
+                try FileSystem.writeAll(fd, Array(buffer[0..<count]), at: offset, path: partial)
+                offset += UInt64(count)
             }
             try retryingSyscall("fsync", partial) { fsync(fd) }
             try FileSystem.rename(partial, path)
@@ -300,25 +291,8 @@ public final class ImagePuller: Sendable {
         let fd = try retryingSyscall("open", partial) { open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
         defer { close(fd) }
         try retryingSyscall("ftruncate", partial) { ftruncate(fd, off_t(size)) }
-        try bytes.withUnsafeBytes { raw in
-            var written = 0
-            while written < raw.count {
-                let n = try retryingSyscall("pwrite", partial) {
-                    pwrite(fd, raw.baseAddress! + written, raw.count - written, off_t(offset) + off_t(written))
-                }
-                written += n
-            }
-        }
+        try FileSystem.writeAll(fd, bytes, at: UInt64(offset), path: partial)
         try retryingSyscall("fsync", partial) { fsync(fd) }
         try FileSystem.rename(partial, path)
     }
 }
-
-/// Runs blocking work (SQLite, file I/O) on a dispatch thread instead of the cooperative pool.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        offPoolQueue.async { continuation.resume(with: Result { try body() }) }
-    }
-}
-
-private let offPoolQueue = DispatchQueue(label: "blobstore.blocking", attributes: .concurrent)

@@ -17,7 +17,7 @@ public struct LocalBlobSource: BlobRangeSource {
 
     public func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
         let path = path
-        return try await offPool {
+        return try await runBlocking {
             let fd = try retryingSyscall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: Int(length))

@@ -64,7 +64,6 @@ public final class CachefilesFrontEnd: Sendable {
     private struct State {
         var registrations: [Key: Registration] = [:]
         var objects: [UInt32: Object] = [:]
-        var running = false
         var statistics = Statistics()
     }
 
@@ -76,7 +75,7 @@ public final class CachefilesFrontEnd: Sendable {
     private let filler: any RangeFiller
     private let logger: Logger
     private let state = Mutex(State())
-    private let readerDone = DispatchSemaphore(value: 0)
+    private let reader = ReaderThread(label: "cachefiles.reader")
     private let copyQueue = DispatchQueue(label: "cachefiles.copy", attributes: .concurrent)
 
     public init(device: CachefilesDevice, filler: any RangeFiller, logger: Logger) {
@@ -96,22 +95,13 @@ public final class CachefilesFrontEnd: Sendable {
 
     /// Starts serving messages on a thread of its own.
     public func start() {
-        let alreadyRunning = state.withLock { state in
-            defer { state.running = true }
-            return state.running
-        }
-        guard !alreadyRunning else { return }
-        DispatchQueue(label: "cachefiles.reader").async { self.readLoop() }
+        guard reader.start({ self.readOnce() }) else { return }
         logger.info("cachefiles front end serving", metadata: ["cachefiles.fd": "\(device.fd)"])
     }
 
     /// Stops reading messages. Anonymous fds stay open (the objects stay usable) until `closeObjects()`.
     public func stop() {
-        let wasRunning = state.withLock { state in
-            defer { state.running = false }
-            return state.running
-        }
-        if wasRunning { readerDone.wait() }
+        reader.stop()
     }
 
     /// Closes every object's anonymous fd (after the mounts are gone, or to simulate a dead daemon).
@@ -141,24 +131,23 @@ public final class CachefilesFrontEnd: Sendable {
 
     // MARK: - Serving
 
-    private func readLoop() {
-        defer { readerDone.signal() }
-        while state.withLock({ $0.running }) {
-            let bytes: [UInt8]?
-            do {
-                bytes = try device.readMessage(timeoutMilliseconds: 200)
-            } catch {
-                logger.error("reading /dev/cachefiles failed", metadata: ["error": "\(error)"])
-                usleep(100_000)
-                continue
-            }
-            guard let bytes else { continue }
-            do {
-                dispatch(try CachefilesMessage.parse(bytes))
-            } catch {
-                skipMalformed(bytes, error)
-            }
+    /// One pass of the reader: at most one message.
+    private func readOnce() -> Bool {
+        let bytes: [UInt8]?
+        do {
+            bytes = try device.readMessage(timeoutMilliseconds: 200)
+        } catch {
+            logger.error("reading /dev/cachefiles failed", metadata: ["error": "\(error)"])
+            usleep(100_000)
+            return true
         }
+        guard let bytes else { return true }
+        do {
+            dispatch(try CachefilesMessage.parse(bytes))
+        } catch {
+            skipMalformed(bytes, error)
+        }
+        return true
     }
 
     private func dispatch(_ message: CachefilesMessage) {

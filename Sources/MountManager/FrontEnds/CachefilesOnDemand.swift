@@ -13,7 +13,7 @@ import Musl
 /// took; every image is mounted `-o fsid=<fsid>,domain_id=<domain>` and its bootstrap and blobs are fscache
 /// objects of the shared volume `erofs,<domain>`.
 public final class CachefilesOnDemand: OnDemandFrontEnd {
-    public static let domain = "ondemand-snapshotter"
+    public static let domain = ImageStoreLayout.domain
     public let frontEnd: CachefilesFrontEnd
     private let paths: FrontEndPaths
     private let adopted: Bool

@@ -9,8 +9,8 @@ import Musl
 
 /// Client side of `snapshotterd-fdholder` for any descriptor (here: /dev/cachefiles). While the holder keeps
 /// the device open, the kernel keeps the cache bound and readers waiting when the daemon dies; a successor
-/// takes a duplicate and carries on. Same wire protocol as `FanotifyGroupHolder`: connect, receive the fd
-/// (SCM_RIGHTS), answer "K" (keep) or "R" (release: the holder closes it and exits).
+/// takes a duplicate and carries on (`FanotifyGroupHolder` is the fanotify group's face of it). Wire protocol:
+/// connect, receive the fd (SCM_RIGHTS), answer "K" (keep) or "R" (release: the holder closes it and exits).
 public enum DescriptorHolder {
     public enum HolderError: Error, Equatable, Sendable, CustomStringConvertible {
         case spawnFailed(binary: String, errno: Int32)
@@ -70,7 +70,20 @@ public enum DescriptorHolder {
         while read(pipeFDs[0], &byte, 1) > 0 {}
         var status: Int32 = 0
         if waitpid(pid, &status, WNOHANG) == pid { throw .notReady(socket: socketPath) }
+        guard handsOver(socketPath) else { throw .notReady(socket: socketPath) }
         return pid
+    }
+
+    /// Whether the holder on `path` hands a descriptor over (then told to keep it).
+    private static func handsOver(_ path: String) -> Bool {
+        guard let connection = connect(path) else { return false }
+        defer { close(connection) }
+        var tag: CChar = 0
+        let received = clinux_recv_fd(connection, &tag)
+        if received >= 0 { close(received) }
+        var keep = UInt8(ascii: "K")
+        _ = write(connection, &keep, 1)
+        return received >= 0
     }
 
     /// Tells the holder to close its descriptor and exit.

@@ -30,7 +30,6 @@ public final class FanotifyFrontEnd: Sendable {
 
     private struct State {
         var files: [FileKey: BackingFile] = [:]
-        var running = false
         var statistics = Statistics()
     }
 
@@ -41,7 +40,7 @@ public final class FanotifyFrontEnd: Sendable {
     private let filler: any RangeFiller
     private let logger: Logger
     private let state = Mutex(State())
-    private let readerDone = DispatchSemaphore(value: 0)
+    private let reader = ReaderThread(label: "fanotify.reader", qos: .userInitiated)
 
     public init(
         cacheDirectory: String,
@@ -76,23 +75,14 @@ public final class FanotifyFrontEnd: Sendable {
 
     /// Starts the event reader (once).
     public func startServing() {
-        let alreadyRunning = state.withLock { state in
-            defer { state.running = true }
-            return state.running
-        }
-        guard !alreadyRunning else { return }
-        DispatchQueue(label: "fanotify.reader", qos: .userInitiated).async { self.readLoop() }
+        guard reader.start({ self.readOnce() }) else { return }
         logger.info("fanotify front end serving", metadata: ["fanotify.watched": "\(watchedDirectory)"])
     }
 
     /// Stops reading events (in-flight fills finish). The group stays open: its owner decides whether to
     /// hand it over or release it.
     public func stop() {
-        let wasRunning = state.withLock { state in
-            defer { state.running = false }
-            return state.running
-        }
-        if wasRunning { readerDone.wait() }
+        reader.stop()
     }
 
     /// Serves reads of `file` (a path under `cache/`) from now on.
@@ -147,18 +137,14 @@ public final class FanotifyFrontEnd: Sendable {
         return pending.count
     }
 
-    private func readLoop() {
-        defer { readerDone.signal() }
-        while state.withLock({ $0.running }) {
-            let events: [FanotifyEvent]
-            do {
-                events = try group.readEvents(timeoutMilliseconds: 200)
-            } catch {
-                logger.error("reading fanotify events failed", metadata: ["error": "\(error)"])
-                continue
-            }
-            for event in events where event.fd >= 0 { dispatch(event) }
+    /// One pass of the reader: the events one read returns.
+    private func readOnce() -> Bool {
+        do {
+            for event in try group.readEvents(timeoutMilliseconds: 200) where event.fd >= 0 { dispatch(event) }
+        } catch {
+            logger.error("reading fanotify events failed", metadata: ["error": "\(error)"])
         }
+        return true
     }
 
     private func dispatch(_ event: FanotifyEvent) {

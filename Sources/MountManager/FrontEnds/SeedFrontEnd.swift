@@ -51,7 +51,6 @@ public final class SeedFrontEnd: Sendable {
     private struct State {
         /// By file name inside the fan-out directory: all a request carries.
         var entries: [String: Entry] = [:]
-        var running = false
         var statistics = Statistics()
     }
 
@@ -61,7 +60,7 @@ public final class SeedFrontEnd: Sendable {
     private let filler: any RangeFiller
     private let logger: Logger
     private let state = Mutex(State())
-    private let readerDone = DispatchSemaphore(value: 0)
+    private let reader = ReaderThread(label: "seed.reader")
 
     public init(root: String, device: CachefilesDevice, filler: any RangeFiller, logger: Logger) {
         self.root = root
@@ -116,46 +115,36 @@ public final class SeedFrontEnd: Sendable {
     }
 
     public func start() {
-        let alreadyRunning = state.withLock { state in
-            defer { state.running = true }
-            return state.running
-        }
-        guard !alreadyRunning else { return }
-        DispatchQueue(label: "seed.reader").async { self.readLoop() }
+        guard reader.start({ self.readOnce() }) else { return }
         logger.info("seed front end serving", metadata: ["seed.root": "\(root)"])
     }
 
     public func stop() {
-        let wasRunning = state.withLock { state in
-            defer { state.running = false }
-            return state.running
-        }
-        if wasRunning { readerDone.wait() }
+        reader.stop()
     }
 
-    private func readLoop() {
-        defer { readerDone.signal() }
-        while state.withLock({ $0.running }) {
-            let bytes: [UInt8]?
-            do {
-                bytes = try device.readMessage(timeoutMilliseconds: 200)
-            } catch {
-                logger.error("reading the seed devnode failed", metadata: ["error": "\(error)"])
-                if error.errno == EBADF { return }
-                usleep(100_000)
-                continue
-            }
-            guard let bytes else { continue }
-            let request: SeedRequest
-            do {
-                request = try SeedRequest.parse(bytes)
-            } catch {
-                state.withLock { $0.statistics.malformed += 1 }
-                logger.error("malformed seed request skipped", metadata: ["error": "\(error)", "seed.bytes": "\(bytes.count)"])
-                continue
-            }
-            serve(request)
+    /// One pass of the reader: at most one request; false once the devnode is gone.
+    private func readOnce() -> Bool {
+        let bytes: [UInt8]?
+        do {
+            bytes = try device.readMessage(timeoutMilliseconds: 200)
+        } catch {
+            logger.error("reading the seed devnode failed", metadata: ["error": "\(error)"])
+            if error.errno == EBADF { return false }
+            usleep(100_000)
+            return true
         }
+        guard let bytes else { return true }
+        let request: SeedRequest
+        do {
+            request = try SeedRequest.parse(bytes)
+        } catch {
+            state.withLock { $0.statistics.malformed += 1 }
+            logger.error("malformed seed request skipped", metadata: ["error": "\(error)", "seed.bytes": "\(bytes.count)"])
+            return true
+        }
+        serve(request)
+        return true
     }
 
     private func serve(_ request: SeedRequest) {
