@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 
 _Static_assert(sizeof(struct clinux_peer_cred) == sizeof(struct ucred), "ucred size");
 _Static_assert(offsetof(struct clinux_peer_cred, pid) == offsetof(struct ucred, pid), "ucred.pid");
@@ -83,8 +84,29 @@ int clinux_start_writeback(int fd, long long offset, long long length) {
 }
 int clinux_o_direct(void) { return O_DIRECT; }
 
+/// `struct fs_sysfs_path` of include/uapi/linux/fs.h (6.10+).
+struct clinux_fs_sysfs_path {
+    uint8_t len;
+    uint8_t name[128];
+};
+#ifndef FS_IOC_GETFSSYSFSPATH
+#define FS_IOC_GETFSSYSFSPATH _IOR(0x15, 1, struct clinux_fs_sysfs_path)
+#endif
+
+int clinux_fs_sysfs_path(int fd, char *out, int size) {
+    struct clinux_fs_sysfs_path path;
+    memset(&path, 0, sizeof(path));
+    if (ioctl(fd, FS_IOC_GETFSSYSFSPATH, &path) != 0) return -1;
+    if (size <= 0 || path.len >= sizeof(path.name) || path.len >= (size_t)size) {
+        errno = ERANGE;
+        return -1;
+    }
+    memcpy(out, path.name, path.len);
+    out[path.len] = 0;
+    return 0;
+}
+
 #include <linux/cachefiles.h>
-#include <sys/ioctl.h>
 
 _Static_assert(sizeof(struct clinux_cachefiles_msg) == sizeof(struct cachefiles_msg), "cachefiles_msg is 16 bytes");
 _Static_assert(offsetof(struct clinux_cachefiles_msg, object_id) == offsetof(struct cachefiles_msg, object_id), "object_id");

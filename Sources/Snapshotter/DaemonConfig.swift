@@ -25,6 +25,8 @@ struct DaemonConfig: Equatable, Sendable {
     var maximumConcurrentFetches = FetchSettings().maximumConcurrentFetches
     /// Background fetch ahead of sequential readers, in bytes (0 = off).
     var readaheadBytes = Int(FetchSettings().readaheadBytes)
+    /// The page-cache readahead window of image mounts, in KiB (0 = leave the kernel's default).
+    var kernelReadaheadKilobytes = ImageService.defaultKernelReadaheadKilobytes
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -77,7 +79,10 @@ struct DaemonConfig: Equatable, Sendable {
         if let ondemand = top["ondemand"] {
             let table = try reader.table(
                 ondemand, at: "ondemand",
-                known: ["front_end", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches", "readahead_bytes"])
+                known: [
+                    "front_end", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches", "readahead_bytes",
+                    "kernel_readahead_kb",
+                ])
             if let value = table["front_end"] { frontEnd = try reader.string(value, at: "ondemand.front_end") }
             if let value = table["reader_timeout_seconds"] {
                 readerTimeoutSeconds = Int(try reader.integer(value, at: "ondemand.reader_timeout_seconds", range: 1...3600))
@@ -87,6 +92,9 @@ struct DaemonConfig: Equatable, Sendable {
             }
             if let value = table["readahead_bytes"] {
                 readaheadBytes = Int(try reader.integer(value, at: "ondemand.readahead_bytes", range: 0...(1 << 30)))
+            }
+            if let value = table["kernel_readahead_kb"] {
+                kernelReadaheadKilobytes = Int(try reader.integer(value, at: "ondemand.kernel_readahead_kb", range: 0...(64 << 10)))
             }
             if let value = table["max_concurrent_fetches"] {
                 maximumConcurrentFetches = Int(try reader.integer(value, at: "ondemand.max_concurrent_fetches", range: 1...256))

@@ -88,7 +88,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         let images = ImageService(
             root: settings.root, database: database,
             client: RegistryClient(configuration: try Self.registryConfiguration(settings), logger: logger),
-            engine: engine, frontEnd: frontEnd, logger: logger)
+            engine: engine, frontEnd: frontEnd, kernelReadaheadKilobytes: settings.kernelReadaheadKilobytes, logger: logger)
         try await images.start()
 
         let threadPool = NIOThreadPool(numberOfThreads: settings.blockingThreads)

@@ -42,6 +42,41 @@ final class FileRangeSource: BlobRangeSource {
     }
 }
 
+/// Streams stored bytes like the registry source does, in two steps: everything up to `splitAt` (a stored
+/// offset) at once, the rest only after `release()`, or a failure instead when `failAfterSplit` is set.
+final class GatedStreamSource: BlobRangeSource {
+    struct Cut: Error {}
+
+    let path: String
+    let splitAt: UInt64
+    let failAfterSplit: Bool
+    let requests = Mutex<[(UInt64, UInt64)]>([])
+    private let gate = AsyncStream<Void>.makeStream()
+
+    init(path: String, splitAt: UInt64, failAfterSplit: Bool = false) {
+        self.path = path
+        self.splitAt = splitAt
+        self.failAfterSplit = failAfterSplit
+    }
+
+    func release() { gate.continuation.yield() }
+
+    func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
+        Array(try ImageFixtures.bytes(path)[Int(offset)..<Int(offset + length)])
+    }
+
+    func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws {
+        requests.withLock { $0.append((offset, length)) }
+        let all = try await read(offset: offset, length: length)
+        let split = Int(min(max(splitAt, offset), offset + length) - offset)
+        try all[..<split].withUnsafeBytes { try consumer.receive($0) }
+        guard split < all.count else { return }
+        if failAfterSplit { throw Cut() }
+        for await _ in gate.stream { break }
+        try all[split...].withUnsafeBytes { try consumer.receive($0) }
+    }
+}
+
 final class MemoryStateStore: ChunkStateStore {
     let saved = Mutex<[Int64: [UInt8]]>([:])
     func save(blobID: Int64, bitmap: [UInt8]) throws { saved.withLock { $0[blobID] = bitmap } }
@@ -97,6 +132,56 @@ struct BlobEngineTests {
         let metrics = engine.metrics.snapshot
         #expect(metrics.chunksFetched == 2 && metrics.bytesFetched == stored && metrics.hits >= 1)
         #expect(engine.metrics.prometheusText().contains("snapshotter_fetch_bytes_total \(stored)"))
+    }
+
+    @Test("a streamed fetch serves its first chunk before its last bytes arrive; one GET for both")
+    func streamedRun() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("engine-stream")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let ordered = setup.rafs.chunks.sorted { $0.compressedOffset < $1.compressedOffset }
+        try #require(ordered.count >= 2)
+        let source = GatedStreamSource(path: ImageFixtures.blob, splitAt: ordered[0].compressedEnd)
+        let engine = BlobEngine(logger: Logger(label: "test"))
+        try engine.register(id: 5, rafs: setup.rafs, backingPath: setup.backing, source: source)
+        let whole = Task { try await engine.ensure(blobID: 5, offset: 0, length: setup.rafs.deviceSize) }
+        for _ in 0..<2000 where source.requests.withLock({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(5)) }
+        // The first chunk is ready although the GET has not finished (the gate is still closed).
+        try await engine.ensure(blobID: 5, offset: ordered[0].uncompressedOffset, length: 1)
+        let first = Int(ordered[0].uncompressedOffset)..<Int(ordered[0].uncompressedEnd)
+        #expect(Array(try ImageFixtures.bytes(setup.backing)[first]) == Array(setup.expected[first]))
+        #expect(!engine.isPresent(blobID: 5, offset: ordered[1].uncompressedOffset, length: 1))
+        source.release()
+        try await whole.value
+        #expect(try ImageFixtures.bytes(setup.backing) == setup.expected)
+        #expect(source.requests.withLock { $0.count } == 1, "both chunks came with one ranged GET")
+    }
+
+    @Test("a stream cut after its first chunk keeps that chunk; only the rest is fetched again")
+    func streamCut() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("engine-cut")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let ordered = setup.rafs.chunks.sorted { $0.compressedOffset < $1.compressedOffset }
+        try #require(ordered.count >= 2)
+        let cut = GatedStreamSource(path: ImageFixtures.blob, splitAt: ordered[0].compressedEnd, failAfterSplit: true)
+        let engine = BlobEngine(logger: Logger(label: "test"))
+        try engine.register(id: 6, rafs: setup.rafs, backingPath: setup.backing, source: cut)
+        await #expect(throws: GatedStreamSource.Cut.self) {
+            try await engine.ensure(blobID: 6, offset: 0, length: setup.rafs.deviceSize)
+        }
+        #expect(engine.isPresent(blobID: 6, offset: ordered[0].uncompressedOffset, length: 1))
+        #expect(!engine.isPresent(blobID: 6, offset: ordered[1].uncompressedOffset, length: 1))
+        let second = Int(ordered[1].uncompressedOffset)..<Int(ordered[1].uncompressedEnd)
+        #expect(try ImageFixtures.bytes(setup.backing)[second].allSatisfy { $0 == 0 }, "an undelivered chunk stays a hole")
+
+        // A successor engine over the same file, with a healthy source, fetches only the missing chunk.
+        let healthy = FileRangeSource(path: ImageFixtures.blob)
+        let again = BlobEngine(logger: Logger(label: "test"))
+        try again.register(id: 6, rafs: setup.rafs, backingPath: setup.backing, source: healthy, bitmap: [1 << UInt8(ordered[0].index)])
+        try await again.ensure(blobID: 6, offset: 0, length: setup.rafs.deviceSize)
+        #expect(healthy.requests.withLock { $0.map(\.0) } == [ordered[1].compressedOffset])
+        #expect(try ImageFixtures.bytes(setup.backing) == setup.expected)
     }
 
     @Test("a corrupted chunk is an error and never reaches the backing file; a good source fixes it later")

@@ -1,5 +1,6 @@
 import BlobStore
 import Foundation
+import MountManager
 import SnapshotterAPI
 import SystemSupport
 import TestSupport
@@ -105,6 +106,9 @@ struct LazyImageTests {
         let afterPull = setup.blobBytesServed
         // The pull moved the bootstrap layer and the blobs' meta tails, no chunk data.
         #expect(afterPull < setup.image.dataBlobBytes / 10, "pull fetched \(afterPull) of \(setup.image.dataBlobBytes) bytes")
+        // The image's EROFS mount reads ahead one chunk at a time (one front-end round trip per chunk).
+        let imageMount = try MountInfo.read().first { $0.fsType == "erofs" && $0.mountPoint.hasPrefix(setup.harness.root + "/mnt/") }
+        #expect(try imageMount.map { try KernelReadahead.get(mountPoint: $0.mountPoint) } == 1024)
 
         // Small files and the head of the big file, compared with the source.
         let small = setup.image.files.keys.filter { !$0.hasSuffix("big.bin") }.sorted()

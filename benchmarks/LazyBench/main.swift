@@ -138,6 +138,7 @@ var started = now()
 let coldBytes = readAll(target + "/big.bin")
 let coldSeconds = now() - started
 let coldEvents = fanotifyEvents() - eventsBeforeCold
+if ProcessInfo.processInfo.environment["LAZYBENCH_METRICS"] != nil { print((try? lazy.client.metrics()) ?? "") }
 precondition(coldBytes == bigMiB << 20)
 
 let eventsBeforeWarm = fanotifyEvents()

@@ -76,6 +76,8 @@ public final class BlobEngine: Sendable {
     /// A timed-out reader is released; the fetch itself goes on for whoever else waits on it.
     public func ensure(blobID: Int64, offset: UInt64, length: UInt64) async throws {
         let timeout = settings.readerTimeout
+        // A sequential reader's next window starts streaming now, alongside this range's own fetch.
+        readAhead(blobID: blobID, offset: offset, length: length)
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let once = ResumeOnce(continuation)
             let timer = Task {
@@ -86,7 +88,6 @@ public final class BlobEngine: Sendable {
                 do {
                     try await self.ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: .onDemand)
                     once.resume(.success(()))
-                    self.readAhead(blobID: blobID, offset: offset, length: length)
                 } catch {
                     once.resume(.failure(error))
                 }
@@ -95,9 +96,11 @@ public final class BlobEngine: Sendable {
         }
     }
 
-    /// Sequential readers come back for what follows: when an on-demand range starts where the previous one
-    /// ended, the next `readaheadBytes` of the blob are fetched in the background (prefetch priority, one fetch
-    /// per chunk as always). Random readers fetch only what they read.
+    /// Sequential readers come back for what follows: when an on-demand range starts near where the previous
+    /// one ended, the next `readaheadBytes` of the blob are fetched in the background (prefetch priority, one
+    /// fetch per chunk as always). Like the kernel's readahead, a window is topped up only once at least half
+    /// of it is neither local nor on its way, so it streams as a few long GETs rather than one per chunk.
+    /// Random readers fetch only what they read.
     private func readAhead(blobID: Int64, offset: UInt64, length: UInt64) {
         let bytes = settings.readaheadBytes
         let end = offset + length
@@ -113,10 +116,13 @@ public final class BlobEngine: Sendable {
         guard sequential else { return }
         let length = min(bytes, blob.rafs.deviceSize - end)
         let wanted = blob.rafs.chunks(coveringUncompressed: end, length: length)
-        let missing = blob.state.withLock { state in
-            wanted.contains { !state.present[Int($0.index)] && state.inFlight[$0.index] == nil }
+        let idleBytes = blob.state.withLock { state in
+            wanted.reduce(UInt64(0)) { sum, chunk in
+                state.present[Int(chunk.index)] || state.inFlight[chunk.index] != nil ? sum : sum + UInt64(chunk.uncompressedSize)
+            }
         }
-        guard missing else { return }
+        let reachesEnd = end + length >= blob.rafs.deviceSize
+        guard idleBytes > 0, reachesEnd || 2 * idleBytes >= length else { return }
         Task { try? await self.ensureUnbounded(blobID: blobID, offset: end, length: length, priority: .prefetch) }
     }
 
@@ -138,8 +144,8 @@ public final class BlobEngine: Sendable {
             throw FetchError.rangeOutsideBlob(blob: blobID, offset: offset, length: length, size: size)
         }
         let wanted = blob.rafs.chunks(coveringUncompressed: offset, length: min(length, blob.rafs.deviceSize - offset))
-        var waits: [Task<Void, any Error>] = []
-        blob.state.withLock { state in
+        var waits: [ChunkFetch] = []
+        let started = blob.state.withLock { state -> [[Int]] in
             var missing: [Int] = []
             var hits = 0
             for chunk in wanted {
@@ -156,24 +162,26 @@ public final class BlobEngine: Sendable {
                 metrics.recordHits(hits)
                 metrics.recordMisses(missing.count)
             }
-            // Background runs stay small, so that several run at once and chunks arrive in order.
-            let cap = priority == .prefetch ? min(settings.maximumFetchBytes, Self.prefetchRunBytes) : settings.maximumFetchBytes
-            for run in runs(of: missing, in: blob, state: state, cap: cap) {
-                let task = Task { try await self.fetch(run, of: blob, priority: priority) }
-                for index in run { state.inFlight[UInt32(index)] = task }
-                waits.append(task)
+            let started = runs(of: missing, in: blob, state: state, cap: settings.maximumFetchBytes)
+            for index in started.joined() {
+                let fetch = ChunkFetch()
+                state.inFlight[UInt32(index)] = fetch
+                waits.append(fetch)
             }
+            return started
         }
-        for task in waits { try await task.value }
+        for run in started {
+            Task { await self.fetch(run, of: blob, priority: priority) }
+        }
+        for fetch in waits { try await fetch.wait() }
     }
 
     /// Groups missing chunks into runs that are contiguous in the stored blob, grown with following missing
     /// chunks up to the minimum fetch size and capped at the maximum.
-    static let prefetchRunBytes: UInt64 = 1 << 20
-
     private func runs(of missing: [Int], in blob: LazyBlob, state: LazyBlob.State, cap: UInt64) -> [[Int]] {
         let chunks = blob.rafs.chunks
         let ordered = missing.sorted { blob.storedPosition[$0] < blob.storedPosition[$1] }
+        let wanted = Set(ordered)
         var runs: [[Int]] = []
         var taken = Set<Int>()
         for index in ordered where !taken.contains(index) {
@@ -185,7 +193,7 @@ public final class BlobEngine: Sendable {
                 let next = blob.byStoredOffset[position]
                 let last = chunks[run[run.count - 1]]
                 let candidate = chunks[next]
-                let wantedNext = ordered.contains(next) && !taken.contains(next)
+                let wantedNext = wanted.contains(next) && !taken.contains(next)
                 let growing = bytes < settings.minimumFetchBytes && !state.present[next] && state.inFlight[UInt32(next)] == nil
                 guard candidate.compressedOffset == last.compressedEnd, wantedNext || growing,
                     bytes + UInt64(candidate.compressedSize) <= max(cap, UInt64(chunks[index].compressedSize))
@@ -200,57 +208,59 @@ public final class BlobEngine: Sendable {
         return runs
     }
 
-    private func fetch(_ run: [Int], of blob: LazyBlob, priority: FetchScheduler.Priority) async throws {
+    /// Streams one run with one ranged GET. Each chunk is settled as soon as it is written; when the fetch
+    /// fails, the chunks it did not deliver are settled with the error and stay missing.
+    private func fetch(_ run: [Int], of blob: LazyBlob, priority: FetchScheduler.Priority) async {
         await scheduler.acquire(priority)
-        var holdsSlot = true
         let started = monotonicNanoseconds()
+        let chunks = run.map { blob.rafs.chunks[$0] }
+        let start = chunks[0].compressedOffset
+        let length = chunks[chunks.count - 1].compressedEnd - start
+        let decoder = RunDecoder(blob: blob, chunks: chunks) { chunk in
+            let fetch = blob.state.withLock { state -> ChunkFetch? in
+                if !state.present[Int(chunk.index)] {
+                    state.present[Int(chunk.index)] = true
+                    state.presentCount += 1
+                    state.presentBytes += UInt64(chunk.uncompressedSize)
+                }
+                return state.inFlight.removeValue(forKey: chunk.index)
+            }
+            fetch?.settle(.success(()))
+        }
+        var failure: (any Error)?
         do {
-            let chunks = run.map { blob.rafs.chunks[$0] }
-            let start = chunks[0].compressedOffset
-            let length = chunks[chunks.count - 1].compressedEnd - start
-            let stored = try await blob.source.read(offset: start, length: length)
-            guard stored.count == Int(length) else {
-                throw FetchError.shortRead(blob: blob.id, offset: start, expected: length, got: stored.count)
-            }
-            await scheduler.release()
-            holdsSlot = false
-            try await runBlocking {
-                for chunk in chunks {
-                    let from = Int(chunk.compressedOffset - start)
-                    let data = try blob.rafs.decodeChunk(chunk, stored: Array(stored[from..<(from + Int(chunk.compressedSize))]))
-                    try blob.write(data, at: chunk.uncompressedOffset)
-                }
-            }
-            let completed = blob.state.withLock { state in
-                state.bytesFetched += length
-                let before = state.presentCount
-                for chunk in chunks {
-                    state.inFlight[chunk.index] = nil
-                    if !state.present[Int(chunk.index)] {
-                        state.present[Int(chunk.index)] = true
-                        state.presentCount += 1
-                        state.presentBytes += UInt64(chunk.uncompressedSize)
-                    }
-                }
-                return state.presentCount > before && state.presentCount == state.present.count
-            }
-            if completed { completion.withLock { $0 }?(blob.id) }
-            metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: Double(monotonicNanoseconds() - started) / 1e9)
-            if let store {
-                do {
-                    try store.save(blobID: blob.id, bitmap: blob.bitmap)
-                } catch {
-                    logger.warning("chunk state not saved", metadata: ["blob.id": "\(blob.id)", "error": "\(error)"])
-                }
+            try await blob.source.stream(offset: start, length: length, into: decoder)
+            if decoder.decoded < chunks.count {
+                throw FetchError.shortRead(blob: blob.id, offset: start, expected: length, got: Int(decoder.received))
             }
         } catch {
-            if holdsSlot { await scheduler.release() }
-            blob.state.withLock { state in
-                for index in run { state.inFlight[UInt32(index)] = nil }
-            }
+            failure = error
+        }
+        await scheduler.release()
+        let decoded = decoder.decoded
+        let (completed, undelivered) = blob.state.withLock { state -> (Bool, [ChunkFetch]) in
+            state.bytesFetched += decoder.received
+            let undelivered = chunks[decoded...].compactMap { state.inFlight.removeValue(forKey: $0.index) }
+            let completed = state.presentCount == state.present.count && !state.completionReported
+            if completed { state.completionReported = true }
+            return (completed, undelivered)
+        }
+        if let failure {
+            for fetch in undelivered { fetch.settle(.failure(failure)) }
             metrics.recordFailure()
-            logger.warning("fetch failed", metadata: ["blob.id": "\(blob.id)", "fetch.chunks": "\(run.count)", "error": "\(error)"])
-            throw error
+            logger.warning(
+                "fetch failed",
+                metadata: ["blob.id": "\(blob.id)", "fetch.chunks": "\(run.count)", "fetch.decoded": "\(decoded)", "error": "\(failure)"])
+        } else {
+            metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: Double(monotonicNanoseconds() - started) / 1e9)
+        }
+        if completed { completion.withLock { $0 }?(blob.id) }
+        if decoded > 0, let store {
+            do {
+                try await runBlocking { try store.save(blobID: blob.id, bitmap: blob.bitmap) }
+            } catch {
+                logger.warning("chunk state not saved", metadata: ["blob.id": "\(blob.id)", "error": "\(error)"])
+            }
         }
     }
 }

@@ -1,8 +1,30 @@
+import SystemSupport
+
 /// Where a lazily served blob's stored (compressed) bytes come from: a registry's ranged GETs in the
 /// service, a local file or a fault injector in tests.
 public protocol BlobRangeSource: Sendable {
     /// Returns exactly `length` bytes of the stored blob starting at `offset`, or throws.
     func read(offset: UInt64, length: UInt64) async throws -> [UInt8]
+
+    /// Hands `length` bytes of the stored blob starting at `offset` to `consumer` in order, as they arrive
+    /// (pieces of any size), or throws. The default reads the whole range, then hands it over off the
+    /// cooperative pool. A source that streams lets the engine serve the first chunks of a long fetch before
+    /// its last bytes are in.
+    func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws
+}
+
+/// Receives a fetch's stored bytes in order; may block (it decodes and writes chunks), so it is called off the
+/// cooperative pool.
+public protocol StoredBytesConsumer: Sendable {
+    /// Takes the next piece; throws to stop the fetch (the error is what the fetch fails with).
+    func receive(_ bytes: UnsafeRawBufferPointer) throws
+}
+
+extension BlobRangeSource {
+    public func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws {
+        let bytes = try await read(offset: offset, length: length)
+        try await runBlocking { try bytes.withUnsafeBytes { try consumer.receive($0) } }
+    }
 }
 
 /// Persists which chunks of a blob are present (the catalog, in the service).
@@ -19,7 +41,7 @@ public struct FetchSettings: Equatable, Sendable {
     public var minimumFetchBytes: UInt64 = 0
     /// When on-demand reads of a blob are sequential, this many following bytes are fetched in the background
     /// (sequential readers find them local). 0 turns read-ahead off.
-    public var readaheadBytes: UInt64 = 8 << 20
+    public var readaheadBytes: UInt64 = 16 << 20
     /// Upper bound of one merged ranged GET.
     public var maximumFetchBytes: UInt64 = 8 << 20
     /// A reader waiting longer than this gets an error (EIO at the front end) instead of hanging.

@@ -20,7 +20,9 @@ final class LazyBlob: Sendable {
         /// End of the last on-demand range, to spot sequential readers.
         var lastOnDemandEnd: UInt64 = UInt64.max
         /// The fetch each missing chunk is waiting on, so concurrent readers share one GET per chunk.
-        var inFlight: [UInt32: Task<Void, any Error>] = [:]
+        var inFlight: [UInt32: ChunkFetch] = [:]
+        /// Whether the engine has reported this blob complete (once per registration).
+        var completionReported = false
     }
 
     let id: Int64
@@ -52,6 +54,7 @@ final class LazyBlob: Sendable {
             initial.presentCount += 1
             initial.presentBytes += UInt64(rafs.chunks[index].uncompressedSize)
         }
+        initial.completionReported = initial.presentCount == present.count
         state = Mutex(initial)
     }
 

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Stored bytes of one blob, read with ranged GETs from the registry it was pulled from: what the engine
 /// fetches chunks through.
 public struct RegistryBlobSource: BlobRangeSource {
@@ -19,4 +21,34 @@ public struct RegistryBlobSource: BlobRangeSource {
         guard !overflow else { throw FetchError.shortRead(blob: 0, offset: offset, expected: length, got: 0) }
         return try await client.fetchBlobRange(registry: registry, repository: repository, digest: digest, range: start..<end)
     }
+
+    /// Streams the range with one ranged GET; each piece goes to `consumer` on the transfer thread as it
+    /// arrives. The consumer's own error wins over the transfer's report of the stop.
+    public func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws {
+        let start = Int64(clamping: offset)
+        let (end, overflow) = start.addingReportingOverflow(Int64(clamping: length))
+        guard !overflow else { throw FetchError.shortRead(blob: 0, offset: offset, expected: length, got: 0) }
+        let stop = ConsumerStop()
+        do {
+            try await client.streamBlobRange(registry: registry, repository: repository, digest: digest, range: start..<end) { bytes in
+                do {
+                    try consumer.receive(bytes)
+                    return true
+                } catch {
+                    stop.record(error)
+                    return false
+                }
+            }
+        } catch {
+            throw stop.error ?? error
+        }
+    }
+}
+
+/// The first error a consumer stopped a transfer with.
+final class ConsumerStop: Sendable {
+    private let first = Mutex<(any Error)?>(nil)
+
+    func record(_ error: any Error) { first.withLock { if $0 == nil { $0 = error } } }
+    var error: (any Error)? { first.withLock { $0 } }
 }

@@ -15,7 +15,7 @@ import Musl
 /// `@unchecked Sendable`: one sink is used by one transfer thread at a time. The downloading task creates it,
 /// hands it to a transfer thread, and only touches it again after awaiting that transfer's completion, which
 /// orders every access (the continuation resume is the synchronisation point).
-final class BlobSink: @unchecked Sendable {
+final class BlobSink: BodySink, @unchecked Sendable {
     let path: String
     let fd: Int32
     private(set) var hasher = SHA256()
@@ -36,6 +36,11 @@ final class BlobSink: @unchecked Sendable {
     }
 
     deinit { close(fd) }
+
+    var delivered: Int64 { written }
+
+    /// A resumed attempt asks for the rest of the blob.
+    var rangeHeader: String? { written > 0 ? "bytes=\(written)-" : nil }
 
     /// Called with the status and `Content-Range` of an attempt before its first body byte. A resumed attempt
     /// (`written > 0`) needs a 206 starting at `written`, or a 200 whose first `written` bytes are skipped.

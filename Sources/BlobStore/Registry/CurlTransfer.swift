@@ -55,7 +55,7 @@ private final class TransferContext {
     var status = 0
     var body: [UInt8] = []
     let memoryLimit: Int
-    let sink: BlobSink?
+    let sink: (any BodySink)?
     let cancel: CancelFlag
     var upload: RequestBody
     var uploadFD: Int32 = -1
@@ -63,7 +63,7 @@ private final class TransferContext {
     var overflow = false
     var sinkStarted = false
 
-    init(memoryLimit: Int, sink: BlobSink?, cancel: CancelFlag, upload: RequestBody) {
+    init(memoryLimit: Int, sink: (any BodySink)?, cancel: CancelFlag, upload: RequestBody) {
         self.memoryLimit = memoryLimit
         self.sink = sink
         self.cancel = cancel
@@ -97,7 +97,7 @@ final class CurlTransport: Sendable {
 
     /// Performs `request`; a 2xx body goes to `sink` when given. Throws only for transport failures and
     /// cancellation; HTTP statuses are returned.
-    func perform(_ request: HTTPRequest, sink: BlobSink? = nil) async throws(RegistryError) -> HTTPResponse {
+    func perform(_ request: HTTPRequest, sink: (any BodySink)? = nil) async throws(RegistryError) -> HTTPResponse {
         let cancel = CancelFlag()
         let pool = self.pool
         let result: Result<HTTPResponse, RegistryError> = await withTaskCancellationHandler {
@@ -132,7 +132,7 @@ final class CurlTransport: Sendable {
     }
 
     private static func performBlocking(
-        _ request: HTTPRequest, sink: BlobSink?, cancel: CancelFlag, pool: CurlHandlePool
+        _ request: HTTPRequest, sink: (any BodySink)?, cancel: CancelFlag, pool: CurlHandlePool
     ) -> Result<HTTPResponse, RegistryError> {
         let handle = pool.checkout()
         defer { pool.checkin(handle) }

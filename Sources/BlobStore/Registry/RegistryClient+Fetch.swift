@@ -176,6 +176,27 @@ extension RegistryClient {
         }
     }
 
+    /// Streams `range` of a blob to `receiver` as its bytes arrive (`Range: bytes=a-b`, expecting 206). A
+    /// dropped connection is resumed from the first byte not yet delivered, so `receiver` sees every byte once,
+    /// in order. `receiver` runs on the transfer thread and returns false to stop the transfer (the call then
+    /// throws `.cancelled`). Nothing is verified: the caller checks chunk digests.
+    public func streamBlobRange(
+        registry: String, repository: String, digest: Digest, range: Range<Int64>,
+        receiver: @escaping (UnsafeRawBufferPointer) -> Bool
+    ) async throws(RegistryError) {
+        guard !range.isEmpty else { return }
+        let sink = RangeStreamSink(url: digest.description, range: range, receiver: receiver)
+        try await withEndpoints(registry: registry, capability: .pull) { endpoint throws(RegistryError) in
+            let scope = Self.pullScope(repository)
+            let call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope, sink: sink)
+            let response = try await send(call, registry: registry, endpoint: endpoint)
+            guard response.status == 206 else { throw error(for: response, method: "GET", scope: scope, host: endpoint.host) }
+            guard sink.delivered == Int64(range.count) else {
+                throw .sizeMismatch(url: response.effectiveURL, expected: Int64(range.count), found: sink.delivered)
+            }
+        }
+    }
+
     /// `GET /v2/<name>/tags/list`.
     public func listTags(registry: String, repository: String) async throws(RegistryError) -> [String] {
         try await withEndpoints(registry: registry, capability: .resolve) { endpoint throws(RegistryError) in

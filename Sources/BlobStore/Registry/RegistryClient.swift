@@ -39,7 +39,7 @@ public final class RegistryClient: Sendable {
         var body: RequestBody = .none
         /// The token scope, e.g. `repository:test/app:pull`.
         var scope: String?
-        var sink: BlobSink?
+        var sink: (any BodySink)?
         var memoryLimit = 1 << 20
         var followRedirects = true
         var bounded = true
@@ -86,7 +86,7 @@ public final class RegistryClient: Sendable {
             if let authorization = try await authorization(registry: registry, endpoint: endpoint, scope: call.scope) {
                 headers.append(("Authorization", authorization))
             }
-            if let sink = call.sink, sink.written > 0 { headers.append(("Range", "bytes=\(sink.written)-")) }
+            if let range = call.sink?.rangeHeader { headers.append(("Range", range)) }
             request.headers = headers
             let response: HTTPResponse
             do {
@@ -100,7 +100,7 @@ public final class RegistryClient: Sendable {
                     "transfer failed, retrying",
                     metadata: [
                         "http.url": "\(request.url)", "retry.attempt": "\(attempt)", "retry.delay_ms": "\(delay)",
-                        "error": "\(message)", "blob.resume_offset": "\(call.sink?.written ?? 0)",
+                        "error": "\(message)", "blob.resume_offset": "\(call.sink?.delivered ?? 0)",
                     ])
                 try await sleep(milliseconds: delay, url: request.url)
                 continue

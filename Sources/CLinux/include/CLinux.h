@@ -67,6 +67,11 @@ int clinux_start_writeback(int fd, long long offset, long long length);
 /// O_DIRECT (also hidden by glibc without _GNU_SOURCE).
 int clinux_o_direct(void);
 
+/// FS_IOC_GETFSSYSFSPATH (Linux 6.10+, newer than Debian 12's headers): the superblock's sysfs directory
+/// relative to /sys/fs, e.g. "erofs/erofs-452", of the filesystem `fd` lives on. Writes a NUL-terminated
+/// string of at most `size - 1` bytes to `out`. Returns 0, or -1 with errno set (ENOTTY: older kernel).
+int clinux_fs_sysfs_path(int fd, char *out, int size);
+
 // MARK: cachefiles on-demand mode (include/uapi/linux/cachefiles.h, Linux 5.19+) and the seed's devnode.
 // Swift parses the messages with explicit little-endian reads; these mirror the layouts so the sizes and
 // offsets are asserted against the kernel header at compile time (clinux.c).
