@@ -143,7 +143,7 @@ let package = Package(
         // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
         .target(
             name: "TestSupport",
-            dependencies: ["BlobStore", "MountManager", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["BlobStore", "MountManager", "SystemSupport", "CLinux", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),

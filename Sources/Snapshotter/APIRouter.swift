@@ -127,6 +127,9 @@ final class APIRouter: Sendable {
         case ["v1", "snapshots", "prepare"] where method == "POST", ["v1", "snapshots", "view"] where method == "POST":
             let body = try decode(PrepareRequest.self, request)
             let kind: SnapshotKind = segments[2] == "prepare" ? .active : .view
+            if let image = body.image, !image.isEmpty, let reason = images?.frontEnd.imageMountUnsupportedReason {
+                throw SnapshotError.invalidImage(image: image, reason: reason)
+            }
             let mounts = try service.create(kind: kind, key: body.key, parent: body.parent, labels: body.labels ?? [:], image: body.image)
             return try json(MountsResponse(mounts: mounts.map(Self.spec)), status: 201)
         case ["v1", "snapshots", "commit"] where method == "POST":

@@ -115,6 +115,10 @@ final class ContainerdBackend: SnapshotBackend {
             }
         }
         if known { throw SnapshotBackendError(.alreadyExists, "snapshot \(layer.target) already exists (remote)") }
+        if let reason = images.frontEnd.imageMountUnsupportedReason {
+            logger.info("layer not servable lazily; containerd unpacks it", metadata: ["reason": "\(reason)", "snapshot.key": "\(key)"])
+            return
+        }
         do {
             try await pullWaitingForOthers(layer.imageReference)
         } catch ImageError.notAnImage(let reference, let reason) {

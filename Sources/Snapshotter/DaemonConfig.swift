@@ -16,8 +16,11 @@ struct DaemonConfig: Equatable, Sendable {
     var logLevel = "info"
     /// Threads for blocking work (SQLite, file-system walks, mount(2)).
     var blockingThreads = 4
-    /// `auto` (fanotify, else cachefiles, else eager), `fanotify`, `cachefiles` or `eager`.
+    /// `auto` (fanotify, else cachefiles, else eager), `fanotify`, `cachefiles`, `eager` or `seed` (never
+    /// chosen by `auto`).
     var frontEnd = "auto"
+    /// The seed front end's devnode; a Unix socket path connects to an emulation of it instead.
+    var seedDevice = SeedFrontEnd.devicePath
     /// A reader waiting longer than this on a missing range gets EIO.
     var readerTimeoutSeconds = Int(FetchSettings().readerTimeout.components.seconds)
     /// Ranged GETs are grown to at least this many stored bytes (read amplification).
@@ -80,10 +83,11 @@ struct DaemonConfig: Equatable, Sendable {
             let table = try reader.table(
                 ondemand, at: "ondemand",
                 known: [
-                    "front_end", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches", "readahead_bytes",
-                    "kernel_readahead_kb",
+                    "front_end", "seed_device", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches",
+                    "readahead_bytes", "kernel_readahead_kb",
                 ])
             if let value = table["front_end"] { frontEnd = try reader.string(value, at: "ondemand.front_end") }
+            if let value = table["seed_device"] { seedDevice = try reader.string(value, at: "ondemand.seed_device") }
             if let value = table["reader_timeout_seconds"] {
                 readerTimeoutSeconds = Int(try reader.integer(value, at: "ondemand.reader_timeout_seconds", range: 1...3600))
             }
@@ -131,7 +135,10 @@ struct DaemonConfig: Equatable, Sendable {
             throw .invalid(key: "containerd.socket", reason: "must be empty or an absolute path under 108 bytes, got \(containerdSocket)")
         }
         guard FrontEndChoice(rawValue: frontEnd) != nil else {
-            throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify, cachefiles or eager, got \(frontEnd)")
+            throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify, cachefiles, eager or seed, got \(frontEnd)")
+        }
+        guard seedDevice.hasPrefix("/") else {
+            throw .invalid(key: "ondemand.seed_device", reason: "must be an absolute path, got \(seedDevice)")
         }
         guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(logLevel) else {
             throw .invalid(key: "log.level", reason: "must be trace, debug, info, notice, warning, error or critical")

@@ -102,6 +102,10 @@ final class ImageService: Sendable {
     /// Mounts the image's EROFS (bootstrap as source, each blob as `device=`) unless already mounted. The
     /// eager front end first fetches every blob whole.
     private func mountIfNeeded(_ image: ImageRecord) async throws {
+        if let reason = frontEnd.imageMountUnsupportedReason {
+            logger.notice("image not mounted", metadata: ["image.reference": "\(image.reference)", "mount.reason": "\(reason)"])
+            return
+        }
         let target = mountPoint(of: image.id)
         if MountInfo.isMountPoint(target, in: try MountInfo.read()) { return }
         // Converted images have their data here already: fill their backing files now rather than per read.
@@ -222,9 +226,11 @@ final class ImageService: Sendable {
         return text
     }
 
-    /// Whether any image is mounted: a stopping daemon then leaves the fanotify group with its holder.
+    /// Whether any image is mounted: a stopping daemon then leaves the fanotify group with its holder. Under a
+    /// front end whose images we never mount (seed), every pulled image counts: its readers are out of our sight.
     func hasMountedImages() -> Bool {
         guard let images = try? catalog.images(), let table = try? MountInfo.read() else { return true }
+        if frontEnd.imageMountUnsupportedReason != nil { return !images.isEmpty }
         return images.contains { MountInfo.isMountPoint(mountPoint(of: $0.id), in: table) }
     }
 }

@@ -47,8 +47,11 @@ struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
-    @Option(help: "On-demand front end: auto, fanotify or eager.")
+    @Option(help: "On-demand front end: auto, fanotify, cachefiles, eager or seed.")
     var frontEnd: String?
+
+    @Option(help: "The seed front end's devnode (default /dev/cachefiles_ondemand); a Unix socket path connects to an emulation.")
+    var seedDevice: String?
 
     @Option(help: "Seconds a reader may wait on a missing range before it gets EIO.")
     var readerTimeout: Int?
@@ -83,7 +86,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         let engine = BlobEngine(settings: fetchSettings, store: CatalogChunkStore(database: database), logger: logger)
         let frontEnd = try FrontEndSelector.start(
             FrontEndChoice(rawValue: settings.frontEnd) ?? .auto,
-            paths: FrontEndPaths(root: settings.root, holderBinary: Self.holderBinary()),
+            paths: FrontEndPaths(root: settings.root, holderBinary: Self.holderBinary(), seedDevice: settings.seedDevice),
             filler: EngineFiller(engine: engine), logger: logger)
         let images = ImageService(
             root: settings.root, database: database,
@@ -169,6 +172,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         if let maxBodyBytes { settings.maxBodyBytes = maxBodyBytes }
         if let logLevel { settings.logLevel = logLevel }
         if let frontEnd { settings.frontEnd = frontEnd }
+        if let seedDevice { settings.seedDevice = Self.absolute(seedDevice) }
         if let readerTimeout { settings.readerTimeoutSeconds = readerTimeout }
         if let readaheadBytes { settings.readaheadBytes = readaheadBytes }
         if let containerdSocket { settings.containerdSocket = containerdSocket.isEmpty ? "" : Self.absolute(containerdSocket) }

@@ -5,6 +5,7 @@ import Logging
 import MountManager
 import Synchronization
 import SystemSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -131,6 +132,69 @@ struct SeedFrontEndTests {
         #expect(rig.emulator.state.withLock { $0.waiting.count } == 1, "the reader must be blocked on its request")
         rig.emulator.closeDaemonEnd()
         await #expect(throws: ImageFormatError.self) { _ = try await reader.value }
+    }
+
+    @Test("the journal hands out free slots, clears them and shows a successor what was left")
+    func journalSlots() throws {
+        var template = Array("/var/tmp/seed-journal-XXXXXX".utf8CString)
+        guard let dir = mkdtemp(&template) else { throw SyscallError(call: "mkdtemp", errno: errno) }
+        let root = String(cString: dir)
+        defer { try? FileSystem.removeTree(root) }
+        let path = root + "/seed.journal"
+        let requests = (1...3).map { SeedRequest(id: UInt64($0) << 40, offset: UInt64($0) * 4096, length: 4096, path: "D\($0)") }
+        do {
+            let journal = try SeedJournal(path: path)
+            #expect(journal.inherited.isEmpty)
+            #expect(try requests.map { try journal.record($0) } == [0, 1, 2])
+            try journal.clear(slot: 1)
+            #expect(try journal.pending() == [.init(slot: 0, request: requests[0]), .init(slot: 2, request: requests[2])])
+        }
+        let successor = try SeedJournal(path: path)
+        #expect(successor.inherited == [.init(slot: 0, request: requests[0]), .init(slot: 2, request: requests[2])])
+        // Inherited slots stay taken until cleared.
+        #expect(try successor.record(requests[1]) == 1)
+        #expect(try successor.record(requests[1]) == 3)
+    }
+
+    @Test("a successor completes the requests its predecessor journalled but never answered", .timeLimit(.minutes(1)))
+    func successorCompletesJournalled() async throws {
+        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        var template = Array("/var/tmp/seed-test-XXXXXX".utf8CString)
+        guard let dir = mkdtemp(&template) else { throw SyscallError(call: "mkdtemp", errno: errno) }
+        let root = String(cString: dir)
+        defer { try? FileSystem.removeTree(root) }
+        let (image, blob) = try NydusFixture.open()
+        let expected = try NydusFixture.expectedFiles(image: image, blob: blob)
+        let emulator = try SeedDevnodeEmulator(timeoutSeconds: 60)
+        defer { emulator.closeDaemonEnd() }
+        let registration = SeedFrontEnd.Registration(
+            id: 3, volumeKey: CachefilesNaming.volumeKey(domain: "seedtest"), cookieKey: NydusFixture.blobID, size: blob.deviceSize)
+        let device = CachefilesDevice(adopting: emulator.daemonFD)
+        let journalPath = root + "/seed.journal"
+        let backing = root + "/cache/" + CachefilesNaming.relativePath(domain: "seedtest", blobID: NydusFixture.blobID)
+        let filler = RafsChunkFiller(blob: blob, target: backing)
+
+        // The predecessor: binds, prepares the file, reads one request and journals it, then dies unanswered.
+        let predecessor = SeedFrontEnd(
+            root: root, device: device, filler: filler, logger: Logger(label: "test"), journal: try SeedJournal(path: journalPath))
+        try predecessor.bind(tag: "seedtest")
+        try predecessor.register(registration)
+        let path = try #require(expected.keys.sorted().first)
+        let reader = Task {
+            try await offPool { try image.readFile(path, devices: [1: EmulatedSeedDevice(emulator: emulator, path: backing)]) }
+        }
+        let message = try #require(try device.readMessage(timeoutMilliseconds: 30_000), "no request reached the daemon end")
+        _ = try predecessor.journal?.record(try SeedRequest.parse(message))
+        #expect(emulator.waitingReaders == 1)
+
+        // The successor: same device, journal reopened, file registered, journalled requests completed.
+        let successor = SeedFrontEnd(
+            root: root, device: device, filler: filler, logger: Logger(label: "test"), journal: try SeedJournal(path: journalPath))
+        try successor.register(registration)
+        #expect(await successor.resumeJournalled() == 1)
+        #expect(try await reader.value == expected[path])
+        #expect(try successor.journal?.pending() == [])
+        #expect(emulator.state.withLock { $0.badCommands }.isEmpty)
     }
 
     @Test(

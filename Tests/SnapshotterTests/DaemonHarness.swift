@@ -107,7 +107,9 @@ final class DaemonHarness {
     func tearDown() {
         crash()
         // The fd holders a daemon on this root started outlive it by design.
-        TestCleanup.killProcesses(withArgument: root + "/fdholder.sock")
+        for holder in ["fdholder.sock", "seed-holder.sock"] {
+            TestCleanup.killProcesses(withArgument: root + "/" + holder)
+        }
         TestCleanup.unmountAll(under: directory)
         try? FileSystem.removeTree(directory)
     }

@@ -16,8 +16,43 @@ public struct CachefilesDevice: Sendable {
     public let fd: Int32
 
     /// Opens the device read-write (only one process may have it open at a time; EBUSY otherwise).
+    ///
+    /// The emulation seam: when `path` is a Unix socket rather than a character device, a SOCK_SEQPACKET
+    /// socket is connected to it instead. A seqpacket connection keeps the device's framing (one message per
+    /// read, one command per write, POLLIN while a message waits, POLLHUP once the other side is gone), so a
+    /// test process can stand in for a device no kernel has (the seed's `/dev/cachefiles_ondemand`).
     public init(path: String = defaultPath) throws(SyscallError) {
-        fd = try retryingSyscall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
+        var st = stat()
+        if stat(path, &st) == 0, st.st_mode & mode_t(S_IFMT) == mode_t(S_IFSOCK) {
+            fd = try Self.connectSeqpacket(path)
+        } else {
+            fd = try retryingSyscall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
+        }
+    }
+
+    private static func connectSeqpacket(_ path: String) throws(SyscallError) -> Int32 {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw SyscallError(call: "connect", errno: ENAMETOOLONG, subject: path)
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let fd = try retryingSyscall("socket", path) { socket(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0) }
+        do {
+            try retryingSyscall("connect", path) {
+                withUnsafePointer(to: &address) {
+                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+                }
+            }
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        return fd
     }
 
     /// Uses a descriptor inherited from a holder or a predecessor.
@@ -86,6 +121,16 @@ public struct CachefilesDevice: Sendable {
         let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
         guard n > 0 else { return false }
         return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == defaultPath
+    }
+
+    /// True when `fd` is the character device at `path`, or a Unix socket (a connection to an emulation of
+    /// it, see `init(path:)`): checked before adopting a descriptor from a holder.
+    public static func isDevice(_ fd: Int32, path: String) -> Bool {
+        var buffer = [CChar](repeating: 0, count: 256)
+        let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
+        guard n > 0 else { return false }
+        let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return target == path || target.hasPrefix("socket:[")
     }
 
     public func close() {

@@ -29,6 +29,9 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
     var servesBootstrap: Bool { get }
     /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order.
     func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount
+    /// Why this host's kernel cannot mount images through this front end (the seed's `-o uuid=` mounts exist
+    /// in no released kernel), or nil when it can. Pulls then skip the mount and snapshots on images are refused.
+    var imageMountUnsupportedReason: String? { get }
     /// Stops serving. With `keepGroup`, kernel-side state (the fanotify group) is left with its holder so a
     /// successor can take over; otherwise it is released.
     func stop(keepGroup: Bool)
@@ -40,10 +43,13 @@ public enum FrontEndChoice: String, Sendable, CaseIterable {
     case fanotify
     case cachefiles
     case eager
+    /// The seed's `/dev/cachefiles_ondemand` (never merged, so never chosen by `auto`): for emulations of it.
+    case seed
 }
 
 extension OnDemandFrontEnd {
     public var servesBootstrap: Bool { false }
+    public var imageMountUnsupportedReason: String? { nil }
 
     /// File-backed EROFS: the bootstrap as the source, one `device=` per blob (paths as the front end wants them).
     public func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount {
@@ -61,14 +67,24 @@ public struct FrontEndPaths: Sendable {
     /// The kernel's cachefiles directory (must be on a disk filesystem with xattrs).
     public var fscacheDirectory: String
     public var cachefilesHolderSocket: String
+    /// The service root: the seed devnode's `dir` (its backing files are `cache/` below it).
+    public var root: String
+    /// The seed devnode, or a Unix socket of an emulation of it (see `CachefilesDevice.init(path:)`).
+    public var seedDevice: String
+    public var seedHolderSocket: String
+    public var seedJournalPath: String
 
-    public init(root: String, holderBinary: String) {
+    public init(root: String, holderBinary: String, seedDevice: String = SeedFrontEnd.devicePath) {
+        self.root = root
         cacheDirectory = FileSystem.join(root, "cache")
         watchedDirectory = FileSystem.join(root, "ondemand")
         journalPath = FileSystem.join(root, "fanotify.journal")
         holderSocket = FileSystem.join(root, "fdholder.sock")
         fscacheDirectory = FileSystem.join(root, "fscache")
         cachefilesHolderSocket = FileSystem.join(root, "cachefiles-holder.sock")
+        self.seedDevice = seedDevice
+        seedHolderSocket = FileSystem.join(root, "seed-holder.sock")
+        seedJournalPath = FileSystem.join(root, "seed.journal")
         self.holderBinary = holderBinary
     }
 }
@@ -96,6 +112,9 @@ public enum FrontEndSelector {
             return try FanotifyOnDemand.start(paths: paths, filler: filler, logger: logger)
         case .cachefiles:
             return try CachefilesOnDemand.start(paths: paths, filler: filler, logger: logger)
+        case .seed:
+            // Only on request: no released kernel has the devnode, so `auto` never probes it.
+            return try SeedOnDemand.start(paths: paths, filler: filler, logger: logger)
         case .auto:
             do {
                 return try FanotifyOnDemand.start(paths: paths, filler: filler, logger: logger)

@@ -57,16 +57,19 @@ public final class SeedFrontEnd: Sendable {
     /// The cache root: the devnode's `dir`, holding `cache/`.
     public let root: String
     public let device: CachefilesDevice
+    /// Where requests are recorded before they are served (a successor completes them); nil: not recorded.
+    public let journal: SeedJournal?
     private let filler: any RangeFiller
     private let logger: Logger
     private let state = Mutex(State())
     private let reader = ReaderThread(label: "seed.reader")
 
-    public init(root: String, device: CachefilesDevice, filler: any RangeFiller, logger: Logger) {
+    public init(root: String, device: CachefilesDevice, filler: any RangeFiller, logger: Logger, journal: SeedJournal? = nil) {
         self.root = root
         self.device = device
         self.filler = filler
         self.logger = logger
+        self.journal = journal
     }
 
     public var statistics: Statistics { state.withLock { $0.statistics } }
@@ -148,6 +151,19 @@ public final class SeedFrontEnd: Sendable {
     }
 
     private func serve(_ request: SeedRequest) {
+        // Recorded before anything else: a daemon killed from here on leaves the request to its successor.
+        var slot: Int?
+        if let journal {
+            do {
+                slot = try journal.record(request)
+            } catch {
+                logger.error("seed request not journalled; a restart now would leave its reader waiting", metadata: ["error": "\(error)"])
+            }
+        }
+        serve(request, slot: slot)
+    }
+
+    private func serve(_ request: SeedRequest, slot: Int?) {
         let entry = state.withLock { state in
             state.statistics.requests += 1
             return state.entries[request.path]
@@ -155,35 +171,74 @@ public final class SeedFrontEnd: Sendable {
         guard let entry else {
             logger.warning("request for an unknown seed file; answered unfilled", metadata: ["seed.name": "\(request.path)"])
             state.withLock { $0.statistics.unknown += 1 }
-            done(request)
+            done(request, slot: slot)
             return
         }
-        let filler = self.filler
-        Task.detached {
-            var filled = true
-            do {
-                try await filler.fill(fileID: entry.registration.id, offset: request.offset, length: request.length)
-            } catch {
-                filled = false
-                self.logger.warning(
-                    "fill failed; the reader gets EIO",
-                    metadata: [
-                        "blob.id": "\(entry.registration.id)", "range.offset": "\(request.offset)", "range.count": "\(request.length)",
-                        "error": "\(error)",
-                    ])
-            }
-            self.state.withLock { state in
-                if filled { state.statistics.filled += 1 } else { state.statistics.failed += 1 }
-            }
-            self.done(request)
-        }
+        Task.detached { await self.fill(request, entry: entry, slot: slot) }
     }
 
-    private func done(_ request: SeedRequest) {
+    /// Completes the requests a predecessor journalled but never answered: each is filled, then answered
+    /// with `done <id>` (the reader still waits on the devnode the holder kept open). Only the records found
+    /// when the journal was opened count: requests this process read meanwhile are being served already.
+    /// Call after every backing file is registered. Returns how many were completed.
+    public func resumeJournalled() async -> Int {
+        guard let journal, !journal.inherited.isEmpty else { return 0 }
+        let records = journal.inherited
+        logger.notice("completing seed requests a previous daemon left", metadata: ["seed.count": "\(records.count)"])
+        await withTaskGroup(of: Void.self) { group in
+            for record in records {
+                group.addTask {
+                    let entry = self.state.withLock { state in
+                        state.statistics.requests += 1
+                        return state.entries[record.request.path]
+                    }
+                    guard let entry else {
+                        self.logger.warning(
+                            "journalled request for an unknown seed file; answered unfilled",
+                            metadata: ["seed.name": "\(record.request.path)"])
+                        self.state.withLock { $0.statistics.unknown += 1 }
+                        self.done(record.request, slot: record.slot)
+                        return
+                    }
+                    await self.fill(record.request, entry: entry, slot: record.slot)
+                }
+            }
+        }
+        return records.count
+    }
+
+    /// Has the filler make the range present, then answers `done <id>` (also after a failed fill: the range
+    /// stays a hole and the reader gets EIO).
+    private func fill(_ request: SeedRequest, entry: Entry, slot: Int?) async {
+        var filled = true
+        do {
+            try await filler.fill(fileID: entry.registration.id, offset: request.offset, length: request.length)
+        } catch {
+            filled = false
+            logger.warning(
+                "fill failed; the reader gets EIO",
+                metadata: [
+                    "blob.id": "\(entry.registration.id)", "range.offset": "\(request.offset)", "range.count": "\(request.length)",
+                    "error": "\(error)",
+                ])
+        }
+        state.withLock { state in
+            if filled { state.statistics.filled += 1 } else { state.statistics.failed += 1 }
+        }
+        done(request, slot: slot)
+    }
+
+    private func done(_ request: SeedRequest, slot: Int?) {
         do {
             try device.send("done \(request.id)")
         } catch {
             logger.error("done failed", metadata: ["seed.request": "\(request.id)", "error": "\(error)"])
+        }
+        guard let journal, let slot else { return }
+        do {
+            try journal.clear(slot: slot)
+        } catch {
+            logger.warning("seed journal slot not cleared; a successor will answer it again", metadata: ["error": "\(error)"])
         }
     }
 }

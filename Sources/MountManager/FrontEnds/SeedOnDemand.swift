@@ -1,0 +1,121 @@
+import BlobStore
+import Logging
+import SystemSupport
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
+/// The seed devnode front end as the daemon uses it (`ondemand.front_end = "seed"`, never chosen by `auto`).
+/// The devnode (`ondemand.seed_device`, default `/dev/cachefiles_ondemand`; a Unix socket path connects to an
+/// emulation instead, see `CachefilesDevice.init(path:)`) is bound to the service root, so the backing files
+/// the puller prepares under `cache/I<volume>/@<fan>/D<blob>` are the very files the devnode names. Its
+/// descriptor is kept by `snapshotterd-fdholder` (`seed-holder.sock`): a daemon that dies does not release
+/// the devnode, its readers keep waiting, and the successor adopts the descriptor, completes the requests
+/// journalled in `seed.journal`, then reads on.
+public final class SeedOnDemand: OnDemandFrontEnd {
+    public static let domain = ImageStoreLayout.domain
+    public let frontEnd: SeedFrontEnd
+    private let paths: FrontEndPaths
+    private let logger: Logger
+
+    init(frontEnd: SeedFrontEnd, paths: FrontEndPaths, logger: Logger) {
+        self.frontEnd = frontEnd
+        self.paths = paths
+        self.logger = logger
+    }
+
+    static func start(paths: FrontEndPaths, filler: any RangeFiller, logger: Logger) throws -> SeedOnDemand {
+        let journal = try SeedJournal(path: paths.seedJournalPath)
+        let isDevnode: (Int32) -> Bool = { CachefilesDevice.isDevice($0, path: paths.seedDevice) }
+        if let fd = try DescriptorHolder.adopt(socketPath: paths.seedHolderSocket, accept: isDevnode) {
+            logger.notice("adopted the seed devnode from its holder", metadata: ["seed.holder": "\(paths.seedHolderSocket)"])
+            let frontEnd = SeedFrontEnd(
+                root: paths.root, device: CachefilesDevice(adopting: fd), filler: filler, logger: logger, journal: journal)
+            return SeedOnDemand(frontEnd: frontEnd, paths: paths, logger: logger)
+        }
+        guard FileSystem.exists(paths.seedDevice) else {
+            throw FrontEndSelector.SelectionError.unavailable(
+                .seed,
+                reason: "\(paths.seedDevice) does not exist (no released kernel has the seed devnode); "
+                    + "set ondemand.seed_device (--seed-device) to an emulation's socket")
+        }
+        guard FileSystem.exists(paths.holderBinary) else {
+            throw FrontEndSelector.SelectionError.unavailable(.seed, reason: "the descriptor holder \(paths.holderBinary) is missing")
+        }
+        let device = try CachefilesDevice(path: paths.seedDevice)
+        let frontEnd = SeedFrontEnd(root: paths.root, device: device, filler: filler, logger: logger, journal: journal)
+        do {
+            try frontEnd.bind(tag: Self.domain)
+            unlink(paths.seedHolderSocket)
+            try DescriptorHolder.spawn(binary: paths.holderBinary, socketPath: paths.seedHolderSocket, fd: device.fd)
+        } catch {
+            device.close()
+            throw error
+        }
+        logger.notice("seed devnode bound", metadata: ["seed.device": "\(paths.seedDevice)", "seed.root": "\(paths.root)"])
+        return SeedOnDemand(frontEnd: frontEnd, paths: paths, logger: logger)
+    }
+
+    public var name: String { "seed" }
+    public var needsCompleteBlobs: Bool { false }
+
+    /// Prepares the blob's backing file where the devnode will name it; it must be the file the puller made.
+    public func serve(_ file: BackingFile) throws {
+        guard file.id > 0 else { return }  // a bootstrap: read from disk, never through the devnode
+        let registration = SeedFrontEnd.Registration(
+            id: file.id, volumeKey: CachefilesNaming.volumeKey(domain: Self.domain), cookieKey: file.cookieKey, size: file.size)
+        let path = frontEnd.backingPath(for: registration)
+        guard path == file.path else { throw SeedServeError.pathMismatch(blobID: file.cookieKey, expected: path, found: file.path) }
+        try frontEnd.register(registration)
+    }
+
+    public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
+    public func complete(id: Int64) {}
+    public func devicePath(forBackingPath path: String) -> String { path }
+
+    public func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount {
+        SeedFrontEnd.erofsMount(bootstrapID: fsid)
+    }
+
+    public var imageMountUnsupportedReason: String? {
+        "the seed front end serves \(paths.seedDevice), but no released kernel mounts EROFS with -o uuid= over the seed "
+            + "devnode: images are pulled and their reads served to the devnode, not mounted; "
+            + "choose ondemand.front_end = \"auto\" to run containers"
+    }
+
+    /// Starts reading, then completes what a predecessor journalled but never answered.
+    public func resumeInFlight() async throws -> Int {
+        frontEnd.start()
+        return await frontEnd.resumeJournalled()
+    }
+
+    public func startServing() { frontEnd.start() }
+
+    /// With `keepGroup` the devnode stays with its holder (waiting readers keep waiting for a successor);
+    /// otherwise the holder closes it and the devnode fails whatever still waits with EIO.
+    public func stop(keepGroup: Bool) {
+        frontEnd.stop()
+        guard !keepGroup else {
+            logger.notice("the seed devnode left with its holder for the next daemon")
+            return
+        }
+        DescriptorHolder.release(socketPath: paths.seedHolderSocket)
+        frontEnd.device.close()
+    }
+}
+
+/// A blob the seed front end cannot serve, with the paths at fault.
+public enum SeedServeError: Error, Equatable, Sendable, CustomStringConvertible {
+    case pathMismatch(blobID: String, expected: String, found: String)
+
+    public var description: String {
+        switch self {
+        case .pathMismatch(let blobID, let expected, let found):
+            return "blob \(blobID): the seed devnode names its backing file \(expected), but it is at \(found); "
+                + "the service root must be the devnode's dir (re-pull the image)"
+        }
+    }
+}
