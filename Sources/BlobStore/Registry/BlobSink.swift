@@ -18,11 +18,10 @@ import Musl
 final class BlobSink: BodySink, @unchecked Sendable {
     let path: String
     let fd: Int32
-    private(set) var hasher = SHA256()
+    /// The digest is computed on another core, reading back what was written, and writeback is started there
+    /// as the file grows, so the final fsync has little left to wait for.
+    private let hasher: FileFollowingHasher
     private(set) var written: Int64 = 0
-    /// Bytes already handed to writeback (`sync_file_range`), so the final fsync has little left to wait for.
-    private var flushed: Int64 = 0
-    static let writebackBytes: Int64 = 8 << 20
     var skipRemaining: Int64 = 0
     let expectedSize: Int64?
     private(set) var failure: RegistryError?
@@ -31,8 +30,9 @@ final class BlobSink: BodySink, @unchecked Sendable {
         self.path = path
         self.expectedSize = expectedSize
         do {
-            fd = try retryingSyscall("open", path) { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
+            fd = try retryingSyscall("open", path) { open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
         } catch { throw .io(path: path, reason: error.description) }
+        hasher = FileFollowingHasher(fd: fd, path: path)
     }
 
     deinit { close(fd) }
@@ -85,20 +85,19 @@ final class BlobSink: BodySink, @unchecked Sendable {
             }
             done += n
         }
-        hasher.update(data)
         written += Int64(data.count)
-        if written - flushed >= Self.writebackBytes {
-            // Start writeback of what is written, without waiting: disk I/O overlaps the download.
-            _ = clinux_start_writeback(fd, flushed, written - flushed)
-            flushed = written
-        }
+        hasher.advance(to: written)
         return true
     }
 
     /// Flushes the file to disk and returns the digest of everything written.
     func finish() throws(RegistryError) -> Digest {
+        hasher.flush(to: written)
         do { try retryingSyscall("fsync", path) { fsync(fd) } } catch { throw .io(path: path, reason: error.description) }
-        var h = hasher
-        return Digest(sha256: h.finalize())
+        do {
+            return Digest(sha256: try hasher.finish(at: written))
+        } catch {
+            throw .io(path: path, reason: error.description)
+        }
     }
 }
