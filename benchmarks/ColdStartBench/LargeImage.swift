@@ -26,7 +26,9 @@ struct LargeImage {
             try generator.bytes(2 << 20).write(to: URL(fileURLWithPath: rootfs + "/data/f\(i)"))
         }
         let tarPath = directory + "/layer.tar"
-        try Tools.run("/bin/tar", ["--numeric-owner", "--owner=0", "--group=0", "-C", rootfs, "-cf", tarPath, "."])
+        // Entries in name order, as image builders write layers (BuildKit and docker walk directories
+        // lexically); GNU tar's default is readdir order, which no real image has.
+        try Tools.run("/bin/tar", ["--sort=name", "--numeric-owner", "--owner=0", "--group=0", "-C", rootfs, "-cf", tarPath, "."])
         let layerDigest = try Self.sha256(file: tarPath)
         let layerSize = (try fm.attributesOfItem(atPath: tarPath)[.size] as? NSNumber)?.intValue ?? 0
         let config = Data(

@@ -100,6 +100,17 @@ do {
     let ours = now() - start
     let oursBytes = environment.registryBytes() - mark
     guard oursOutput.contains("ready") else { fail("ondemand run printed \(oursOutput)") }
+    if ProcessInfo.processInfo.environment["COLDSTART_METRICS"] != nil {
+        let curl = Process()
+        curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        curl.arguments = ["-s", "--unix-socket", work + "/api.sock", "http://localhost/metrics"]
+        try curl.run()
+        curl.waitUntilExit()
+    }
+    // Our floor: the same container again on our snapshots, its start-up set now local and in the page cache.
+    start = now()
+    _ = try environment.ctr(["run", "--rm", "--snapshotter", "ondemand", reference, "o2"] + command, namespace: "k8s.io")
+    let oursWarm = now() - start
 
     let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
     print("")
@@ -112,7 +123,7 @@ do {
         String(
             format: "  ondemand  (CRI pull + lazy run):     %7.2f s  (pull %.2f s)          registry sent %@", ours, oursPull,
             mib(oursBytes)))
-    print(String(format: "  for reference, a warm run (unpacked, page cache hot): %.2f s", warm))
+    print(String(format: "  for reference, warm runs (data local, page cache hot): overlayfs %.2f s, ondemand %.2f s", warm, oursWarm))
     print(String(format: "  ratio: %.1fx faster, %.1fx fewer bytes", baseline / ours, Double(baselineBytes) / Double(max(oursBytes, 1))))
 } catch {
     fail("\(error)")

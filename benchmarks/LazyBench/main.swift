@@ -7,7 +7,8 @@ import TestSupport
 // make bench-lazy: the on-demand path against its limits, each as a ratio measured in this one run.
 //  (a) cold sequential read of a 256 MiB file through the mount (fanotify front end, every byte fetched from a
 //      loopback docker-registry) against `curl` downloading the same stored bytes plus decompressing them;
-//  (b) a warm read (everything local) against the same image fully local through the eager front end;
+//  (b) a warm read (everything local, page cache dropped) against the same image fully local through the eager
+//      front end, best of three reads each;
 //  (c) first-byte latency of 200 small files, p50 and p99.
 // Usage: LazyBench [big-file-MiB] [small-files]
 
@@ -138,14 +139,24 @@ var started = now()
 let coldBytes = readAll(target + "/big.bin")
 let coldSeconds = now() - started
 let coldEvents = fanotifyEvents() - eventsBeforeCold
-if ProcessInfo.processInfo.environment["LAZYBENCH_METRICS"] != nil { print((try? lazy.client.metrics()) ?? "") }
+if ProcessInfo.processInfo.environment["LAZYBENCH_METRICS"] != nil { print((try? lazy.client.metrics()) ?? "") }  // fetch details
 precondition(coldBytes == bigMiB << 20)
 
+/// Best of three page-cache-cold reads of a file that is local: the warm figures compare two local paths, so
+/// both sides get the same three tries against the noise of a shared machine.
+func bestColdCacheRead(_ path: String) -> Double {
+    var best = Double.infinity
+    for _ in 0..<3 {
+        dropCaches()
+        let started = now()
+        _ = readAll(path)
+        best = min(best, now() - started)
+    }
+    return best
+}
+
 let eventsBeforeWarm = fanotifyEvents()
-dropCaches()
-started = now()
-_ = readAll(target + "/big.bin")
-let warmSeconds = now() - started
+let warmSeconds = bestColdCacheRead(target + "/big.bin")
 let warmEvents = fanotifyEvents() - eventsBeforeWarm
 
 // The limit: curl downloads the same stored blob, then every chunk is decompressed (and verified, as we do).
@@ -177,10 +188,7 @@ _ = try eager.client.pull(reference: reference)
 _ = try eager.client.prepare(key: "bench", image: reference)
 let eagerTarget = directory + "/mnt-eager"
 _ = try eager.client.mount(key: "bench", target: eagerTarget)
-dropCaches()
-started = now()
-_ = readAll(eagerTarget + "/big.bin")
-let eagerSeconds = now() - started
+let eagerSeconds = bestColdCacheRead(eagerTarget + "/big.bin")
 
 let mib = Double(bigMiB)
 let stored = Double(blobLayer.size) / 1048576
@@ -193,7 +201,7 @@ print(
 print(
     String(
         format:
-            "(b) warm read: %.2f s (%.0f MiB/s, %d fanotify events); eager front end, fully local: %.2f s (%.0f MiB/s); ratio %.2f (aim >= 0.95)",
+            "(b) warm read (best of 3): %.2f s (%.0f MiB/s, %d fanotify events); eager front end, fully local: %.2f s (%.0f MiB/s); ratio %.2f (aim >= 0.95)",
         warmSeconds, mib / warmSeconds, warmEvents, eagerSeconds, mib / eagerSeconds, eagerSeconds / warmSeconds))
 print("fanotify events: \(coldEvents) during the cold read")
 print(

@@ -97,32 +97,38 @@ public final class BlobEngine: Sendable {
     }
 
     /// Sequential readers come back for what follows: when an on-demand range starts near where the previous
-    /// one ended, the next `readaheadBytes` of the blob are fetched in the background (prefetch priority, one
-    /// fetch per chunk as always). Like the kernel's readahead, a window is topped up only once at least half
-    /// of it is neither local nor on its way, so it streams as a few long GETs rather than one per chunk.
-    /// Random readers fetch only what they read.
+    /// one ended, the window after it is fetched in the background (prefetch priority, one fetch per chunk as
+    /// always). Like the kernel's readahead, the window starts small (4 chunks) and doubles with each top-up up
+    /// to `readaheadBytes`, so a short sequential run (a few small files read in a row) fetches little it does
+    /// not read, while a long one soon streams 16 MiB ahead; a window is topped up only once at least half of it
+    /// is neither local nor on its way, so it streams as a few long GETs rather than one per chunk. Random
+    /// readers fetch only what they read.
     private func readAhead(blobID: Int64, offset: UInt64, length: UInt64) {
         let bytes = settings.readaheadBytes
         let end = offset + length
         guard bytes > 0, let blob = blobs.withLock({ $0[blobID] }), end < blob.rafs.deviceSize else { return }
         // Near the previous end counts as sequential: readahead windows overlap or leave small gaps.
         let slack = 2 * UInt64(max(blob.rafs.entry.chunkSize, 1 << 20))
-        let sequential = blob.state.withLock { state in
+        let initialWindow = min(bytes, 4 * UInt64(max(blob.rafs.entry.chunkSize, 1 << 18)))
+        let length: UInt64? = blob.state.withLock { state in
             let last = state.lastOnDemandEnd
             let near = last != UInt64.max && offset + slack >= last && offset <= last + slack
             state.lastOnDemandEnd = near ? max(end, last) : end
-            return near
-        }
-        guard sequential else { return }
-        let length = min(bytes, blob.rafs.deviceSize - end)
-        let wanted = blob.rafs.chunks(coveringUncompressed: end, length: length)
-        let idleBytes = blob.state.withLock { state in
-            wanted.reduce(UInt64(0)) { sum, chunk in
+            guard near else {
+                state.readaheadWindow = 0
+                return nil
+            }
+            let window = state.readaheadWindow == 0 ? initialWindow : state.readaheadWindow
+            let length = min(window, blob.rafs.deviceSize - end)
+            let idleBytes = blob.rafs.chunks(coveringUncompressed: end, length: length).reduce(UInt64(0)) { sum, chunk in
                 state.present[Int(chunk.index)] || state.inFlight[chunk.index] != nil ? sum : sum + UInt64(chunk.uncompressedSize)
             }
+            let reachesEnd = end + length >= blob.rafs.deviceSize
+            guard idleBytes > 0, reachesEnd || 2 * idleBytes >= length else { return nil }
+            state.readaheadWindow = min(bytes, 2 * window)
+            return length
         }
-        let reachesEnd = end + length >= blob.rafs.deviceSize
-        guard idleBytes > 0, reachesEnd || 2 * idleBytes >= length else { return }
+        guard let length else { return }
         Task { try? await self.ensureUnbounded(blobID: blobID, offset: end, length: length, priority: .prefetch) }
     }
 

@@ -19,6 +19,8 @@ final class LazyBlob: Sendable {
         var bytesFetched: UInt64 = 0
         /// End of the last on-demand range, to spot sequential readers.
         var lastOnDemandEnd: UInt64 = UInt64.max
+        /// The read-ahead window of the next top-up (0: none yet); doubles while the reader stays sequential.
+        var readaheadWindow: UInt64 = 0
         /// The fetch each missing chunk is waiting on, so concurrent readers share one GET per chunk.
         var inFlight: [UInt32: ChunkFetch] = [:]
         /// Whether the engine has reported this blob complete (once per registration).
