@@ -30,6 +30,8 @@ struct DaemonConfig: Equatable, Sendable {
     var readaheadBytes = Int(FetchSettings().readaheadBytes)
     /// The page-cache readahead window of image mounts, in KiB (0 = leave the kernel's default).
     var kernelReadaheadKilobytes = ImageService.defaultKernelReadaheadKilobytes
+    /// Whether a pulled image's prefetch table (files read at start-up) is fetched in the background at once.
+    var prefetchOnPull = true
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -84,7 +86,7 @@ struct DaemonConfig: Equatable, Sendable {
                 ondemand, at: "ondemand",
                 known: [
                     "front_end", "seed_device", "reader_timeout_seconds", "min_fetch_bytes", "max_concurrent_fetches",
-                    "readahead_bytes", "kernel_readahead_kb",
+                    "readahead_bytes", "kernel_readahead_kb", "prefetch_on_pull",
                 ])
             if let value = table["front_end"] { frontEnd = try reader.string(value, at: "ondemand.front_end") }
             if let value = table["seed_device"] { seedDevice = try reader.string(value, at: "ondemand.seed_device") }
@@ -97,6 +99,7 @@ struct DaemonConfig: Equatable, Sendable {
             if let value = table["readahead_bytes"] {
                 readaheadBytes = Int(try reader.integer(value, at: "ondemand.readahead_bytes", range: 0...(1 << 30)))
             }
+            if let value = table["prefetch_on_pull"] { prefetchOnPull = try reader.boolean(value, at: "ondemand.prefetch_on_pull") }
             if let value = table["kernel_readahead_kb"] {
                 kernelReadaheadKilobytes = Int(try reader.integer(value, at: "ondemand.kernel_readahead_kb", range: 0...(64 << 10)))
             }
@@ -187,6 +190,13 @@ private struct ConfigReader {
             throw .wrongType(path: path, key: key, expected: "string", found: value.typeName)
         }
         return string
+    }
+
+    func boolean(_ value: TOMLValue, at key: String) throws(ConfigError) -> Bool {
+        guard let boolean = value.boolean else {
+            throw .wrongType(path: path, key: key, expected: "boolean", found: value.typeName)
+        }
+        return boolean
     }
 
     func array(_ value: TOMLValue, at key: String) throws(ConfigError) -> [TOMLValue] {

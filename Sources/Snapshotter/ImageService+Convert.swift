@@ -24,6 +24,7 @@ extension ImageService {
             }
             options.build.compression = value
         }
+        options.build.prefetchPaths = request.prefetch ?? []
         options.sourceReference = request.sourceTag
         options.targetReference = request.tag
         let transfer = LayoutTransfer(client: client)

@@ -9,36 +9,79 @@ extension ImageService {
     func prefetch(_ request: PrefetchRequest) throws -> PrefetchResponse {
         let name = (try? ImageReference(parsing: request.reference).description) ?? request.reference
         guard let image = try catalog.image(reference: name) else { throw ImageError.notFound(reference: name) }
-        var ranges: [(blob: Int64, offset: UInt64, length: UInt64)] = []
+        var ranges: [PrefetchRange] = []
         if let paths = request.paths, !paths.isEmpty {
             let bootstrap = try ErofsImage(path: image.bootstrapPath)
+            var inodes: [ErofsInode] = []
             for path in paths {
-                let inode: ErofsInode
                 do {
-                    inode = try bootstrap.lookup(path)
+                    inodes.append(try bootstrap.lookup(path))
                 } catch {
                     throw APIError.notFound("\(path) is not in image \(name)")
                 }
-                for mapping in try bootstrap.chunkMappings(of: inode) {
-                    guard mapping.device >= 1, Int(mapping.device) <= image.blobs.count, let offset = mapping.deviceOffset else { continue }
-                    ranges.append((image.blobs[Int(mapping.device) - 1].id, offset, mapping.length))
+            }
+            ranges = try Self.ranges(of: inodes, in: bootstrap, image: image)
+        } else {
+            for blob in image.blobs {
+                ranges.append(PrefetchRange(blob: blob.id, offset: 0, length: UInt64(max(0, blob.uncompressedSize))))
+            }
+        }
+        schedule(ranges, image: name, reason: "requested")
+        return PrefetchResponse(ranges: ranges.count, bytes: ranges.reduce(UInt64(0)) { $0 + $1.length })
+    }
+
+    /// Starts the prefetch an image asks for in its bootstrap (the RAFS prefetch table, written by
+    /// `snapctl convert --prefetch` or nydus's `--prefetch-policy fs`). Returns the bytes queued.
+    @discardableResult
+    func prefetchHinted(_ image: ImageRecord) throws -> UInt64 {
+        let bootstrap = try ErofsImage(path: image.bootstrapPath)
+        let files = try bootstrap.prefetchFiles()
+        guard !files.isEmpty else { return 0 }
+        let ranges = try Self.ranges(of: files, in: bootstrap, image: image)
+        schedule(ranges, image: image.reference, reason: "prefetch table")
+        return ranges.reduce(UInt64(0)) { $0 + $1.length }
+    }
+
+    struct PrefetchRange {
+        var blob: Int64
+        var offset: UInt64
+        var length: UInt64
+    }
+
+    /// The blob ranges holding the data of `inodes` (directories hold none; callers expand them), adjacent
+    /// ranges of one blob merged so that they stream as one fetch.
+    static func ranges(of inodes: [ErofsInode], in bootstrap: ErofsImage, image: ImageRecord) throws -> [PrefetchRange] {
+        var ranges: [PrefetchRange] = []
+        for inode in inodes where inode.fileType == .regular {
+            for mapping in try bootstrap.chunkMappings(of: inode) {
+                guard mapping.device >= 1, Int(mapping.device) <= image.blobs.count, let offset = mapping.deviceOffset else { continue }
+                let blob = image.blobs[Int(mapping.device) - 1].id
+                if let last = ranges.last, last.blob == blob, last.offset + last.length == offset {
+                    ranges[ranges.count - 1].length += mapping.length
+                } else {
+                    ranges.append(PrefetchRange(blob: blob, offset: offset, length: mapping.length))
                 }
             }
-        } else {
-            for blob in image.blobs { ranges.append((blob.id, 0, UInt64(max(0, blob.uncompressedSize)))) }
         }
+        return ranges
+    }
+
+    /// Fetches the ranges in the background, in order, at prefetch priority.
+    private func schedule(_ ranges: [PrefetchRange], image name: String, reason: String) {
+        guard !ranges.isEmpty else { return }
         let engine = self.engine
         let logger = self.logger
-        let queued = ranges
         Task {
             var failures = 0
-            for range in queued {
+            for range in ranges {
                 do { try await engine.prefetch(blobID: range.blob, offset: range.offset, length: range.length) } catch { failures += 1 }
             }
             logger.info(
                 "prefetch done",
-                metadata: ["image.reference": "\(name)", "prefetch.ranges": "\(queued.count)", "prefetch.failures": "\(failures)"])
+                metadata: [
+                    "image.reference": "\(name)", "prefetch.reason": "\(reason)", "prefetch.ranges": "\(ranges.count)",
+                    "prefetch.failures": "\(failures)",
+                ])
         }
-        return PrefetchResponse(ranges: ranges.count, bytes: ranges.reduce(UInt64(0)) { $0 + $1.length })
     }
 }

@@ -29,13 +29,16 @@ final class ImageService: Sendable {
     /// read-around stays within about one chunk.
     static let defaultKernelReadaheadKilobytes = 1024
     let kernelReadaheadKilobytes: Int
+    /// Whether a newly pulled image's prefetch table is fetched in the background at once.
+    let prefetchOnPull: Bool
 
     init(
         root: String, database: Database, client: RegistryClient, engine: BlobEngine, frontEnd: any OnDemandFrontEnd,
-        kernelReadaheadKilobytes: Int = ImageService.defaultKernelReadaheadKilobytes, logger: Logger
+        kernelReadaheadKilobytes: Int = ImageService.defaultKernelReadaheadKilobytes, prefetchOnPull: Bool = true, logger: Logger
     ) {
         self.root = root
         self.kernelReadaheadKilobytes = kernelReadaheadKilobytes
+        self.prefetchOnPull = prefetchOnPull
         self.client = client
         self.engine = engine
         self.frontEnd = frontEnd
@@ -148,6 +151,19 @@ final class ImageService: Sendable {
             // A pull that cannot be served leaves nothing behind.
             _ = try? await runBlocking { try self.remove(image.reference) }
             throw error
+        }
+        if pulled && prefetchOnPull {
+            do {
+                let bytes = try await runBlocking { try self.prefetchHinted(image) }
+                if bytes > 0 {
+                    logger.info(
+                        "prefetching the image's start-up files",
+                        metadata: ["image.reference": "\(image.reference)", "prefetch.bytes": "\(bytes)"])
+                }
+            } catch {
+                // A malformed table costs the image its head start, not its pull.
+                logger.warning("prefetch table ignored", metadata: ["image.reference": "\(image.reference)", "error": "\(error)"])
+            }
         }
         return PullResponse(image: try info(image), pulled: pulled)
     }

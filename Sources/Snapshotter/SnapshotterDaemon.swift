@@ -91,7 +91,8 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         let images = ImageService(
             root: settings.root, database: database,
             client: RegistryClient(configuration: try Self.registryConfiguration(settings), logger: logger),
-            engine: engine, frontEnd: frontEnd, kernelReadaheadKilobytes: settings.kernelReadaheadKilobytes, logger: logger)
+            engine: engine, frontEnd: frontEnd, kernelReadaheadKilobytes: settings.kernelReadaheadKilobytes,
+            prefetchOnPull: settings.prefetchOnPull, logger: logger)
         try await images.start()
 
         let threadPool = NIOThreadPool(numberOfThreads: settings.blockingThreads)

@@ -359,11 +359,15 @@ public struct ConvertRequest: Codable, Sendable {
     public var chunkSize: UInt32?
     /// `zstd` (default), `lz4` or `none`.
     public var compression: String?
+    /// Absolute paths (files or directories) recorded as the image's prefetch table: fetched in the background
+    /// as soon as the image is pulled.
+    public var prefetch: [String]?
 
     public init(
         source: String, destination: String, sourceTag: String? = nil, tag: String? = nil, chunkSize: UInt32? = nil,
-        compression: String? = nil
+        compression: String? = nil, prefetch: [String]? = nil
     ) {
+        self.prefetch = prefetch
         self.source = source
         self.destination = destination
         self.sourceTag = sourceTag

@@ -112,6 +112,11 @@ struct Convert: ParsableCommand {
     @Option(help: "ref.name to give the converted image in the destination layout.") var tag: String?
     @Option(help: "Chunk size in bytes (power of two, 4 KiB to 16 MiB; default 1 MiB).") var chunkSize: UInt32?
     @Option(help: "Chunk compression: zstd (default), lz4 or none.") var compression: String?
+    @Option(
+        name: .customLong("prefetch"),
+        help:
+            "A file or directory (absolute path in the image) containers read at start-up; repeatable. Recorded as the image's prefetch table: fetched in the background once the image is pulled."
+    ) var prefetch: [String] = []
 
     func run() throws {
         func resolve(_ text: String) -> String { text.hasPrefix("docker://") ? text : absolutePath(text) }
@@ -119,7 +124,7 @@ struct Convert: ParsableCommand {
             let result = try global.client().convert(
                 ConvertRequest(
                     source: resolve(source), destination: resolve(destination), sourceTag: sourceTag, tag: tag, chunkSize: chunkSize,
-                    compression: compression))
+                    compression: compression, prefetch: prefetch.isEmpty ? nil : prefetch))
             if global.json {
                 Output.printJSON(result)
             } else {

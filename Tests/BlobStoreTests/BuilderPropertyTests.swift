@@ -182,6 +182,65 @@ struct BuilderPropertyTests {
     }
 }
 
+extension BuilderPropertyTests {
+    @Test("the prefetch table lists the given paths by nid; the reader expands directories; erofs-utils still agree")
+    func prefetchTable() throws {
+        let scratch = try ImageFixtures.scratchDirectory("builder-prefetch")
+        defer { ImageFixtures.cleanup(scratch) }
+        let layers = try BuilderFixtures.writeLayers(BuilderMountTests.layers(chunkSize: 1 << 20), in: scratch)
+        var options = Self.options()
+        options.prefetchPaths = ["/usr/bin/tool", "/data", "/usr/bin/tool"]
+        let result = try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out")
+        let image = try ErofsImage(path: result.bootstrapPath)
+        #expect(image.rafs?.prefetchTableSize == 8, "two distinct paths, one u32 nid each")
+        let table = try image.prefetchTable()
+        #expect(table.map(\.nid) == [try image.lookup("/usr/bin/tool").nid, try image.lookup("/data").nid])
+        let expected = try image.entries().filter { $0.path == "/usr/bin/tool" || ($0.path.hasPrefix("/data/") && $0.type == .regular) }
+        #expect(Set(try image.prefetchFiles().map(\.nid)) == Set(try expected.map { try image.lookup($0.path).nid }))
+        #expect(try image.prefetchFiles().count == expected.count)
+
+        if let fsck = ImageFixtures.tool("fsck.erofs") {
+            let devices = try BuilderFixtures.materialize(result: result, into: scratch)
+            let checked = try ImageFixtures.run(fsck, devices.map { "--device=\($0)" } + [result.bootstrapPath])
+            #expect(checked.status == 0, "fsck.erofs: \(checked.output) \(checked.error)")
+        }
+
+        // Without a table there is nothing to prefetch; a path the image lacks is refused with its name.
+        let plain = try ImageBuilder(options: Self.options()).build(
+            layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/plain")
+        #expect(try ErofsImage(path: plain.bootstrapPath).prefetchFiles().isEmpty)
+        options.prefetchPaths = ["/no/such/file"]
+        #expect {
+            try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/bad")
+        } throws: { "\($0)".contains("/no/such/file") }
+        options.prefetchPaths = ["relative/path"]
+        #expect(throws: BuildError.self) {
+            try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/rel")
+        }
+    }
+
+    @Test("a prefetch table entry that names no inode is a format error, not a crash")
+    func hostilePrefetchTable() throws {
+        let scratch = try ImageFixtures.scratchDirectory("builder-prefetch-bad")
+        defer { ImageFixtures.cleanup(scratch) }
+        let layers = try BuilderFixtures.writeLayers(BuilderMountTests.layers(chunkSize: 1 << 20), in: scratch)
+        var options = Self.options()
+        options.prefetchPaths = ["/usr/bin/tool"]
+        let result = try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out")
+        let offset = Int(try #require(ErofsImage(path: result.bootstrapPath).rafs).prefetchTableOffset)
+        var bytes = try ImageFixtures.bytes(result.bootstrapPath)
+        for index in 0..<4 { bytes[offset + index] = 0xFF }
+        try Data(bytes).write(to: URL(fileURLWithPath: result.bootstrapPath))
+        let image = try ErofsImage(path: result.bootstrapPath)
+        #expect {
+            try image.prefetchFiles()
+        } throws: { error in
+            guard case .badPrefetchTable = error as? ImageFormatError else { return false }
+            return true
+        }
+    }
+}
+
 /// Progress phases seen by a build.
 final class PhaseLog: Sendable {
     private let phases = Mutex<[BuildProgress.Phase]>([])

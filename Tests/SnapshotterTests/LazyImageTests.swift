@@ -24,13 +24,14 @@ struct LazyImageTests {
         let reference: String
 
         /// Read-ahead is off unless asked for: most tests count exactly which chunks each read fetches.
-        init(_ name: String, frontEnd: String, bigMiB: Int = 24, readahead: Int = 0) async throws {
+        init(_ name: String, frontEnd: String, bigMiB: Int = 24, readahead: Int = 0, prefetch: [String] = []) async throws {
             harness = try DaemonHarness(
                 name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", String(readahead)])
             registry = try TestRegistry()
             proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
             image = try NydusTestImage(
-                directory: harness.directory + "/image", files: NydusTestImage.files(smallCount: 40, bigMiB: bigMiB))
+                directory: harness.directory + "/image", files: NydusTestImage.files(smallCount: 40, bigMiB: bigMiB),
+                prefetch: prefetch)
             try await image.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "lazy", tag: "v1")
             reference = "127.0.0.1:\(proxy.port)/lazy:v1"
             try harness.start()
@@ -246,7 +247,7 @@ struct LazyImageTests {
         let target = try setup.pullAndMount(key: "c1")
         let client = setup.harness.client()
         let listed = try client.prefetch(reference: setup.reference, paths: ["/usr/lib/big.bin"])
-        #expect(listed.ranges == 4 && listed.bytes == 4 << 20)
+        #expect(listed.ranges == 1 && listed.bytes == 4 << 20, "the file's four chunks stream as one range")
         #expect(throws: APIError.self) { try client.prefetch(reference: setup.reference, paths: ["/no/such/file"]) }
         _ = try client.prefetch(reference: setup.reference)
         let deadline = Date().addingTimeInterval(60)
@@ -254,6 +255,30 @@ struct LazyImageTests {
         #expect(try client.status().images?.first?.percentLocal == 100)
         setup.registry.stopProcess()
         for (path, bytes) in setup.image.files { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
+    }
+
+    @Test("an image's prefetch table is fetched right after the pull: those files then read with the registry gone")
+    func prefetchTable() async throws {
+        let setup = try await Setup("hinted", frontEnd: "fanotify", bigMiB: 4, prefetch: ["/usr/lib/big.bin", "/etc/small"])
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let hinted = setup.image.files.filter { $0.key == "usr/lib/big.bin" || $0.key.hasPrefix("etc/small/") }
+        let hintedBytes = hinted.values.reduce(0) { $0 + $1.count }
+        // Nobody reads: the daemon fetches the listed files by itself.
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, (try setup.harness.client().status().images?.first?.bytesFetched ?? 0) < Int64(hintedBytes) / 2 {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        for _ in 0..<100 where setup.blobGets > 0 {
+            let before = setup.blobBytesServed
+            try await Task.sleep(for: .milliseconds(200))
+            if setup.blobBytesServed == before { break }
+        }
+        setup.registry.stopProcess()
+        for (path, bytes) in hinted { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
+        // What the table does not list stays remote: with the registry gone it cannot be read.
+        let unlisted = Self.read(target + "/usr/share/doc/README")
+        #expect(throws: SyscallError.self) { try unlisted.get() }
     }
 
     @Test("a sequential reader gets read-ahead: chunks ahead of it are fetched in the background", .timeLimit(.minutes(3)))

@@ -19,7 +19,9 @@ public struct NydusTestImage {
         result.manifest.layers.filter { $0.mediaType == ImageConverter.nydusBlobMediaType }.reduce(0) { $0 + $1.size }
     }
 
-    public init(directory: String, files: [String: [UInt8]], tag: String = "v1", chunkSize: UInt32 = 1 << 20) throws {
+    public init(
+        directory: String, files: [String: [UInt8]], tag: String = "v1", chunkSize: UInt32 = 1 << 20, prefetch: [String] = []
+    ) throws {
         self.directory = directory
         self.files = files
         let tree = directory + "/tree"
@@ -51,6 +53,7 @@ public struct NydusTestImage {
         var options = ImageConverter.Options()
         options.build.chunkSize = chunkSize
         options.build.syncOutput = false
+        options.build.prefetchPaths = prefetch
         result = try ImageConverter(options: options).convert(source: sourceLayout, destination: convertedLayout)
     }
 

@@ -66,7 +66,7 @@ final class Environment {
                 daemonBinary,
                 [
                     "--root", directory + "/ondemand", "--socket", directory + "/api.sock", "--containerd-socket", proxySocket,
-                    "--config", "/dev/null", "--log-level", "warning",
+                    "--config", "/dev/null", "--log-level", ProcessInfo.processInfo.environment["COLDSTART_LOG_LEVEL"] ?? "warning",
                 ], logPath: directory + "/snapshotterd.log"))
         try Tools.wait(seconds: 30, "snapshotterd") { FileManager.default.fileExists(atPath: proxySocket) }
 

@@ -58,7 +58,11 @@ struct BootstrapWriter {
         guard blobs.count <= 255 else { throw .formatLimit(reason: "\(blobs.count) blobs, at most 255 can be addressed") }
         let blobTableOffset = Self.align(Self.deviceTableOffset + blobs.count * ErofsDeviceSlot.size, Self.blockSize)
         let blobTableSize = blobs.count * RafsBlobEntry.size
-        var cursor = Self.align(blobTableOffset + blobTableSize, Self.blockSize)
+        // The prefetch table follows the blob table (nydus's place for it): one u32 nid per listed path.
+        let prefetched = blobs.isEmpty ? [] : try prefetchInodes(root)
+        let prefetchTableOffset = blobTableOffset + blobTableSize
+        let prefetchTableSize = prefetched.count * 4
+        var cursor = Self.align(prefetchTableOffset + prefetchTableSize, Self.blockSize)
         for index in placements.indices {
             var placement = placements[index]
             let head = placement.inodeSize + placement.xattrArea.count
@@ -108,8 +112,13 @@ struct BootstrapWriter {
         out.raw(
             RafsEncoding.superBlockExtension(
                 flags: flags, blobTableOffset: UInt64(blobTableOffset), blobTableSize: UInt32(blobTableSize),
-                chunkSize: options.chunkSize, chunkTableOffset: UInt64(chunkTableOffset), chunkTableSize: UInt64(chunkTableSize)),
+                chunkSize: options.chunkSize, chunkTableOffset: UInt64(chunkTableOffset), chunkTableSize: UInt64(chunkTableSize),
+                prefetchTableOffset: prefetched.isEmpty ? 0 : UInt64(prefetchTableOffset), prefetchTableSize: UInt32(prefetchTableSize)),
             at: Int(RafsSuperBlockExtension.offset))
+        for (index, inode) in prefetched.enumerated() {
+            guard inode.nid <= UInt64(UInt32.max) else { throw .formatLimit(reason: "a prefetched inode's nid does not fit 32 bits") }
+            out.u32(UInt32(inode.nid), at: prefetchTableOffset + index * 4)
+        }
         for (index, blob) in blobs.enumerated() {
             let blocks = blob.summary.uncompressedSize / UInt64(Self.blockSize)
             out.raw(
@@ -136,6 +145,22 @@ struct BootstrapWriter {
             }
         }
         return out.bytes
+    }
+
+    /// The inodes of `options.prefetchPaths`, each once, in the order given.
+    private func prefetchInodes(_ root: TreeInode) throws(BuildError) -> [TreeInode] {
+        var found: [TreeInode] = []
+        for path in options.prefetchPaths {
+            var inode = root
+            for name in path.split(separator: "/") where name != "." {
+                guard inode.type == .directory, let entry = inode.children[String(name)] else {
+                    throw .invalidOptions(reason: "prefetch path \(path) is not in the image")
+                }
+                inode = entry.inode
+            }
+            if !found.contains(where: { $0 === inode }) { found.append(inode) }
+        }
+        return found
     }
 
     /// Breadth-first order from the root, entries sorted by name bytes; hard-linked inodes appear once.

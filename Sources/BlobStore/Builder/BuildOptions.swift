@@ -41,6 +41,10 @@ public struct BuildOptions: Sendable {
     public var maximumEntries: Int = 10_000_000
     /// fsync blobs before renaming them into place.
     public var syncOutput: Bool = true
+    /// Absolute paths in the image (files or directories) a container reads at start-up: recorded as the
+    /// bootstrap's RAFS v6 prefetch table (their nids, as nydus's `--prefetch-policy fs` does), so that a
+    /// snapshotter fetches them in the background as soon as the image is pulled.
+    public var prefetchPaths: [String] = []
 
     public static let minimumChunkSize: UInt32 = 4096
     public static let maximumChunkSize: UInt32 = 16 << 20
@@ -57,6 +61,9 @@ public struct BuildOptions: Sendable {
         }
         guard (1...19).contains(zstdLevel) else { throw .invalidOptions(reason: "zstd level \(zstdLevel) is not in 1...19") }
         if let threads, threads < 1 { throw .invalidOptions(reason: "\(threads) threads") }
+        for path in prefetchPaths where !path.hasPrefix("/") {
+            throw .invalidOptions(reason: "prefetch path \(path) is not absolute (start it with /)")
+        }
     }
 }
 

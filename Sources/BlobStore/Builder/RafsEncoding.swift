@@ -5,7 +5,7 @@ enum RafsEncoding {
     /// The 256-byte extended superblock.
     static func superBlockExtension(
         flags: RafsSuperBlockExtension.Flags, blobTableOffset: UInt64, blobTableSize: UInt32, chunkSize: UInt32,
-        chunkTableOffset: UInt64, chunkTableSize: UInt64
+        chunkTableOffset: UInt64, chunkTableSize: UInt64, prefetchTableOffset: UInt64 = 0, prefetchTableSize: UInt32 = 0
     ) -> [UInt8] {
         var out = LittleEndianWriter(count: RafsSuperBlockExtension.size)
         out.u64(flags.rawValue, at: 0)
@@ -14,6 +14,8 @@ enum RafsEncoding {
         out.u32(chunkSize, at: 20)
         out.u64(chunkTableOffset, at: 24)
         out.u64(chunkTableSize, at: 32)
+        out.u64(prefetchTableOffset, at: 40)
+        out.u32(prefetchTableSize, at: 48)
         return out.bytes
     }
 

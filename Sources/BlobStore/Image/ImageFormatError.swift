@@ -38,6 +38,8 @@ public enum ImageFormatError: Error, Equatable, Sendable, CustomStringConvertibl
     case digestMismatch(context: String, expected: String, found: String)
     /// A size field larger than this reader will ever allocate for (hostile or corrupt metadata).
     case absurdSize(what: String, size: UInt64, limit: UInt64)
+    /// The RAFS v6 prefetch table is malformed (its size, or an entry that is no inode).
+    case badPrefetchTable(reason: String)
     case badToc(blob: String, reason: String)
 
     public var description: String {
@@ -93,6 +95,7 @@ public enum ImageFormatError: Error, Equatable, Sendable, CustomStringConvertibl
             return "\(context): decompression failed: \(reason)"
         case .digestMismatch(let context, let expected, let found):
             return "\(context): digest mismatch, expected \(expected), found \(found); the data is corrupt"
+        case .badPrefetchTable(let reason): return "bad RAFS prefetch table: \(reason)"
         case .absurdSize(let what, let size, let limit):
             return "\(what) declares \(size) bytes, over the limit of \(limit); the metadata is corrupt"
         case .badToc(let blob, let reason):
