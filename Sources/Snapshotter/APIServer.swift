@@ -5,6 +5,7 @@ import NIOHTTP1
 import NIOPosix
 import ServiceLifecycle
 import SnapshotterAPI
+import Synchronization
 import SystemSupport
 
 #if canImport(Glibc)
@@ -67,9 +68,32 @@ final class APIServer: Service {
 
     typealias HTTPChannel = NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
 
-    struct Connection: Sendable {
-        let channel: HTTPChannel
+    /// An accepted connection on its way to `serve`. NIO traps when a wrapped channel's writer goes away
+    /// unfinished, and a connection accepted while the server stops (graceful shutdown, or another service
+    /// failing) is dropped without being served: so one that is never taken finishes its writer and closes
+    /// its channel itself.
+    final class Connection: Sendable {
+        private let wrapped: HTTPChannel
         let peer: clinux_peer_cred
+        private let taken = Atomic<Bool>(false)
+
+        init(channel: HTTPChannel, peer: clinux_peer_cred) {
+            wrapped = channel
+            self.peer = peer
+        }
+
+        /// The channel, for the one task that serves it.
+        func take() -> HTTPChannel {
+            taken.store(true, ordering: .sequentiallyConsistent)
+            return wrapped
+        }
+
+        deinit {
+            guard !taken.load(ordering: .sequentiallyConsistent) else { return }
+            // The task holds the channel (and so its writer) until the scoped close has finished it.
+            let channel = wrapped
+            Task { try? await channel.executeThenClose { _, _ in } }
+        }
     }
 
     func run() async throws {
@@ -145,7 +169,7 @@ final class APIServer: Service {
         let peer = connection.peer
         let allowed = allowedUIDs.contains(peer.uid)
         do {
-            try await connection.channel.executeThenClose { inbound, outbound in
+            try await connection.take().executeThenClose { inbound, outbound in
                 var head: HTTPRequestHead?
                 var body = ByteBuffer()
                 for try await part in inbound.cancelOnGracefulShutdown() {

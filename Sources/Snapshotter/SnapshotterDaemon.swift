@@ -152,10 +152,18 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         logger.info(
             "snapshotterd starting",
             metadata: ["version": "\(snapshotterVersion)", "root": "\(settings.root)", "api.socket": "\(socketDescription)"])
-        try await ServiceGroup(configuration: groupConfig).run()
-        // With images mounted, the group stays with its holder so the next daemon serves their reads.
+        let outcome: Result<Void, any Error>
+        do {
+            try await ServiceGroup(configuration: groupConfig).run()
+            outcome = .success(())
+        } catch {
+            outcome = .failure(error)
+        }
+        // Also when a service failed: with images mounted, the group stays with its holder so the next daemon
+        // serves their reads; without, the holder goes too instead of outliving a daemon that never ran.
         frontEnd.stop(keepGroup: images.hasMountedImages())
         try await threadPool.shutdownGracefully()
+        try outcome.get()
         logger.info("snapshotterd stopped")
     }
 
@@ -215,7 +223,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         if path.hasPrefix("/") { return path }
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
         guard getcwd(&buffer, buffer.count) != nil else { return path }
-        var base = String(cString: buffer)
+        var base = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         var rest = Substring(path)
         while rest.hasPrefix("./") { rest = rest.dropFirst(2) }
         if !base.hasSuffix("/") { base += "/" }

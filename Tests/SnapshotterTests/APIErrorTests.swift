@@ -1,5 +1,7 @@
 import Foundation
+import MountManager
 import SnapshotterAPI
+import Synchronization
 import SystemSupport
 import Testing
 
@@ -204,5 +206,36 @@ struct APIErrorTests {
         #expect(status != 0)
         #expect(output.contains("another snapshotterd"))
         #expect(try daemon.client().status().pid == daemon.process?.processIdentifier)
+    }
+
+    @Test(
+        "a containerd socket that cannot be bound stops the daemon with that error, never a crash, while clients connect",
+        .timeLimit(.minutes(2)))
+    func unbindableContainerdSocket() throws {
+        let daemon = try DaemonHarness("ro-socket")
+        defer { daemon.tearDown() }
+        // A read-only directory: the containerd service fails at bind(2), after the API is already listening.
+        let readOnly = daemon.directory + "/ro"
+        try FileManager.default.createDirectory(atPath: readOnly, withIntermediateDirectories: true)
+        try Mounter.mount(KernelMount(type: "none", source: readOnly, options: ["bind", "ro"]), at: readOnly)
+        defer { try? Mounter.unmount(readOnly, detach: true) }
+        var arguments = daemon.arguments
+        let slot = try #require(arguments.firstIndex(of: "--containerd-socket")) + 1
+        arguments[slot] = readOnly + "/containerd.sock"
+        // Clients keep connecting, so some connection is accepted while the API server stops.
+        let stop = Atomic<Bool>(false)
+        let socketPath = daemon.socket
+        let client = Thread {
+            while !stop.load(ordering: .relaxed) {
+                if (try? SnapshotterClient(socketPath: socketPath).send(method: "GET", path: "/v1/status")) == nil { usleep(1000) }
+            }
+        }
+        client.start()
+        defer { stop.store(true, ordering: .relaxed) }
+        for _ in 0..<3 {
+            let (status, output) = try runCommand(DaemonHarness.binaryPath, arguments)
+            #expect(status == 1, "snapshotterd ended with \(status): \(output.suffix(400))")
+            #expect(output.contains("Read-only file system"), "\(output.suffix(400))")
+        }
     }
 }

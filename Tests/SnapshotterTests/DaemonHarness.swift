@@ -134,12 +134,18 @@ func runCommand(_ path: String, _ arguments: [String], environment: [String: Str
     process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     if let environment { process.environment = environment }
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
+    // Output goes to a file, not a pipe: a child the command leaves behind (a daemon's fd holder) would keep
+    // a pipe open and turn a failure into a hang.
+    let outputPath = FileManager.default.temporaryDirectory.path + "/run-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+    FileManager.default.createFile(atPath: outputPath, contents: nil)
+    defer { unlink(outputPath) }
+    let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+    defer { try? output.close() }
+    process.standardOutput = output
+    process.standardError = output
     try process.run()
-    let data = pipe.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
+    let data = (try? FileSystem.readFile(outputPath)) ?? []
     return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 

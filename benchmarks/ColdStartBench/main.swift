@@ -42,6 +42,11 @@ struct Settings {
     }
 }
 
+/// A failed step inside the run: thrown, so that everything started so far is stopped before exiting.
+struct BenchFailure: Error, CustomStringConvertible {
+    let description: String
+}
+
 func fail(_ message: String) -> Never {
     FileHandle.standardError.write(Data("ColdStartBench: \(message)\n".utf8))
     exit(1)
@@ -91,7 +96,7 @@ do {
     let baselineOutput = try environment.ctr(["run", "--rm", "\(environment.registryHost)/bench/oci:v1", "b1"] + command)
     let baseline = now() - start
     let baselineBytes = environment.registryBytes() - mark
-    guard baselineOutput.contains("ready") else { fail("overlayfs run printed \(baselineOutput)") }
+    guard baselineOutput.contains("ready") else { throw BenchFailure(description: "overlayfs run printed \(baselineOutput)") }
     // The floor both pay: the same container again, image unpacked and its files in the page cache.
     start = now()
     try environment.ctr(["run", "--rm", "\(environment.registryHost)/bench/oci:v1", "b2"] + command)
@@ -107,7 +112,7 @@ do {
         ["run", "--rm", "--snapshotter", "ondemand", reference, "o1"] + command, namespace: "k8s.io")
     let ours = now() - start
     let oursBytes = environment.registryBytes() - mark
-    guard oursOutput.contains("ready") else { fail("ondemand run printed \(oursOutput)") }
+    guard oursOutput.contains("ready") else { throw BenchFailure(description: "ondemand run printed \(oursOutput)") }
     if ProcessInfo.processInfo.environment["COLDSTART_METRICS"] != nil {
         let curl = Process()
         curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
@@ -137,7 +142,7 @@ do {
         ["run", "--rm", "--snapshotter", "ondemand", hintedReference, "p1"] + command, namespace: "k8s.io")
     let hintedSeconds = now() - start
     let hintedBytes = second.registryBytes() - mark
-    guard hintedOutput.contains("ready") else { fail("ondemand run (prefetch table) printed \(hintedOutput)") }
+    guard hintedOutput.contains("ready") else { throw BenchFailure(description: "ondemand run (prefetch table) printed \(hintedOutput)") }
 
     let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
     print("")
@@ -161,5 +166,6 @@ do {
             format: "  ratio with a prefetch table: %.1fx faster, %.1fx fewer bytes", baseline / hintedSeconds,
             Double(baselineBytes) / Double(max(hintedBytes, 1))))
 } catch {
+    environment.tearDown()
     fail("\(error)")
 }

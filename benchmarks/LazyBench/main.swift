@@ -59,6 +59,8 @@ final class Daemon {
         process.executableURL = URL(fileURLWithPath: binDirectory + "/snapshotterd")
         process.arguments = [
             "--root", root, "--socket", socket, "--config", "/dev/null", "--front-end", frontEnd, "--log-level", "warning",
+            // No containerd service: the default socket is a global path, and two daemons run here.
+            "--containerd-socket", "",
         ]
         try process.run()
         let client = SnapshotterClient(socketPath: socket)

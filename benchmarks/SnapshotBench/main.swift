@@ -58,7 +58,9 @@ defer { try? FileManager.default.removeItem(atPath: directory) }
 let socket = directory + "/api.sock"
 let daemon = Process()
 daemon.executableURL = URL(fileURLWithPath: options.daemon)
-daemon.arguments = ["--root", directory + "/root", "--socket", socket, "--config", "/dev/null", "--log-level", "warning"]
+daemon.arguments = [
+    "--root", directory + "/root", "--socket", socket, "--config", "/dev/null", "--log-level", "warning", "--containerd-socket", "",
+]
 try daemon.run()
 defer {
     kill(daemon.processIdentifier, SIGTERM)
