@@ -377,7 +377,7 @@ public struct ConvertRequest: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case source, destination, tag, compression
+        case source, destination, tag, compression, prefetch
         case sourceTag = "source_tag"
         case chunkSize = "chunk_size"
     }

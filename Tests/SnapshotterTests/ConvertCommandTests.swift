@@ -54,6 +54,12 @@ struct ConvertCommandTests {
         // A bad source is a clear error and exits non-zero.
         let bad = try Self.snapctl(harness, ["convert", harness.directory + "/nowhere", out + "2"])
         #expect(bad.status != 0 && bad.output.contains("nowhere"))
+        // --prefetch reaches the builder: listed paths go into the prefetch table, a missing one is named.
+        let hinted = try Self.snapctl(
+            harness, ["convert", image.sourceLayout, out + "3", "--prefetch", "/usr/lib/big.bin", "--prefetch", "/etc/small"])
+        #expect(hinted.status == 0, "\(hinted.output)")
+        let missing = try Self.snapctl(harness, ["convert", image.sourceLayout, out + "4", "--prefetch", "/no/such/file"])
+        #expect(missing.status != 0 && missing.output.contains("/no/such/file"), "\(missing.output)")
     }
 
     @Test("inspect lists nydus's own image and --verify catches a flipped byte", .timeLimit(.minutes(2)))
