@@ -180,10 +180,11 @@ struct SeedFrontEndTests {
         try predecessor.bind(tag: "seedtest")
         try predecessor.register(registration)
         let path = try #require(expected.keys.sorted().first)
-        let reader = Task {
-            try await offPool { try image.readFile(path, devices: [1: EmulatedSeedDevice(emulator: emulator, path: backing)]) }
-        }
-        let message = try #require(try device.readMessage(timeoutMilliseconds: 30_000), "no request reached the daemon end")
+        // The reader starts on a thread of its own right away, and the wait for its request does not hold a
+        // cooperative thread: with the whole suite running on two cores, a task might not start for a while.
+        let reader = StartedThread { try image.readFile(path, devices: [1: EmulatedSeedDevice(emulator: emulator, path: backing)]) }
+        let message = try #require(
+            try await offPool { try device.readMessage(timeoutMilliseconds: 30_000) }, "no request reached the daemon end")
         _ = try predecessor.journal?.record(try SeedRequest.parse(message))
         #expect(emulator.waitingReaders == 1)
 
@@ -192,7 +193,7 @@ struct SeedFrontEndTests {
             root: root, device: device, filler: filler, logger: Logger(label: "test"), journal: try SeedJournal(path: journalPath))
         try successor.register(registration)
         #expect(await successor.resumeJournalled() == 1)
-        #expect(try await reader.value == expected[path])
+        #expect(try await reader.value() == expected[path])
         #expect(try successor.journal?.pending() == [])
         #expect(emulator.state.withLock { $0.badCommands }.isEmpty)
     }
@@ -211,5 +212,27 @@ struct SeedFrontEndTests {
         var slash = bytes
         slash[24] = UInt8(ascii: "/")
         #expect(throws: SeedRequestError.self) { try SeedRequest.parse(slash) }
+    }
+}
+
+/// Runs `body` on a thread started at once (not through a task, which may wait for a free cooperative
+/// thread); `value()` awaits its result without blocking the cooperative pool.
+final class StartedThread<T: Sendable>: Sendable {
+    private let result = Mutex<Result<T, any Error>?>(nil)
+    private let finished = DispatchSemaphore(value: 0)
+
+    init(_ body: @escaping @Sendable () throws -> T) {
+        let thread = Thread {
+            let outcome = Result { try body() }
+            self.result.withLock { $0 = outcome }
+            self.finished.signal()
+        }
+        thread.start()
+    }
+
+    func value() async throws -> T {
+        let finished = self.finished
+        try await offPool { finished.wait() }
+        return try result.withLock { $0! }.get()
     }
 }
