@@ -131,6 +131,8 @@ struct SystemdTests {
         max_body_bytes = 65536
         [log]
         level = "debug"
+        [containerd]
+        socket = "\(daemon.containerdSocket)"
         """.write(toFile: config, atomically: false, encoding: .utf8)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: DaemonHarness.binaryPath)
