@@ -1,6 +1,7 @@
 // RegistryBench: downloads one 256 MiB blob from a local docker-registry with the project's RegistryClient
 // (streamed to a file, SHA-256 verified, fsynced) and with the curl CLI (same blob, same registry, to a file),
-// and prints both throughputs and their ratio. Everything runs on 127.0.0.1 in a temp dir.
+// and prints both throughputs, the CPU each side and the registry used, and their ratio. Everything runs on
+// 127.0.0.1 in a temp dir.
 //
 // Usage: swift run -c release RegistryBench [MiB] [rounds]
 
@@ -37,6 +38,24 @@ func freePort() -> Int {
 }
 
 func now() -> Double { Double(monotonicNanoseconds()) / 1e9 }
+
+/// CPU seconds (user + system) used so far by this process (`RUSAGE_SELF`) or its waited-for children.
+func cpuSeconds(_ who: __rusage_who) -> Double {
+    var usage = rusage()
+    getrusage(__rusage_who_t(who.rawValue), &usage)
+    func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// CPU seconds used so far by another process, from /proc/<pid>/stat (fields 14 and 15, in clock ticks).
+func cpuSeconds(pid: Int32) -> Double {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return 0 }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+    return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
 
 var template = Array("/tmp/registry-bench-XXXXXX".utf8CString)
 guard let dirPointer = mkdtemp(&template) else { fail("mkdtemp failed") }
@@ -116,24 +135,35 @@ var curlBest = Double.infinity
 for round in 1...rounds {
     let target = dir + "/ours"
     let t0 = now()
+    let selfCPU0 = cpuSeconds(RUSAGE_SELF)
+    let registryCPU0 = cpuSeconds(pid: registry.processIdentifier)
     try await client.fetchBlob(registry: host, repository: "bench/blob", descriptor: descriptor, to: target)
     let ours = now() - t0
+    let oursCPU = cpuSeconds(RUSAGE_SELF) - selfCPU0
+    let registryCPUOurs = cpuSeconds(pid: registry.processIdentifier) - registryCPU0
     unlink(target)
 
     let curl = Process()
     curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
     curl.arguments = ["-sf", "--noproxy", "*", "-o", dir + "/curl", "http://\(host)/v2/bench/blob/blobs/\(digest)"]
     let t1 = now()
+    let childCPU0 = cpuSeconds(RUSAGE_CHILDREN)
+    let registryCPU1 = cpuSeconds(pid: registry.processIdentifier)
     try curl.run()
     curl.waitUntilExit()
     let viaCurl = now() - t1
+    let curlCPU = cpuSeconds(RUSAGE_CHILDREN) - childCPU0
+    let registryCPUCurl = cpuSeconds(pid: registry.processIdentifier) - registryCPU1
     guard curl.terminationStatus == 0 else { fail("curl exited \(curl.terminationStatus)") }
     unlink(dir + "/curl")
-    print(String(format: "round %d: ours %.3f s, curl %.3f s", round, ours, viaCurl))
+    print(
+        String(
+            format: "round %d: ours %.3f s (CPU %.2f s, registry %.2f s), curl %.3f s (CPU %.2f s, registry %.2f s)",
+            round, ours, oursCPU, registryCPUOurs, viaCurl, curlCPU, registryCPUCurl))
     oursBest = min(oursBest, ours)
     curlBest = min(curlBest, viaCurl)
 }
 let mib = Double(mebibytes)
-print(String(format: "RegistryClient: %.1f MiB/s (sha256 verified, fsynced)", mib / oursBest))
+print(String(format: "RegistryClient: %.1f MiB/s (sha256 verified, O_DIRECT, fsynced)", mib / oursBest))
 print(String(format: "curl:           %.1f MiB/s (to a file, no digest)", mib / curlBest))
 print(String(format: "ratio ours/curl: %.2f", curlBest / oursBest))

@@ -17,10 +17,8 @@ import Musl
 /// orders every access (the continuation resume is the synchronisation point).
 final class BlobSink: BodySink, @unchecked Sendable {
     let path: String
-    let fd: Int32
-    /// The digest is computed on another core, reading back what was written, and writeback is started there
-    /// as the file grows, so the final fsync has little left to wait for.
-    private let hasher: FileFollowingHasher
+    /// Hashing and writing happen on other threads (`PipelinedBlobWriter`): the transfer thread only copies.
+    private let writer: PipelinedBlobWriter
     private(set) var written: Int64 = 0
     var skipRemaining: Int64 = 0
     let expectedSize: Int64?
@@ -29,13 +27,10 @@ final class BlobSink: BodySink, @unchecked Sendable {
     init(path: String, expectedSize: Int64?) throws(RegistryError) {
         self.path = path
         self.expectedSize = expectedSize
-        do {
-            fd = try retryingSyscall("open", path) { open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) }
-        } catch { throw .io(path: path, reason: error.description) }
-        hasher = FileFollowingHasher(fd: fd, path: path)
+        do { writer = try PipelinedBlobWriter(path: path, expectedSize: expectedSize) } catch {
+            throw .io(path: path, reason: error.description)
+        }
     }
-
-    deinit { close(fd) }
 
     var delivered: Int64 { written }
 
@@ -75,29 +70,16 @@ final class BlobSink: BodySink, @unchecked Sendable {
             failure = .sizeMismatch(url: path, expected: expectedSize, found: written + Int64(data.count))
             return false
         }
-        var done = 0
-        while done < data.count {
-            let n = pwrite(fd, data.baseAddress! + done, data.count - done, off_t(written) + off_t(done))
-            if n < 0 {
-                if errno == EINTR { continue }
-                failure = .io(path: path, reason: SyscallError(call: "pwrite", errno: errno).description)
-                return false
-            }
-            done += n
+        do { try writer.append(data) } catch {
+            failure = .io(path: path, reason: error.description)
+            return false
         }
         written += Int64(data.count)
-        hasher.advance(to: written)
         return true
     }
 
     /// Flushes the file to disk and returns the digest of everything written.
     func finish() throws(RegistryError) -> Digest {
-        hasher.flush(to: written)
-        do { try retryingSyscall("fsync", path) { fsync(fd) } } catch { throw .io(path: path, reason: error.description) }
-        do {
-            return Digest(sha256: try hasher.finish(at: written))
-        } catch {
-            throw .io(path: path, reason: error.description)
-        }
+        do { return Digest(sha256: try writer.finish()) } catch { throw .io(path: path, reason: error.description) }
     }
 }
