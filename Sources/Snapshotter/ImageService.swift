@@ -84,9 +84,10 @@ final class ImageService: Sendable {
         }
         let chunkTable = try bootstrap.rafsChunkTable()
         for blob in image.blobs where !served.contains(blob.id) {
-            guard let entry = bootstrap.blobs.first(where: { $0.blobID == blob.blobID }) else {
+            guard let position = bootstrap.blobs.firstIndex(where: { $0.blobID == blob.blobID }) else {
                 throw ImageError.blobMissing(reference: image.reference, blobID: blob.blobID)
             }
+            let entry = bootstrap.blobs[position]
             let rafs = try RafsBlob(path: blob.metaPath, entry: entry, chunkTable: chunkTable)
             let source: any BlobRangeSource
             if let registry = blob.registry, let repository = blob.repository {
@@ -97,7 +98,10 @@ final class ImageService: Sendable {
             }
             // The front end knows the file first, so that a blob found complete can be taken off its watch list.
             try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize))
-            try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
+            // The blob is the kernel's device `position + 1` (device 0 is the bootstrap).
+            let fileEnds = try bootstrap.fileDataEnds(device: UInt16(position + 1))
+            try engine.register(
+                id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present, fileEnds: fileEnds)
             served.insert(blob.id)
         }
     }

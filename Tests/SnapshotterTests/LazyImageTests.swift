@@ -269,10 +269,13 @@ struct LazyImageTests {
         while Date() < deadline, (try setup.harness.client().status().images?.first?.bytesFetched ?? 0) < Int64(hintedBytes) / 2 {
             try await Task.sleep(for: .milliseconds(50))
         }
-        for _ in 0..<100 where setup.blobGets > 0 {
+        // Then until the registry has served nothing for a second (the table's ranges stream one after the
+        // other; under a full parallel test run one of them can take a few hundred milliseconds).
+        var quiet = 0
+        for _ in 0..<300 where setup.blobGets > 0 && quiet < 5 {
             let before = setup.blobBytesServed
             try await Task.sleep(for: .milliseconds(200))
-            if setup.blobBytesServed == before { break }
+            quiet = setup.blobBytesServed == before ? quiet + 1 : 0
         }
         setup.registry.stopProcess()
         for (path, bytes) in hinted { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
@@ -306,6 +309,93 @@ struct LazyImageTests {
         let before = try misses()
         #expect(try Self.read(target + "/usr/lib/big.bin", offset: 3 << 20, count: 1 << 20).get() == Array(big[(3 << 20)..<(4 << 20)]))
         #expect(try misses() == before, "a chunk fetched ahead was missed again")
+    }
+
+    /// A binary's pages read first (as `exec` does) get read-ahead that covers the far half of a later file
+    /// reader's window; that reader must still get the gap before it fetched in the background, not chunk by
+    /// chunk on demand as it reaches each missing chunk.
+    @Test("read-ahead fills the gap up to chunks another reader's read-ahead fetched", .timeLimit(.minutes(3)))
+    func readAheadGap() async throws {
+        let setup = try await Setup("readahead-gap", frontEnd: "fanotify", bigMiB: 16, readahead: 8 << 20)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let big = setup.image.files["usr/lib/big.bin"]!
+        let step = 128 * 1024
+        func misses() throws -> Int {
+            let line = try setup.harness.client().metrics().split(separator: "\n").first { $0.hasPrefix("snapshotter_chunk_misses_total ") }
+            return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+        }
+        func local() throws -> Int64 { try setup.harness.client().images().first?.localBytes ?? 0 }
+        // The first reader: MiB 8 of the file, whose read-ahead brings the rest of it.
+        for offset in stride(from: 8 << 20, to: 9 << 20, by: step) {
+            #expect(try Self.read(target + "/usr/lib/big.bin", offset: offset, count: step).get() == Array(big[offset..<(offset + step)]))
+        }
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline, try local() < 8 << 20 { try await Task.sleep(for: .milliseconds(100)) }
+        // The second reader: the file from its start. Its first chunk is a miss; read-ahead then keeps every
+        // chunk up to MiB 8 coming before the reader asks, although MiB 8-16 (most of its 8 MiB window) are
+        // already local.
+        let before = try misses()
+        for offset in stride(from: 0, to: 8 << 20, by: step) {
+            #expect(try Self.read(target + "/usr/lib/big.bin", offset: offset, count: step).get() == Array(big[offset..<(offset + step)]))
+        }
+        let missed = try misses() - before
+        #expect(missed <= 2, "\(missed) chunks were fetched on demand: read-ahead left a gap")
+    }
+
+    /// A reader that stays in one file (a binary paged in, one big file read through) reads ahead to that
+    /// file's end, not into the files after it in the blob.
+    @Test("read-ahead stops at the end of the file its reader is in", .timeLimit(.minutes(3)))
+    func readAheadStopsAtFileEnd() async throws {
+        let setup = try await Setup("readahead-file", frontEnd: "fanotify", bigMiB: 4, readahead: 8 << 20)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let big = setup.image.files["usr/lib/big.bin"]!
+        let step = 128 * 1024
+        for offset in stride(from: 0, to: 2 << 20, by: step) {
+            #expect(try Self.read(target + "/usr/lib/big.bin", offset: offset, count: step).get() == Array(big[offset..<(offset + step)]))
+        }
+        // Read-ahead brings the rest of the file; then the registry goes away.
+        var quiet = 0
+        for _ in 0..<300 where quiet < 5 {
+            let before = setup.blobBytesServed
+            try await Task.sleep(for: .milliseconds(200))
+            quiet = setup.blobBytesServed == before ? quiet + 1 : 0
+        }
+        setup.registry.stopProcess()
+        #expect(try Self.read(target + "/usr/lib/big.bin").get() == big, "the whole file arrived ahead of its reader")
+        // The file after it in the blob (name order) was not fetched: with the registry gone it cannot be read.
+        let next = Self.read(target + "/usr/share/doc/README")
+        #expect(throws: SyscallError.self) { try next.get() }
+    }
+
+    /// A reader going through a directory's files in a row reads ahead across them, but not into the next
+    /// directory's files.
+    @Test("read-ahead across files stops at the end of the reader's directory", .timeLimit(.minutes(3)))
+    func readAheadStopsAtDirectoryEnd() async throws {
+        let setup = try await Setup("readahead-dir", frontEnd: "fanotify", bigMiB: 4, readahead: 8 << 20)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        func misses() throws -> Int {
+            let line = try setup.harness.client().metrics().split(separator: "\n").first { $0.hasPrefix("snapshotter_chunk_misses_total ") }
+            return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+        }
+        // The small files in the order they lie in the blob (name order), as `cat etc/small/*` reads them.
+        let small = setup.image.files.keys.filter { $0.hasPrefix("etc/small/") }.sorted()
+        let before = try misses()
+        for path in small { #expect(try Self.read(target + "/" + path).get() == setup.image.files[path], "\(path) differs") }
+        let missed = try misses() - before
+        #expect(missed < small.count / 4, "\(missed) of \(small.count) files were fetched on demand: no read-ahead across files")
+        var quiet = 0
+        for _ in 0..<300 where quiet < 5 {
+            let bytes = setup.blobBytesServed
+            try await Task.sleep(for: .milliseconds(200))
+            quiet = setup.blobBytesServed == bytes ? quiet + 1 : 0
+        }
+        setup.registry.stopProcess()
+        // The next directory's file (usr/lib/big.bin follows etc/small/ in the blob) was not fetched ahead.
+        let next = Self.read(target + "/usr/lib/big.bin", offset: 0, count: 4096)
+        #expect(throws: SyscallError.self) { try next.get() }
     }
 
     static var inGuest: Bool {

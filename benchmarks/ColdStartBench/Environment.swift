@@ -10,24 +10,20 @@ import TestSupport
 import Glibc
 #endif
 
-/// The registry, snapshotterd and containerd of one benchmark run, all under `directory`, all stopped
-/// and cleaned up by `tearDown` (processes, shims, runc state, mounts, files).
-final class Environment {
+/// The docker-registry every run pulls from, under `directory`, with its access log on to count bytes.
+/// Shared by all runs: it is not what is measured, and its storage stays equally warm for both sides.
+final class BenchRegistry {
     let directory: String
-    let daemonBinary: String
-    let registryPort: Int
-    var registryHost: String { "127.0.0.1:\(registryPort)" }
-    var containerdAddress: String { directory + "/containerd.sock" }
-    var proxySocket: String { directory + "/ondemand.sock" }
-    private var processes: [Process] = []
+    let port: Int
+    var host: String { "127.0.0.1:\(port)" }
+    private var process: Process?
 
-    init(directory: String, daemonBinary: String) throws {
+    init(directory: String) throws {
         self.directory = directory
-        self.daemonBinary = daemonBinary
-        registryPort = try RegistryTestSupport.freePort()
+        port = try RegistryTestSupport.freePort()
     }
 
-    func startRegistry() throws {
+    func start() throws {
         // The access log (combined format) carries the bytes written per response: the byte count.
         let config = """
             version: 0.1
@@ -37,19 +33,18 @@ final class Environment {
               filesystem:
                 rootdirectory: \(directory)/registry
             http:
-              addr: \(registryHost)
+              addr: \(host)
               secret: coldstart
 
             """
         try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/registry.yml"))
-        processes.append(
-            try Tools.spawn("/usr/bin/docker-registry", ["serve", directory + "/registry.yml"], logPath: directory + "/registry.log"))
-        try Tools.wait(seconds: 15, "docker-registry") { (try? Tools.run("/usr/bin/curl", ["-sf", "http://\(registryHost)/v2/"])) != nil }
+        process = try Tools.spawn("/usr/bin/docker-registry", ["serve", directory + "/registry.yml"], logPath: directory + "/registry.log")
+        try Tools.wait(seconds: 15, "docker-registry") { (try? Tools.run("/usr/bin/curl", ["-sf", "http://\(self.host)/v2/"])) != nil }
     }
 
     /// Bytes the registry has sent so far: the sum of the size field of its access-log lines
     /// (`"GET /v2/… HTTP/1.1" 200 <bytes> …`).
-    func registryBytes() -> Int64 {
+    func bytesSent() -> Int64 {
         let log = (try? String(contentsOfFile: directory + "/registry.log", encoding: .utf8)) ?? ""
         var total: Int64 = 0
         for line in log.split(separator: "\n") where line.contains("\"GET /v2/") {
@@ -59,6 +54,33 @@ final class Environment {
         }
         return total
     }
+
+    func stop() {
+        guard let process, process.isRunning else { return }
+        kill(process.processIdentifier, SIGTERM)
+        Tools.waitForExit(process.processIdentifier)
+    }
+}
+
+/// A snapshotterd and a containerd that have never seen an image, under `directory`, pulling from a shared
+/// registry; all stopped and cleaned up by `tearDown` (processes, shims, runc state, mounts, files).
+final class Environment {
+    let directory: String
+    let daemonBinary: String
+    let registry: BenchRegistry
+    var registryHost: String { registry.host }
+    var containerdAddress: String { directory + "/containerd.sock" }
+    var proxySocket: String { directory + "/ondemand.sock" }
+    private var processes: [Process] = []
+
+    init(directory: String, daemonBinary: String, registry: BenchRegistry) throws {
+        self.directory = directory
+        self.daemonBinary = daemonBinary
+        self.registry = registry
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    func registryBytes() -> Int64 { registry.bytesSent() }
 
     func startDaemonAndContainerd() throws {
         processes.append(
@@ -120,7 +142,7 @@ final class Environment {
     }
 
     func tearDown() {
-        // containerd first (its shims carry our address), then the daemon, then the registry.
+        // containerd first (its shims carry our address), then the daemon.
         for process in processes.reversed() where process.isRunning {
             kill(process.processIdentifier, SIGTERM)
             Tools.waitForExit(process.processIdentifier)
@@ -137,6 +159,14 @@ final class Environment {
             }
         }
         TestCleanup.unmountAll(under: directory)
+        // COLDSTART_LOG_DIR keeps the logs (daemon, containerd, registry) of each environment for a look.
+        if let keep = ProcessInfo.processInfo.environment["COLDSTART_LOG_DIR"] {
+            let target = keep + "/" + (directory as NSString).lastPathComponent
+            try? FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
+            for log in ["snapshotterd.log", "containerd.log"] {
+                try? FileManager.default.copyItem(atPath: directory + "/" + log, toPath: target + "/" + log)
+            }
+        }
         try? FileSystem.removeTree(directory)
     }
 }

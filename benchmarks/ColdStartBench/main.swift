@@ -7,9 +7,13 @@
 // it prints "ready". Everything runs on 127.0.0.1: Debian's docker-registry (access log on, to count
 // bytes), Debian's containerd 1.6 + runc in a temp root, snapshotterd as its `ondemand` proxy plugin.
 // A second lazy run uses the same image converted with a prefetch table naming the start-up set
-// (`snapctl convert --prefetch`), against a registry, daemon and containerd of its own.
+// (`snapctl convert --prefetch`), against a daemon and containerd of its own.
 //
-// Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16]
+// A cold start happens once per containerd and daemon, and one container start on these shared machines
+// varies by +-0.2 s, so the whole comparison is repeated `--runs` times, each run with a fresh containerd
+// and snapshotterd (nothing pulled, nothing cached) against the same registry; the medians are compared.
+//
+// Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16] [--runs 3]
 // COLDSTART_METRICS=1 prints the daemon's /metrics after the lazy run; COLDSTART_LOG_LEVEL sets its log level.
 
 import BlobStore
@@ -19,6 +23,7 @@ import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import SwiftProtobuf
 import SystemSupport
+import TestSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -28,6 +33,7 @@ struct Settings {
     var daemon = ".build/release/snapshotterd"
     var imageMiB = 512
     var startupFiles = 16
+    var runs = 3
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -36,6 +42,7 @@ struct Settings {
             case "--daemon": daemon = iterator.next() ?? daemon
             case "--image-mib": imageMiB = Int(iterator.next() ?? "") ?? imageMiB
             case "--startup-files": startupFiles = Int(iterator.next() ?? "") ?? startupFiles
+            case "--runs": runs = max(1, Int(iterator.next() ?? "") ?? runs)
             default: fail("unknown argument \(argument)")
             }
         }
@@ -63,12 +70,122 @@ guard geteuid() == 0 else { fail("needs root (mounts, runc)") }
 let daemonBinary = Tools.absolute(settings.daemon)
 guard FileManager.default.isExecutableFile(atPath: daemonBinary) else { fail("no snapshotterd at \(daemonBinary)") }
 
+/// What one run measured.
+struct Figures {
+    var baseline = 0.0
+    var baselinePull = 0.0
+    var baselineBytes: Int64 = 0
+    var warm = 0.0
+    var ours = 0.0
+    var oursPull = 0.0
+    var oursBytes: Int64 = 0
+    var oursWarm = 0.0
+    var hinted = 0.0
+    var hintedBytes: Int64 = 0
+}
+
+let command =
+    ProcessInfo.processInfo.environment["COLDSTART_TRACE"] == nil
+    ? ["/bin/sh", "-c", "cat /app/start/* > /dev/null && echo ready"]
+    : ["/bin/sh", "-c", "cat /proc/uptime; cat /app/start/* > /dev/null && echo ready; cat /proc/uptime"]
+func uptime() -> String {
+    ((try? String(contentsOfFile: "/proc/uptime", encoding: .utf8)) ?? "").split(separator: " ").first.map(String.init) ?? ""
+}
+
+/// Writes back every dirty page before a side's cold start: the overlayfs side leaves ~1 GiB of content and
+/// unpacked files behind, and their writeback would otherwise stall the next side's containerd (whose
+/// metadata store fsyncs every transaction) and runc.
+func settleDisk() {
+    sync()
+}
+
+/// One cold start on each side, each with a containerd (and snapshotterd) that has never seen the image.
+func measure(run: Int, work: String, registry: BenchRegistry, daemonBinary: String) async throws -> Figures {
+    var figures = Figures()
+    let environment = try Environment(directory: work + "/run\(run)", daemonBinary: daemonBinary, registry: registry)
+    defer { environment.tearDown() }
+    try environment.startDaemonAndContainerd()
+
+    // containerd's overlayfs snapshotter: everything is downloaded and unpacked before the run.
+    let oci = "\(registry.host)/bench/oci:v1"
+    settleDisk()
+    var mark = registry.bytesSent()
+    var start = now()
+    try environment.ctr(["image", "pull", "--plain-http", oci])
+    figures.baselinePull = now() - start
+    let baselineOutput = try environment.ctr(["run", "--rm", oci, "b1"] + command)
+    figures.baseline = now() - start
+    figures.baselineBytes = registry.bytesSent() - mark
+    guard baselineOutput.contains("ready") else { throw BenchFailure(description: "overlayfs run printed \(baselineOutput)") }
+    // The floor both pay: the same container again, image unpacked and its files in the page cache.
+    start = now()
+    try environment.ctr(["run", "--rm", oci, "b2"] + command)
+    figures.warm = now() - start
+
+    // snapshotterd: CRI pull (remote snapshots, nothing unpacked), then the run fetches what it reads.
+    let reference = "\(registry.host)/bench/nydus:v1"
+    settleDisk()
+    mark = registry.bytesSent()
+    start = now()
+    try await environment.criPull(reference)
+    figures.oursPull = now() - start
+    if ProcessInfo.processInfo.environment["COLDSTART_TRACE"] != nil { print("o1 starts \(uptime())") }
+    let oursOutput = try environment.ctr(
+        ["run", "--rm", "--snapshotter", "ondemand", reference, "o1"] + command, namespace: "k8s.io")
+    figures.ours = now() - start
+    if ProcessInfo.processInfo.environment["COLDSTART_TRACE"] != nil { print("o1 ended \(uptime()): \(oursOutput)") }
+    figures.oursBytes = registry.bytesSent() - mark
+    guard oursOutput.contains("ready") else { throw BenchFailure(description: "ondemand run printed \(oursOutput)") }
+    if ProcessInfo.processInfo.environment["COLDSTART_METRICS"] != nil {
+        print(try Tools.run("/usr/bin/curl", ["-s", "--unix-socket", environment.directory + "/api.sock", "http://localhost/metrics"]))
+    }
+    // Our floor: the same container again on our snapshots, its start-up set now local and in the page cache.
+    start = now()
+    _ = try environment.ctr(["run", "--rm", "--snapshotter", "ondemand", reference, "o2"] + command, namespace: "k8s.io")
+    figures.oursWarm = now() - start
+
+    // The same with the prefetch table: the pull starts fetching the start-up set while containerd creates
+    // the container. Its data blob is the one above (only the bootstrap differs), so it runs against a
+    // snapshotterd and containerd of their own that have never seen it.
+    let second = try Environment(directory: work + "/run\(run)-prefetch", daemonBinary: daemonBinary, registry: registry)
+    defer { second.tearDown() }
+    try second.startDaemonAndContainerd()
+    let hintedReference = "\(registry.host)/bench/nydus-prefetch:v1"
+    settleDisk()
+    mark = registry.bytesSent()
+    start = now()
+    try await second.criPull(hintedReference)
+    let hintedOutput = try second.ctr(
+        ["run", "--rm", "--snapshotter", "ondemand", hintedReference, "p1"] + command, namespace: "k8s.io")
+    figures.hinted = now() - start
+    figures.hintedBytes = registry.bytesSent() - mark
+    guard hintedOutput.contains("ready") else { throw BenchFailure(description: "ondemand run (prefetch table) printed \(hintedOutput)") }
+    if let hold = ProcessInfo.processInfo.environment["COLDSTART_HOLD"] {
+        // For a look by hand: this run's processes stay up until the file `hold` is removed.
+        FileManager.default.createFile(atPath: hold, contents: Data("\(work)/run\(run)\n".utf8))
+        print("holding: containerd \(second.containerdAddress), image \(hintedReference); rm \(hold) to go on")
+        while FileManager.default.fileExists(atPath: hold) { usleep(200_000) }
+    }
+    return figures
+}
+
+func median(_ values: [Double]) -> Double {
+    let sorted = values.sorted()
+    return sorted.count % 2 == 1 ? sorted[sorted.count / 2] : (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2]) / 2
+}
+
 var template = Array("/tmp/coldstart-XXXXXX".utf8CString)
 guard let directoryPointer = mkdtemp(&template) else { fail("mkdtemp failed") }
 let work = String(cString: directoryPointer)
-let environment = try Environment(directory: work, daemonBinary: daemonBinary)
-defer { environment.tearDown() }
+let registry = try BenchRegistry(directory: work)
+/// Stops the shared registry and removes the work directory (each run tears down its own processes).
+func cleanUp(_ registry: BenchRegistry, _ work: String) {
+    registry.stop()
+    TestCleanup.unmountAll(under: work)
+    try? FileSystem.removeTree(work)
+}
 
+var runs: [Figures] = []
 do {
     print("building a \(settings.imageMiB) MiB image with a \(settings.startupFiles) MiB start-up set ...")
     let image = try LargeImage(directory: work + "/image", imageMiB: settings.imageMiB, startupFiles: settings.startupFiles)
@@ -81,91 +198,62 @@ do {
     hinted.build.prefetchPaths = ["/bin/busybox", "/app/start"]
     _ = try ImageConverter(options: hinted).convert(source: image.layout, destination: work + "/nydus-prefetch")
 
-    try environment.startRegistry()
-    try Tools.push(layout: image.layout, to: "\(environment.registryHost)/bench/oci:v1")
-    try Tools.push(layout: work + "/nydus", to: "\(environment.registryHost)/bench/nydus:v1")
-    try environment.startDaemonAndContainerd()
+    try registry.start()
+    try Tools.push(layout: image.layout, to: "\(registry.host)/bench/oci:v1")
+    try Tools.push(layout: work + "/nydus", to: "\(registry.host)/bench/nydus:v1")
+    try Tools.push(layout: work + "/nydus-prefetch", to: "\(registry.host)/bench/nydus-prefetch:v1")
 
-    let command = ["/bin/sh", "-c", "cat /app/start/* > /dev/null && echo ready"]
-
-    // containerd's overlayfs snapshotter: everything is downloaded and unpacked before the run.
-    var mark = environment.registryBytes()
-    var start = now()
-    try environment.ctr(["image", "pull", "--plain-http", "\(environment.registryHost)/bench/oci:v1"])
-    let baselinePull = now() - start
-    let baselineOutput = try environment.ctr(["run", "--rm", "\(environment.registryHost)/bench/oci:v1", "b1"] + command)
-    let baseline = now() - start
-    let baselineBytes = environment.registryBytes() - mark
-    guard baselineOutput.contains("ready") else { throw BenchFailure(description: "overlayfs run printed \(baselineOutput)") }
-    // The floor both pay: the same container again, image unpacked and its files in the page cache.
-    start = now()
-    try environment.ctr(["run", "--rm", "\(environment.registryHost)/bench/oci:v1", "b2"] + command)
-    let warm = now() - start
-
-    // snapshotterd: CRI pull (remote snapshots, nothing unpacked), then the run fetches what it reads.
-    let reference = "\(environment.registryHost)/bench/nydus:v1"
-    mark = environment.registryBytes()
-    start = now()
-    try await environment.criPull(reference)
-    let oursPull = now() - start
-    let oursOutput = try environment.ctr(
-        ["run", "--rm", "--snapshotter", "ondemand", reference, "o1"] + command, namespace: "k8s.io")
-    let ours = now() - start
-    let oursBytes = environment.registryBytes() - mark
-    guard oursOutput.contains("ready") else { throw BenchFailure(description: "ondemand run printed \(oursOutput)") }
-    if ProcessInfo.processInfo.environment["COLDSTART_METRICS"] != nil {
-        let curl = Process()
-        curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-        curl.arguments = ["-s", "--unix-socket", work + "/api.sock", "http://localhost/metrics"]
-        try curl.run()
-        curl.waitUntilExit()
+    for run in 1...settings.runs {
+        let figures = try await measure(run: run, work: work, registry: registry, daemonBinary: daemonBinary)
+        print(
+            String(
+                format:
+                    "run %d: overlayfs %.2f s (pull+unpack %.2f s), ondemand %.2f s (pull %.2f s), with prefetch table %.2f s; %.1fx, %.1fx",
+                run, figures.baseline, figures.baselinePull, figures.ours, figures.oursPull, figures.hinted,
+                figures.baseline / figures.ours, figures.baseline / figures.hinted))
+        runs.append(figures)
     }
-    // Our floor: the same container again on our snapshots, its start-up set now local and in the page cache.
-    start = now()
-    _ = try environment.ctr(["run", "--rm", "--snapshotter", "ondemand", reference, "o2"] + command, namespace: "k8s.io")
-    let oursWarm = now() - start
-
-    // The same with the prefetch table: the pull starts fetching the start-up set while containerd creates
-    // the container. Its data blob is the one above (only the bootstrap differs), so it runs against a
-    // registry, snapshotterd and containerd of its own that have never seen it.
-    try FileManager.default.createDirectory(atPath: work + "/second", withIntermediateDirectories: true)
-    let second = try Environment(directory: work + "/second", daemonBinary: daemonBinary)
-    defer { second.tearDown() }
-    try second.startRegistry()
-    try Tools.push(layout: work + "/nydus-prefetch", to: "\(second.registryHost)/bench/nydus-prefetch:v1")
-    try second.startDaemonAndContainerd()
-    let hintedReference = "\(second.registryHost)/bench/nydus-prefetch:v1"
-    mark = second.registryBytes()
-    start = now()
-    try await second.criPull(hintedReference)
-    let hintedOutput = try second.ctr(
-        ["run", "--rm", "--snapshotter", "ondemand", hintedReference, "p1"] + command, namespace: "k8s.io")
-    let hintedSeconds = now() - start
-    let hintedBytes = second.registryBytes() - mark
-    guard hintedOutput.contains("ready") else { throw BenchFailure(description: "ondemand run (prefetch table) printed \(hintedOutput)") }
-
-    let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
-    print("")
-    print("cold start of a container reading \(settings.startupFiles) MiB of a \(settings.imageMiB) MiB image (loopback registry):")
-    print(
-        String(
-            format: "  overlayfs (ctr pull + unpack + run): %7.2f s  (pull+unpack %.2f s)  registry sent %@", baseline, baselinePull,
-            mib(baselineBytes)))
-    print(
-        String(
-            format: "  ondemand  (CRI pull + lazy run):     %7.2f s  (pull %.2f s)          registry sent %@", ours, oursPull,
-            mib(oursBytes)))
-    print(
-        String(
-            format: "  ondemand, image with a prefetch table:  %7.2f s                        registry sent %@", hintedSeconds,
-            mib(hintedBytes)))
-    print(String(format: "  for reference, warm runs (data local, page cache hot): overlayfs %.2f s, ondemand %.2f s", warm, oursWarm))
-    print(String(format: "  ratio: %.1fx faster, %.1fx fewer bytes", baseline / ours, Double(baselineBytes) / Double(max(oursBytes, 1))))
-    print(
-        String(
-            format: "  ratio with a prefetch table: %.1fx faster, %.1fx fewer bytes", baseline / hintedSeconds,
-            Double(baselineBytes) / Double(max(hintedBytes, 1))))
 } catch {
-    environment.tearDown()
+    cleanUp(registry, work)
     fail("\(error)")
 }
+cleanUp(registry, work)
+
+let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
+let baseline = median(runs.map(\.baseline))
+let ours = median(runs.map(\.ours))
+let hintedSeconds = median(runs.map(\.hinted))
+let baselineBytes = runs.map(\.baselineBytes).max() ?? 0
+let oursBytes = runs.map(\.oursBytes).max() ?? 0
+let hintedBytes = runs.map(\.hintedBytes).max() ?? 0
+let perRun = { (side: KeyPath<Figures, Double>) in
+    runs.map { String(format: "%.1f", $0.baseline / $0[keyPath: side]) }.joined(separator: ", ")
+}
+print("")
+print(
+    "cold start of a container reading \(settings.startupFiles) MiB of a \(settings.imageMiB) MiB image (loopback registry), "
+        + "median of \(runs.count) runs:")
+print(
+    String(
+        format: "  overlayfs (ctr pull + unpack + run):    %6.2f s  (pull+unpack %.2f s)  registry sent %@", baseline,
+        median(runs.map(\.baselinePull)), mib(baselineBytes)))
+print(
+    String(
+        format: "  ondemand  (CRI pull + lazy run):        %6.2f s  (pull %.2f s)         registry sent %@", ours,
+        median(runs.map(\.oursPull)), mib(oursBytes)))
+print(
+    String(
+        format: "  ondemand, image with a prefetch table:  %6.2f s                        registry sent %@", hintedSeconds, mib(hintedBytes)
+    ))
+print(
+    String(
+        format: "  for reference, warm runs (data local, page cache hot): overlayfs %.2f s, ondemand %.2f s", median(runs.map(\.warm)),
+        median(runs.map(\.oursWarm))))
+print(
+    String(
+        format: "  ratio: %.1fx faster (runs: %@), %.1fx fewer bytes", baseline / ours, perRun(\.ours),
+        Double(baselineBytes) / Double(max(oursBytes, 1))))
+print(
+    String(
+        format: "  ratio with a prefetch table: %.1fx faster (runs: %@), %.1fx fewer bytes", baseline / hintedSeconds, perRun(\.hinted),
+        Double(baselineBytes) / Double(max(hintedBytes, 1))))

@@ -35,10 +35,14 @@ public final class BlobEngine: Sendable {
     /// Serves `rafs` lazily from `backingPath` (a sparse file of the blob's uncompressed size), fetching
     /// missing chunks from `source`. `bitmap` is the catalog's record of present chunks; it is checked
     /// against the file's holes.
-    public func register(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, bitmap: [UInt8] = []) throws {
+    /// `fileEnds` (`ErofsImage.fileDataEnds`) keeps read-ahead inside the file, or the directory, a reader is in.
+    public func register(
+        id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, bitmap: [UInt8] = [],
+        fileEnds: [ErofsImage.FileDataEnd] = []
+    ) throws {
         guard rafs.hasAllDigests else { throw FetchError.unverifiable(blob: id) }
         let present = try LazyBlob.confirmedPresent(bitmap: bitmap, rafs: rafs, backingPath: backingPath)
-        let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, source: source, present: present)
+        let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, source: source, present: present, fileEnds: fileEnds)
         blobs.withLock { $0[id] = blob }
         if present.allSatisfy({ $0 }) { completion.withLock { $0 }?(id) }
     }
@@ -100,8 +104,11 @@ public final class BlobEngine: Sendable {
     /// one ended, the window after it is fetched in the background (prefetch priority, one fetch per chunk as
     /// always). Like the kernel's readahead, the window starts small (4 chunks) and doubles with each top-up up
     /// to `readaheadBytes`, so a short sequential run (a few small files read in a row) fetches little it does
-    /// not read, while a long one soon streams 16 MiB ahead; a window is topped up only once at least half of it
-    /// is neither local nor on its way, so it streams as a few long GETs rather than one per chunk. Random
+    /// not read, while a long one soon streams 16 MiB ahead; a window is topped up once at least half of it
+    /// is neither local nor on its way, so it streams as a few long GETs rather than one per chunk, or when the
+    /// very next chunk is neither, so the reader never runs into a gap. When the blob's file layout is known, a
+    /// reader still in the file it started in reads ahead only to that file's end (paging in a binary does not
+    /// fetch the files after it), and one reading files in a row only to the end of its directory. Random
     /// readers fetch only what they read.
     private func readAhead(blobID: Int64, offset: UInt64, length: UInt64) {
         let bytes = settings.readaheadBytes
@@ -116,15 +123,30 @@ public final class BlobEngine: Sendable {
             state.lastOnDemandEnd = near ? max(end, last) : end
             guard near else {
                 state.readaheadWindow = 0
+                state.streamStart = offset
                 return nil
             }
             let window = state.readaheadWindow == 0 ? initialWindow : state.readaheadWindow
-            let length = min(window, blob.rafs.deviceSize - end)
+            var length = min(window, blob.rafs.deviceSize - end)
+            // A reader still in the file it started in (a binary being paged in, one big file) reads ahead
+            // to that file's end; one that went on to other files reads ahead to the end of its directory.
+            if let file = blob.file(containing: offset) {
+                let limit = file == blob.file(containing: state.streamStart) ? file.end : file.directoryEnd
+                guard limit > end else { return nil }
+                length = min(length, limit - end)
+            }
             let idleBytes = blob.rafs.chunks(coveringUncompressed: end, length: length).reduce(UInt64(0)) { sum, chunk in
                 state.present[Int(chunk.index)] || state.inFlight[chunk.index] != nil ? sum : sum + UInt64(chunk.uncompressedSize)
             }
             let reachesEnd = end + length >= blob.rafs.deviceSize
-            guard idleBytes > 0, reachesEnd || 2 * idleBytes >= length else { return nil }
+            // The chunk the reader needs next is neither local nor coming: it would stall on it, so fetch what
+            // the window lacks now, even if that is less than half of it (another reader's read-ahead may have
+            // fetched the rest, e.g. a binary's pages that lie a few MiB ahead of the files read).
+            let ahead = min(UInt64(max(blob.rafs.entry.chunkSize, 1)), blob.rafs.deviceSize - end)
+            let nextIdle = blob.rafs.chunks(coveringUncompressed: end, length: ahead).contains { chunk in
+                !state.present[Int(chunk.index)] && state.inFlight[chunk.index] == nil
+            }
+            guard idleBytes > 0, reachesEnd || nextIdle || 2 * idleBytes >= length else { return nil }
             state.readaheadWindow = min(bytes, 2 * window)
             return length
         }
@@ -258,7 +280,14 @@ public final class BlobEngine: Sendable {
                 "fetch failed",
                 metadata: ["blob.id": "\(blob.id)", "fetch.chunks": "\(run.count)", "fetch.decoded": "\(decoded)", "error": "\(failure)"])
         } else {
-            metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: Double(monotonicNanoseconds() - started) / 1e9)
+            let seconds = Double(monotonicNanoseconds() - started) / 1e9
+            metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: seconds)
+            logger.debug(
+                "fetched",
+                metadata: [
+                    "blob.id": "\(blob.id)", "fetch.offset": "\(start)", "fetch.bytes": "\(length)", "fetch.chunks": "\(run.count)",
+                    "fetch.priority": "\(priority)", "fetch.milliseconds": "\(Int(seconds * 1000))",
+                ])
         }
         if completed { completion.withLock { $0 }?(blob.id) }
         if decoded > 0, let store {

@@ -19,6 +19,8 @@ final class LazyBlob: Sendable {
         var bytesFetched: UInt64 = 0
         /// End of the last on-demand range, to spot sequential readers.
         var lastOnDemandEnd: UInt64 = UInt64.max
+        /// Where the current sequential reader started: its read-ahead stays in that file until it leaves it.
+        var streamStart: UInt64 = 0
         /// The read-ahead window of the next top-up (0: none yet); doubles while the reader stays sequential.
         var readaheadWindow: UInt64 = 0
         /// The fetch each missing chunk is waiting on, so concurrent readers share one GET per chunk.
@@ -37,10 +39,16 @@ final class LazyBlob: Sendable {
     let state: Mutex<State>
     /// Uncompressed bytes of all chunks.
     let chunkBytes: UInt64
+    /// Where files' data ends, sorted (`ErofsImage.fileDataEnds`); empty when unknown.
+    let fileEnds: [ErofsImage.FileDataEnd]
     private let fd: Int32
 
-    init(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, present: [Bool]) throws {
+    init(
+        id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, present: [Bool],
+        fileEnds: [ErofsImage.FileDataEnd] = []
+    ) throws {
         self.id = id
+        self.fileEnds = fileEnds
         self.rafs = rafs
         self.backingPath = backingPath
         self.source = source
@@ -61,6 +69,18 @@ final class LazyBlob: Sendable {
     }
 
     deinit { close(fd) }
+
+    /// The file whose data holds `offset` (the first one ending after it), nil when no file's data is known
+    /// there.
+    func file(containing offset: UInt64) -> ErofsImage.FileDataEnd? {
+        var low = 0
+        var high = fileEnds.count
+        while low < high {
+            let middle = (low + high) / 2
+            if fileEnds[middle].end > offset { high = middle } else { low = middle + 1 }
+        }
+        return low < fileEnds.count ? fileEnds[low] : nil
+    }
 
     /// Writes one verified chunk at its uncompressed offset.
     func write(_ data: [UInt8], at offset: UInt64) throws(SyscallError) {

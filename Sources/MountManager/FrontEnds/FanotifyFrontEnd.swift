@@ -180,6 +180,7 @@ public final class FanotifyFrontEnd: Sendable {
             logger.error("cannot journal an event; serving it anyway", metadata: ["error": "\(error)"])
         }
         let filler = self.filler
+        let received = monotonicNanoseconds()
         Task.detached {
             var allowed = true
             do {
@@ -193,6 +194,12 @@ public final class FanotifyFrontEnd: Sendable {
             self.state.withLock { state in
                 if allowed { state.statistics.filled += 1 } else { state.statistics.denied += 1 }
             }
+            self.logger.debug(
+                "reader waited",
+                metadata: [
+                    "blob.id": "\(file.id)", "range.offset": "\(offset)", "range.count": "\(count)",
+                    "wait.milliseconds": "\((monotonicNanoseconds() - received) / 1_000_000)",
+                ])
             // Clear the slot before closing: once closed, the fd number can name the next event.
             self.answer(event.fd, allow: allowed, beforeClose: { try? self.journal.clear(fd: event.fd) })
         }
