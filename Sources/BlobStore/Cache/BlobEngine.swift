@@ -35,16 +35,19 @@ public final class BlobEngine: Sendable {
     /// Serves `rafs` lazily from `backingPath` (a sparse file of the blob's uncompressed size), fetching
     /// missing chunks from `source`. `bitmap` is the catalog's record of present chunks; it is checked
     /// against the file's holes.
-    /// `fileEnds` (`ErofsImage.fileDataEnds`) keeps read-ahead inside the file, or the directory, a reader is in.
-    public func register(
-        id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, bitmap: [UInt8] = [],
-        fileEnds: [ErofsImage.FileDataEnd] = []
-    ) throws {
+    public func register(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, bitmap: [UInt8] = []) throws {
         guard rafs.hasAllDigests else { throw FetchError.unverifiable(blob: id) }
         let present = try LazyBlob.confirmedPresent(bitmap: bitmap, rafs: rafs, backingPath: backingPath)
-        let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, source: source, present: present, fileEnds: fileEnds)
+        let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, source: source, present: present)
         blobs.withLock { $0[id] = blob }
         if present.allSatisfy({ $0 }) { completion.withLock { $0 }?(id) }
+    }
+
+    /// Where the blob's files end (`ErofsImage.fileDataEnds`): from then on read-ahead stays inside the file,
+    /// or the directory, its reader is in. Until then (or without it) windows are bounded by size only.
+    public func setFileLayout(blobID: Int64, fileEnds: [ErofsImage.FileDataEnd]) {
+        guard let blob = blobs.withLock({ $0[blobID] }) else { return }
+        blob.fileEnds.withLock { $0 = fileEnds }
     }
 
     public func unregister(id: Int64) {

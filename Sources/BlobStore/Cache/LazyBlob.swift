@@ -39,8 +39,9 @@ final class LazyBlob: Sendable {
     let state: Mutex<State>
     /// Uncompressed bytes of all chunks.
     let chunkBytes: UInt64
-    /// Where files' data ends, sorted (`ErofsImage.fileDataEnds`); empty when unknown.
-    let fileEnds: [ErofsImage.FileDataEnd]
+    /// Where files' data ends, sorted (`ErofsImage.fileDataEnds`); empty until known (it is computed after
+    /// the blob is registered, off the pull's path).
+    let fileEnds = Mutex<[ErofsImage.FileDataEnd]>([])
     private let fd: Int32
 
     init(
@@ -48,7 +49,6 @@ final class LazyBlob: Sendable {
         fileEnds: [ErofsImage.FileDataEnd] = []
     ) throws {
         self.id = id
-        self.fileEnds = fileEnds
         self.rafs = rafs
         self.backingPath = backingPath
         self.source = source
@@ -73,13 +73,15 @@ final class LazyBlob: Sendable {
     /// The file whose data holds `offset` (the first one ending after it), nil when no file's data is known
     /// there.
     func file(containing offset: UInt64) -> ErofsImage.FileDataEnd? {
-        var low = 0
-        var high = fileEnds.count
-        while low < high {
-            let middle = (low + high) / 2
-            if fileEnds[middle].end > offset { high = middle } else { low = middle + 1 }
+        fileEnds.withLock { ends in
+            var low = 0
+            var high = ends.count
+            while low < high {
+                let middle = (low + high) / 2
+                if ends[middle].end > offset { high = middle } else { low = middle + 1 }
+            }
+            return low < ends.count ? ends[low] : nil
         }
-        return low < fileEnds.count ? fileEnds[low] : nil
     }
 
     /// Writes one verified chunk at its uncompressed offset.
