@@ -129,14 +129,17 @@ public final class BlobEngine: Sendable {
                 state.streamStart = offset
                 return nil
             }
-            let window = state.readaheadWindow == 0 ? initialWindow : state.readaheadWindow
+            var window = state.readaheadWindow == 0 ? initialWindow : state.readaheadWindow
             var length = min(window, blob.rafs.deviceSize - end)
             // A reader still in the file it started in (a binary being paged in, one big file) reads ahead
-            // to that file's end; one that went on to other files reads ahead to the end of its directory.
+            // to that file's end; one that went on to other files reads ahead to the end of its directory,
+            // with the whole window at once: the directory already bounds what it may fetch unread.
             if let file = blob.file(containing: offset) {
-                let limit = file == blob.file(containing: state.streamStart) ? file.end : file.directoryEnd
+                let inFirstFile = file == blob.file(containing: state.streamStart)
+                let limit = inFirstFile ? file.end : file.directoryEnd
                 guard limit > end else { return nil }
-                length = min(length, limit - end)
+                if !inFirstFile { window = bytes }
+                length = min(window, blob.rafs.deviceSize - end, limit - end)
             }
             let idleBytes = blob.rafs.chunks(coveringUncompressed: end, length: length).reduce(UInt64(0)) { sum, chunk in
                 state.present[Int(chunk.index)] || state.inFlight[chunk.index] != nil ? sum : sum + UInt64(chunk.uncompressedSize)
