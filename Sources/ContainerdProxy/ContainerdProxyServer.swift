@@ -39,7 +39,9 @@ public struct ContainerdProxyServer: Service {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await server.serve() }
                 group.addTask {
-                    _ = try await transport.listeningAddress
+                    // When the bind fails, `serve()` throws why (e.g. "Read-only file system"); the address's
+                    // own error only says that none is bound, and must not be the one that ends the group.
+                    guard (try? await transport.listeningAddress) != nil else { return }
                     // Only root (containerd) may talk to the snapshotter.
                     _ = chmod(socketPath, 0o600)
                     logger.info("containerd snapshots service listening", metadata: ["containerd.socket": "\(socketPath)"])
