@@ -42,6 +42,10 @@ struct CrashRecoveryTests {
             }
         }
         worker.start()
+        // The delay counts from the first acknowledged commit: under a full parallel test run on two cores the
+        // first round trip alone can take longer than the shortest delay.
+        let deadline = Date().addingTimeInterval(30)
+        while progress.acknowledged.withLock({ $0.isEmpty }), !progress.failed.withLock({ $0 }), Date() < deadline { usleep(5_000) }
         usleep(useconds_t(delay * 1000))
         daemon.crash()
         while !progress.failed.withLock({ $0 }) { usleep(10_000) }
