@@ -83,6 +83,7 @@ final class ImageService: Sendable {
             try frontEnd.serve(BackingFile(id: -image.id, path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size))
         }
         let chunkTable = try bootstrap.rafsChunkTable()
+        var newlyServed: [UInt16: Int64] = [:]
         for blob in image.blobs where !served.contains(blob.id) {
             guard let position = bootstrap.blobs.firstIndex(where: { $0.blobID == blob.blobID }) else {
                 throw ImageError.blobMissing(reference: image.reference, blobID: blob.blobID)
@@ -99,33 +100,38 @@ final class ImageService: Sendable {
             // The front end knows the file first, so that a blob found complete can be taken off its watch list.
             try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize))
             try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
-            let device = UInt16(position + 1)
-            if bootstrap.superBlock.inodeCount <= Self.inlineIndexInodes {
-                engine.setFileLayout(blobID: blob.id, fileEnds: try bootstrap.fileDataEnds(device: device))
-            } else {
-                indexFiles(of: blob.id, device: device, bootstrap: image.bootstrapPath)
-            }
+            // The blob is the kernel's device `position + 1` (device 0 is the bootstrap).
+            newlyServed[UInt16(position + 1)] = blob.id
             served.insert(blob.id)
         }
+        guard !newlyServed.isEmpty else { return }
+        if bootstrap.superBlock.inodeCount <= Self.inlineIndexInodes {
+            setFileLayouts(try bootstrap.fileDataEnds(), of: newlyServed)
+        } else {
+            indexFiles(of: newlyServed, bootstrap: image.bootstrapPath)
+        }
+    }
+
+    /// Hands each blob (by its device number) its files' layout.
+    private func setFileLayouts(_ layouts: [UInt16: [ErofsImage.FileDataEnd]], of blobs: [UInt16: Int64]) {
+        for (device, blobID) in blobs { engine.setFileLayout(blobID: blobID, fileEnds: layouts[device] ?? []) }
     }
 
     /// Images up to this many inodes get their file layout before their first read (a walk of the tree costs
     /// ~10 us a file: 20 ms here); larger ones in the background.
     static let inlineIndexInodes: UInt64 = 2_000
 
-    /// Gives the engine the blob's file layout (device `device`: the kernel's device numbers start at 1 for the
-    /// first blob), computed in the background, off pulls and start-up. Read-ahead is bounded by size alone
-    /// until it arrives.
-    private func indexFiles(of blobID: Int64, device: UInt16, bootstrap path: String) {
-        let engine = self.engine
-        let logger = self.logger
+    /// Gives the engine the blobs' file layouts (one walk of the image's tree), computed in the background,
+    /// off pulls and start-up. Read-ahead is bounded by size alone until they arrive.
+    private func indexFiles(of blobs: [UInt16: Int64], bootstrap path: String) {
         Task.detached(priority: .utility) {
             do {
-                let ends = try await runBlocking { try ErofsImage(path: path).fileDataEnds(device: device) }
-                engine.setFileLayout(blobID: blobID, fileEnds: ends)
+                let layouts = try await runBlocking { try ErofsImage(path: path).fileDataEnds() }
+                self.setFileLayouts(layouts, of: blobs)
             } catch {
-                logger.warning(
-                    "file layout not indexed; read-ahead is bounded by size only", metadata: ["blob.id": "\(blobID)", "error": "\(error)"])
+                self.logger.warning(
+                    "file layout not indexed; read-ahead is bounded by size only",
+                    metadata: ["image.bootstrap": "\(path)", "error": "\(error)"])
             }
         }
     }

@@ -49,6 +49,23 @@ struct LazyImageTests {
                 .compactMap { Int64($0.split(separator: " ")[1]) }.reduce(0, +)
         }
 
+        /// Chunks readers had to fetch on demand so far (the engine's `snapshotter_chunk_misses_total`).
+        func chunkMisses() throws -> Int {
+            let line = try harness.client().metrics().split(separator: "\n").first { $0.hasPrefix("snapshotter_chunk_misses_total ") }
+            return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
+        }
+
+        /// Waits until the registry has served nothing for a second: background fetches (read-ahead, a prefetch
+        /// table's ranges, which stream one after the other) are over. Gives up after a minute.
+        func waitForRegistryQuiet() async throws {
+            var quiet = 0
+            for _ in 0..<300 where quiet < 5 {
+                let before = blobBytesServed
+                try await Task.sleep(for: .milliseconds(200))
+                quiet = blobBytesServed == before ? quiet + 1 : 0
+            }
+        }
+
         var blobGets: Int { proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count }
 
         func setProxyMode(_ mode: String) throws {
@@ -269,14 +286,8 @@ struct LazyImageTests {
         while Date() < deadline, (try setup.harness.client().status().images?.first?.bytesFetched ?? 0) < Int64(hintedBytes) / 2 {
             try await Task.sleep(for: .milliseconds(50))
         }
-        // Then until the registry has served nothing for a second (the table's ranges stream one after the
-        // other; under a full parallel test run one of them can take a few hundred milliseconds).
-        var quiet = 0
-        for _ in 0..<300 where setup.blobGets > 0 && quiet < 5 {
-            let before = setup.blobBytesServed
-            try await Task.sleep(for: .milliseconds(200))
-            quiet = setup.blobBytesServed == before ? quiet + 1 : 0
-        }
+        // Then until the table's ranges are all fetched.
+        try await setup.waitForRegistryQuiet()
         setup.registry.stopProcess()
         for (path, bytes) in hinted { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) differs") }
         // What the table does not list stays remote: with the registry gone it cannot be read.
@@ -302,13 +313,9 @@ struct LazyImageTests {
         let fetchedAhead = try local()
         #expect(fetchedAhead >= 5 << 20, "read-ahead made only \(fetchedAhead) bytes local")
         // Reading what arrived ahead is all hits: no reader waits on a fetch for it.
-        func misses() throws -> Int {
-            let line = try setup.harness.client().metrics().split(separator: "\n").first { $0.hasPrefix("snapshotter_chunk_misses_total ") }
-            return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
-        }
-        let before = try misses()
+        let before = try setup.chunkMisses()
         #expect(try Self.read(target + "/usr/lib/big.bin", offset: 3 << 20, count: 1 << 20).get() == Array(big[(3 << 20)..<(4 << 20)]))
-        #expect(try misses() == before, "a chunk fetched ahead was missed again")
+        #expect(try setup.chunkMisses() == before, "a chunk fetched ahead was missed again")
     }
 
     /// A binary's pages read first (as `exec` does) get read-ahead that covers the far half of a later file
@@ -321,10 +328,6 @@ struct LazyImageTests {
         let target = try setup.pullAndMount(key: "c1")
         let big = setup.image.files["usr/lib/big.bin"]!
         let step = 128 * 1024
-        func misses() throws -> Int {
-            let line = try setup.harness.client().metrics().split(separator: "\n").first { $0.hasPrefix("snapshotter_chunk_misses_total ") }
-            return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
-        }
         func local() throws -> Int64 { try setup.harness.client().images().first?.localBytes ?? 0 }
         // The first reader: MiB 8 of the file, whose read-ahead brings the rest of it.
         for offset in stride(from: 8 << 20, to: 9 << 20, by: step) {
@@ -335,11 +338,11 @@ struct LazyImageTests {
         // The second reader: the file from its start. Its first chunk is a miss; read-ahead then keeps every
         // chunk up to MiB 8 coming before the reader asks, although MiB 8-16 (most of its 8 MiB window) are
         // already local.
-        let before = try misses()
+        let before = try setup.chunkMisses()
         for offset in stride(from: 0, to: 8 << 20, by: step) {
             #expect(try Self.read(target + "/usr/lib/big.bin", offset: offset, count: step).get() == Array(big[offset..<(offset + step)]))
         }
-        let missed = try misses() - before
+        let missed = try setup.chunkMisses() - before
         #expect(missed <= 2, "\(missed) chunks were fetched on demand: read-ahead left a gap")
     }
 
@@ -356,12 +359,7 @@ struct LazyImageTests {
             #expect(try Self.read(target + "/usr/lib/big.bin", offset: offset, count: step).get() == Array(big[offset..<(offset + step)]))
         }
         // Read-ahead brings the rest of the file; then the registry goes away.
-        var quiet = 0
-        for _ in 0..<300 where quiet < 5 {
-            let before = setup.blobBytesServed
-            try await Task.sleep(for: .milliseconds(200))
-            quiet = setup.blobBytesServed == before ? quiet + 1 : 0
-        }
+        try await setup.waitForRegistryQuiet()
         setup.registry.stopProcess()
         #expect(try Self.read(target + "/usr/lib/big.bin").get() == big, "the whole file arrived ahead of its reader")
         // The file after it in the blob (name order) was not fetched: with the registry gone it cannot be read.
@@ -376,22 +374,13 @@ struct LazyImageTests {
         let setup = try await Setup("readahead-dir", frontEnd: "fanotify", bigMiB: 4, readahead: 8 << 20)
         defer { setup.tearDown() }
         let target = try setup.pullAndMount(key: "c1")
-        func misses() throws -> Int {
-            let line = try setup.harness.client().metrics().split(separator: "\n").first { $0.hasPrefix("snapshotter_chunk_misses_total ") }
-            return line.flatMap { Int($0.split(separator: " ")[1]) } ?? -1
-        }
         // The small files in the order they lie in the blob (name order), as `cat etc/small/*` reads them.
         let small = setup.image.files.keys.filter { $0.hasPrefix("etc/small/") }.sorted()
-        let before = try misses()
+        let before = try setup.chunkMisses()
         for path in small { #expect(try Self.read(target + "/" + path).get() == setup.image.files[path], "\(path) differs") }
-        let missed = try misses() - before
+        let missed = try setup.chunkMisses() - before
         #expect(missed < small.count / 4, "\(missed) of \(small.count) files were fetched on demand: no read-ahead across files")
-        var quiet = 0
-        for _ in 0..<300 where quiet < 5 {
-            let bytes = setup.blobBytesServed
-            try await Task.sleep(for: .milliseconds(200))
-            quiet = setup.blobBytesServed == bytes ? quiet + 1 : 0
-        }
+        try await setup.waitForRegistryQuiet()
         setup.registry.stopProcess()
         // The next directory's file (usr/lib/big.bin follows etc/small/ in the blob) was not fetched ahead.
         let next = Self.read(target + "/usr/lib/big.bin", offset: 0, count: 4096)

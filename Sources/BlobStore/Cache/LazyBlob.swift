@@ -44,10 +44,7 @@ final class LazyBlob: Sendable {
     let fileEnds = Mutex<[ErofsImage.FileDataEnd]>([])
     private let fd: Int32
 
-    init(
-        id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, present: [Bool],
-        fileEnds: [ErofsImage.FileDataEnd] = []
-    ) throws {
+    init(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, present: [Bool]) throws {
         self.id = id
         self.rafs = rafs
         self.backingPath = backingPath

@@ -15,26 +15,36 @@ extension ErofsImage {
         }
     }
 
-    /// The regular files with chunks on `device` (blob index + 1), sorted by where their data ends. Files whose
-    /// chunks are shared or scattered count with the end of their last chunk.
-    public func fileDataEnds(device: UInt16) throws(ImageFormatError) -> [FileDataEnd] {
-        var files: [(end: UInt64, directory: String)] = []
-        var directoryEnds: [String: UInt64] = [:]
+    /// For each device (blob index + 1) that holds file data, its regular files sorted by where their data
+    /// ends; one walk of the tree serves every blob. Files whose chunks are shared or scattered count with the
+    /// end of their last chunk.
+    public func fileDataEnds() throws(ImageFormatError) -> [UInt16: [FileDataEnd]] {
+        struct Key: Hashable {
+            var device: UInt16
+            var directory: String
+        }
+        var files: [(key: Key, end: UInt64)] = []
+        var directoryEnds: [Key: UInt64] = [:]
         var seen = Set<UInt64>()
         try walk { entry throws(ImageFormatError) in
             guard entry.type == .regular, entry.size > 0, seen.insert(entry.nid).inserted else { return }
             let node = try inode(nid: entry.nid)
             guard node.dataLayout == .chunkBased else { return }
-            var end: UInt64 = 0
-            for mapping in try chunkMappings(of: node) where mapping.device == device {
-                if let offset = mapping.deviceOffset { end = max(end, offset + mapping.length) }
+            var ends: [UInt16: UInt64] = [:]
+            for mapping in try chunkMappings(of: node) where mapping.device > 0 {
+                if let offset = mapping.deviceOffset { ends[mapping.device] = max(ends[mapping.device] ?? 0, offset + mapping.length) }
             }
-            guard end > 0 else { return }
             let directory = String(entry.path[..<(entry.path.lastIndex(of: "/") ?? entry.path.startIndex)])
-            files.append((end, directory))
-            directoryEnds[directory] = max(directoryEnds[directory] ?? 0, end)
+            for (device, end) in ends {
+                let key = Key(device: device, directory: directory)
+                files.append((key, end))
+                directoryEnds[key] = max(directoryEnds[key] ?? 0, end)
+            }
         }
-        return files.map { FileDataEnd(end: $0.end, directoryEnd: directoryEnds[$0.directory] ?? $0.end) }
-            .sorted { $0.end < $1.end }
+        var byDevice: [UInt16: [FileDataEnd]] = [:]
+        for file in files {
+            byDevice[file.key.device, default: []].append(FileDataEnd(end: file.end, directoryEnd: directoryEnds[file.key] ?? file.end))
+        }
+        return byDevice.mapValues { $0.sorted { $0.end < $1.end } }
     }
 }
