@@ -120,7 +120,7 @@ final class ContainerdBackend: SnapshotBackend {
             return
         }
         do {
-            try await pullWaitingForOthers(layer.imageReference)
+            try await pullWaitingForOthers(layer.imageReference, knownManifestDigest: layer.manifestDigest)
         } catch ImageError.notAnImage(let reference, let reason) {
             logger.info(
                 "layer not servable lazily; containerd unpacks it",
@@ -146,10 +146,10 @@ final class ContainerdBackend: SnapshotBackend {
     /// Pulls the image (a no-op once it is pulled). Layers of one image can be prepared concurrently
     /// (two pulls of the same image, or containerd 2.2's parallel unpack): a pull already under way is
     /// waited for, not an error.
-    private func pullWaitingForOthers(_ reference: String) async throws {
+    private func pullWaitingForOthers(_ reference: String, knownManifestDigest: String?) async throws {
         for _ in 0..<6000 {
             do {
-                _ = try await images.pull(reference)
+                _ = try await images.pull(reference, knownManifestDigest: knownManifestDigest)
                 return
             } catch ImageError.pullInProgress {
                 try await Task.sleep(for: .milliseconds(100))
@@ -198,10 +198,14 @@ struct RemoteLayer: Equatable {
     static let targetLabel = "containerd.io/snapshot.ref"
     /// CRI's label, and the shorter one some clients (overlaybd's, ours by hand) set.
     static let imageLabels = ["containerd.io/snapshot/cri.image-ref", "containerd.io/snapshot/image-ref"]
+    /// The manifest containerd resolved the image to (CRI sets it alongside the image reference).
+    static let manifestDigestLabel = "containerd.io/snapshot/cri.manifest-digest"
 
     var target: String
     var imageReference: String
     var role: Role
+    /// nil when the labels do not say; then the pull asks the registry whether the image is up to date.
+    var manifestDigest: String?
 
     init?(labels: [String: String]) {
         guard let target = labels[Self.targetLabel], !target.isEmpty else { return nil }
@@ -215,5 +219,6 @@ struct RemoteLayer: Equatable {
         }
         self.target = target
         self.imageReference = image
+        manifestDigest = labels[Self.manifestDigestLabel].flatMap { $0.isEmpty ? nil : $0 }
     }
 }

@@ -170,10 +170,11 @@ final class ImageService: Sendable {
 
     // MARK: - Calls
 
-    func pull(_ reference: String) async throws -> PullResponse {
+    /// Pulls `reference` (see `ImagePuller.pull`, also for `knownManifestDigest`), serves and mounts it.
+    func pull(_ reference: String, knownManifestDigest: String? = nil) async throws -> PullResponse {
         let key = reference
         defer { _ = pulls.withLock { $0.removeValue(forKey: key) } }
-        let (image, newBlobs, pulled) = try await puller.pull(reference) { progress in
+        let (image, newBlobs, pulled) = try await puller.pull(reference, knownManifestDigest: knownManifestDigest) { progress in
             self.pulls.withLock { $0[key] = progress }
         }
         // Blobs the catalog knew before this pull are served already (at start-up or by an earlier pull).

@@ -134,6 +134,10 @@ struct ContainerdIntegrationTests {
         let snapshots = try daemon.client().list()
         #expect(!snapshots.isEmpty)
         #expect(snapshots.allSatisfy { $0.kind == .committed && $0.labels["containerd.io/snapshot.ref"] != nil })
+        // containerd fetches the manifest by digest; the daemon resolves the tag once for the first layer, and
+        // later layers, whose labels name the same manifest digest, ask the registry nothing.
+        let tagResolutions = proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/manifests/v1 ") }
+        #expect(tagResolutions.count == 1, "the tag was resolved \(tagResolutions.count) times: \(tagResolutions)")
 
         let output = try containerd.ctrOK(
             ["run", "--rm", "--snapshotter", Self.snapshotter, reference, "t1", "/bin/cat", "/etc/hello.txt"], namespace: "k8s.io")

@@ -24,14 +24,17 @@ struct LazyImageTests {
         let reference: String
 
         /// Read-ahead is off unless asked for: most tests count exactly which chunks each read fetches.
-        init(_ name: String, frontEnd: String, bigMiB: Int = 24, readahead: Int = 0, prefetch: [String] = []) async throws {
+        init(
+            _ name: String, frontEnd: String, bigMiB: Int = 24, readahead: Int = 0, prefetch: [String] = [],
+            chunkSize: UInt32 = 1 << 20
+        ) async throws {
             harness = try DaemonHarness(
                 name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", String(readahead)])
             registry = try TestRegistry()
             proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
             image = try NydusTestImage(
                 directory: harness.directory + "/image", files: NydusTestImage.files(smallCount: 40, bigMiB: bigMiB),
-                prefetch: prefetch)
+                chunkSize: chunkSize, prefetch: prefetch)
             try await image.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "lazy", tag: "v1")
             reference = "127.0.0.1:\(proxy.port)/lazy:v1"
             try harness.start()
@@ -365,6 +368,40 @@ struct LazyImageTests {
         // The file after it in the blob (name order) was not fetched: with the registry gone it cannot be read.
         let next = Self.read(target + "/usr/share/doc/README")
         #expect(throws: SyscallError.self) { try next.get() }
+    }
+
+    /// The pull fetches each blob's last 64 KiB alongside the bootstrap; a blob whose meta is longer (here
+    /// 2,000+ chunks of 4 KiB) gets the part before that tail with one more GET, joined in order.
+    @Test("a blob meta longer than the tail fetched alongside the bootstrap is joined whole", .timeLimit(.minutes(3)))
+    func longBlobMeta() async throws {
+        let setup = try await Setup("long-meta", frontEnd: "fanotify", bigMiB: 8, chunkSize: 4096)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let metaBytes = setup.harness.log().split(separator: "\n").first { $0.contains("image pulled") }
+            .flatMap { line in line.split(separator: " ").first { $0.hasPrefix("image.meta_bytes=") } }
+            .flatMap { Int($0.split(separator: "=")[1]) }
+        #expect((metaBytes ?? 0) > 64 << 10, "the meta (\(metaBytes ?? -1) bytes) fits in the speculative tail")
+        for (path, content) in setup.image.files where path.hasPrefix("usr/lib/") || path.hasPrefix("etc/small/") {
+            #expect(try Self.read(target + "/" + path).get() == content, "\(path) differs")
+        }
+    }
+
+    /// A reader opening a file (its first read, at the file's start) gets the rest of the file's first window
+    /// (half the initial 4-chunk window) in the same go: a small binary paged in or a small file read whole
+    /// waits on one round trip, not one per chunk. Nothing past that window comes along.
+    @Test("a file's first read brings the next chunks of that file, within half the initial window", .timeLimit(.minutes(3)))
+    func readAheadOnOpen() async throws {
+        let setup = try await Setup("readahead-open", frontEnd: "fanotify", bigMiB: 4, readahead: 8 << 20)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let big = setup.image.files["usr/lib/big.bin"]!
+        #expect(try Self.read(target + "/usr/lib/big.bin", offset: 0, count: 4096).get() == Array(big[0..<4096]))
+        try await setup.waitForRegistryQuiet()
+        setup.registry.stopProcess()
+        // Chunk 1 (the next MiB) arrived with the first read; the file's last chunk lies beyond the window.
+        #expect(try Self.read(target + "/usr/lib/big.bin", offset: 1 << 20, count: 1 << 20).get() == Array(big[(1 << 20)..<(2 << 20)]))
+        let last = Self.read(target + "/usr/lib/big.bin", offset: 3 << 20, count: 4096)
+        #expect(throws: SyscallError.self) { try last.get() }
     }
 
     /// A reader going through a directory's files in a row reads ahead across them, but not into the next

@@ -111,7 +111,8 @@ public final class BlobEngine: Sendable {
     /// is neither local nor on its way, so it streams as a few long GETs rather than one per chunk, or when the
     /// very next chunk is neither, so the reader never runs into a gap. When the blob's file layout is known, a
     /// reader still in the file it started in reads ahead only to that file's end (paging in a binary does not
-    /// fetch the files after it), and one reading files in a row only to the end of its directory. Random
+    /// fetch the files after it), and one reading files in a row only to the end of its directory. A reader's
+    /// first read at a file's start brings the rest of that file up to half the initial window with it. Random
     /// readers fetch only what they read.
     private func readAhead(blobID: Int64, offset: UInt64, length: UInt64) {
         let bytes = settings.readaheadBytes
@@ -127,7 +128,17 @@ public final class BlobEngine: Sendable {
             guard near else {
                 state.readaheadWindow = 0
                 state.streamStart = offset
-                return nil
+                // A reader opening a file reads from its start, and the kernel's first readahead stays small:
+                // the rest of the file's first window (half the initial one) comes along now, so paging in a
+                // small binary or reading a small file whole costs one round trip instead of one per chunk.
+                guard let file = blob.file(containing: offset), offset >= file.start,
+                    offset < file.start + UInt64(max(blob.rafs.entry.chunkSize, 1)), file.end > end
+                else { return nil }
+                let length = min(initialWindow / 2, file.end - end)
+                let idle = blob.rafs.chunks(coveringUncompressed: end, length: length).contains { chunk in
+                    !state.present[Int(chunk.index)] && state.inFlight[chunk.index] == nil
+                }
+                return idle ? length : nil
             }
             var window = state.readaheadWindow == 0 ? initialWindow : state.readaheadWindow
             var length = min(window, blob.rafs.deviceSize - end)
@@ -245,6 +256,7 @@ public final class BlobEngine: Sendable {
     /// Streams one run with one ranged GET. Each chunk is settled as soon as it is written; when the fetch
     /// fails, the chunks it did not deliver are settled with the error and stay missing.
     private func fetch(_ run: [Int], of blob: LazyBlob, priority: FetchScheduler.Priority) async {
+        let queued = monotonicNanoseconds()
         await scheduler.acquire(priority)
         let started = monotonicNanoseconds()
         let chunks = run.map { blob.rafs.chunks[$0] }
@@ -293,6 +305,8 @@ public final class BlobEngine: Sendable {
                 metadata: [
                     "blob.id": "\(blob.id)", "fetch.offset": "\(start)", "fetch.bytes": "\(length)", "fetch.chunks": "\(run.count)",
                     "fetch.priority": "\(priority)", "fetch.milliseconds": "\(Int(seconds * 1000))",
+                    "fetch.queued_ms": "\(Double((started - queued) / 10_000) / 100)",
+                    "fetch.first_byte_ms": "\(Double((decoder.firstByteAt &- started) / 10_000) / 100)",
                 ])
         }
         if completed { completion.withLock { $0 }?(blob.id) }

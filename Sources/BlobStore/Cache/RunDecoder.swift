@@ -1,4 +1,5 @@
 import Synchronization
+import SystemSupport
 
 /// Decodes a run of chunks that are contiguous in the stored blob while its bytes stream in: as soon as a
 /// chunk's last stored byte has arrived it is decompressed, checked against its digest, written at its
@@ -11,6 +12,8 @@ final class RunDecoder: StoredBytesConsumer {
         /// Index into `chunks` of the next chunk to decode.
         var next = 0
         var received: UInt64 = 0
+        /// When the first stored byte arrived (monotonic ns), 0 before.
+        var firstByteAt: UInt64 = 0
     }
 
     private let blob: LazyBlob
@@ -29,9 +32,12 @@ final class RunDecoder: StoredBytesConsumer {
     var decoded: Int { state.withLock { $0.next } }
     /// Stored bytes received so far.
     var received: UInt64 { state.withLock { $0.received } }
+    /// When the first stored byte arrived (monotonic nanoseconds), 0 if none did.
+    var firstByteAt: UInt64 { state.withLock { $0.firstByteAt } }
 
     func receive(_ bytes: UnsafeRawBufferPointer) throws {
         try state.withLock { state in
+            if state.firstByteAt == 0 { state.firstByteAt = monotonicNanoseconds() }
             state.pending.append(contentsOf: bytes)
             state.received += UInt64(bytes.count)
             var consumed = 0

@@ -6,10 +6,13 @@ extension ErofsImage {
     /// One regular file's data in a blob: where it ends, and where the data of the last file of its directory
     /// ends (both device offsets).
     public struct FileDataEnd: Equatable, Sendable {
+        /// Where the file's first chunk on the device begins.
+        public var start: UInt64
         public var end: UInt64
         public var directoryEnd: UInt64
 
-        public init(end: UInt64, directoryEnd: UInt64) {
+        public init(start: UInt64, end: UInt64, directoryEnd: UInt64) {
+            self.start = start
             self.end = end
             self.directoryEnd = directoryEnd
         }
@@ -23,27 +26,30 @@ extension ErofsImage {
             var device: UInt16
             var directory: String
         }
-        var files: [(key: Key, end: UInt64)] = []
+        var files: [(key: Key, start: UInt64, end: UInt64)] = []
         var directoryEnds: [Key: UInt64] = [:]
         var seen = Set<UInt64>()
         try walk { entry throws(ImageFormatError) in
             guard entry.type == .regular, entry.size > 0, seen.insert(entry.nid).inserted else { return }
             let node = try inode(nid: entry.nid)
             guard node.dataLayout == .chunkBased else { return }
-            var ends: [UInt16: UInt64] = [:]
+            var extents: [UInt16: (start: UInt64, end: UInt64)] = [:]
             for mapping in try chunkMappings(of: node) where mapping.device > 0 {
-                if let offset = mapping.deviceOffset { ends[mapping.device] = max(ends[mapping.device] ?? 0, offset + mapping.length) }
+                guard let offset = mapping.deviceOffset else { continue }
+                let known = extents[mapping.device] ?? (offset, offset + mapping.length)
+                extents[mapping.device] = (min(known.start, offset), max(known.end, offset + mapping.length))
             }
             let directory = String(entry.path[..<(entry.path.lastIndex(of: "/") ?? entry.path.startIndex)])
-            for (device, end) in ends {
+            for (device, (start, end)) in extents {
                 let key = Key(device: device, directory: directory)
-                files.append((key, end))
+                files.append((key, start, end))
                 directoryEnds[key] = max(directoryEnds[key] ?? 0, end)
             }
         }
         var byDevice: [UInt16: [FileDataEnd]] = [:]
         for file in files {
-            byDevice[file.key.device, default: []].append(FileDataEnd(end: file.end, directoryEnd: directoryEnds[file.key] ?? file.end))
+            byDevice[file.key.device, default: []].append(
+                FileDataEnd(start: file.start, end: file.end, directoryEnd: directoryEnds[file.key] ?? file.end))
         }
         return byDevice.mapValues { $0.sorted { $0.end < $1.end } }
     }

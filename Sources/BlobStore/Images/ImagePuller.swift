@@ -89,15 +89,27 @@ public final class ImagePuller: Sendable {
 
     /// Pulls `text` (a registry reference) and returns the recorded image, the ids of blobs that are new, and
     /// whether anything was pulled.
-    /// Pulling a reference again is a no-op while the registry still has the same manifest.
+    /// Pulling a reference again is a no-op while the registry still has the same manifest. A caller that
+    /// knows the manifest digest already (containerd resolved it and says so in a layer's labels) passes it
+    /// as `knownManifestDigest`: when the catalog holds that manifest under this reference, nothing is asked
+    /// of the registry.
     public func pull(
-        _ text: String, platform: Platform = .current, progress: @escaping @Sendable (PullProgress) -> Void = { _ in }
+        _ text: String, platform: Platform = .current, knownManifestDigest: String? = nil,
+        progress: @escaping @Sendable (PullProgress) -> Void = { _ in }
     ) async throws -> (image: ImageRecord, newBlobs: Set<Int64>, pulled: Bool) {
         let reference = try ImageReference(parsing: text)
         let name = reference.description
         let claimed = pulling.withLock { $0.insert(name).inserted }
         guard claimed else { throw ImageError.pullInProgress(reference: name) }
         defer { _ = pulling.withLock { $0.remove(name) } }
+
+        if let knownManifestDigest,
+            let existing = try await runBlocking({ try self.catalog.image(reference: name) }),
+            existing.manifestDigest == knownManifestDigest
+        {
+            progress(PullProgress(reference: name, phase: "up to date"))
+            return (existing, [], false)
+        }
 
         progress(PullProgress(reference: name, phase: "resolving"))
         let resolved = try await client.resolve(reference, platform: platform)
@@ -118,6 +130,11 @@ public final class ImagePuller: Sendable {
             return try await pullConverting(
                 reference, name: name, manifestDigest: manifestDigest, manifest: manifest, work: work, progress: progress)
         }
+
+        // Each blob's meta lies at its end; where it starts is in the bootstrap. The last bytes of every blob
+        // are fetched alongside the bootstrap so that small images need no round trip after it.
+        let tails = speculativeTails(of: parts.blobs, reference: reference)
+        defer { for tail in tails.values { tail.cancel() } }
 
         // The bootstrap: fetched whole (it is small), digest-checked, unpacked from its tar.gz.
         progress(PullProgress(reference: name, phase: "bootstrap", bytesTotal: parts.bootstrap.size))
@@ -155,8 +172,8 @@ public final class ImagePuller: Sendable {
                         reason:
                             "blob \(entry.blobID) puts its meta at \(entry.metaOffset) of \(layer.size) bytes; refusing to fetch that much")
                 }
-                let tail = try await client.fetchBlobRange(
-                    registry: reference.registry, repository: reference.repository, digest: layer.digest, range: start..<layer.size)
+                let tail = try await metaBytes(
+                    of: layer, from: start, speculative: tails[layer.digest.encoded], reference: reference)
                 metaDone += Int64(tail.count)
                 try await runBlocking { try Self.writeSparse(path: metaPath, size: layer.size, at: start, bytes: tail) }
             }
@@ -182,6 +199,43 @@ public final class ImagePuller: Sendable {
                 "image.meta_bytes": "\(metaDone)",
             ])
         return (inserted, newBlobs, true)
+    }
+
+    /// Bytes fetched from the end of each blob while the bootstrap comes in: enough for the meta of a blob
+    /// of a few thousand chunks. Too few costs one more ranged GET; too many, chunk data fetched twice.
+    static let speculativeTailBytes: Int64 = 64 << 10
+    /// Blobs whose tails are fetched alongside the bootstrap (the rest are fetched after it, one by one).
+    static let speculativeTailBlobs = 8
+
+    /// Starts fetching the last `speculativeTailBytes` of each blob (of the first few).
+    private func speculativeTails(of blobs: [Descriptor], reference: ImageReference) -> [String: Task<[UInt8], any Error>] {
+        var tails: [String: Task<[UInt8], any Error>] = [:]
+        for blob in blobs.prefix(Self.speculativeTailBlobs)
+        where blob.size > 0 && tails[blob.digest.encoded] == nil && !FileSystem.exists(layout.metaPath(blobID: blob.digest.encoded)) {
+            let client = client
+            let range = max(0, blob.size - Self.speculativeTailBytes)..<blob.size
+            tails[blob.digest.encoded] = Task {
+                try await client.fetchBlobRange(
+                    registry: reference.registry, repository: reference.repository, digest: blob.digest, range: range)
+            }
+        }
+        return tails
+    }
+
+    /// The blob's bytes from `start` to its end: from its speculative tail where that covers them (with one GET
+    /// for what lies before the tail), else with one ranged GET.
+    private func metaBytes(
+        of blob: Descriptor, from start: Int64, speculative: Task<[UInt8], any Error>?, reference: ImageReference
+    ) async throws -> [UInt8] {
+        if let speculative, let tail = try? await speculative.value, tail.count == min(blob.size, Self.speculativeTailBytes) {
+            let tailStart = blob.size - Int64(tail.count)
+            if start >= tailStart { return Array(tail[Int(start - tailStart)...]) }
+            let head = try await client.fetchBlobRange(
+                registry: reference.registry, repository: reference.repository, digest: blob.digest, range: start..<tailStart)
+            return head + tail
+        }
+        return try await client.fetchBlobRange(
+            registry: reference.registry, repository: reference.repository, digest: blob.digest, range: start..<blob.size)
     }
 
     /// A plain OCI image: its layers are fetched whole (digest-checked) and converted here; the built blobs are
