@@ -31,10 +31,10 @@ extension ImageService {
     }
 
     /// Starts the prefetch an image asks for in its bootstrap (the RAFS prefetch table, written by
-    /// `snapctl convert --prefetch` or nydus's `--prefetch-policy fs`). Returns the bytes queued.
+    /// `snapctl convert --prefetch` or nydus's `--prefetch-policy fs`), read from its opened bootstrap.
+    /// Returns the bytes queued.
     @discardableResult
-    func prefetchHinted(_ image: ImageRecord) throws -> UInt64 {
-        let bootstrap = try ErofsImage(path: image.bootstrapPath)
+    func prefetchHinted(_ image: ImageRecord, bootstrap: ErofsImage) throws -> UInt64 {
         let files = try bootstrap.prefetchFiles()
         guard !files.isEmpty else { return 0 }
         let ranges = try Self.ranges(of: files, in: bootstrap, image: image)

@@ -75,7 +75,9 @@ final class ImageService: Sendable {
     /// The fscache cookie of an image's bootstrap (cachefiles front end); unique per image row.
     static func fsid(of image: ImageRecord) -> String { "image-\(image.id)" }
 
-    private func serveBlobs(of image: ImageRecord, skipping served: inout Set<Int64>) async throws {
+    /// Returns the image's opened bootstrap (the pull's prefetch table is read from it).
+    @discardableResult
+    private func serveBlobs(of image: ImageRecord, skipping served: inout Set<Int64>) async throws -> ErofsImage {
         let bootstrap = try ErofsImage(path: image.bootstrapPath)
         if frontEnd.servesBootstrap {
             // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
@@ -104,12 +106,13 @@ final class ImageService: Sendable {
             newlyServed[UInt16(position + 1)] = blob.id
             served.insert(blob.id)
         }
-        guard !newlyServed.isEmpty else { return }
+        guard !newlyServed.isEmpty else { return bootstrap }
         if bootstrap.superBlock.inodeCount <= Self.inlineIndexInodes {
             setFileLayouts(try bootstrap.fileDataEnds(), of: newlyServed)
         } else {
-            indexFiles(of: newlyServed, bootstrap: image.bootstrapPath)
+            indexFiles(of: newlyServed, bootstrap: bootstrap)
         }
+        return bootstrap
     }
 
     /// Hands each blob (by its device number) its files' layout.
@@ -123,15 +126,15 @@ final class ImageService: Sendable {
 
     /// Gives the engine the blobs' file layouts (one walk of the image's tree), computed in the background,
     /// off pulls and start-up. Read-ahead is bounded by size alone until they arrive.
-    private func indexFiles(of blobs: [UInt16: Int64], bootstrap path: String) {
+    private func indexFiles(of blobs: [UInt16: Int64], bootstrap: ErofsImage) {
         Task.detached(priority: .utility) {
             do {
-                let layouts = try await runBlocking { try ErofsImage(path: path).fileDataEnds() }
+                let layouts = try await runBlocking { try bootstrap.fileDataEnds() }
                 self.setFileLayouts(layouts, of: blobs)
             } catch {
                 self.logger.warning(
                     "file layout not indexed; read-ahead is bounded by size only",
-                    metadata: ["image.bootstrap": "\(path)", "error": "\(error)"])
+                    metadata: ["image.bootstrap": "\(bootstrap.file.path)", "error": "\(error)"])
             }
         }
     }
@@ -179,8 +182,9 @@ final class ImageService: Sendable {
         }
         // Blobs the catalog knew before this pull are served already (at start-up or by an earlier pull).
         var served = Set(image.blobs.map(\.id)).subtracting(newBlobs)
+        let bootstrap: ErofsImage
         do {
-            try await serveBlobs(of: image, skipping: &served)
+            bootstrap = try await serveBlobs(of: image, skipping: &served)
             try await mountIfNeeded(image)
         } catch {
             // A pull that cannot be served leaves nothing behind.
@@ -189,7 +193,7 @@ final class ImageService: Sendable {
         }
         if pulled && prefetchOnPull {
             do {
-                let bytes = try await runBlocking { try self.prefetchHinted(image) }
+                let bytes = try await runBlocking { try self.prefetchHinted(image, bootstrap: bootstrap) }
                 if bytes > 0 {
                     logger.info(
                         "prefetching the image's start-up files",

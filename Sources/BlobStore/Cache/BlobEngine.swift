@@ -299,6 +299,7 @@ public final class BlobEngine: Sendable {
                 metadata: ["blob.id": "\(blob.id)", "fetch.chunks": "\(run.count)", "fetch.decoded": "\(decoded)", "error": "\(failure)"])
         } else {
             let seconds = Double(monotonicNanoseconds() - started) / 1e9
+            let busy = decoder.busyTime
             metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: seconds)
             logger.debug(
                 "fetched",
@@ -307,6 +308,7 @@ public final class BlobEngine: Sendable {
                     "fetch.priority": "\(priority)", "fetch.milliseconds": "\(Int(seconds * 1000))",
                     "fetch.queued_ms": "\(Double((started - queued) / 10_000) / 100)",
                     "fetch.first_byte_ms": "\(Double((decoder.firstByteAt &- started) / 10_000) / 100)",
+                    "fetch.decode_ms": "\(Double(busy.total / 10_000) / 100)", "fetch.write_ms": "\(Double(busy.writing / 10_000) / 100)",
                 ])
         }
         if completed { completion.withLock { $0 }?(blob.id) }

@@ -14,6 +14,9 @@ final class RunDecoder: StoredBytesConsumer {
         var received: UInt64 = 0
         /// When the first stored byte arrived (monotonic ns), 0 before.
         var firstByteAt: UInt64 = 0
+        /// Nanoseconds spent taking pieces in (copying, decompressing, verifying, writing), and writing alone.
+        var busy: UInt64 = 0
+        var writing: UInt64 = 0
     }
 
     private let blob: LazyBlob
@@ -34,10 +37,15 @@ final class RunDecoder: StoredBytesConsumer {
     var received: UInt64 { state.withLock { $0.received } }
     /// When the first stored byte arrived (monotonic nanoseconds), 0 if none did.
     var firstByteAt: UInt64 { state.withLock { $0.firstByteAt } }
+    /// Nanoseconds the transfer thread spent in `receive`, and in writing chunks alone (debug figures: on
+    /// these machines the page-cache write of a fresh chunk costs more than its digest).
+    var busyTime: (total: UInt64, writing: UInt64) { state.withLock { ($0.busy, $0.writing) } }
 
     func receive(_ bytes: UnsafeRawBufferPointer) throws {
+        let entered = monotonicNanoseconds()
         try state.withLock { state in
-            if state.firstByteAt == 0 { state.firstByteAt = monotonicNanoseconds() }
+            defer { state.busy += monotonicNanoseconds() - entered }
+            if state.firstByteAt == 0 { state.firstByteAt = entered }
             state.pending.append(contentsOf: bytes)
             state.received += UInt64(bytes.count)
             var consumed = 0
@@ -46,7 +54,9 @@ final class RunDecoder: StoredBytesConsumer {
                 let size = Int(chunk.compressedSize)
                 guard state.pending.count - consumed >= size else { break }
                 let data = try blob.rafs.decodeChunk(chunk, stored: Array(state.pending[consumed..<(consumed + size)]))
+                let writeStart = monotonicNanoseconds()
                 try blob.write(data, at: chunk.uncompressedOffset)
+                state.writing += monotonicNanoseconds() - writeStart
                 consumed += size
                 state.next += 1
                 chunkReady(chunk)
