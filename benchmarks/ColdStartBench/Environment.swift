@@ -124,7 +124,9 @@ final class Environment {
         try Data(config.utf8).write(to: URL(fileURLWithPath: directory + "/containerd.toml"))
         processes.append(
             try Tools.spawn(
-                "/usr/bin/containerd", ["--config", directory + "/containerd.toml"], logPath: directory + "/containerd.log"))
+                "/usr/bin/containerd",
+                ["--config", directory + "/containerd.toml", "--log-level", ProcessInfo.processInfo.environment["COLDSTART_LOG_LEVEL"] ?? "info"],
+                logPath: directory + "/containerd.log"))
         try Tools.wait(seconds: 30, "containerd") { (try? self.ctr(["version"])) != nil }
     }
 

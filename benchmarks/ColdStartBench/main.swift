@@ -14,7 +14,7 @@
 // and snapshotterd (nothing pulled, nothing cached) against the same registry; the medians are compared.
 //
 // Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16] [--runs 3]
-// COLDSTART_METRICS=1 prints the daemon's /metrics after the lazy run; COLDSTART_LOG_LEVEL sets its log level.
+// COLDSTART_METRICS=1 prints the daemon's /metrics after the lazy run; COLDSTART_LOG_LEVEL sets its and containerd's log level.
 
 import BlobStore
 import CRIClient
