@@ -125,7 +125,10 @@ final class Environment {
         processes.append(
             try Tools.spawn(
                 "/usr/bin/containerd",
-                ["--config", directory + "/containerd.toml", "--log-level", ProcessInfo.processInfo.environment["COLDSTART_LOG_LEVEL"] ?? "info"],
+                [
+                    "--config", directory + "/containerd.toml", "--log-level",
+                    ProcessInfo.processInfo.environment["COLDSTART_LOG_LEVEL"] ?? "info",
+                ],
                 logPath: directory + "/containerd.log"))
         try Tools.wait(seconds: 30, "containerd") { (try? self.ctr(["version"])) != nil }
     }
