@@ -198,6 +198,16 @@ public enum FileSystem {
         }
     }
 
+    /// `writeAll` from memory the caller owns (the fetch engine's reused chunk buffers).
+    public static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: UInt64, path: String) throws(SyscallError) {
+        var done = 0
+        while done < bytes.count {
+            done += try retryingSyscall("pwrite", path) {
+                pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
+            }
+        }
+    }
+
     /// Writes a file through a temp name, fsync and rename, so readers see the old or the new content.
     public static func writeFileAtomically(_ path: String, _ bytes: [UInt8], mode: mode_t = 0o644) throws(SyscallError) {
         let temp = path + ".tmp-\(getpid())"

@@ -82,7 +82,7 @@ final class LazyBlob: Sendable {
     }
 
     /// Writes one verified chunk at its uncompressed offset.
-    func write(_ data: [UInt8], at offset: UInt64) throws(SyscallError) {
+    func write(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws(SyscallError) {
         try FileSystem.writeAll(fd, data, at: offset, path: backingPath)
     }
 

@@ -7,8 +7,11 @@ import SystemSupport
 /// those chunks only, not for the whole GET.
 final class RunDecoder: StoredBytesConsumer {
     private struct State {
-        /// Stored bytes received and not yet decoded (less than one chunk, between calls).
-        var pending: [UInt8] = []
+        /// The stored bytes of the chunk being received, when it spans pieces (`filled` of them so far).
+        var stored: [UInt8] = []
+        var filled = 0
+        /// Where compressed chunks are decompressed to; reused from chunk to chunk.
+        var scratch: [UInt8] = []
         /// Index into `chunks` of the next chunk to decode.
         var next = 0
         var received: UInt64 = 0
@@ -23,12 +26,17 @@ final class RunDecoder: StoredBytesConsumer {
     let chunks: [BlobChunkInfo]
     private let chunkReady: @Sendable (BlobChunkInfo) -> Void
     private let state = Mutex(State())
+    /// Buffer sizes: the run's largest stored chunk, and its largest compressed chunk once decompressed.
+    private let storedCapacity: Int
+    private let scratchCapacity: Int
 
     /// `chunks` in stored order, each starting where the previous one ends.
     init(blob: LazyBlob, chunks: [BlobChunkInfo], chunkReady: @escaping @Sendable (BlobChunkInfo) -> Void) {
         self.blob = blob
         self.chunks = chunks
         self.chunkReady = chunkReady
+        storedCapacity = chunks.map { Int($0.compressedSize) }.max() ?? 0
+        scratchCapacity = chunks.filter(\.isCompressed).map { Int($0.uncompressedSize) }.max() ?? 0
     }
 
     /// Chunks decoded and written so far.
@@ -41,27 +49,68 @@ final class RunDecoder: StoredBytesConsumer {
     /// these machines the page-cache write of a fresh chunk costs more than its digest).
     var busyTime: (total: UInt64, writing: UInt64) { state.withLock { ($0.busy, $0.writing) } }
 
+    /// Takes the next piece: a chunk that lies whole inside it is decoded where it lies; one that spans pieces
+    /// is gathered first (one copy). Bytes past the run's last chunk are counted and dropped.
     func receive(_ bytes: UnsafeRawBufferPointer) throws {
         let entered = monotonicNanoseconds()
         try state.withLock { state in
             defer { state.busy += monotonicNanoseconds() - entered }
             if state.firstByteAt == 0 { state.firstByteAt = entered }
-            state.pending.append(contentsOf: bytes)
             state.received += UInt64(bytes.count)
-            var consumed = 0
+            // The buffers leave the state while in use (arrays: moved, not copied) and go back afterwards.
+            var stored = state.stored
+            var scratch = state.scratch
+            var filled = state.filled
+            state.stored = []
+            state.scratch = []
+            defer {
+                state.stored = stored
+                state.scratch = scratch
+                state.filled = filled
+            }
+            var rest = bytes
             while state.next < chunks.count {
                 let chunk = chunks[state.next]
                 let size = Int(chunk.compressedSize)
-                guard state.pending.count - consumed >= size else { break }
-                let data = try blob.rafs.decodeChunk(chunk, stored: Array(state.pending[consumed..<(consumed + size)]))
-                let writeStart = monotonicNanoseconds()
-                try blob.write(data, at: chunk.uncompressedOffset)
-                state.writing += monotonicNanoseconds() - writeStart
-                consumed += size
-                state.next += 1
-                chunkReady(chunk)
+                if chunk.isCompressed, scratch.isEmpty { scratch = [UInt8](repeating: 0, count: scratchCapacity) }
+                if filled == 0, rest.count >= size {
+                    let piece = UnsafeRawBufferPointer(rebasing: rest[0..<size])
+                    state.writing += try scratch.withUnsafeMutableBytes { try decode(chunk, stored: piece, scratch: $0) }
+                    state.next += 1
+                    rest = UnsafeRawBufferPointer(rebasing: rest[size...])
+                    continue
+                }
+                guard !rest.isEmpty else { break }
+                if stored.isEmpty { stored = [UInt8](repeating: 0, count: storedCapacity) }
+                let take = min(size - filled, rest.count)
+                stored.withUnsafeMutableBytes { buffer in
+                    UnsafeMutableRawBufferPointer(rebasing: buffer[filled..<(filled + take)])
+                        .copyMemory(from: UnsafeRawBufferPointer(rebasing: rest[0..<take]))
+                }
+                filled += take
+                rest = UnsafeRawBufferPointer(rebasing: rest[take...])
+                if filled == size {
+                    filled = 0
+                    state.writing += try stored.withUnsafeBytes { gathered in
+                        try scratch.withUnsafeMutableBytes {
+                            try decode(chunk, stored: UnsafeRawBufferPointer(rebasing: gathered[0..<size]), scratch: $0)
+                        }
+                    }
+                    state.next += 1
+                }
             }
-            if consumed > 0 { state.pending.removeFirst(consumed) }
         }
+    }
+
+    /// Decompresses and verifies a chunk, writes it at its uncompressed offset and reports it; returns the
+    /// nanoseconds the write took.
+    private func decode(_ chunk: BlobChunkInfo, stored: UnsafeRawBufferPointer, scratch: UnsafeMutableRawBufferPointer) throws -> UInt64 {
+        let writing = try blob.rafs.withDecodedChunk(chunk, stored: stored, scratch: scratch) { data in
+            let writeStart = monotonicNanoseconds()
+            try blob.write(data, at: chunk.uncompressedOffset)
+            return monotonicNanoseconds() - writeStart
+        }
+        chunkReady(chunk)
+        return writing
     }
 }

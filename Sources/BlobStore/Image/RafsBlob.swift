@@ -227,7 +227,14 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
 
     /// The digest nydus records for chunk data, with this blob's algorithm.
     public func digest(of data: [UInt8]) -> [UInt8] {
-        entry.digestAlgorithm == .sha256 ? SHA256.hash(data) : BLAKE3.hash(data)
+        data.withUnsafeBytes { digest(of: $0) }
+    }
+
+    public func digest(of data: UnsafeRawBufferPointer) -> [UInt8] {
+        guard entry.digestAlgorithm == .sha256 else { return BLAKE3.hash(data) }
+        var hasher = SHA256()
+        hasher.update(data)
+        return hasher.finalize()
     }
 
     /// Reads, decompresses and (when a digest is known and `verify` is set) verifies one chunk.
@@ -244,40 +251,71 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
     /// Decompresses the stored (compressed) bytes of one chunk, fetched from wherever, and verifies them.
     /// With `verify`, a chunk without a known digest is refused: unverified bytes never reach a reader.
     public func decodeChunk(_ chunk: BlobChunkInfo, stored: [UInt8], verify: Bool = true) throws(ImageFormatError) -> [UInt8] {
+        let compression = try storedCompression(of: chunk, storedCount: stored.count)
+        let data = try ChunkDecompressor.decompress(
+            stored, algorithm: compression, expectedSize: Int(chunk.uncompressedSize), context: "blob \(entry.blobID) chunk \(chunk.index)")
+        if verify { try check(chunk, digest: digest(of: data)) }
+        return data
+    }
+
+    /// `decodeChunk` without copies: `use` gets the verified chunk, which is `stored` itself when the chunk is
+    /// uncompressed and the front of `scratch` (at least `chunk.uncompressedSize` bytes) when it is not.
+    public func withDecodedChunk<Result>(
+        _ chunk: BlobChunkInfo, stored: UnsafeRawBufferPointer, scratch: UnsafeMutableRawBufferPointer,
+        _ use: (UnsafeRawBufferPointer) throws -> Result
+    ) throws -> Result {
+        let compression = try storedCompression(of: chunk, storedCount: stored.count)
+        let size = Int(chunk.uncompressedSize)
+        let data: UnsafeRawBufferPointer
+        if compression == .none {
+            guard stored.count == size else {
+                throw ImageFormatError.decompressionFailed(
+                    context: "blob \(entry.blobID) chunk \(chunk.index)",
+                    reason: "stored size \(stored.count) differs from declared \(size)")
+            }
+            data = stored
+        } else {
+            guard scratch.count >= size else {
+                throw ImageFormatError.absurdSize(
+                    what: "blob \(entry.blobID) chunk \(chunk.index)", size: UInt64(size), limit: UInt64(scratch.count))
+            }
+            let target = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<size])
+            try ChunkDecompressor.decompress(
+                stored, algorithm: compression, into: target, context: "blob \(entry.blobID) chunk \(chunk.index)")
+            data = UnsafeRawBufferPointer(target)
+        }
+        try check(chunk, digest: digest(of: data))
+        return try use(data)
+    }
+
+    /// How the chunk's stored bytes are compressed, after checking what can be checked before decoding them.
+    private func storedCompression(of chunk: BlobChunkInfo, storedCount: Int) throws(ImageFormatError) -> RafsBlobEntry.Compression {
         let name = entry.blobID
         guard chunk.flags.isDisjoint(with: [.zran, .batch, .encrypted]) else {
             throw .badChunkInfo(
                 blob: name, chunk: chunk.index,
                 reason: "flags 0x\(String(chunk.flags.rawValue, radix: 16)) (zran, batch or encrypted) are not supported")
         }
-        guard stored.count == Int(chunk.compressedSize) else {
-            throw .badChunkInfo(
-                blob: name, chunk: chunk.index, reason: "got \(stored.count) stored bytes, expected \(chunk.compressedSize)")
+        guard storedCount == Int(chunk.compressedSize) else {
+            throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "got \(storedCount) stored bytes, expected \(chunk.compressedSize)")
         }
-        let data: [UInt8]
-        if chunk.isCompressed {
-            guard let compression = entry.compression, compression != .none else {
-                throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "marked compressed in a blob without compression")
-            }
-            data = try ChunkDecompressor.decompress(
-                stored, algorithm: compression, expectedSize: Int(chunk.uncompressedSize),
-                context: "blob \(name) chunk \(chunk.index)")
-        } else {
-            data = try ChunkDecompressor.decompress(
-                stored, algorithm: .none, expectedSize: Int(chunk.uncompressedSize),
-                context: "blob \(name) chunk \(chunk.index)")
+        guard chunk.isCompressed else { return .none }
+        guard let compression = entry.compression, compression != .none else {
+            throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "marked compressed in a blob without compression")
         }
-        if verify {
-            guard chunkDigests.indices.contains(Int(chunk.index)), !chunkDigests[Int(chunk.index)].isEmpty else {
-                throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "no digest is known for it, so it cannot be verified")
-            }
-            let expected = chunkDigests[Int(chunk.index)]
-            let found = digest(of: data)
-            guard found == expected else {
-                throw .digestMismatch(context: "blob \(name) chunk \(chunk.index)", expected: expected.hexString, found: found.hexString)
-            }
+        return compression
+    }
+
+    /// Checks the digest of decoded chunk data against the chunk's recorded one; a chunk without one is refused.
+    private func check(_ chunk: BlobChunkInfo, digest found: [UInt8]) throws(ImageFormatError) {
+        let name = entry.blobID
+        guard chunkDigests.indices.contains(Int(chunk.index)), !chunkDigests[Int(chunk.index)].isEmpty else {
+            throw .badChunkInfo(blob: name, chunk: chunk.index, reason: "no digest is known for it, so it cannot be verified")
         }
-        return data
+        let expected = chunkDigests[Int(chunk.index)]
+        guard found == expected else {
+            throw .digestMismatch(context: "blob \(name) chunk \(chunk.index)", expected: expected.hexString, found: found.hexString)
+        }
     }
 
     /// Uncompressed blob bytes, as the kernel reads the device: chunks decompressed, gaps as zeros.
