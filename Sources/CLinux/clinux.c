@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 
 _Static_assert(sizeof(struct clinux_peer_cred) == sizeof(struct ucred), "ucred size");
 _Static_assert(offsetof(struct clinux_peer_cred, pid) == offsetof(struct ucred, pid), "ucred.pid");
@@ -78,6 +79,14 @@ int clinux_recv_fd(int socket, char *tag) {
 
 int clinux_seek_data(void) { return SEEK_DATA; }
 int clinux_seek_hole(void) { return SEEK_HOLE; }
+
+int clinux_lower_thread_priority(int nice) {
+    id_t self = (id_t)gettid();
+    errno = 0;
+    int current = getpriority(PRIO_PROCESS, self);
+    if (errno != 0) return -1;
+    return current >= nice ? 0 : setpriority(PRIO_PROCESS, self, nice);
+}
 
 int clinux_start_writeback(int fd, long long offset, long long length) {
     return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);

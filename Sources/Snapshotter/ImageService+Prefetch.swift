@@ -74,7 +74,11 @@ extension ImageService {
         Task {
             var failures = 0
             for range in ranges {
-                do { try await engine.prefetch(blobID: range.blob, offset: range.offset, length: range.length) } catch { failures += 1 }
+                do {
+                    try await engine.prefetch(blobID: range.blob, offset: range.offset, length: range.length, background: true)
+                } catch {
+                    failures += 1
+                }
             }
             logger.info(
                 "prefetch done",

@@ -1,5 +1,6 @@
 import BlobStore
 import Foundation
+import Synchronization
 import SystemSupport
 import TestSupport
 import Testing
@@ -46,6 +47,41 @@ struct RegistryPullPushTests {
             range: 1000..<5000)
         #expect(slice == Array(Array(try Data(contentsOf: URL(fileURLWithPath: "\(work)/layer0")))[1000..<5000]))
         #expect(try await client.listTags(registry: registry.host, repository: "test/app") == ["v1"])
+    }
+
+    /// Prefetch tables and whole-image prefetch stream at background CPU priority: the transfer thread (where
+    /// the receiver runs) has nice 10 at least; an ordinary stream's thread keeps the process's own.
+    @Test("a background ranged stream runs on a thread at nice 10 or more, an ordinary one at the process's nice")
+    func backgroundStream() async throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        let work = try RegistryTestSupport.tempDirectory()
+        defer { try? FileSystem.removeTree(work) }
+        let image = try TestImage(directory: work + "/layout", layerSizes: [300_000], seed: 5)
+        try image.pushWithSkopeo(to: "\(registry.host)/test/app:v1")
+        let client = RegistryTestSupport.client()
+        let layer = try await client.resolve(try ImageReference(parsing: "\(registry.host)/test/app:v1")).imageManifest.layers[0]
+        /// Field 19 of /proc/thread-self/stat (the fields after the command's closing parenthesis start at 3).
+        func threadNice() -> Int? {
+            guard let stat = try? String(contentsOfFile: "/proc/thread-self/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return nil }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 16 ? Int(fields[16]) : nil
+        }
+        let processNice = Int(getpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0))
+        for background in [false, true] {
+            let seen = Mutex<(nice: Int?, bytes: Int)>((nil, 0))
+            try await client.streamBlobRange(
+                registry: registry.host, repository: "test/app", digest: layer.digest, range: 0..<200_000, background: background
+            ) { bytes in
+                seen.withLock { $0 = ($0.nice ?? threadNice(), $0.bytes + bytes.count) }
+                return true
+            }
+            let result = seen.withLock { $0 }
+            #expect(result.bytes == 200_000)
+            #expect(result.nice == (background ? max(processNice, 10) : processNice), "background: \(background)")
+        }
     }
 
     @Test("unknown tag and unknown blob are not-found errors with the registry's code")

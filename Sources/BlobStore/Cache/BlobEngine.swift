@@ -171,9 +171,11 @@ public final class BlobEngine: Sendable {
         Task { try? await self.ensureUnbounded(blobID: blobID, offset: end, length: length, priority: .prefetch) }
     }
 
-    /// Fetches the missing chunks under a range at prefetch priority (behind every on-demand request).
-    public func prefetch(blobID: Int64, offset: UInt64, length: UInt64) async throws {
-        try await ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: .prefetch)
+    /// Fetches the missing chunks under a range at prefetch priority (behind every on-demand request). A
+    /// `background` prefetch (nobody waits on it yet) also goes behind read-ahead, and its transfers run at
+    /// background CPU priority where the source can.
+    public func prefetch(blobID: Int64, offset: UInt64, length: UInt64, background: Bool = false) async throws {
+        try await ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: background ? .background : .prefetch)
     }
 
     /// Fetches every missing chunk of the blob in the background, yielding to on-demand work.
@@ -275,7 +277,7 @@ public final class BlobEngine: Sendable {
         }
         var failure: (any Error)?
         do {
-            try await blob.source.stream(offset: start, length: length, into: decoder)
+            try await blob.source.stream(offset: start, length: length, background: priority == .background, into: decoder)
             if decoder.decoded < chunks.count {
                 throw FetchError.shortRead(blob: blob.id, offset: start, expected: length, got: Int(decoder.received))
             }

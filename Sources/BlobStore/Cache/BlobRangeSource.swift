@@ -11,6 +11,11 @@ public protocol BlobRangeSource: Sendable {
     /// cooperative pool. A source that streams lets the engine serve the first chunks of a long fetch before
     /// its last bytes are in.
     func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws
+
+    /// `stream` for work nobody waits on yet (a prefetch table, a whole-image prefetch): a source that can
+    /// runs it at background CPU priority, so that it yields to the containers starting meanwhile. The default
+    /// streams as usual.
+    func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws
 }
 
 /// Receives a fetch's stored bytes in order; may block (it decodes and writes chunks), so it is called off the
@@ -24,6 +29,10 @@ extension BlobRangeSource {
     public func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws {
         let bytes = try await read(offset: offset, length: length)
         try await runBlocking { try bytes.withUnsafeBytes { try consumer.receive($0) } }
+    }
+
+    public func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
+        try await stream(offset: offset, length: length, into: consumer)
     }
 }
 

@@ -1,4 +1,5 @@
 import CCurl
+import CLinux
 import Synchronization
 
 #if canImport(Glibc)
@@ -82,6 +83,9 @@ final class CurlTransport: Sendable {
     /// libcurl's receive buffer; larger than the 16 KiB default to cut callback overhead on fast links.
     static let receiveBufferBytes = 512 << 10
     static let systemCABundle = "/etc/ssl/certs/ca-certificates.crt"
+    /// The nice value background transfers' threads get at least (each transfer has a thread of its own, so the
+    /// value never outlives it).
+    static let backgroundNice: Int32 = 10
 
     let pool = CurlHandlePool()
 
@@ -134,6 +138,8 @@ final class CurlTransport: Sendable {
     private static func performBlocking(
         _ request: HTTPRequest, sink: (any BodySink)?, cancel: CancelFlag, pool: CurlHandlePool
     ) -> Result<HTTPResponse, RegistryError> {
+        // Best effort: a thread left at its priority still transfers correctly.
+        if request.background { _ = clinux_lower_thread_priority(backgroundNice) }
         let handle = pool.checkout()
         defer { pool.checkin(handle) }
         let h = handle.pointer

@@ -55,6 +55,9 @@ struct HTTPRequest: Sendable {
     var totalTimeoutSeconds = 0
     /// Largest body kept in memory; larger bodies abort the transfer.
     var memoryLimit = 4 << 20
+    /// Run the transfer's thread at background CPU priority (`CurlTransport.backgroundNice`): its receiving,
+    /// hashing and writing then yield the CPU to everything else on the host.
+    var background = false
 }
 
 /// What came back.

@@ -179,16 +179,18 @@ extension RegistryClient {
     /// Streams `range` of a blob to `receiver` as its bytes arrive (`Range: bytes=a-b`, expecting 206). A
     /// dropped connection is resumed from the first byte not yet delivered, so `receiver` sees every byte once,
     /// in order. `receiver` runs on the transfer thread and returns false to stop the transfer (the call then
-    /// throws `.cancelled`). Nothing is verified: the caller checks chunk digests.
+    /// throws `.cancelled`). Nothing is verified: the caller checks chunk digests. A `background` transfer
+    /// runs at background CPU priority.
     public func streamBlobRange(
-        registry: String, repository: String, digest: Digest, range: Range<Int64>,
+        registry: String, repository: String, digest: Digest, range: Range<Int64>, background: Bool = false,
         receiver: @escaping (UnsafeRawBufferPointer) -> Bool
     ) async throws(RegistryError) {
         guard !range.isEmpty else { return }
         let sink = RangeStreamSink(url: digest.description, range: range, receiver: receiver)
         try await withEndpoints(registry: registry, capability: .pull) { endpoint throws(RegistryError) in
             let scope = Self.pullScope(repository)
-            let call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope, sink: sink)
+            var call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope, sink: sink)
+            call.background = background
             let response = try await send(call, registry: registry, endpoint: endpoint)
             guard response.status == 206 else { throw error(for: response, method: "GET", scope: scope, host: endpoint.host) }
             guard sink.delivered == Int64(range.count) else {

@@ -43,6 +43,7 @@ public final class RegistryClient: Sendable {
         var memoryLimit = 1 << 20
         var followRedirects = true
         var bounded = true
+        var background = false
     }
 
     /// The result of `ping`.
@@ -76,6 +77,7 @@ public final class RegistryClient: Sendable {
         request.totalTimeoutSeconds = call.bounded ? configuration.timeouts.requestSeconds : 0
         request.memoryLimit = call.memoryLimit
         request.followRedirects = call.followRedirects
+        request.background = call.background
         request.tls = try tlsOptions(endpoint)
         let log = logger.with(["registry.host": "\(endpoint.host)", "http.method": "\(call.method)"])
         while true {

@@ -67,6 +67,10 @@ int clinux_start_writeback(int fd, long long offset, long long length);
 /// O_DIRECT (also hidden by glibc without _GNU_SOURCE).
 int clinux_o_direct(void);
 
+/// Raises the calling thread's nice value alone (Linux keeps one per thread) to `nice`, unless it is that high
+/// already: setpriority(PRIO_PROCESS, gettid(), nice). 0 or -1 with errno.
+int clinux_lower_thread_priority(int nice);
+
 /// FS_IOC_GETFSSYSFSPATH (Linux 6.10+, newer than Debian 12's headers): the superblock's sysfs directory
 /// relative to /sys/fs, e.g. "erofs/erofs-452", of the filesystem `fd` lives on. Writes a NUL-terminated
 /// string of at most `size - 1` bytes to `out`. Returns 0, or -1 with errno set (ENOTTY: older kernel).
