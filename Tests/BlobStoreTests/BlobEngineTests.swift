@@ -307,27 +307,26 @@ struct BlobEngineTests {
         #expect(try ImageFixtures.bytes(setup.backing) == setup.expected)
     }
 
-    @Test("the scheduler serves on-demand waiters before prefetch waiters")
+    @Test("the scheduler serves on-demand waiters, then read-ahead, then background prefetch, whatever the order they queued in")
     func priorities() async {
         let scheduler = FetchScheduler(limit: 1)
         await scheduler.acquire(.prefetch)
         final class Log: Sendable { let items = Mutex<[String]>([]) }
         let order = Log()
         await withTaskGroup(of: Void.self) { group in
-            group.addTask {
-                await scheduler.acquire(.prefetch)
-                order.items.withLock { $0.append("prefetch") }
-                await scheduler.release()
+            for (priority, name) in [
+                (FetchScheduler.Priority.background, "background"), (.prefetch, "read-ahead"), (.onDemand, "on-demand"),
+            ] {
+                group.addTask {
+                    await scheduler.acquire(priority)
+                    order.items.withLock { $0.append(name) }
+                    await scheduler.release()
+                }
+                // Each waiter queues before the next one arrives.
+                try? await Task.sleep(for: .milliseconds(50))
             }
-            try? await Task.sleep(for: .milliseconds(50))
-            group.addTask {
-                await scheduler.acquire(.onDemand)
-                order.items.withLock { $0.append("on-demand") }
-                await scheduler.release()
-            }
-            try? await Task.sleep(for: .milliseconds(50))
             await scheduler.release()
         }
-        #expect(order.items.withLock { $0 } == ["on-demand", "prefetch"])
+        #expect(order.items.withLock { $0 } == ["on-demand", "read-ahead", "background"])
     }
 }
