@@ -180,18 +180,21 @@ final class ImageService: Sendable {
         let (image, newBlobs, pulled) = try await puller.pull(reference, knownManifestDigest: knownManifestDigest) { progress in
             self.pulls.withLock { $0[key] = progress }
         }
-        // Blobs the catalog knew before this pull are served already (at start-up or by an earlier pull).
-        var served = Set(image.blobs.map(\.id)).subtracting(newBlobs)
-        let bootstrap: ErofsImage
+        // An image pulled before is served already (at start-up or by that pull): only its mount is checked.
+        // A new one's blobs that the catalog knew before (shared with another image) are served already too.
+        var bootstrap: ErofsImage?
         do {
-            bootstrap = try await serveBlobs(of: image, skipping: &served)
+            if pulled {
+                var served = Set(image.blobs.map(\.id)).subtracting(newBlobs)
+                bootstrap = try await serveBlobs(of: image, skipping: &served)
+            }
             try await mountIfNeeded(image)
         } catch {
             // A pull that cannot be served leaves nothing behind.
             _ = try? await runBlocking { try self.remove(image.reference) }
             throw error
         }
-        if pulled && prefetchOnPull {
+        if let bootstrap, prefetchOnPull {
             do {
                 let bytes = try await runBlocking { try self.prefetchHinted(image, bootstrap: bootstrap) }
                 if bytes > 0 {

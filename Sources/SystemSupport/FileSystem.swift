@@ -190,12 +190,15 @@ public enum FileSystem {
 
     /// Writes all of `bytes` at `offset` of an open file (pwrite until done); `path` names it in errors.
     public static func writeAll(_ fd: Int32, _ bytes: [UInt8], at offset: UInt64, path: String) throws(SyscallError) {
-        var done = 0
-        while done < bytes.count {
-            done += try retryingSyscall("pwrite", path) {
-                bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress! + done, $0.count - done, off_t(offset) + off_t(done)) }
+        let failure = bytes.withUnsafeBytes { raw -> SyscallError? in
+            do throws(SyscallError) {
+                try writeAll(fd, raw, at: offset, path: path)
+                return nil
+            } catch {
+                return error
             }
         }
+        if let failure { throw failure }
     }
 
     /// `writeAll` from memory the caller owns (the fetch engine's reused chunk buffers).

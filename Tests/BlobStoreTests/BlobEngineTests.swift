@@ -65,7 +65,7 @@ final class GatedStreamSource: BlobRangeSource {
         Array(try ImageFixtures.bytes(path)[Int(offset)..<Int(offset + length)])
     }
 
-    func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws {
+    func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
         requests.withLock { $0.append((offset, length)) }
         let all = try await read(offset: offset, length: length)
         let split = Int(min(max(splitAt, offset), offset + length) - offset)
@@ -96,7 +96,7 @@ final class PieceStreamSource: BlobRangeSource {
         return bytes
     }
 
-    func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws {
+    func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
         let bytes = try await read(offset: offset, length: length)
         for start in stride(from: 0, to: bytes.count, by: pieceSize) {
             try bytes[start..<min(start + pieceSize, bytes.count)].withUnsafeBytes { try consumer.receive($0) }

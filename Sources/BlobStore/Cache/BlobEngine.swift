@@ -136,7 +136,7 @@ public final class BlobEngine: Sendable {
                 else { return nil }
                 let length = min(initialWindow / 2, file.end - end)
                 let idle = blob.rafs.chunks(coveringUncompressed: end, length: length).contains { chunk in
-                    !state.present[Int(chunk.index)] && state.inFlight[chunk.index] == nil
+                    state.isIdle(Int(chunk.index))
                 }
                 return idle ? length : nil
             }
@@ -153,7 +153,7 @@ public final class BlobEngine: Sendable {
                 length = min(window, blob.rafs.deviceSize - end, limit - end)
             }
             let idleBytes = blob.rafs.chunks(coveringUncompressed: end, length: length).reduce(UInt64(0)) { sum, chunk in
-                state.present[Int(chunk.index)] || state.inFlight[chunk.index] != nil ? sum : sum + UInt64(chunk.uncompressedSize)
+                state.isIdle(Int(chunk.index)) ? sum + UInt64(chunk.uncompressedSize) : sum
             }
             let reachesEnd = end + length >= blob.rafs.deviceSize
             // The chunk the reader needs next is neither local nor coming: it would stall on it, so fetch what
@@ -161,7 +161,7 @@ public final class BlobEngine: Sendable {
             // fetched the rest, e.g. a binary's pages that lie a few MiB ahead of the files read).
             let ahead = min(UInt64(max(blob.rafs.entry.chunkSize, 1)), blob.rafs.deviceSize - end)
             let nextIdle = blob.rafs.chunks(coveringUncompressed: end, length: ahead).contains { chunk in
-                !state.present[Int(chunk.index)] && state.inFlight[chunk.index] == nil
+                state.isIdle(Int(chunk.index))
             }
             guard idleBytes > 0, reachesEnd || nextIdle || 2 * idleBytes >= length else { return nil }
             state.readaheadWindow = min(bytes, 2 * window)
@@ -241,7 +241,7 @@ public final class BlobEngine: Sendable {
                 let last = chunks[run[run.count - 1]]
                 let candidate = chunks[next]
                 let wantedNext = wanted.contains(next) && !taken.contains(next)
-                let growing = bytes < settings.minimumFetchBytes && !state.present[next] && state.inFlight[UInt32(next)] == nil
+                let growing = bytes < settings.minimumFetchBytes && state.isIdle(next)
                 guard candidate.compressedOffset == last.compressedEnd, wantedNext || growing,
                     bytes + UInt64(candidate.compressedSize) <= max(cap, UInt64(chunks[index].compressedSize))
                 else { break }

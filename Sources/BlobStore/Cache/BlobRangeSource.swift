@@ -9,12 +9,9 @@ public protocol BlobRangeSource: Sendable {
     /// Hands `length` bytes of the stored blob starting at `offset` to `consumer` in order, as they arrive
     /// (pieces of any size), or throws. The default reads the whole range, then hands it over off the
     /// cooperative pool. A source that streams lets the engine serve the first chunks of a long fetch before
-    /// its last bytes are in.
-    func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws
-
-    /// `stream` for work nobody waits on yet (a prefetch table, a whole-image prefetch): a source that can
-    /// runs it at background CPU priority, so that it yields to the containers starting meanwhile. The default
-    /// streams as usual.
+    /// its last bytes are in. `background` marks work nobody waits on yet (a prefetch table, a whole-image
+    /// prefetch): a source that can runs it at background CPU priority, so that it yields to the containers
+    /// starting meanwhile.
     func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws
 }
 
@@ -26,13 +23,9 @@ public protocol StoredBytesConsumer: Sendable {
 }
 
 extension BlobRangeSource {
-    public func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws {
+    public func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
         let bytes = try await read(offset: offset, length: length)
         try await runBlocking { try bytes.withUnsafeBytes { try consumer.receive($0) } }
-    }
-
-    public func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
-        try await stream(offset: offset, length: length, into: consumer)
     }
 }
 

@@ -1,7 +1,8 @@
 /// Bounds concurrent fetches; on-demand work always goes before prefetch, read-ahead before background
 /// prefetch.
 actor FetchScheduler {
-    enum Priority: Sendable {
+    /// In the order they are served.
+    enum Priority: Int, Sendable, CaseIterable {
         case onDemand
         /// Read-ahead: a reader is about to need it.
         case prefetch
@@ -12,45 +13,26 @@ actor FetchScheduler {
 
     private let limit: Int
     private var running = 0
-    private var urgent: [CheckedContinuation<Void, Never>] = []
-    private var ahead: [CheckedContinuation<Void, Never>] = []
-    private var background: [CheckedContinuation<Void, Never>] = []
+    /// Waiters, one queue per priority.
+    private var queues = [[CheckedContinuation<Void, Never>]](repeating: [], count: Priority.allCases.count)
 
     init(limit: Int) {
         self.limit = max(1, limit)
     }
 
     func acquire(_ priority: Priority) async {
-        let queuedBefore =
-            switch priority {
-            case .onDemand: 0
-            case .prefetch: urgent.count
-            case .background: urgent.count + ahead.count
-            }
-        if running < limit && queuedBefore == 0 {
+        if running < limit && queues[..<priority.rawValue].allSatisfy(\.isEmpty) {
             running += 1
             return
         }
-        await withCheckedContinuation { continuation in
-            switch priority {
-            case .onDemand: urgent.append(continuation)
-            case .prefetch: ahead.append(continuation)
-            case .background: background.append(continuation)
-            }
-        }
+        await withCheckedContinuation { continuation in queues[priority.rawValue].append(continuation) }
     }
 
     func release() {
-        if !urgent.isEmpty {
-            urgent.removeFirst().resume()
-        } else if !ahead.isEmpty {
-            ahead.removeFirst().resume()
-        } else if !background.isEmpty {
-            background.removeFirst().resume()
+        if let next = queues.firstIndex(where: { !$0.isEmpty }) {
+            queues[next].removeFirst().resume()
         } else {
             running -= 1
         }
     }
-
-    var waitingOnDemand: Int { urgent.count }
 }

@@ -27,6 +27,9 @@ final class LazyBlob: Sendable {
         var inFlight: [UInt32: ChunkFetch] = [:]
         /// Whether the engine has reported this blob complete (once per registration).
         var completionReported = false
+
+        /// Neither local nor being fetched: nothing brings chunk `index` unless somebody asks for it.
+        func isIdle(_ index: Int) -> Bool { !present[index] && inFlight[UInt32(index)] == nil }
     }
 
     let id: Int64

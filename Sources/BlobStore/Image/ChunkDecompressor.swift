@@ -14,9 +14,7 @@ public enum ChunkDecompressor {
             throw .absurdSize(what: context(), size: UInt64(max(0, expectedSize)), limit: ImageFile.maximumRead)
         }
         if algorithm == .none {
-            guard input.count == expectedSize else {
-                throw .decompressionFailed(context: context(), reason: "stored size \(input.count) differs from declared \(expectedSize)")
-            }
+            try checkUncompressed(storedCount: input.count, expectedSize: expectedSize, context: context())
             return input
         }
         var output = [UInt8](repeating: 0, count: expectedSize)
@@ -46,9 +44,7 @@ public enum ChunkDecompressor {
         }
         switch algorithm {
         case .none:
-            guard input.count == expectedSize else {
-                throw .decompressionFailed(context: context(), reason: "stored size \(input.count) differs from declared \(expectedSize)")
-            }
+            try checkUncompressed(storedCount: input.count, expectedSize: expectedSize, context: context())
             if expectedSize > 0 { output.copyMemory(from: input) }
         case .lz4Block:
             try lz4Block(input, into: output, context: context())
@@ -56,6 +52,13 @@ public enum ChunkDecompressor {
             try zstd(input, into: output, context: context())
         case .gzip:
             throw .unsupportedCompression(algorithm: algorithm.rawValue, context: context())
+        }
+    }
+
+    /// Uncompressed stored bytes are the data itself: there must be exactly the declared size of them.
+    static func checkUncompressed(storedCount: Int, expectedSize: Int, context: @autoclosure () -> String) throws(ImageFormatError) {
+        guard storedCount == expectedSize else {
+            throw .decompressionFailed(context: context(), reason: "stored size \(storedCount) differs from declared \(expectedSize)")
         }
     }
 

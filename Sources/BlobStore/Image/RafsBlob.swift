@@ -268,11 +268,8 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
         let size = Int(chunk.uncompressedSize)
         let data: UnsafeRawBufferPointer
         if compression == .none {
-            guard stored.count == size else {
-                throw ImageFormatError.decompressionFailed(
-                    context: "blob \(entry.blobID) chunk \(chunk.index)",
-                    reason: "stored size \(stored.count) differs from declared \(size)")
-            }
+            try ChunkDecompressor.checkUncompressed(
+                storedCount: stored.count, expectedSize: size, context: "blob \(entry.blobID) chunk \(chunk.index)")
             data = stored
         } else {
             guard scratch.count >= size else {

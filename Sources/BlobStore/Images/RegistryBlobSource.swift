@@ -23,12 +23,8 @@ public struct RegistryBlobSource: BlobRangeSource {
     }
 
     /// Streams the range with one ranged GET; each piece goes to `consumer` on the transfer thread as it
-    /// arrives. The consumer's own error wins over the transfer's report of the stop.
-    public func stream(offset: UInt64, length: UInt64, into consumer: any StoredBytesConsumer) async throws {
-        try await stream(offset: offset, length: length, background: false, into: consumer)
-    }
-
-    /// `stream`, with the transfer thread at background CPU priority when `background` is set.
+    /// arrives (on a thread at background CPU priority when `background` is set). The consumer's own error wins
+    /// over the transfer's report of the stop.
     public func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
         let start = Int64(clamping: offset)
         let (end, overflow) = start.addingReportingOverflow(Int64(clamping: length))
