@@ -11,6 +11,7 @@
 #include <fcntl.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 
 _Static_assert(sizeof(struct clinux_peer_cred) == sizeof(struct ucred), "ucred size");
 _Static_assert(offsetof(struct clinux_peer_cred, pid) == offsetof(struct ucred, pid), "ucred.pid");
@@ -87,6 +88,8 @@ int clinux_lower_thread_priority(int nice) {
     if (errno != 0) return -1;
     return current >= nice ? 0 : setpriority(PRIO_PROCESS, self, nice);
 }
+
+int clinux_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
 
 int clinux_start_writeback(int fd, long long offset, long long length) {
     return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);

@@ -20,7 +20,7 @@ extension ImageError {
     var apiError: APIError {
         switch self {
         case .notFound: return .notFound(description)
-        case .alreadyPulled, .inUse, .pullInProgress: return .failedPrecondition(description)
+        case .alreadyPulled, .inUse, .pullInProgress, .blobConflict: return .failedPrecondition(description)
         case .notAnImage, .blobMissing: return .invalidArgument(description)
         }
     }

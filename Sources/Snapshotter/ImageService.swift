@@ -23,6 +23,9 @@ final class ImageService: Sendable {
     let client: RegistryClient
     let logger: Logger
     private let pulls = Mutex<[String: PullProgress]>([:])
+    /// Images start-up could not verify or serve, by reference, with the reason: not mounted, not served
+    /// (their readers get EIO), reported by `status` until removed.
+    private let failed = Mutex<[String: String]>([:])
 
     /// The page-cache readahead of image mounts: one chunk (nydus's default chunk size), so a sequential
     /// reader costs the front end one round trip per chunk instead of one per 128 KiB, while a page fault's
@@ -54,16 +57,28 @@ final class ImageService: Sendable {
 
     /// Serves every recorded blob, completes inherited kernel requests, then makes sure every image is
     /// mounted (a restart finds the mounts still there; a reboot does not).
+    /// An image that cannot be verified or served fails alone: it is logged, reported by `status`, and left
+    /// unserved, so that its readers get EIO at once (no front end answers a hole of a file nobody serves
+    /// with zeros) while every other image is served.
     func start() async throws {
         let images = try await runBlocking { try self.catalog.images() }
         var served = Set<Int64>()
+        var healthy: [ImageRecord] = []
         for image in images {
-            try await serveBlobs(of: image, skipping: &served)
+            do {
+                try await serveBlobs(of: image, skipping: &served)
+                healthy.append(image)
+            } catch {
+                failed.withLock { $0[image.reference] = "\(error)" }
+                logger.error(
+                    "image not served: it failed verification; its readers get EIO (pull it again after snapctl rmi)",
+                    metadata: ["image.reference": "\(image.reference)", "error": "\(error)"])
+            }
         }
         let resumed = try await frontEnd.resumeInFlight()
         frontEnd.startServing()
         if resumed > 0 { logger.notice("completed reads a previous daemon left waiting", metadata: ["fanotify.count": "\(resumed)"]) }
-        for image in images {
+        for image in healthy {
             do {
                 try await mountIfNeeded(image)
             } catch {
@@ -76,22 +91,44 @@ final class ImageService: Sendable {
     static func fsid(of image: ImageRecord) -> String { "image-\(image.id)" }
 
     /// Returns the image's opened bootstrap (the pull's prefetch table is read from it).
+    /// Everything is checked before anything is served: the bootstrap against the digest recorded when it was
+    /// unpacked from its digest-checked layer, each blob meta against the bootstrap (inside `RafsBlob`), and
+    /// each blob's chunk map against the one recorded for its (shared) row.
     @discardableResult
     private func serveBlobs(of image: ImageRecord, skipping served: inout Set<Int64>) async throws -> ErofsImage {
-        let bootstrap = try ErofsImage(path: image.bootstrapPath)
-        if frontEnd.servesBootstrap {
-            // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
-            let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
-            try frontEnd.serve(BackingFile(id: -image.id, path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size))
+        let found = try await runBlocking { try ImagePuller.sha256(ofFile: image.bootstrapPath) }
+        if let recorded = image.bootstrapDigest {
+            guard found == recorded else {
+                throw ImageVerificationError.bootstrapChanged(path: image.bootstrapPath, recorded: recorded, found: found)
+            }
+        } else {
+            try await runBlocking { try self.catalog.setBootstrapDigest(imageID: image.id, digest: found) }
         }
+        let bootstrap = try ErofsImage(path: image.bootstrapPath)
         let chunkTable = try bootstrap.rafsChunkTable()
-        var newlyServed: [UInt16: Int64] = [:]
-        for blob in image.blobs where !served.contains(blob.id) {
+        var opened: [(blob: BlobRecord, position: Int, rafs: RafsBlob)] = []
+        for blob in image.blobs {
             guard let position = bootstrap.blobs.firstIndex(where: { $0.blobID == blob.blobID }) else {
                 throw ImageError.blobMissing(reference: image.reference, blobID: blob.blobID)
             }
-            let entry = bootstrap.blobs[position]
-            let rafs = try RafsBlob(path: blob.metaPath, entry: entry, chunkTable: chunkTable)
+            let rafs = try RafsBlob(path: blob.metaPath, entry: bootstrap.blobs[position], chunkTable: chunkTable)
+            if let recorded = blob.chunkMap, recorded != rafs.commitment {
+                throw ImageVerificationError.chunkMapChanged(blobID: blob.blobID, domain: blob.domain, recorded: recorded, found: rafs.commitment)
+            }
+            opened.append((blob, position, rafs))
+        }
+        if frontEnd.servesBootstrap {
+            // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
+            let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
+            try frontEnd.serve(
+                BackingFile(id: -image.id, path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size, domain: image.domain))
+        }
+        var newlyServed: [UInt16: Int64] = [:]
+        for (blob, position, rafs) in opened where !served.contains(blob.id) {
+            if blob.chunkMap == nil {
+                // Recorded before chunk maps were kept: the first image that verifies it fixes it.
+                try await runBlocking { try self.catalog.setChunkMap(blobRowID: blob.id, chunkMap: rafs.commitment) }
+            }
             let source: any BlobRangeSource
             if let registry = blob.registry, let repository = blob.repository {
                 source = RegistryBlobSource(
@@ -100,7 +137,8 @@ final class ImageService: Sendable {
                 source = LocalBlobSource(path: blob.metaPath)
             }
             // The front end knows the file first, so that a blob found complete can be taken off its watch list.
-            try frontEnd.serve(BackingFile(id: blob.id, path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize))
+            try frontEnd.serve(
+                BackingFile(id: blob.id, path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize, domain: blob.domain))
             try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
             // The blob is the kernel's device `position + 1` (device 0 is the bootstrap).
             newlyServed[UInt16(position + 1)] = blob.id
@@ -153,9 +191,10 @@ final class ImageService: Sendable {
             for blob in image.blobs { try await engine.prefetch(blobID: blob.id) }
         }
         let layout = puller.layout
-        for blob in image.blobs { try layout.ensureDeviceLink(blobID: blob.blobID) }
+        for blob in image.blobs { try layout.ensureDeviceLink(blobID: blob.blobID, domain: blob.domain) }
         let mount = frontEnd.imageMount(
-            bootstrap: image.bootstrapPath, fsid: Self.fsid(of: image), devices: image.blobs.map { layout.deviceLink(blobID: $0.blobID) })
+            bootstrap: image.bootstrapPath, fsid: Self.fsid(of: image), domain: image.domain,
+            devices: image.blobs.map { layout.deviceLink(blobID: $0.blobID, domain: $0.domain) })
         try await runBlocking {
             try FileSystem.makeDirectories(target, mode: 0o755)
             try Mounter.mount(mount, at: target)
@@ -220,6 +259,7 @@ final class ImageService: Sendable {
     /// Blocking: unmounts the image, withdraws blobs no other image uses, deletes their files.
     func remove(_ reference: String) throws {
         _ = try puller.remove(reference) { image, orphans in
+            _ = failed.withLock { $0.removeValue(forKey: image.reference) }
             let target = mountPoint(of: image.id)
             if MountInfo.isMountPoint(target, in: try MountInfo.read()) {
                 do {
@@ -243,7 +283,11 @@ final class ImageService: Sendable {
     }
 
     func statuses() throws -> [ImageStatus] {
-        try catalog.images().map { image in
+        let failures = failed.withLock { $0 }
+        return try catalog.images().map { image in
+            if let error = failures[image.reference] {
+                return ImageStatus(reference: image.reference, bytesFetched: 0, localBytes: 0, size: 0, percentLocal: 0, error: error)
+            }
             let described = try info(image)
             let fetched = image.blobs.reduce(Int64(0)) { $0 + Int64(engine.bytesFetched(blobID: $1.id)) }
             let percent = described.size > 0 ? (Double(described.localBytes) * 100 / Double(described.size) * 10).rounded() / 10 : 100
@@ -304,5 +348,21 @@ struct EngineFiller: RangeFiller {
 
     func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool {
         fileID <= 0 || engine.isPresent(blobID: fileID, offset: offset, length: length)
+    }
+}
+
+/// Why an image recorded in the catalog is not served after a restart.
+enum ImageVerificationError: Error, CustomStringConvertible {
+    case bootstrapChanged(path: String, recorded: String, found: String)
+    case chunkMapChanged(blobID: String, domain: String, recorded: String, found: String)
+
+    var description: String {
+        switch self {
+        case .bootstrapChanged(let path, let recorded, let found):
+            return "bootstrap \(path) has sha256 \(found), not the \(recorded) recorded when it was pulled; remove and pull the image again"
+        case .chunkMapChanged(let blobID, let domain, let recorded, let found):
+            return
+                "blob \(blobID) (domain \(domain)) now has chunk map \(found), not the \(recorded) its images were served with; remove and pull the image again"
+        }
     }
 }

@@ -330,16 +330,20 @@ public struct ImageStatus: Codable, Equatable, Sendable {
     public var localBytes: Int64
     public var size: Int64
     public var percentLocal: Double
-    public init(reference: String, bytesFetched: Int64, localBytes: Int64, size: Int64, percentLocal: Double) {
+    /// Why the daemon does not serve the image (it failed verification at start-up); nil while it is served.
+    /// Readers of a failed image get EIO.
+    public var error: String?
+    public init(reference: String, bytesFetched: Int64, localBytes: Int64, size: Int64, percentLocal: Double, error: String? = nil) {
         self.reference = reference
         self.bytesFetched = bytesFetched
         self.localBytes = localBytes
         self.size = size
         self.percentLocal = percentLocal
+        self.error = error
     }
 
     enum CodingKeys: String, CodingKey {
-        case reference, size
+        case reference, size, error
         case bytesFetched = "bytes_fetched"
         case localBytes = "local_bytes"
         case percentLocal = "percent_local"

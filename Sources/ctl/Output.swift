@@ -67,6 +67,10 @@ enum Output {
         let images = status.images ?? []
         print("images:     \(images.count)")
         for image in images {
+            if let error = image.error {
+                print("  \(image.reference): NOT SERVED (readers get EIO): \(error)")
+                continue
+            }
             print(
                 "  \(image.reference): \(bytes(image.localBytes)) of \(bytes(image.size)) local (\(image.percentLocal)%), \(bytes(image.bytesFetched)) fetched"
             )

@@ -20,7 +20,8 @@ public struct NydusTestImage {
     }
 
     public init(
-        directory: String, files: [String: [UInt8]], tag: String = "v1", chunkSize: UInt32 = 1 << 20, prefetch: [String] = []
+        directory: String, files: [String: [UInt8]], tag: String = "v1", chunkSize: UInt32 = 1 << 20, prefetch: [String] = [],
+        compression: ChunkCompression = .zstd
     ) throws {
         self.directory = directory
         self.files = files
@@ -52,6 +53,7 @@ public struct NydusTestImage {
         convertedLayout = directory + "/nydus"
         var options = ImageConverter.Options()
         options.build.chunkSize = chunkSize
+        options.build.compression = compression
         options.build.syncOutput = false
         options.build.prefetchPaths = prefetch
         result = try ImageConverter(options: options).convert(source: sourceLayout, destination: convertedLayout)

@@ -69,7 +69,7 @@ public final class BlobEngine: Sendable {
     /// Whether every chunk under `[offset, offset + length)` is present: front ends answer such requests at
     /// once, without a task hop.
     public func isPresent(blobID: Int64, offset: UInt64, length: UInt64) -> Bool {
-        guard let blob = blobs.withLock({ $0[blobID] }), offset <= blob.rafs.deviceSize else { return false }
+        guard let blob = blobs.withLock({ $0[blobID] }), blob.rafs.describes(offset: offset, length: length) else { return false }
         let wanted = blob.rafs.chunks(coveringUncompressed: offset, length: min(length, blob.rafs.deviceSize - offset))
         let present = blob.state.withLock { state in wanted.allSatisfy { state.present[Int($0.index)] } }
         if present {
@@ -81,7 +81,13 @@ public final class BlobEngine: Sendable {
 
     /// Makes `[offset, offset + length)` of the blob present, or throws (after `readerTimeout` at most).
     /// A timed-out reader is released; the fetch itself goes on for whoever else waits on it.
+    /// A range the image does not describe (no chunk under some 4 KiB block of it) is refused at once.
     public func ensure(blobID: Int64, offset: UInt64, length: UInt64) async throws {
+        guard let blob = blobs.withLock({ $0[blobID] }) else { throw FetchError.unknownBlob(blobID) }
+        guard blob.rafs.describes(offset: offset, length: length) else {
+            metrics.recordFailure()
+            throw FetchError.undescribedRange(blob: blobID, offset: offset, length: length, deviceSize: blob.rafs.deviceSize)
+        }
         let timeout = settings.readerTimeout
         // A sequential reader's next window starts streaming now, alongside this range's own fetch.
         readAhead(blobID: blobID, offset: offset, length: length)

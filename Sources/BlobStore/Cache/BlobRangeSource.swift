@@ -58,6 +58,8 @@ public enum FetchError: Error, Equatable, Sendable, CustomStringConvertible {
     case rangeOutsideBlob(blob: Int64, offset: UInt64, length: UInt64, size: UInt64)
     case shortRead(blob: Int64, offset: UInt64, expected: UInt64, got: Int)
     case unverifiable(blob: Int64)
+    /// Part of the range is in no chunk: the image never described those bytes, so nobody may read them.
+    case undescribedRange(blob: Int64, offset: UInt64, length: UInt64, deviceSize: UInt64)
     case timedOut(blob: Int64, offset: UInt64, length: UInt64, after: Duration)
 
     public var description: String {
@@ -68,6 +70,9 @@ public enum FetchError: Error, Equatable, Sendable, CustomStringConvertible {
         case .shortRead(let blob, let offset, let expected, let got):
             return "blob \(blob): asked for \(expected) bytes at \(offset), got \(got)"
         case .unverifiable(let blob): return "blob \(blob) has chunks without digests; refusing to serve it lazily"
+        case .undescribedRange(let blob, let offset, let length, let deviceSize):
+            return
+                "blob \(blob): range \(offset)+\(length) holds bytes no chunk of the image describes (device of \(deviceSize) bytes); refused rather than read as a hole"
         case .timedOut(let blob, let offset, let length, let after):
             return "blob \(blob): range \(offset)+\(length) was not fetched within \(after)"
         }

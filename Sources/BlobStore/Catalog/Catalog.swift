@@ -66,7 +66,44 @@ public enum Catalog {
                 CREATE INDEX snapshots_by_image ON snapshots(image_id);
                 """
         ),
+        // A blob id names stored bytes, not what an image says about them: two images can name one blob id
+        // with different chunk maps or digests (one of them lying). Blobs are therefore shared only within a
+        // cachefiles domain, in which one blob id has one chunk map (`chunk_map`, the commitment of
+        // `RafsBlob`); an image whose blobs conflict with the shared domain gets a domain of its own.
+        Migration(
+            version: 3,
+            name: "blobs keyed by domain and chunk map; image domains and bootstrap digests",
+            sql: """
+                CREATE TABLE blobs_v3 (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    blob_id TEXT NOT NULL,
+                    domain TEXT NOT NULL,
+                    chunk_map TEXT,
+                    registry TEXT,
+                    repository TEXT,
+                    stored_size INTEGER NOT NULL,
+                    uncompressed_size INTEGER NOT NULL,
+                    backing_path TEXT NOT NULL,
+                    meta_path TEXT NOT NULL,
+                    present BLOB NOT NULL DEFAULT x'',
+                    created_ns INTEGER NOT NULL,
+                    UNIQUE (domain, blob_id)
+                );
+                INSERT INTO blobs_v3 (id, blob_id, domain, chunk_map, registry, repository, stored_size, uncompressed_size,
+                                      backing_path, meta_path, present, created_ns)
+                    SELECT id, blob_id, '\(sharedDomain)', NULL, registry, repository, stored_size, uncompressed_size,
+                           backing_path, meta_path, present, created_ns FROM blobs;
+                DROP TABLE blobs;
+                ALTER TABLE blobs_v3 RENAME TO blobs;
+                ALTER TABLE images ADD COLUMN domain TEXT NOT NULL DEFAULT '\(sharedDomain)';
+                ALTER TABLE images ADD COLUMN bootstrap_digest TEXT;
+                """,
+            rebuildsTables: true
+        ),
     ]
+
+    /// The cachefiles domain (and cache directory) shared by images whose blobs agree.
+    public static let sharedDomain = "ondemand-snapshotter"
 
     /// Opens (creating and migrating as needed) the catalog under `root`, readable by root only.
     public static func open(root: String, logger: Logger) throws -> Database {

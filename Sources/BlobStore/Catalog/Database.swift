@@ -64,13 +64,23 @@ public final class Database: Sendable {
         if current > supported { throw .schemaTooNew(path: path, found: current, supported: supported) }
         for migration in migrations.sorted(by: { $0.version < $1.version }) where migration.version > current {
             do {
-                try conn.execute("BEGIN IMMEDIATE")
-                try conn.executeScript(migration.sql)
-                try conn.execute("PRAGMA user_version = \(migration.version)")
-                try conn.execute("COMMIT")
+                // Foreign keys can only be switched outside a transaction.
+                if migration.rebuildsTables { try conn.execute("PRAGMA foreign_keys = OFF") }
+                defer { if migration.rebuildsTables { try? conn.execute("PRAGMA foreign_keys = ON") } }
+                do {
+                    try conn.execute("BEGIN IMMEDIATE")
+                    try conn.executeScript(migration.sql)
+                    if migration.rebuildsTables, let broken = try conn.query("PRAGMA foreign_key_check").first {
+                        throw DatabaseError.unexpectedValue(column: 0, expected: "no dangling reference", found: broken.values.first ?? .null)
+                    }
+                    try conn.execute("PRAGMA user_version = \(migration.version)")
+                    try conn.execute("COMMIT")
+                } catch {
+                    try? conn.execute("ROLLBACK")
+                    throw error
+                }
             } catch {
-                try? conn.execute("ROLLBACK")
-                throw .migration(version: migration.version, name: migration.name, message: error.description)
+                throw .migration(version: migration.version, name: migration.name, message: "\(error)")
             }
             logger.info(
                 "catalog migrated",

@@ -4,10 +4,14 @@ public struct Migration: Sendable {
     public let version: Int
     public let name: String
     public let sql: String
+    /// The step rebuilds a table that others reference (SQLite's create-copy-drop-rename): it runs with
+    /// foreign keys off, and `PRAGMA foreign_key_check` must find nothing before it commits.
+    public let rebuildsTables: Bool
 
-    public init(version: Int, name: String, sql: String) {
+    public init(version: Int, name: String, sql: String, rebuildsTables: Bool = false) {
         self.version = version
         self.name = name
         self.sql = sql
+        self.rebuildsTables = rebuildsTables
     }
 }

@@ -21,18 +21,24 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
     public let chunks: [BlobChunkInfo]
     /// ToC entries when the blob has a ToC, else empty.
     public let toc: [BlobTocEntry]
-    /// Expected digest of each chunk by chunk index (from the bootstrap's chunk table or the blob's
-    /// `blob.digest` section); empty when neither is available.
+    /// Expected digest of each chunk by chunk index, as the bootstrap commits to them (its chunk table, or the
+    /// blob's `blob.digest` section through the ToC digest the blob table records).
     public let chunkDigests: [[UInt8]]
     /// Chunk indexes sorted by uncompressed offset, for range lookups.
     private let byUncompressedOffset: [Int]
+    /// What in the bootstrap vouches for the chunk map and digests.
+    public let commitmentSource: CommitmentSource
+    /// Hex sha256 of the chunk map and digests the bootstrap commits to (see `commitment(entry:chunks:digests:)`):
+    /// images may share this blob's backing file only when their commitments are equal.
+    public let commitment: String
 
     /// Size of the uncompressed blob as a device: the declared size rounded up to 4 KiB, the alignment of
     /// chunk offsets.
     public var deviceSize: UInt64 { (entry.uncompressedSize + 4095) / 4096 * 4096 }
 
-    /// Opens the blob file at `path` described by `entry`. `chunkTable` is the bootstrap's RAFS chunk table
-    /// (digests for every blob); without it, digests come from the blob's own `blob.digest` section.
+    /// Opens the blob file at `path` described by `entry`, and refuses it unless the bootstrap commits to its
+    /// meta: `chunkTable` is the bootstrap's RAFS chunk table (offsets, sizes and digests for every blob's
+    /// chunks); without rows for every chunk, the blob table's ToC digest must vouch for the meta and digests.
     public init(path: String, entry: RafsBlobEntry, chunkTable: [RafsChunkTableEntry] = []) throws(ImageFormatError) {
         let file = try ImageFile(path: path)
         self.file = file
@@ -103,30 +109,112 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
             infos.append(info)
         }
         chunks = infos
-        byUncompressedOffset = infos.indices.sorted { infos[$0].uncompressedOffset < infos[$1].uncompressedOffset }
+        let order = infos.indices.sorted { infos[$0].uncompressedOffset < infos[$1].uncompressedOffset }
+        for (previous, next) in zip(order, order.dropFirst()) where infos[next].uncompressedOffset < infos[previous].uncompressedEnd {
+            throw .badChunkInfo(
+                blob: name, chunk: infos[next].index,
+                reason: "its uncompressed bytes overlap those of chunk \(infos[previous].index)")
+        }
+        byUncompressedOffset = order
 
         toc = try Self.readToc(file: file, entry: entry)
+        let committed = try Self.committedDigests(
+            chunks: infos, plainMeta: plain, storedMeta: stored, entry: entry, chunkTable: chunkTable, file: file, toc: toc)
+        chunkDigests = committed.digests
+        commitmentSource = committed.source
+        commitment = Self.commitment(entry: entry, chunks: infos, digests: committed.digests)
+    }
 
-        let fromTable = chunkTable.filter { $0.blobIndex == entry.blobIndex }
-        if !fromTable.isEmpty {
-            var digests = [[UInt8]](repeating: [], count: Int(entry.chunkCount))
-            for row in fromTable {
-                guard row.index < entry.chunkCount else {
-                    throw .badChunkInfo(
-                        blob: name, chunk: row.index, reason: "the bootstrap's chunk table names a chunk the blob does not have")
-                }
-                digests[Int(row.index)] = row.digest
+    /// What vouches for a blob's chunk map and digests: the bootstrap itself, in one of two ways.
+    public enum CommitmentSource: String, Sendable {
+        /// The bootstrap's RAFS chunk table has a row for every chunk, agreeing with the blob meta.
+        case chunkTable = "chunk table"
+        /// The ToC whose sha256 the blob table records names the chunk-info array's and the digests' sha256.
+        case toc = "ToC"
+    }
+
+    /// The chunk digests the bootstrap commits to, after checking that it commits to the blob meta too. A
+    /// blob meta is only ever trusted through the bootstrap (itself checked against the manifest): either its
+    /// chunk table lists every chunk at the same offsets and sizes, or the blob table's ToC digest vouches for
+    /// the ToC, which vouches for the chunk-info array (or the blob table's meta digest does) and for the
+    /// `blob.digest` section. Anything else is refused: a meta fetched from a registry is not evidence.
+    private static func committedDigests(
+        chunks: [BlobChunkInfo], plainMeta: [UInt8], storedMeta: [UInt8], entry: RafsBlobEntry, chunkTable: [RafsChunkTableEntry],
+        file: ImageFile, toc: [BlobTocEntry]
+    ) throws(ImageFormatError) -> (digests: [[UInt8]], source: CommitmentSource) {
+        let name = entry.blobID
+        var digests = [[UInt8]](repeating: [], count: chunks.count)
+        for row in chunkTable where row.blobIndex == entry.blobIndex {
+            guard row.index < entry.chunkCount else {
+                throw .badChunkInfo(blob: name, chunk: row.index, reason: "the bootstrap's chunk table names a chunk the blob does not have")
             }
-            chunkDigests = digests
-        } else if let section = toc.first(where: { $0.name == "blob.digest" }) {
-            let bytes = try Self.readTocSection(file: file, section, blob: name)
-            guard bytes.count == Int(entry.chunkCount) * 32 else {
-                throw .badToc(blob: name, reason: "blob.digest has \(bytes.count) bytes for \(entry.chunkCount) chunks")
+            let info = chunks[Int(row.index)]
+            guard row.uncompressedOffset == info.uncompressedOffset, row.uncompressedSize == info.uncompressedSize,
+                row.compressedOffset == info.compressedOffset, row.compressedSize == info.compressedSize
+            else {
+                throw .badChunkInfo(
+                    blob: name, chunk: row.index,
+                    reason:
+                        "the blob meta puts it at \(info.uncompressedOffset)+\(info.uncompressedSize) (stored \(info.compressedOffset)+\(info.compressedSize)), the bootstrap's chunk table at \(row.uncompressedOffset)+\(row.uncompressedSize) (stored \(row.compressedOffset)+\(row.compressedSize))"
+                )
             }
-            chunkDigests = (0..<Int(entry.chunkCount)).map { Array(bytes[$0 * 32..<($0 + 1) * 32]) }
-        } else {
-            chunkDigests = []
+            let index = Int(row.index)
+            guard digests[index].isEmpty || digests[index] == row.digest else {
+                throw .badChunkInfo(blob: name, chunk: row.index, reason: "the bootstrap's chunk table gives it two digests")
+            }
+            digests[index] = row.digest
         }
+        if !digests.contains(where: \.isEmpty) { return (digests, .chunkTable) }
+
+        // No complete chunk table: the ToC must be vouched for by the bootstrap and vouch for both sections.
+        guard entry.tocDigest.contains(where: { $0 != 0 }), !toc.isEmpty else {
+            throw .badBlobMeta(
+                blob: name,
+                reason: "the bootstrap commits to neither its chunk map (no chunk table rows for every chunk) nor its ToC (no ToC digest)")
+        }
+        let metaDigest = SHA256.hash(plainMeta)
+        let metaVouched =
+            toc.contains { $0.name == "blob.meta" && $0.digest == metaDigest }
+            || (entry.metaDigest.contains { $0 != 0 } && (entry.metaDigest == metaDigest || entry.metaDigest == SHA256.hash(storedMeta)))
+        guard metaVouched else {
+            throw .badBlobMeta(blob: name, reason: "its chunk-info array matches neither the ToC's blob.meta digest nor the blob table's")
+        }
+        guard let section = toc.first(where: { $0.name == "blob.digest" }) else {
+            throw .badToc(blob: name, reason: "no blob.digest section, and the bootstrap's chunk table does not cover every chunk")
+        }
+        let bytes = try readTocSection(file: file, section, blob: name)
+        guard bytes.count == chunks.count * 32 else {
+            throw .badToc(blob: name, reason: "blob.digest has \(bytes.count) bytes for \(chunks.count) chunks")
+        }
+        return ((0..<chunks.count).map { Array(bytes[$0 * 32..<($0 + 1) * 32]) }, .toc)
+    }
+
+    /// sha256 over everything that decides which bytes a reader of the uncompressed blob gets: the blob's id,
+    /// sizes and algorithms, and each chunk's place (stored and uncompressed), flags and digest. Two images
+    /// whose blobs have equal commitments serve the same bytes at the same offsets, verified against the same
+    /// digests: only then may they share a backing file.
+    static func commitment(entry: RafsBlobEntry, chunks: [BlobChunkInfo], digests: [[UInt8]]) -> String {
+        var hasher = SHA256()
+        var buffer: [UInt8] = []
+        func append(_ value: some FixedWidthInteger) {
+            withUnsafeBytes(of: value.littleEndian) { buffer.append(contentsOf: $0) }
+        }
+        buffer.append(contentsOf: Array("rafs-blob-commitment-v1\0".utf8) + Array(entry.blobID.utf8) + [0])
+        for value in [entry.chunkSize, entry.chunkCount, entry.compressionRaw, entry.digestRaw] { append(value) }
+        append(entry.uncompressedSize)
+        hasher.update(buffer)
+        for (chunk, digest) in zip(chunks, digests) {
+            buffer.removeAll(keepingCapacity: true)
+            append(chunk.index)
+            append(chunk.compressedOffset)
+            append(chunk.compressedSize)
+            append(chunk.uncompressedOffset)
+            append(chunk.uncompressedSize)
+            append(chunk.flags.rawValue)
+            buffer.append(contentsOf: digest)
+            hasher.update(buffer)
+        }
+        return hasher.finalize().hexString
     }
 
     /// Opens blob `index` of `image` from `directory`, where blobs are stored under their ids.
@@ -223,6 +311,23 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
             position += 1
         }
         return result
+    }
+
+    /// Whether the range lies in what the image describes: every 4 KiB device block under it (the unit the
+    /// kernel reads) holds bytes of some chunk. A block no chunk touches is no part of any file, so a read of
+    /// it is refused (EIO) rather than answered with the hole's zeros.
+    public func describes(offset: UInt64, length: UInt64) -> Bool {
+        guard length > 0 else { return true }
+        guard offset < deviceSize else { return false }
+        let end = min(deviceSize, offset.addingReportingOverflow(length).overflow ? UInt64.max : offset + length)
+        let block: UInt64 = 4096
+        var covered = offset / block * block
+        for chunk in chunks(coveringUncompressed: covered, length: end - covered) {
+            guard chunk.uncompressedOffset / block * block <= covered else { return false }
+            covered = max(covered, (chunk.uncompressedEnd + block - 1) / block * block)
+            if covered >= end { return true }
+        }
+        return covered >= end
     }
 
     /// The digest nydus records for chunk data, with this blob's algorithm.

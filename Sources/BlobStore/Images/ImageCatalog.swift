@@ -15,16 +15,27 @@ public struct ImageRecord: Equatable, Sendable {
     public var manifestDigest: String
     public var format: Format
     public var bootstrapPath: String
+    /// sha256 of the bootstrap file as unpacked from its digest-checked layer; checked whenever the file is
+    /// opened again. Nil for images recorded before it was kept (filled in at the next start-up).
+    public var bootstrapDigest: String?
+    /// The cachefiles domain its blobs live in (`Catalog.sharedDomain` unless its blobs conflict there).
+    public var domain: String
     public var createdNanoseconds: Int64
     /// The image's blobs in device-table order.
     public var blobs: [BlobRecord]
 }
 
-/// A data blob as the catalog records it: one sparse backing file, shared by every image that names it.
+/// A data blob as the catalog records it: one sparse backing file, shared by the images of its domain that
+/// name it, all of which commit to the same chunk map (`chunkMap`).
 public struct BlobRecord: Equatable, Sendable {
     public var id: Int64
     /// The nydus blob id: the hex sha256 of the stored blob, as in the bootstrap's blob table.
     public var blobID: String
+    /// The cachefiles domain it belongs to; (domain, blob id) is unique.
+    public var domain: String
+    /// `RafsBlob.commitment` of the chunk map and digests its images commit to; nil for blobs recorded before
+    /// it was kept (filled in when start-up opens the blob).
+    public var chunkMap: String?
     /// Where chunks are fetched from; nil for blobs built here (always complete).
     public var registry: String?
     public var repository: String?
@@ -45,19 +56,28 @@ public struct NewImage: Sendable {
     public var manifestDigest: String
     public var format: ImageRecord.Format
     public var bootstrapPath: String
+    public var bootstrapDigest: String
+    public var domain: String
     public var blobs: [NewBlob]
 
-    public init(reference: String, manifestDigest: String, format: ImageRecord.Format, bootstrapPath: String, blobs: [NewBlob]) {
+    public init(
+        reference: String, manifestDigest: String, format: ImageRecord.Format, bootstrapPath: String, bootstrapDigest: String,
+        domain: String, blobs: [NewBlob]
+    ) {
         self.reference = reference
         self.manifestDigest = manifestDigest
         self.format = format
         self.bootstrapPath = bootstrapPath
+        self.bootstrapDigest = bootstrapDigest
+        self.domain = domain
         self.blobs = blobs
     }
 }
 
 public struct NewBlob: Sendable {
     public var blobID: String
+    /// `RafsBlob.commitment` as this image's bootstrap commits to it.
+    public var chunkMap: String
     public var registry: String?
     public var repository: String?
     public var storedSize: Int64
@@ -66,10 +86,11 @@ public struct NewBlob: Sendable {
     public var metaPath: String
 
     public init(
-        blobID: String, registry: String?, repository: String?, storedSize: Int64, uncompressedSize: Int64, backingPath: String,
-        metaPath: String
+        blobID: String, chunkMap: String, registry: String?, repository: String?, storedSize: Int64, uncompressedSize: Int64,
+        backingPath: String, metaPath: String
     ) {
         self.blobID = blobID
+        self.chunkMap = chunkMap
         self.registry = registry
         self.repository = repository
         self.storedSize = storedSize
@@ -87,6 +108,9 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
     case notAnImage(reference: String, reason: String)
     case blobMissing(reference: String, blobID: String)
     case pullInProgress(reference: String)
+    /// Another image registered the blob in the same domain with another chunk map meanwhile; pulling again
+    /// places this image in a domain of its own.
+    case blobConflict(reference: String, blobID: String, domain: String)
 
     public var description: String {
         switch self {
@@ -100,6 +124,9 @@ public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
         case .blobMissing(let reference, let blobID):
             return "image \(reference) names blob \(blobID) in its bootstrap but not among its layers"
         case .pullInProgress(let reference): return "image \(reference) is being pulled already; wait for that pull to finish"
+        case .blobConflict(let reference, let blobID, let domain):
+            return
+                "image \(reference): blob \(blobID) was registered in domain \(domain) with another chunk map while this pull ran; pull again"
         }
     }
 }
@@ -128,7 +155,30 @@ public struct ImageCatalog: Sendable {
         }
     }
 
-    /// Records an image and its blobs in one transaction; blobs already known (by blob id) are shared.
+    /// The domain an image with these blobs (blob id, chunk map) goes in: the shared one when, for each blob,
+    /// the shared domain has no row for its id or one with the same chunk map; otherwise a domain of its own,
+    /// named after its chunk maps (so identical images still share with each other). The answer is checked
+    /// again by `insert`, inside its transaction.
+    public func domain(for blobs: [(blobID: String, chunkMap: String)]) throws -> String {
+        let agrees = try database.read { conn in
+            try blobs.allSatisfy { blob in
+                let rows = try conn.query(
+                    "SELECT chunk_map FROM blobs WHERE domain = ? AND blob_id = ?", [.text(Catalog.sharedDomain), .text(blob.blobID)])
+                guard let row = rows.first else { return true }
+                return try row.optionalString(0) == blob.chunkMap
+            }
+        }
+        return agrees ? Catalog.sharedDomain : Self.ownDomain(for: blobs.map(\.chunkMap))
+    }
+
+    /// `ondemand-snapshotter.<16 hex digits of sha256 over the chunk maps>`.
+    public static func ownDomain(for chunkMaps: [String]) -> String {
+        Catalog.sharedDomain + "." + SHA256.hash(Array(chunkMaps.joined(separator: "\n").utf8)).hexString.prefix(16)
+    }
+
+    /// Records an image and its blobs in one transaction. A blob whose (domain, blob id) is known is shared,
+    /// but only if its chunk map is the one this image commits to: otherwise nothing is recorded
+    /// (`ImageError.blobConflict`).
     /// - Returns: the image as recorded, and which of its blobs were new.
     public func insert(_ new: NewImage) throws -> (image: ImageRecord, newBlobs: Set<Int64>) {
         try database.write { conn in
@@ -137,23 +187,36 @@ public struct ImageCatalog: Sendable {
             }
             let now = wallClockNanoseconds()
             try conn.execute(
-                "INSERT INTO images (reference, manifest_digest, format, bootstrap_path, created_ns) VALUES (?, ?, ?, ?, ?)",
-                [.text(new.reference), .text(new.manifestDigest), .text(new.format.rawValue), .text(new.bootstrapPath), .integer(now)])
+                """
+                INSERT INTO images (reference, manifest_digest, format, bootstrap_path, bootstrap_digest, domain, created_ns)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """,
+                [
+                    .text(new.reference), .text(new.manifestDigest), .text(new.format.rawValue), .text(new.bootstrapPath),
+                    .text(new.bootstrapDigest), .text(new.domain), .integer(now),
+                ])
             let imageID = conn.lastInsertRowID
             var created = Set<Int64>()
             for (position, blob) in new.blobs.enumerated() {
                 let id: Int64
-                if let known = try conn.query("SELECT id FROM blobs WHERE blob_id = ?", [.text(blob.blobID)]).first {
+                if let known = try conn.query(
+                    "SELECT id, chunk_map FROM blobs WHERE domain = ? AND blob_id = ?", [.text(new.domain), .text(blob.blobID)]
+                ).first {
+                    guard try known.optionalString(1) == blob.chunkMap else {
+                        throw ImageError.blobConflict(reference: new.reference, blobID: blob.blobID, domain: new.domain)
+                    }
                     id = try known.int(0)
                 } else {
                     try conn.execute(
                         """
-                        INSERT INTO blobs (blob_id, registry, repository, stored_size, uncompressed_size, backing_path, meta_path, created_ns)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                        INSERT INTO blobs (blob_id, domain, chunk_map, registry, repository, stored_size, uncompressed_size, backing_path,
+                                           meta_path, created_ns)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                         [
-                            .text(blob.blobID), SQLValue(blob.registry), SQLValue(blob.repository), .integer(blob.storedSize),
-                            .integer(blob.uncompressedSize), .text(blob.backingPath), .text(blob.metaPath), .integer(now),
+                            .text(blob.blobID), .text(new.domain), .text(blob.chunkMap), SQLValue(blob.registry), SQLValue(blob.repository),
+                            .integer(blob.storedSize), .integer(blob.uncompressedSize), .text(blob.backingPath), .text(blob.metaPath),
+                            .integer(now),
                         ])
                     id = conn.lastInsertRowID
                     created.insert(id)
@@ -166,6 +229,22 @@ public struct ImageCatalog: Sendable {
                 throw DatabaseError.unexpectedValue(column: 0, expected: "the image just inserted", found: .null)
             }
             return (image, created)
+        }
+    }
+
+    /// Records the chunk map of a blob recorded before chunk maps were kept (start-up, once it verified).
+    public func setChunkMap(blobRowID: Int64, chunkMap: String) throws {
+        try database.write { conn in
+            try conn.execute(
+                "UPDATE blobs SET chunk_map = ? WHERE id = ? AND chunk_map IS NULL", [.text(chunkMap), .integer(blobRowID)])
+        }
+    }
+
+    /// Records the bootstrap digest of an image recorded before it was kept.
+    public func setBootstrapDigest(imageID: Int64, digest: String) throws {
+        try database.write { conn in
+            try conn.execute(
+                "UPDATE images SET bootstrap_digest = ? WHERE id = ? AND bootstrap_digest IS NULL", [.text(digest), .integer(imageID)])
         }
     }
 
@@ -197,20 +276,22 @@ public struct ImageCatalog: Sendable {
     // MARK: - Rows
 
     static let blobColumns = """
-        SELECT id, blob_id, registry, repository, stored_size, uncompressed_size, backing_path, meta_path, present FROM blobs
+        SELECT id, blob_id, domain, chunk_map, registry, repository, stored_size, uncompressed_size, backing_path, meta_path, present
+        FROM blobs
         """
 
     static func blob(row: SQLRow) throws -> BlobRecord {
         BlobRecord(
-            id: try row.int(0), blobID: try row.string(1), registry: try row.optionalString(2), repository: try row.optionalString(3),
-            storedSize: try row.int(4), uncompressedSize: try row.int(5), backingPath: try row.string(6), metaPath: try row.string(7),
-            present: try row.blob(8))
+            id: try row.int(0), blobID: try row.string(1), domain: try row.string(2), chunkMap: try row.optionalString(3),
+            registry: try row.optionalString(4), repository: try row.optionalString(5), storedSize: try row.int(6),
+            uncompressedSize: try row.int(7), backingPath: try row.string(8), metaPath: try row.string(9), present: try row.blob(10))
     }
 
     static func image(_ conn: SQLConnection, where clause: String, _ parameters: [SQLValue]) throws -> ImageRecord? {
         guard
             let row = try conn.query(
-                "SELECT id, reference, manifest_digest, format, bootstrap_path, created_ns FROM images WHERE " + clause, parameters
+                "SELECT id, reference, manifest_digest, format, bootstrap_path, created_ns, bootstrap_digest, domain FROM images WHERE "
+                    + clause, parameters
             ).first
         else { return nil }
         let id = try row.int(0)
@@ -220,13 +301,14 @@ public struct ImageCatalog: Sendable {
         }
         let blobs = try conn.query(
             """
-            SELECT b.id, b.blob_id, b.registry, b.repository, b.stored_size, b.uncompressed_size, b.backing_path, b.meta_path, b.present
+            SELECT b.id, b.blob_id, b.domain, b.chunk_map, b.registry, b.repository, b.stored_size, b.uncompressed_size, b.backing_path,
+                   b.meta_path, b.present
             FROM image_blobs ib JOIN blobs b ON b.id = ib.blob_id WHERE ib.image_id = ? ORDER BY ib.position
             """, [.integer(id)]
         ).map(blob(row:))
         return ImageRecord(
             id: id, reference: try row.string(1), manifestDigest: try row.string(2), format: format, bootstrapPath: try row.string(4),
-            createdNanoseconds: try row.int(5), blobs: blobs)
+            bootstrapDigest: try row.optionalString(6), domain: try row.string(7), createdNanoseconds: try row.int(5), blobs: blobs)
     }
 }
 

@@ -26,8 +26,9 @@ public struct PullProgress: Equatable, Sendable {
 /// The files a pull keeps under the service root.
 public struct ImageStoreLayout: Sendable {
     public let root: String
-    /// Cache domain shared by every image, so images that name the same blob share its backing file.
-    public static let domain = "ondemand-snapshotter"
+    /// Cache domain shared by images whose blobs agree (see `ImageCatalog.domain(for:)`), so images that name
+    /// the same blob with the same chunk map share its backing file.
+    public static let domain = Catalog.sharedDomain
 
     public init(root: String) {
         self.root = root
@@ -42,19 +43,25 @@ public struct ImageStoreLayout: Sendable {
         FileSystem.join(imagesDirectory, manifestDigest.encoded, "image.boot")
     }
 
-    /// `cache/I<volume>/@<fan>/D<blob id>`, named as the kernel's cachefiles names its files.
-    public func backingPath(blobID: String) -> String {
-        FileSystem.join(cacheDirectory, CachefilesNaming.relativePath(domain: Self.domain, blobID: blobID))
+    /// `cache/I<volume>/@<fan>/D<blob id>`, named as the kernel's cachefiles names its files (volume
+    /// `erofs,<domain>`).
+    public func backingPath(blobID: String, domain: String = Self.domain) -> String {
+        FileSystem.join(cacheDirectory, CachefilesNaming.relativePath(domain: domain, blobID: blobID))
     }
 
-    /// `cache/by-id/<blob id>`: a relative symlink to the backing file. Mount options are comma-separated and
-    /// the cachefiles volume directory (`Ierofs,<domain>`) has a comma, so EROFS's `device=` names this link.
-    public func deviceLink(blobID: String) -> String { FileSystem.join(cacheDirectory, "by-id", blobID) }
+    /// `cache/by-id/<blob id>` (`cache/by-id/<domain>/<blob id>` outside the shared domain): a relative symlink
+    /// to the backing file. Mount options are comma-separated and the cachefiles volume directory
+    /// (`Ierofs,<domain>`) has a comma, so EROFS's `device=` names this link.
+    public func deviceLink(blobID: String, domain: String = Self.domain) -> String {
+        domain == Self.domain
+            ? FileSystem.join(cacheDirectory, "by-id", blobID) : FileSystem.join(cacheDirectory, "by-id", domain, blobID)
+    }
 
     /// Creates (or fixes) the device link of a blob.
-    public func ensureDeviceLink(blobID: String) throws {
-        let link = deviceLink(blobID: blobID)
-        let target = "../" + CachefilesNaming.relativePath(domain: Self.domain, blobID: blobID)
+    public func ensureDeviceLink(blobID: String, domain: String = Self.domain) throws {
+        let link = deviceLink(blobID: blobID, domain: domain)
+        let up = domain == Self.domain ? "../" : "../../"
+        let target = up + CachefilesNaming.relativePath(domain: domain, blobID: blobID)
         var buffer = [CChar](repeating: 0, count: 4096)
         let n = readlink(link, &buffer, buffer.count - 1)
         if n > 0, String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == target { return }
@@ -63,7 +70,11 @@ public struct ImageStoreLayout: Sendable {
         try retryingSyscall("symlink", link) { symlink(target, link) }
     }
 
-    public func metaPath(blobID: String) -> String { FileSystem.join(metaDirectory, blobID + ".meta") }
+    /// `blobs/<blob id>.meta` (`blobs/<domain>/<blob id>.meta` outside the shared domain).
+    public func metaPath(blobID: String, domain: String = Self.domain) -> String {
+        domain == Self.domain
+            ? FileSystem.join(metaDirectory, blobID + ".meta") : FileSystem.join(metaDirectory, domain, blobID + ".meta")
+    }
 }
 
 /// `pull`: resolves an image, records it and its blobs in the catalog, and prepares its files without
@@ -142,16 +153,24 @@ public final class ImagePuller: Sendable {
         try await client.fetchBlob(
             registry: reference.registry, repository: reference.repository, descriptor: parts.bootstrap, to: layerPath)
         let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
-        try await runBlocking { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
+        let bootstrapDigest = try await runBlocking { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
         let image = try ErofsImage(path: bootstrapPath)
         let chunkTable = try image.rafsChunkTable()
         guard !image.blobs.isEmpty else {
             throw ImageError.notAnImage(reference: name, reason: "its bootstrap has no blob table (not a RAFS v6 bootstrap)")
         }
 
-        // Each data blob: its meta tail fetched with one ranged GET into a sparse file at the stored offsets,
-        // checked by opening it, and an empty sparse backing file of the uncompressed size.
-        var blobs: [NewBlob] = []
+        // Each data blob's meta (chunk infos, ToC) is checked against this bootstrap before anything else
+        // happens: a meta file already here is used only if this bootstrap commits to it too; otherwise its
+        // tail is fetched with one ranged GET (or taken from the speculative tail).
+        struct Placed {
+            var entry: RafsBlobEntry
+            var layer: Descriptor
+            var start: Int64
+            var tail: [UInt8]
+            var rafs: RafsBlob
+        }
+        var placed: [Placed] = []
         let metaTotal = image.blobs.reduce(Int64(0)) { total, entry in
             let size = parts.blobs.first { $0.digest.encoded == entry.blobID }?.size ?? 0
             return total + max(0, size - Int64(clamping: entry.metaOffset))
@@ -163,40 +182,70 @@ public final class ImagePuller: Sendable {
             }
             progress(
                 PullProgress(reference: name, phase: "blob meta \(entry.blobID.prefix(12))", bytesDone: metaDone, bytesTotal: metaTotal))
-            let metaPath = layout.metaPath(blobID: entry.blobID)
-            if !FileSystem.exists(metaPath) {
-                let start = Int64(clamping: entry.metaOffset)
-                guard start <= layer.size, layer.size - start <= Self.maximumMetaBytes else {
-                    throw ImageError.notAnImage(
-                        reference: name,
-                        reason:
-                            "blob \(entry.blobID) puts its meta at \(entry.metaOffset) of \(layer.size) bytes; refusing to fetch that much")
-                }
-                let tail = try await metaBytes(
-                    of: layer, from: start, speculative: tails[layer.digest.encoded], reference: reference)
+            let start = Int64(clamping: entry.metaOffset)
+            guard start <= layer.size, layer.size - start <= Self.maximumMetaBytes else {
+                throw ImageError.notAnImage(
+                    reference: name,
+                    reason: "blob \(entry.blobID) puts its meta at \(entry.metaOffset) of \(layer.size) bytes; refusing to fetch that much")
+            }
+            let known = layout.metaPath(blobID: entry.blobID)
+            let tail: [UInt8]
+            if FileSystem.exists(known), (try? RafsBlob(path: known, entry: entry, chunkTable: chunkTable)) != nil,
+                let local = try? await runBlocking({ try Self.readRange(path: known, from: start, to: layer.size) })
+            {
+                tail = local
+            } else {
+                tail = try await metaBytes(of: layer, from: start, speculative: tails[layer.digest.encoded], reference: reference)
                 metaDone += Int64(tail.count)
-                try await runBlocking { try Self.writeSparse(path: metaPath, size: layer.size, at: start, bytes: tail) }
             }
-            let rafs = try RafsBlob(path: metaPath, entry: entry, chunkTable: chunkTable)
-            let backingPath = layout.backingPath(blobID: entry.blobID)
+            let candidate = FileSystem.join(work, entry.blobID + ".meta")
+            try await runBlocking { try Self.writeSparse(path: candidate, size: layer.size, at: start, bytes: tail) }
+            let rafs: RafsBlob
+            do {
+                rafs = try RafsBlob(path: candidate, entry: entry, chunkTable: chunkTable)
+            } catch {
+                throw ImageError.notAnImage(reference: name, reason: "blob \(entry.blobID): \(error)")
+            }
+            placed.append(Placed(entry: entry, layer: layer, start: start, tail: tail, rafs: rafs))
+        }
+
+        // Blobs are shared with other images only where their chunk maps agree; the domain says where.
+        let commitments = placed.map { (blobID: $0.entry.blobID, chunkMap: $0.rafs.commitment) }
+        let domain = try await runBlocking { try self.catalog.domain(for: commitments) }
+        var blobs: [NewBlob] = []
+        for blob in placed {
+            let blobID = blob.entry.blobID
+            let metaPath = layout.metaPath(blobID: blobID, domain: domain)
+            let current = FileSystem.exists(metaPath) ? try? RafsBlob(path: metaPath, entry: blob.entry, chunkTable: chunkTable) : nil
+            if current?.commitment != blob.rafs.commitment {
+                try await runBlocking { try Self.writeSparse(path: metaPath, size: blob.layer.size, at: blob.start, bytes: blob.tail) }
+            }
+            let backingPath = layout.backingPath(blobID: blobID, domain: domain)
             if !FileSystem.exists(backingPath) {
-                try await runBlocking { try Self.writeSparse(path: backingPath, size: Int64(rafs.deviceSize), at: 0, bytes: []) }
+                try await runBlocking { try Self.writeSparse(path: backingPath, size: Int64(blob.rafs.deviceSize), at: 0, bytes: []) }
             }
-            try layout.ensureDeviceLink(blobID: entry.blobID)
+            try layout.ensureDeviceLink(blobID: blobID, domain: domain)
             blobs.append(
                 NewBlob(
-                    blobID: entry.blobID, registry: reference.registry, repository: reference.repository, storedSize: layer.size,
-                    uncompressedSize: Int64(entry.uncompressedSize), backingPath: backingPath, metaPath: metaPath))
+                    blobID: blobID, chunkMap: blob.rafs.commitment, registry: reference.registry, repository: reference.repository,
+                    storedSize: blob.layer.size, uncompressedSize: Int64(blob.entry.uncompressedSize), backingPath: backingPath,
+                    metaPath: metaPath))
+        }
+        if domain != ImageStoreLayout.domain {
+            logger.notice(
+                "image placed in a cache domain of its own: a blob it names is known with another chunk map",
+                metadata: ["image.reference": "\(name)", "image.domain": "\(domain)"])
         }
         let record = NewImage(
-            reference: name, manifestDigest: manifestDigest.description, format: .nydus, bootstrapPath: bootstrapPath, blobs: blobs)
+            reference: name, manifestDigest: manifestDigest.description, format: .nydus, bootstrapPath: bootstrapPath,
+            bootstrapDigest: bootstrapDigest, domain: domain, blobs: blobs)
         let (inserted, newBlobs) = try await runBlocking { try self.catalog.insert(record) }
         progress(PullProgress(reference: name, phase: "done", bytesDone: metaTotal, bytesTotal: metaTotal))
         logger.info(
             "image pulled",
             metadata: [
                 "image.reference": "\(name)", "image.digest": "\(manifestDigest)", "image.blobs": "\(blobs.count)",
-                "image.meta_bytes": "\(metaDone)",
+                "image.meta_bytes": "\(metaDone)", "image.domain": "\(domain)",
             ])
         return (inserted, newBlobs, true)
     }
@@ -266,25 +315,41 @@ public final class ImagePuller: Sendable {
         let built = try await runBlocking { try ImageBuilder(logger: self.logger).build(layers: layers, outputDirectory: output) }
         let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
         try FileSystem.makeDirectories(FileSystem.parentPath(bootstrapPath), mode: 0o700)
+        let bootstrapDigest = try await runBlocking { try Self.sha256(ofFile: built.bootstrapPath) }
         try FileSystem.rename(built.bootstrapPath, bootstrapPath)
         try FileSystem.makeDirectories(layout.metaDirectory, mode: 0o700)
-        var blobs: [NewBlob] = []
+        // The built blobs are whole and were made here from digest-checked layers; their chunk maps still
+        // decide which images they may be shared with.
+        let image = try ErofsImage(path: bootstrapPath)
+        let chunkTable = try image.rafsChunkTable()
+        var opened: [(blob: BuiltBlob, rafs: RafsBlob)] = []
         for blob in built.blobs {
-            let metaPath = layout.metaPath(blobID: blob.blobID)
-            if !FileSystem.exists(metaPath) { try FileSystem.rename(blob.path, metaPath) }
-            let backingPath = layout.backingPath(blobID: blob.blobID)
-            if !FileSystem.exists(backingPath) {
-                let size = Int64((blob.uncompressedSize + 4095) / 4096 * 4096)
-                try await runBlocking { try Self.writeSparse(path: backingPath, size: size, at: 0, bytes: []) }
+            guard let entry = image.blobs.first(where: { $0.blobID == blob.blobID }) else {
+                throw ImageError.blobMissing(reference: name, blobID: blob.blobID)
             }
-            try layout.ensureDeviceLink(blobID: blob.blobID)
+            opened.append((blob, try RafsBlob(path: blob.path, entry: entry, chunkTable: chunkTable)))
+        }
+        let commitments = opened.map { (blobID: $0.blob.blobID, chunkMap: $0.rafs.commitment) }
+        let domain = try await runBlocking { try self.catalog.domain(for: commitments) }
+        var blobs: [NewBlob] = []
+        for (blob, rafs) in opened {
+            // A whole blob is a superset of a meta file at the same path (same id, same bytes): it may replace one.
+            let metaPath = layout.metaPath(blobID: blob.blobID, domain: domain)
+            try FileSystem.makeDirectories(FileSystem.parentPath(metaPath), mode: 0o700)
+            try FileSystem.rename(blob.path, metaPath)
+            let backingPath = layout.backingPath(blobID: blob.blobID, domain: domain)
+            if !FileSystem.exists(backingPath) {
+                try await runBlocking { try Self.writeSparse(path: backingPath, size: Int64(rafs.deviceSize), at: 0, bytes: []) }
+            }
+            try layout.ensureDeviceLink(blobID: blob.blobID, domain: domain)
             blobs.append(
                 NewBlob(
-                    blobID: blob.blobID, registry: nil, repository: nil, storedSize: Int64(blob.compressedSize),
+                    blobID: blob.blobID, chunkMap: rafs.commitment, registry: nil, repository: nil, storedSize: Int64(blob.compressedSize),
                     uncompressedSize: Int64(blob.uncompressedSize), backingPath: backingPath, metaPath: metaPath))
         }
         let record = NewImage(
-            reference: name, manifestDigest: manifestDigest.description, format: .converted, bootstrapPath: bootstrapPath, blobs: blobs)
+            reference: name, manifestDigest: manifestDigest.description, format: .converted, bootstrapPath: bootstrapPath,
+            bootstrapDigest: bootstrapDigest, domain: domain, blobs: blobs)
         let (inserted, newBlobs) = try await runBlocking { try self.catalog.insert(record) }
         progress(PullProgress(reference: name, phase: "done", bytesDone: total, bytesTotal: total))
         logger.info(
@@ -300,7 +365,7 @@ public final class ImagePuller: Sendable {
         let (image, orphans) = try catalog.remove(reference: name)
         try beforeDeletingFiles(image, orphans)
         for blob in orphans {
-            unlink(layout.deviceLink(blobID: blob.blobID))
+            unlink(layout.deviceLink(blobID: blob.blobID, domain: blob.domain))
             unlink(blob.backingPath)
             unlink(blob.metaPath)
         }
@@ -314,7 +379,9 @@ public final class ImagePuller: Sendable {
     // MARK: - Files
 
     /// Extracts `image/image.boot` from a (gzip) tar layer to `path` via a temporary file and rename.
-    static func unpackBootstrap(layer: String, to path: String) throws {
+    /// - Returns: the hex sha256 of the bootstrap, recorded so that the file can be checked when reopened.
+    @discardableResult
+    static func unpackBootstrap(layer: String, to path: String) throws -> String {
         let reader = try TarReader.open(path: layer, maximumEntrySize: 1 << 32)
         while let entry = try reader.next() {
             let normalized = entry.path.hasPrefix("./") ? String(entry.path.dropFirst(2)) : entry.path
@@ -325,17 +392,51 @@ public final class ImagePuller: Sendable {
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
             var offset: UInt64 = 0
+            var hasher = SHA256()
             while true {
                 let count = try buffer.withUnsafeMutableBytes { try reader.readData(into: $0) }
                 if count == 0 { break }
+                hasher.update(buffer[0..<count])
                 try FileSystem.writeAll(fd, Array(buffer[0..<count]), at: offset, path: partial)
                 offset += UInt64(count)
             }
             try retryingSyscall("fsync", partial) { fsync(fd) }
             try FileSystem.rename(partial, path)
-            return
+            return hasher.finalize().hexString
         }
         throw ImageError.notAnImage(reference: layer, reason: "its bootstrap layer holds no \(NydusLayout.bootstrapEntry)")
+    }
+
+    /// The hex sha256 of a whole file (bootstraps: a few MiB at most).
+    public static func sha256(ofFile path: String) throws -> String {
+        let fd = try retryingSyscall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var hasher = SHA256()
+        var buffer = [UInt8](repeating: 0, count: 1 << 20)
+        var offset: off_t = 0
+        while true {
+            let count = try retryingSyscall("pread", path) { buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) } }
+            if count == 0 { break }
+            hasher.update(buffer[0..<count])
+            offset += off_t(count)
+        }
+        return hasher.finalize().hexString
+    }
+
+    /// Bytes `[from, to)` of a file, exactly.
+    static func readRange(path: String, from: Int64, to: Int64) throws -> [UInt8] {
+        let fd = try retryingSyscall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: Int(max(0, to - from)))
+        var done = 0
+        while done < bytes.count {
+            let count = try retryingSyscall("pread", path) {
+                bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(from) + off_t(done)) }
+            }
+            guard count > 0 else { throw ImageError.notAnImage(reference: path, reason: "it ends at \(Int(from) + done) of \(to) bytes") }
+            done += count
+        }
+        return bytes
     }
 
     /// Creates (or replaces) a sparse file of `size` bytes holding `bytes` at `offset`, durably.

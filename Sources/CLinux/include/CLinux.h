@@ -71,6 +71,10 @@ int clinux_o_direct(void);
 /// already: setpriority(PRIO_PROCESS, gettid(), nice). 0 or -1 with errno.
 int clinux_lower_thread_priority(int nice);
 
+/// pidfd_open(pid, 0) (Linux 5.3+; glibc has no declaration before 2.36's <sys/pidfd.h>): a descriptor that
+/// polls readable once the process has exited. -1 with errno on failure.
+int clinux_pidfd_open(int pid);
+
 /// FS_IOC_GETFSSYSFSPATH (Linux 6.10+, newer than Debian 12's headers): the superblock's sysfs directory
 /// relative to /sys/fs, e.g. "erofs/erofs-452", of the filesystem `fd` lives on. Writes a NUL-terminated
 /// string of at most `size - 1` bytes to `out`. Returns 0, or -1 with errno set (ENOTTY: older kernel).

@@ -61,7 +61,7 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
     public func serve(_ file: BackingFile) throws {
         frontEnd.register(
             CachefilesFrontEnd.Registration(
-                id: file.id, volumeKey: CachefilesNaming.volumeKey(domain: Self.domain), cookieKey: Array(file.cookieKey.utf8),
+                id: file.id, volumeKey: CachefilesNaming.volumeKey(domain: file.domain), cookieKey: Array(file.cookieKey.utf8),
                 size: file.size, backingPath: file.path))
     }
 
@@ -69,8 +69,8 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
     public func complete(id: Int64) {}
     public func devicePath(forBackingPath path: String) -> String { path }
 
-    public func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount {
-        CachefilesFrontEnd.erofsMount(fsid: fsid, domainID: Self.domain)
+    public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
+        CachefilesFrontEnd.erofsMount(fsid: fsid, domainID: domain)
     }
 
     /// A successor asks the kernel to hand out again what its predecessor took (after serving starts).

@@ -86,6 +86,21 @@ public enum DescriptorHolder {
         return received >= 0
     }
 
+    /// The pid of the holder serving `socketPath` (its peer credentials), or nil when none answers. It hands its
+    /// descriptor over as to anyone; the duplicate is closed and the holder told to keep its own.
+    public static func holderPID(socketPath: String) -> pid_t? {
+        guard let connection = connect(socketPath) else { return nil }
+        defer { close(connection) }
+        var credentials = clinux_peer_cred()
+        guard clinux_peer_cred(connection, &credentials) == 0, credentials.pid > 0 else { return nil }
+        var tag: CChar = 0
+        let received = clinux_recv_fd(connection, &tag)
+        if received >= 0 { close(received) }
+        var keep = UInt8(ascii: "K")
+        _ = write(connection, &keep, 1)
+        return credentials.pid
+    }
+
     /// Tells the holder to close its descriptor and exit.
     public static func release(socketPath: String) {
         guard let connection = connect(socketPath) else { return }

@@ -27,8 +27,9 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
     func startServing()
     /// Whether the kernel reads the bootstrap through the front end too (cachefiles: it is an fscache object).
     var servesBootstrap: Bool { get }
-    /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order.
-    func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount
+    /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order, all of
+    /// the cachefiles domain `domain`.
+    func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount
     /// Why this host's kernel cannot mount images through this front end (the seed's `-o uuid=` mounts exist
     /// in no released kernel), or nil when it can. Pulls then skip the mount and snapshots on images are refused.
     var imageMountUnsupportedReason: String? { get }
@@ -52,7 +53,7 @@ extension OnDemandFrontEnd {
     public var imageMountUnsupportedReason: String? { nil }
 
     /// File-backed EROFS: the bootstrap as the source, one `device=` per blob (paths as the front end wants them).
-    public func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount {
+    public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         KernelMount(type: "erofs", source: bootstrap, options: ["ro"] + devices.map { "device=" + devicePath(forBackingPath: $0) })
     }
 }
@@ -155,17 +156,25 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     public let frontEnd: FanotifyFrontEnd
     private let paths: FrontEndPaths
     private let logger: Logger
+    private let supervisor: HolderSupervisor
 
     init(frontEnd: FanotifyFrontEnd, paths: FrontEndPaths, logger: Logger) {
         self.frontEnd = frontEnd
         self.paths = paths
         self.logger = logger
+        let group = frontEnd.group
+        supervisor = HolderSupervisor(socketPath: paths.holderSocket, logger: logger) {
+            try FanotifyGroupHolder.spawn(binary: paths.holderBinary, socketPath: paths.holderSocket, group: group)
+        }
+        supervisor.start()
     }
 
     static func start(paths: FrontEndPaths, filler: any RangeFiller, logger: Logger) throws -> FanotifyOnDemand {
         let group: FanotifyGroup
-        if let adopted = try FanotifyGroupHolder.adopt(socketPath: paths.holderSocket) {
-            group = adopted
+        let adopted: Bool
+        if let held = try FanotifyGroupHolder.adopt(socketPath: paths.holderSocket) {
+            group = held
+            adopted = true
             logger.notice("adopted the fanotify group from its holder", metadata: ["fanotify.holder": "\(paths.holderSocket)"])
         } else {
             group = try FanotifyGroup()
@@ -174,8 +183,21 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
             }
             unlink(paths.holderSocket)
             try FanotifyGroupHolder.spawn(binary: paths.holderBinary, socketPath: paths.holderSocket, group: group)
+            adopted = false
         }
         let journal = try InFlightJournal(path: paths.journalPath)
+        if !adopted {
+            // The journal's fd numbers name events of a group that no longer exists (its last keeper died, and
+            // the kernel answered its waiting readers when it released it): none can be answered now, and a
+            // number must never be answered on another group.
+            let stale = try journal.pending()
+            for record in stale { try journal.clear(fd: record.fd) }
+            if !stale.isEmpty {
+                logger.error(
+                    "the fanotify group was lost with reads in flight (its holder and the daemon both died); they were released by the kernel",
+                    metadata: ["fanotify.count": "\(stale.count)"])
+            }
+        }
         let frontEnd = FanotifyFrontEnd(
             cacheDirectory: paths.cacheDirectory, watchedDirectory: paths.watchedDirectory, journal: journal, group: group, filler: filler,
             logger: logger)
@@ -199,6 +221,7 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     public func startServing() { frontEnd.startServing() }
 
     public func stop(keepGroup: Bool) {
+        supervisor.stop()
         frontEnd.stop()
         guard !keepGroup else {
             logger.notice("fanotify group left with its holder for the next daemon")

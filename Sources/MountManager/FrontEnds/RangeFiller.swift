@@ -1,3 +1,5 @@
+import BlobStore
+
 /// Makes byte ranges of backing files present. The on-demand engine (BlobStore's `ensure`) implements it;
 /// MountManager only knows file ids, offsets and lengths, never registries.
 public protocol RangeFiller: Sendable {
@@ -19,12 +21,16 @@ public struct BackingFile: Equatable, Sendable {
     public var path: String
     public var cookieKey: String = ""
     public var size: UInt64 = 0
+    /// The cachefiles domain of the file's cookie (volume `erofs,<domain>`): blobs that images name with
+    /// different chunk maps live in different domains.
+    public var domain: String = ImageStoreLayout.domain
 
-    public init(id: Int64, path: String, cookieKey: String, size: UInt64) {
+    public init(id: Int64, path: String, cookieKey: String, size: UInt64, domain: String = ImageStoreLayout.domain) {
         self.id = id
         self.path = path
         self.cookieKey = cookieKey
         self.size = size
+        self.domain = domain
     }
 
     public init(id: Int64, path: String) {

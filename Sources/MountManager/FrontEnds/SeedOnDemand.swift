@@ -66,7 +66,7 @@ public final class SeedOnDemand: OnDemandFrontEnd {
     public func serve(_ file: BackingFile) throws {
         guard file.id > 0 else { return }  // a bootstrap: read from disk, never through the devnode
         let registration = SeedFrontEnd.Registration(
-            id: file.id, volumeKey: CachefilesNaming.volumeKey(domain: Self.domain), cookieKey: file.cookieKey, size: file.size)
+            id: file.id, volumeKey: CachefilesNaming.volumeKey(domain: file.domain), cookieKey: file.cookieKey, size: file.size)
         let path = frontEnd.backingPath(for: registration)
         guard path == file.path else { throw SeedServeError.pathMismatch(blobID: file.cookieKey, expected: path, found: file.path) }
         try frontEnd.register(registration)
@@ -76,7 +76,7 @@ public final class SeedOnDemand: OnDemandFrontEnd {
     public func complete(id: Int64) {}
     public func devicePath(forBackingPath path: String) -> String { path }
 
-    public func imageMount(bootstrap: String, fsid: String, devices: [String]) -> KernelMount {
+    public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         SeedFrontEnd.erofsMount(bootstrapID: fsid)
     }
 

@@ -1,0 +1,301 @@
+import BlobStore
+import Foundation
+import MountManager
+import SnapshotterAPI
+import SystemSupport
+import TestSupport
+import Synchronization
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Attacks on what a container reads, played with real parts: the victim's image in a real docker-registry,
+/// the attacker's in a `HostileRegistry` that serves crafted manifests, bootstraps, blob meta and blob bytes
+/// under any digest, the real daemon with the fanotify front end, real EROFS and overlay mounts. Every test
+/// asserts that the victim reads exactly its own bytes or gets EIO.
+///
+/// Each of these failed on main before the trust work (c10b11e), with the outputs quoted per test.
+@Suite("Trust: readers get their own image's bytes or EIO, whatever other images and registries do", .serialized)
+struct TrustAttackTests {
+    /// The file every test image has: three 1 MiB chunks of random bytes, then a small file.
+    static let tool = "bin/tool"
+
+    static func files(seed: UInt64) -> [String: [UInt8]] {
+        [tool: RegistryTestSupport.randomBytes(3 << 20, seed: seed), "etc/hostname": Array("host-\(seed)\n".utf8)]
+    }
+
+    /// A daemon, the victim's real registry and the attacker's hostile one; stopped by `tearDown`.
+    final class Scenario {
+        let harness: DaemonHarness
+        let registry: TestRegistry
+        let hostile: HostileRegistry
+        let victim: NydusTestImage
+        let victimFiles = TrustAttackTests.files(seed: 1)
+        /// The victim's reference names the registry `localhost`, so that it sorts after the attacker's
+        /// `127.0.0.1` ones (start-up serves images in reference order).
+        var victimReference: String { "localhost:\(registry.port)/victim:v1" }
+
+        init(_ name: String) async throws {
+            harness = try DaemonHarness(name, arguments: ["--front-end", "fanotify", "--reader-timeout", "5", "--readahead-bytes", "0"])
+            registry = try TestRegistry()
+            hostile = try HostileRegistry()
+            // Stored uncompressed, with an uncompressed chunk-info array: tests can rewrite its entries in place.
+            victim = try NydusTestImage(directory: harness.directory + "/image-victim", files: victimFiles, compression: .none)
+            try await victim.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "victim", tag: "v1")
+            try harness.start()
+        }
+
+        func tearDown() {
+            harness.tearDown()
+            hostile.stop()
+            registry.stop()
+        }
+
+        var victimBlobID: String { CraftedImages.dataLayer(of: victim).digest.encoded }
+
+        /// An attacker's image with the same tree shape but its own bytes, published under the victim's blob id.
+        func publishPoisoner(repository: String) throws -> (reference: String, files: [String: [UInt8]]) {
+            let files = TrustAttackTests.files(seed: 2)
+            let attacker = try NydusTestImage(directory: harness.directory + "/image-" + repository, files: files, compression: .none)
+            try CraftedImages.publish(
+                attacker, namingBlobOf: victim, to: hostile, repository: repository, tag: "v1",
+                scratch: harness.directory + "/" + repository + "-craft")
+            return ("\(hostile.host)/\(repository):v1", files)
+        }
+
+        /// `snapctl pull`: its exit status and output.
+        func pull(_ reference: String) throws -> (status: Int32, output: String) {
+            try runCommand(DaemonHarness.snapctlPath, ["--socket", harness.socket, "pull", reference])
+        }
+
+        /// Pulls (which must work), prepares `key` on the image and mounts it; returns the mount point.
+        func pullAndMount(_ reference: String, key: String) throws -> String {
+            let pulled = try pull(reference)
+            try #require(pulled.status == 0, "snapctl pull \(reference) failed: \(pulled.output)\n\(harness.log())")
+            _ = try harness.client().prepare(key: key, image: reference)
+            let target = harness.directory + "/" + key
+            _ = try harness.client().mount(key: key, target: target)
+            return target
+        }
+    }
+
+    /// Reads `count` bytes at `offset` of a file whose page cache was dropped first.
+    static func coldRead(_ path: String, offset: Int = 0, count: Int? = nil) -> Result<[UInt8], SyscallError> {
+        LazyImageTests.evict([path])
+        return LazyImageTests.read(path, offset: offset, count: count)
+    }
+
+    /// Whether a read returned exactly `expected` (a Bool, so that a failure does not print megabytes).
+    static func same(_ result: Result<[UInt8], SyscallError>, _ expected: [UInt8]?) -> Bool {
+        (try? result.get()) == expected
+    }
+
+    /// The victim's own bytes, or EIO: nothing else is acceptable.
+    static func expectOwnBytesOrEIO(
+        _ result: Result<[UInt8], SyscallError>, _ expected: ArraySlice<UInt8>, _ what: String, sourceLocation: SourceLocation = #_sourceLocation
+    ) {
+        switch result {
+        case .success(let bytes):
+            // Compared first: a failed expectation over megabytes of array would be printed element by element.
+            let own = bytes[...] == expected
+            let zeros = bytes.allSatisfy { $0 == 0 }
+            #expect(own, "\(what): \(bytes.count) bytes that are not the image's own\(zeros ? " (all zeros)" : "")", sourceLocation: sourceLocation)
+        case .failure(let error):
+            #expect(error.errno == EIO, "\(what): \(error), expected EIO", sourceLocation: sourceLocation)
+        }
+    }
+
+    /// On main: "victim's bin/tool: 3145728 bytes that are not the image's own": the victim shared the blob row
+    /// the attacker's image had registered under the same blob id, with the attacker's chunk digests, bytes and
+    /// registry. (With a plain relabelled blob, without the victim's ToC, main failed the victim's pull instead:
+    /// "blob ... ToC: digest mismatch".)
+    @Test("a hostile registry's image naming the victim's blob id, pulled first, never feeds the victim", .timeLimit(.minutes(5)))
+    func poisonerPulledFirst() async throws {
+        let scenario = try await Scenario("trust-first")
+        defer { scenario.tearDown() }
+        let poisoner = try scenario.publishPoisoner(repository: "evil")
+        let evil = try scenario.pullAndMount(poisoner.reference, key: "evil")
+        // The attacker's image reads its own bytes: they are what its bootstrap commits to.
+        #expect(Self.same(Self.coldRead(evil + "/" + Self.tool), poisoner.files[Self.tool]))
+
+        let victim = try scenario.pullAndMount(scenario.victimReference, key: "victim")
+        let expected = scenario.victimFiles[Self.tool]!
+        let got = Self.coldRead(victim + "/" + Self.tool)
+        Self.expectOwnBytesOrEIO(got, expected[...], "victim's \(Self.tool)")
+        // The victim's registry is honest, so the victim's reads succeed.
+        #expect((try? got.get()) != nil, "the victim's read failed: \(got)")
+        // And the attacker's image still reads its own bytes afterwards.
+        #expect(Self.same(Self.coldRead(evil + "/" + Self.tool), poisoner.files[Self.tool]))
+    }
+
+    /// On main: "the victim's read failed: ... Input/output error": the attacker's pull shared the victim's blob
+    /// row, and start-up registered that row with the chunk digests of the image whose reference sorts first,
+    /// the attacker's, so the victim's own chunks no longer verified: the first image to register a blob wins.
+    @Test("a poisoner pulled after the victim cannot take over the victim's blob at restart", .timeLimit(.minutes(5)))
+    func poisonerPulledSecond() async throws {
+        let scenario = try await Scenario("trust-second")
+        defer { scenario.tearDown() }
+        let victim = try scenario.pullAndMount(scenario.victimReference, key: "victim")
+        let expected = scenario.victimFiles[Self.tool]!
+        #expect(Self.same(Self.coldRead(victim + "/" + Self.tool, count: 4096), Array(expected[0..<4096])))
+
+        let poisoner = try scenario.publishPoisoner(repository: "evil")
+        let pulled = try scenario.pull(poisoner.reference)
+        #expect(pulled.status == 0, "the attacker's own pull: \(pulled.output)")
+
+        #expect(scenario.harness.stop() == 0)
+        try scenario.harness.start()
+        let rest = Self.coldRead(victim + "/" + Self.tool, offset: 1 << 20, count: 2 << 20)
+        Self.expectOwnBytesOrEIO(rest, expected[(1 << 20)..<(3 << 20)], "victim's \(Self.tool) after the restart")
+        #expect((try? rest.get()) != nil, "the victim's read failed: \(rest)\n\(scenario.harness.log())")
+    }
+
+    /// On main, both cases: the pull succeeded ("pulled: ... (nydus, 1 blobs, 3.0 MiB, 0 B local)") and "bin/tool
+    /// through the mirror: 3145728 bytes that are not the image's own": with `swapPlaces` chunks 0 and 1 were
+    /// each verified against their own digest and written at the other's place; with `duplicatePlace` no chunk
+    /// described bytes 1-2 MiB any more.
+    @Test(
+        "blob meta tampered by a mirror (the bootstrap is the victim's own): the pull fails or reads are exact",
+        .timeLimit(.minutes(5)), arguments: [CraftedImages.MetaTampering.swapPlaces, .duplicatePlace])
+    func tamperedMeta(_ tampering: CraftedImages.MetaTampering) async throws {
+        let scenario = try await Scenario("trust-meta")
+        defer { scenario.tearDown() }
+        let data = CraftedImages.dataLayer(of: scenario.victim)
+        let entry = try CraftedImages.blobEntry(of: scenario.victim, scratch: scenario.harness.directory + "/entry")
+        let blob = try CraftedImages.tamperMeta(CraftedImages.bytes(of: data, in: scenario.victim), entry: entry, tampering)
+        try CraftedImages.publish(scenario.victim, to: scenario.hostile, repository: "mirror", tag: "v1", dataBlob: blob)
+        let reference = "\(scenario.hostile.host)/mirror:v1"
+
+        let pulled = try scenario.pull(reference)
+        if pulled.status == 0 {
+            _ = try scenario.harness.client().prepare(key: "c", image: reference)
+            let target = scenario.harness.directory + "/c"
+            _ = try scenario.harness.client().mount(key: "c", target: target)
+            let expected = scenario.victimFiles[Self.tool]!
+            Self.expectOwnBytesOrEIO(Self.coldRead(target + "/" + Self.tool), expected[...], "\(Self.tool) through the mirror")
+        }
+        #expect(pulled.status != 0, "a blob meta the bootstrap does not commit to was accepted")
+        #expect(pulled.output.contains("chunk"), "the refusal should say which chunk disagrees: \(pulled.output)")
+    }
+
+    /// On main: the daemon served the image anyway: status reported no error, and with the tampered meta "the
+    /// failed image's bin/tool: 4096 bytes that are not the image's own"; the flipped chunk digest in the
+    /// bootstrap went unnoticed. (A meta that no longer parses made main's start-up throw and exit instead,
+    /// leaving every image's readers to the held group.)
+    @Test(
+        "a meta or bootstrap file corrupted on disk fails that image alone at restart: EIO for it, others served",
+        .timeLimit(.minutes(5)), arguments: ["meta", "bootstrap"])
+    func corruptedOnDisk(_ what: String) async throws {
+        let scenario = try await Scenario("trust-disk")
+        defer { scenario.tearDown() }
+        let victim = try scenario.pullAndMount(scenario.victimReference, key: "victim")
+        let otherFiles = Self.files(seed: 3)
+        let other = try NydusTestImage(directory: scenario.harness.directory + "/image-other", files: otherFiles, compression: .none)
+        try await other.push(with: RegistryTestSupport.client(), registry: scenario.registry.host, repository: "other", tag: "v1")
+        let otherMount = try scenario.pullAndMount("\(scenario.registry.host)/other:v1", key: "other")
+        let expected = scenario.victimFiles[Self.tool]!
+        #expect(Self.same(Self.coldRead(victim + "/" + Self.tool, count: 4096), Array(expected[0..<4096])))
+        #expect(scenario.harness.stop() == 0)
+
+        let root = scenario.harness.root
+        if what == "meta" {
+            let path = root + "/blobs/" + scenario.victimBlobID + ".meta"
+            let entry = try CraftedImages.blobEntry(of: scenario.victim, scratch: scenario.harness.directory + "/entry")
+            let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+            try Data(try CraftedImages.tamperMeta(bytes, entry: entry, .swapPlaces)).write(to: URL(fileURLWithPath: path))
+        } else {
+            let path = root + "/images/" + scenario.victim.result.manifestDescriptor.digest.encoded + "/image.boot"
+            var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+            // One bit of the first chunk digest in the chunk table (`s_chunk_table_offset` at 1152 + 24).
+            let table = CraftedImages.u64(bytes, at: 1152 + 24)
+            bytes[table] ^= 0x01
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+        }
+        try scenario.harness.start()
+
+        let statuses = try scenario.harness.client().status().images ?? []
+        let failed = statuses.first { $0.reference == scenario.victimReference }
+        #expect(failed?.error != nil, "status should report the victim image as not served: \(statuses)")
+        #expect(statuses.first { $0.reference.hasSuffix("/other:v1") }?.error == nil)
+        #expect(scenario.harness.log().contains("image not served"))
+
+        // The failed image's readers get EIO at once (well within the 5 s reader timeout), never a hole.
+        let started = Date()
+        let rest = Self.coldRead(victim + "/" + Self.tool, offset: 1 << 20, count: 4096)
+        Self.expectOwnBytesOrEIO(rest, expected[(1 << 20)..<((1 << 20) + 4096)], "the failed image's \(Self.tool)")
+        #expect(Date().timeIntervalSince(started) < 4, "the failed image's reader waited \(Date().timeIntervalSince(started)) s")
+        // Every other image is served.
+        #expect(Self.same(Self.coldRead(otherMount + "/" + Self.tool), otherFiles[Self.tool]))
+    }
+}
+
+extension TrustAttackTests {
+    /// On main: "the read that was in flight when the daemon died: 1048576 bytes that are not the image's own
+    /// (all zeros)": with its holder killed and not replaced, the daemon was the group's last keeper, so its
+    /// `kill -9` released the group and the kernel answered the waiting reader with ALLOW over the hole.
+    @Test(
+        "a killed fd holder is replaced, so a daemon crash afterwards leaves readers waiting for the successor, never zeros",
+        .timeLimit(.minutes(5)))
+    func killedHolder() async throws {
+        let scenario = try await Scenario("trust-holder")
+        defer { scenario.tearDown() }
+        let proxy = try PythonHelper.faultProxy(upstreamPort: scenario.registry.port, mode: "pass")
+        defer { proxy.stop() }
+        let reference = "127.0.0.1:\(proxy.port)/victim:v1"
+        let target = try scenario.pullAndMount(reference, key: "c")
+        let expected = scenario.victimFiles[Self.tool]!
+
+        // Kill the holder: the daemon must notice and start another.
+        let holderSocket = scenario.harness.root + "/fdholder.sock"
+        let holder = try #require(DescriptorHolder.holderPID(socketPath: holderSocket))
+        kill(holder, SIGKILL)
+        let replaced = try await Self.waitFor(seconds: 30) { scenario.harness.log().contains("descriptor holder restarted") }
+        #expect(replaced, "the daemon did not replace its killed fd holder:\n\(scenario.harness.log())")
+        #expect(DescriptorHolder.holderPID(socketPath: holderSocket).map { $0 != holder } == true)
+
+        // A reader waits on a slow registry; the daemon dies under it.
+        try Data("slow".utf8).write(to: URL(fileURLWithPath: proxy.logPath + ".mode"))
+        let gets = proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count
+        LazyImageTests.evict([target + "/" + Self.tool])
+        let result = ReadResult()
+        Thread.detachNewThread {
+            let bytes = LazyImageTests.read(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20)
+            result.withLock { $0 = bytes }
+        }
+        let asked = try await Self.waitFor(seconds: 30) {
+            proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count > gets
+        }
+        #expect(asked, "the reader's fetch never reached the registry")
+        scenario.harness.crash()
+        // The reader must still wait (a released group would have let it read the hole at once).
+        try await Task.sleep(for: .milliseconds(500))
+        if let early = result.withLock({ $0 }) {
+            Self.expectOwnBytesOrEIO(early, expected[(1 << 20)..<(2 << 20)], "the read that was in flight when the daemon died")
+        }
+        try Data("pass".utf8).write(to: URL(fileURLWithPath: proxy.logPath + ".mode"))
+        try scenario.harness.start()
+        let finished = try await Self.waitFor(seconds: 60) { result.withLock { $0 } != nil }
+        #expect(finished, "the reader never finished")
+        if let got = result.withLock({ $0 }) {
+            Self.expectOwnBytesOrEIO(got, expected[(1 << 20)..<(2 << 20)], "the read that was in flight when the daemon died")
+        }
+    }
+
+    /// A read's outcome, set by the thread that blocks in it.
+    final class ReadResult: Sendable {
+        private let value = Mutex<Result<[UInt8], SyscallError>?>(nil)
+        func withLock<T>(_ body: (inout Result<[UInt8], SyscallError>?) -> T) -> T { value.withLock { body(&$0) } }
+    }
+
+    /// Polls `condition` every 50 ms until it holds or `seconds` pass; whether it held.
+    static func waitFor(seconds: Double, _ condition: () -> Bool) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return condition()
+    }
+}
