@@ -12,6 +12,7 @@ func classifiedAPIError(_ error: any Error) -> APIError? {
     case let error as InspectError: return .invalidArgument("\(error)")
     case let error as LayoutError: return .invalidArgument("\(error)")
     case let error as ImageFormatError: return .invalidArgument("the image is malformed: \(error)")
+    case let error as ImageVerificationError: return .failedPrecondition("\(error)")
     default: return nil
     }
 }

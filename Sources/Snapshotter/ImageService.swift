@@ -113,9 +113,18 @@ final class ImageService: Sendable {
             }
             let rafs = try RafsBlob(path: blob.metaPath, entry: bootstrap.blobs[position], chunkTable: chunkTable)
             if let recorded = blob.chunkMap, recorded != rafs.commitment {
-                throw ImageVerificationError.chunkMapChanged(blobID: blob.blobID, domain: blob.domain, recorded: recorded, found: rafs.commitment)
+                throw ImageVerificationError.chunkMapChanged(
+                    blobID: blob.blobID, domain: blob.domain, recorded: recorded, found: rafs.commitment)
             }
             opened.append((blob, position, rafs))
+        }
+        if frontEnd.needsCompleteBlobs {
+            // No front end stands between the kernel and these backing files: a file mapped onto bytes no chunk
+            // describes would read a hole as zeros, so the image is refused instead.
+            let devices = Dictionary(uniqueKeysWithValues: opened.map { (UInt16($0.position + 1), $0.rafs) })
+            if let undescribed = try await runBlocking({ try bootstrap.firstUndescribedRange(blobs: devices) }) {
+                throw ImageVerificationError.undescribed(undescribed)
+            }
         }
         if frontEnd.servesBootstrap {
             // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
@@ -355,6 +364,7 @@ struct EngineFiller: RangeFiller {
 enum ImageVerificationError: Error, CustomStringConvertible {
     case bootstrapChanged(path: String, recorded: String, found: String)
     case chunkMapChanged(blobID: String, domain: String, recorded: String, found: String)
+    case undescribed(ErofsImage.UndescribedRange)
 
     var description: String {
         switch self {
@@ -363,6 +373,8 @@ enum ImageVerificationError: Error, CustomStringConvertible {
         case .chunkMapChanged(let blobID, let domain, let recorded, let found):
             return
                 "blob \(blobID) (domain \(domain)) now has chunk map \(found), not the \(recorded) its images were served with; remove and pull the image again"
+        case .undescribed(let range):
+            return "the image cannot be served without an on-demand front end: \(range)"
         }
     }
 }

@@ -2,9 +2,9 @@ import BlobStore
 import Foundation
 import MountManager
 import SnapshotterAPI
+import Synchronization
 import SystemSupport
 import TestSupport
-import Synchronization
 import Testing
 
 #if canImport(Glibc)
@@ -94,14 +94,17 @@ struct TrustAttackTests {
 
     /// The victim's own bytes, or EIO: nothing else is acceptable.
     static func expectOwnBytesOrEIO(
-        _ result: Result<[UInt8], SyscallError>, _ expected: ArraySlice<UInt8>, _ what: String, sourceLocation: SourceLocation = #_sourceLocation
+        _ result: Result<[UInt8], SyscallError>, _ expected: ArraySlice<UInt8>, _ what: String,
+        sourceLocation: SourceLocation = #_sourceLocation
     ) {
         switch result {
         case .success(let bytes):
             // Compared first: a failed expectation over megabytes of array would be printed element by element.
             let own = bytes[...] == expected
             let zeros = bytes.allSatisfy { $0 == 0 }
-            #expect(own, "\(what): \(bytes.count) bytes that are not the image's own\(zeros ? " (all zeros)" : "")", sourceLocation: sourceLocation)
+            #expect(
+                own, "\(what): \(bytes.count) bytes that are not the image's own\(zeros ? " (all zeros)" : "")",
+                sourceLocation: sourceLocation)
         case .failure(let error):
             #expect(error.errno == EIO, "\(what): \(error), expected EIO", sourceLocation: sourceLocation)
         }
@@ -297,5 +300,58 @@ extension TrustAttackTests {
             try await Task.sleep(for: .milliseconds(50))
         }
         return condition()
+    }
+}
+
+extension TrustAttackTests {
+    /// Pulls of images that share a blob, and of a poisoner naming it, at the same time and while the victim is
+    /// being read: each image reads exactly its own bytes, the twins share one backing file.
+    @Test(
+        "concurrent pulls of images sharing a blob, a poisoner among them, during reads: everyone reads their own", .timeLimit(.minutes(5)))
+    func concurrentPulls() async throws {
+        let scenario = try await Scenario("trust-concurrent")
+        defer { scenario.tearDown() }
+        try await scenario.victim.push(with: RegistryTestSupport.client(), registry: scenario.registry.host, repository: "twin", tag: "v1")
+        let poisoner = try scenario.publishPoisoner(repository: "evil")
+        let victim = try scenario.pullAndMount(scenario.victimReference, key: "victim")
+        let expected = scenario.victimFiles[Self.tool]!
+
+        let twinReference = "\(scenario.registry.host)/twin:v1"
+        let reading = ReadResult()
+        Thread.detachNewThread {
+            let bytes = Self.coldRead(victim + "/" + Self.tool)
+            reading.withLock { $0 = bytes }
+        }
+        let socket = scenario.harness.socket
+        let results = try await withThrowingTaskGroup(of: (String, Int32, String).self) { group in
+            for reference in [twinReference, poisoner.reference] {
+                group.addTask {
+                    let pulled = try await runBlocking {
+                        try runCommand(DaemonHarness.snapctlPath, ["--socket", socket, "pull", reference])
+                    }
+                    return (reference, pulled.status, pulled.output)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        for (reference, status, output) in results { #expect(status == 0, "pull \(reference): \(output)") }
+        #expect(try await Self.waitFor(seconds: 60) { reading.withLock { $0 } != nil })
+        if let read = reading.withLock({ $0 }) { Self.expectOwnBytesOrEIO(read, expected[...], "victim read during the pulls") }
+
+        for (reference, key, files) in [
+            (twinReference, "twin", scenario.victimFiles), (poisoner.reference, "evil", poisoner.files),
+        ] {
+            _ = try scenario.harness.client().prepare(key: key, image: reference)
+            let target = scenario.harness.directory + "/" + key
+            _ = try scenario.harness.client().mount(key: key, target: target)
+            let got = Self.coldRead(target + "/" + Self.tool)
+            Self.expectOwnBytesOrEIO(got, files[Self.tool]![...], "\(key)'s \(Self.tool)")
+            #expect((try? got.get()) != nil, "\(key): \(got)")
+        }
+        Self.expectOwnBytesOrEIO(Self.coldRead(victim + "/" + Self.tool), expected[...], "victim after the pulls")
+        let images = try scenario.harness.client().images()
+        let victimBacking = images.first { $0.reference == scenario.victimReference }?.blobs.first?.backingFile
+        #expect(victimBacking != nil && images.first { $0.reference == twinReference }?.blobs.first?.backingFile == victimBacking)
+        #expect(images.first { $0.reference == poisoner.reference }?.blobs.first?.backingFile != victimBacking)
     }
 }

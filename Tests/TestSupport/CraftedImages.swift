@@ -124,7 +124,9 @@ public enum CraftedImages {
     }
 
     /// The stored blob with its chunk-info array tampered (the meta must be stored uncompressed, v1 entries).
-    public static func tamperMeta(_ blob: [UInt8], entry: RafsBlobEntry, _ tampering: MetaTampering, i: Int = 0, j: Int = 1)
+    public static func tamperMeta(
+        _ blob: [UInt8], entry: RafsBlobEntry, _ tampering: MetaTampering, i: Int = 0, j: Int = 1
+    )
         throws -> [UInt8]
     {
         guard entry.metaCompressorRaw == 0, !entry.features.contains(.chunkInfoV2) else {

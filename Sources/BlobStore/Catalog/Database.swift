@@ -71,7 +71,8 @@ public final class Database: Sendable {
                     try conn.execute("BEGIN IMMEDIATE")
                     try conn.executeScript(migration.sql)
                     if migration.rebuildsTables, let broken = try conn.query("PRAGMA foreign_key_check").first {
-                        throw DatabaseError.unexpectedValue(column: 0, expected: "no dangling reference", found: broken.values.first ?? .null)
+                        throw DatabaseError.unexpectedValue(
+                            column: 0, expected: "no dangling reference", found: broken.values.first ?? .null)
                     }
                     try conn.execute("PRAGMA user_version = \(migration.version)")
                     try conn.execute("COMMIT")

@@ -146,7 +146,8 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
         var digests = [[UInt8]](repeating: [], count: chunks.count)
         for row in chunkTable where row.blobIndex == entry.blobIndex {
             guard row.index < entry.chunkCount else {
-                throw .badChunkInfo(blob: name, chunk: row.index, reason: "the bootstrap's chunk table names a chunk the blob does not have")
+                throw .badChunkInfo(
+                    blob: name, chunk: row.index, reason: "the bootstrap's chunk table names a chunk the blob does not have")
             }
             let info = chunks[Int(row.index)]
             guard row.uncompressedOffset == info.uncompressedOffset, row.uncompressedSize == info.uncompressedSize,

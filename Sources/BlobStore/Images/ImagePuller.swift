@@ -221,9 +221,7 @@ public final class ImagePuller: Sendable {
                 try await runBlocking { try Self.writeSparse(path: metaPath, size: blob.layer.size, at: blob.start, bytes: blob.tail) }
             }
             let backingPath = layout.backingPath(blobID: blobID, domain: domain)
-            if !FileSystem.exists(backingPath) {
-                try await runBlocking { try Self.writeSparse(path: backingPath, size: Int64(blob.rafs.deviceSize), at: 0, bytes: []) }
-            }
+            try await runBlocking { try Self.createSparse(path: backingPath, size: Int64(blob.rafs.deviceSize)) }
             try layout.ensureDeviceLink(blobID: blobID, domain: domain)
             blobs.append(
                 NewBlob(
@@ -338,9 +336,7 @@ public final class ImagePuller: Sendable {
             try FileSystem.makeDirectories(FileSystem.parentPath(metaPath), mode: 0o700)
             try FileSystem.rename(blob.path, metaPath)
             let backingPath = layout.backingPath(blobID: blob.blobID, domain: domain)
-            if !FileSystem.exists(backingPath) {
-                try await runBlocking { try Self.writeSparse(path: backingPath, size: Int64(rafs.deviceSize), at: 0, bytes: []) }
-            }
+            try await runBlocking { try Self.createSparse(path: backingPath, size: Int64(rafs.deviceSize)) }
             try layout.ensureDeviceLink(blobID: blob.blobID, domain: domain)
             blobs.append(
                 NewBlob(
@@ -387,7 +383,7 @@ public final class ImagePuller: Sendable {
             let normalized = entry.path.hasPrefix("./") ? String(entry.path.dropFirst(2)) : entry.path
             guard normalized == NydusLayout.bootstrapEntry, case .regular = entry.kind else { continue }
             try FileSystem.makeDirectories(FileSystem.parentPath(path), mode: 0o700)
-            let partial = path + ".partial"
+            let partial = path + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
             let fd = try retryingSyscall("open", partial) { open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 1 << 20)
@@ -439,10 +435,28 @@ public final class ImagePuller: Sendable {
         return bytes
     }
 
-    /// Creates (or replaces) a sparse file of `size` bytes holding `bytes` at `offset`, durably.
+    /// Creates the empty sparse backing file of a blob unless it exists; never replaces one, so that a
+    /// concurrent pull sharing the blob cannot swap the inode the front end serves. One cut short by a crash
+    /// is grown to its size (its chunks count as present only per the catalog's bitmap, checked at start-up).
+    static func createSparse(path: String, size: Int64) throws {
+        try FileSystem.makeDirectories(FileSystem.parentPath(path), mode: 0o700)
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        if fd < 0 {
+            guard errno == EEXIST else { throw SyscallError(call: "open", errno: errno, subject: path) }
+            if try FileSystem.lstat(path).st_size < size {
+                try retryingSyscall("truncate", path) { truncate(path, off_t(size)) }
+            }
+            return
+        }
+        defer { close(fd) }
+        try retryingSyscall("ftruncate", path) { ftruncate(fd, off_t(size)) }
+    }
+
+    /// Creates (or replaces) a sparse file of `size` bytes holding `bytes` at `offset`, durably. The partial
+    /// file is this call's own, so concurrent pulls writing the same meta never write into one file.
     static func writeSparse(path: String, size: Int64, at offset: Int64, bytes: [UInt8]) throws {
         try FileSystem.makeDirectories(FileSystem.parentPath(path), mode: 0o700)
-        let partial = path + ".partial"
+        let partial = path + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         let fd = try retryingSyscall("open", partial) { open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
         defer { close(fd) }
         try retryingSyscall("ftruncate", partial) { ftruncate(fd, off_t(size)) }
