@@ -132,19 +132,22 @@ final class ImageService: Sendable {
             try frontEnd.serve(
                 BackingFile(id: -image.id, path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size, domain: image.domain))
         }
+        // A blob this image shares with one served already can also be fetched from this image's registry.
+        let own = try? ImageReference(parsing: image.reference)
+        for (blob, _, _) in opened where served.contains(blob.id) {
+            let registry = image.format == .converted ? nil : own?.registry
+            let repository = image.format == .converted ? nil : own?.repository
+            if let extra = try? Self.source(registry: registry, repository: repository, blob: blob, client: client) {
+                engine.addSource(blobID: blob.id, extra)
+            }
+        }
         var newlyServed: [UInt16: Int64] = [:]
         for (blob, position, rafs) in opened where !served.contains(blob.id) {
             if blob.chunkMap == nil {
                 // Recorded before chunk maps were kept: the first image that verifies it fixes it.
                 try await runBlocking { try self.catalog.setChunkMap(blobRowID: blob.id, chunkMap: rafs.commitment) }
             }
-            let source: any BlobRangeSource
-            if let registry = blob.registry, let repository = blob.repository {
-                source = RegistryBlobSource(
-                    client: client, registry: registry, repository: repository, digest: try Digest(parsing: "sha256:" + blob.blobID))
-            } else {
-                source = LocalBlobSource(path: blob.metaPath)
-            }
+            let source = try Self.source(registry: blob.registry, repository: blob.repository, blob: blob, client: client)
             // The front end knows the file first, so that a blob found complete can be taken off its watch list.
             try frontEnd.serve(
                 BackingFile(id: blob.id, path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize, domain: blob.domain))
@@ -160,6 +163,18 @@ final class ImageService: Sendable {
             indexFiles(of: newlyServed, bootstrap: bootstrap)
         }
         return bootstrap
+    }
+
+    /// Where a blob's stored bytes come from: a registry's ranged GETs, or the whole blob on local disk (images
+    /// converted here).
+    private static func source(
+        registry: String?, repository: String?, blob: BlobRecord, client: RegistryClient
+    ) throws
+        -> any BlobRangeSource
+    {
+        guard let registry, let repository else { return LocalBlobSource(path: blob.metaPath) }
+        return RegistryBlobSource(
+            client: client, registry: registry, repository: repository, digest: try Digest(parsing: "sha256:" + blob.blobID))
     }
 
     /// Hands each blob (by its device number) its files' layout.
@@ -233,7 +248,8 @@ final class ImageService: Sendable {
         var bootstrap: ErofsImage?
         do {
             if pulled {
-                var served = Set(image.blobs.map(\.id)).subtracting(newBlobs)
+                // Shared blobs are skipped only if the engine serves them (their first image may have failed).
+                var served = Set(image.blobs.map(\.id).filter { engine.progress(blobID: $0) != nil }).subtracting(newBlobs)
                 bootstrap = try await serveBlobs(of: image, skipping: &served)
             }
             try await mountIfNeeded(image)

@@ -30,7 +30,8 @@ struct CachefilesVMTests {
         let run = { (filter: String) in "'\(binary)' --testing-library swift-testing --filter '\(filter)'" }
         process.arguments = [
             "--timeout", "540", "--", "/bin/sh", "-c",
-            run("CachefilesKernelTests") + "; first=$?; " + run("cachefilesInGuest") + " && exit $first",
+            run("CachefilesKernelTests") + "; a=$?; " + run("cachefilesInGuest") + "; b=$?; " + run("poisonerInGuest")
+                + "; c=$?; exit $((a | b | c))",
         ]
         process.currentDirectoryURL = URL(fileURLWithPath: Self.packageRoot)
         let output = Pipe()
@@ -42,9 +43,10 @@ struct CachefilesVMTests {
         let text = String(decoding: data, as: UTF8.self)
         #expect(process.terminationStatus == 0, "vm-test exited with \(process.terminationStatus):\n\(text.suffix(4000))")
         // Each guest test must have run, not been skipped (a skip means the guest lacked cachefiles).
-        for name in ["servesImage", "failingFill", "takeover", "cachefilesInGuest"] {
+        for name in ["servesImage", "failingFill", "takeover", "cachefilesInGuest", "poisonerInGuest"] {
             let title: String
             switch name {
+            case "poisonerInGuest": title = "cachefiles in the test VM: a poisoner pulled first never feeds the victim"
             case "servesImage": title = "EROFS over cachefiles reads every file correctly"
             case "failingFill": title = "a failing fill gives the reader EIO"
             case "cachefilesInGuest": title = "cachefiles in the test VM: pull, mount, lazy reads"

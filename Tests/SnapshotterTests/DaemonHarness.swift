@@ -107,7 +107,7 @@ final class DaemonHarness {
     func tearDown() {
         crash()
         // The fd holders a daemon on this root started outlive it by design.
-        for holder in ["fdholder.sock", "seed-holder.sock"] {
+        for holder in ["fdholder.sock", "seed-holder.sock", "cachefiles-holder.sock"] {
             TestCleanup.killProcesses(withArgument: root + "/" + holder)
         }
         TestCleanup.unmountAll(under: directory)

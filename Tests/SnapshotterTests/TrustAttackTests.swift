@@ -37,8 +37,8 @@ struct TrustAttackTests {
         /// `127.0.0.1` ones (start-up serves images in reference order).
         var victimReference: String { "localhost:\(registry.port)/victim:v1" }
 
-        init(_ name: String) async throws {
-            harness = try DaemonHarness(name, arguments: ["--front-end", "fanotify", "--reader-timeout", "5", "--readahead-bytes", "0"])
+        init(_ name: String, frontEnd: String = "fanotify") async throws {
+            harness = try DaemonHarness(name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", "0"])
             registry = try TestRegistry()
             hostile = try HostileRegistry()
             // Stored uncompressed, with an uncompressed chunk-info array: tests can rewrite its entries in place.
@@ -116,7 +116,22 @@ struct TrustAttackTests {
     /// "blob ... ToC: digest mismatch".)
     @Test("a hostile registry's image naming the victim's blob id, pulled first, never feeds the victim", .timeLimit(.minutes(5)))
     func poisonerPulledFirst() async throws {
-        let scenario = try await Scenario("trust-first")
+        try await Self.poisonerFirst(frontEnd: "fanotify")
+    }
+
+    /// The same through /dev/cachefiles on the 6.12 test kernel, where the kernel's own cache objects must be
+    /// split too: the victim's image is mounted with `domain_id=` of a domain of its own. Runs only inside the
+    /// VM (`CachefilesVMTests` boots it and requires this test to pass).
+    @Test(
+        "cachefiles in the test VM: a poisoner pulled first never feeds the victim (the victim gets its own domain)",
+        .enabled(if: LazyImageTests.inGuest, "runs inside the test VM (CachefilesVMTests boots it): the host kernel has no cachefiles"),
+        .timeLimit(.minutes(5)))
+    func poisonerInGuest() async throws {
+        try await Self.poisonerFirst(frontEnd: "cachefiles")
+    }
+
+    static func poisonerFirst(frontEnd: String) async throws {
+        let scenario = try await Scenario("trust-first", frontEnd: frontEnd)
         defer { scenario.tearDown() }
         let poisoner = try scenario.publishPoisoner(repository: "evil")
         let evil = try scenario.pullAndMount(poisoner.reference, key: "evil")
@@ -353,5 +368,35 @@ extension TrustAttackTests {
         let victimBacking = images.first { $0.reference == scenario.victimReference }?.blobs.first?.backingFile
         #expect(victimBacking != nil && images.first { $0.reference == twinReference }?.blobs.first?.backingFile == victimBacking)
         #expect(images.first { $0.reference == poisoner.reference }?.blobs.first?.backingFile != victimBacking)
+    }
+}
+
+extension TrustAttackTests {
+    /// On main: the victim's read got EIO: the blob row kept the copycat's registry as its only source, so
+    /// every chunk the victim missed came from there and failed its digest (safe, but the victim could not run).
+    @Test(
+        "a copycat of the victim's image whose registry serves bad chunk bytes, pulled first, costs the victim nothing",
+        .timeLimit(.minutes(5)))
+    func copycatSource() async throws {
+        let scenario = try await Scenario("trust-copycat")
+        defer { scenario.tearDown() }
+        let data = CraftedImages.dataLayer(of: scenario.victim)
+        let entry = try CraftedImages.blobEntry(of: scenario.victim, scratch: scenario.harness.directory + "/entry")
+        var blob = try CraftedImages.bytes(of: data, in: scenario.victim)
+        for index in stride(from: 0, to: Int(entry.metaOffset), by: 4096) { blob[index] ^= 0xFF }
+        try CraftedImages.publish(scenario.victim, to: scenario.hostile, repository: "copycat", tag: "v1", dataBlob: blob)
+        let copycat = try scenario.pullAndMount("\(scenario.hostile.host)/copycat:v1", key: "copycat")
+        // The copycat's own readers get EIO: its registry's bytes do not verify.
+        if case .success = Self.coldRead(copycat + "/" + Self.tool, count: 4096) {
+            Issue.record("bytes that fail their digest were served")
+        }
+
+        let victim = try scenario.pullAndMount(scenario.victimReference, key: "victim")
+        let expected = scenario.victimFiles[Self.tool]!
+        let got = Self.coldRead(victim + "/" + Self.tool)
+        Self.expectOwnBytesOrEIO(got, expected[...], "victim's \(Self.tool)")
+        #expect((try? got.get()) != nil, "the victim's read failed: \(got)")
+        // Both images share one verified copy now: the copycat reads the victim's (identical) bytes too.
+        #expect(Self.same(Self.coldRead(copycat + "/" + Self.tool), expected))
     }
 }

@@ -38,7 +38,7 @@ public final class BlobEngine: Sendable {
     public func register(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, bitmap: [UInt8] = []) throws {
         guard rafs.hasAllDigests else { throw FetchError.unverifiable(blob: id) }
         let present = try LazyBlob.confirmedPresent(bitmap: bitmap, rafs: rafs, backingPath: backingPath)
-        let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, source: source, present: present)
+        let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, sources: [source], present: present)
         blobs.withLock { $0[id] = blob }
         if present.allSatisfy({ $0 }) { completion.withLock { $0 }?(id) }
     }
@@ -48,6 +48,13 @@ public final class BlobEngine: Sendable {
     public func setFileLayout(blobID: Int64, fileEnds: [ErofsImage.FileDataEnd]) {
         guard let blob = blobs.withLock({ $0[blobID] }) else { return }
         blob.fileEnds.withLock { $0 = fileEnds }
+    }
+
+    /// Another place the blob's stored bytes can be fetched from (another image that commits to the same chunk
+    /// map names the blob in its own registry): tried when the sources before it fail. Sources already known
+    /// (by `BlobRangeSource.identity`) are not added again.
+    public func addSource(blobID: Int64, _ source: any BlobRangeSource) {
+        blobs.withLock { $0[blobID] }?.add(source)
     }
 
     public func unregister(id: Int64) {
@@ -270,7 +277,7 @@ public final class BlobEngine: Sendable {
         let chunks = run.map { blob.rafs.chunks[$0] }
         let start = chunks[0].compressedOffset
         let length = chunks[chunks.count - 1].compressedEnd - start
-        let decoder = RunDecoder(blob: blob, chunks: chunks) { chunk in
+        let chunkReady: @Sendable (BlobChunkInfo) -> Void = { chunk in
             let fetch = blob.state.withLock { state -> ChunkFetch? in
                 if !state.present[Int(chunk.index)] {
                     state.present[Int(chunk.index)] = true
@@ -281,19 +288,43 @@ public final class BlobEngine: Sendable {
             }
             fetch?.settle(.success(()))
         }
+        // The blob's sources in order of preference (its images' registries, or a local copy): a source that
+        // fails (unreachable, or bytes that do not verify) hands what it did not deliver to the next one.
+        let sources = blob.sources
         var failure: (any Error)?
-        do {
-            try await blob.source.stream(offset: start, length: length, background: priority == .background, into: decoder)
-            if decoder.decoded < chunks.count {
-                throw FetchError.shortRead(blob: blob.id, offset: start, expected: length, got: Int(decoder.received))
+        var decoded = 0
+        var received: UInt64 = 0
+        var decoder = RunDecoder(blob: blob, chunks: chunks, chunkReady: chunkReady)
+        for (attempt, source) in sources.enumerated() {
+            let remaining = Array(chunks[decoded...])
+            if attempt > 0 { decoder = RunDecoder(blob: blob, chunks: remaining, chunkReady: chunkReady) }
+            let offset = remaining[0].compressedOffset
+            let bytes = remaining[remaining.count - 1].compressedEnd - offset
+            do {
+                try await source.stream(offset: offset, length: bytes, background: priority == .background, into: decoder)
+                if decoder.decoded < remaining.count {
+                    throw FetchError.shortRead(blob: blob.id, offset: offset, expected: bytes, got: Int(decoder.received))
+                }
+                failure = nil
+            } catch {
+                failure = error
             }
-        } catch {
-            failure = error
+            decoded += decoder.decoded
+            received += decoder.received
+            guard let error = failure else {
+                if attempt > 0 { blob.prefer(source) }
+                break
+            }
+            if attempt + 1 < sources.count {
+                logger.warning(
+                    "fetch failed; trying the blob's next source",
+                    metadata: ["blob.id": "\(blob.id)", "fetch.decoded": "\(decoded)", "error": "\(error)"])
+            }
         }
         await scheduler.release()
-        let decoded = decoder.decoded
+        let fetchedBytes = received
         let (completed, undelivered) = blob.state.withLock { state -> (Bool, [ChunkFetch]) in
-            state.bytesFetched += decoder.received
+            state.bytesFetched += fetchedBytes
             let undelivered = chunks[decoded...].compactMap { state.inFlight.removeValue(forKey: $0.index) }
             let completed = state.presentCount == state.present.count && !state.completionReported
             if completed { state.completionReported = true }

@@ -13,6 +13,9 @@ public protocol BlobRangeSource: Sendable {
     /// prefetch): a source that can runs it at background CPU priority, so that it yields to the containers
     /// starting meanwhile.
     func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws
+
+    /// Names where the bytes come from (`registry/repository`, a path), so that a blob lists each place once.
+    var identity: String { get }
 }
 
 /// Receives a fetch's stored bytes in order; may block (it decodes and writes chunks), so it is called off the
@@ -23,6 +26,9 @@ public protocol StoredBytesConsumer: Sendable {
 }
 
 extension BlobRangeSource {
+    /// By default a source is named by its type (test doubles; the service's sources name their place).
+    public var identity: String { "\(type(of: self))" }
+
     public func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
         let bytes = try await read(offset: offset, length: length)
         try await runBlocking { try bytes.withUnsafeBytes { try consumer.receive($0) } }

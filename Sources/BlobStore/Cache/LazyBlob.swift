@@ -35,7 +35,8 @@ final class LazyBlob: Sendable {
     let id: Int64
     let rafs: RafsBlob
     let backingPath: String
-    let source: any BlobRangeSource
+    /// Where the stored bytes can be fetched from, most preferred first.
+    private let sourceList: Mutex<[any BlobRangeSource]>
     /// Chunk indexes ordered by stored offset, and each chunk's position in that order.
     let byStoredOffset: [Int]
     let storedPosition: [Int]
@@ -47,11 +48,11 @@ final class LazyBlob: Sendable {
     let fileEnds = Mutex<[ErofsImage.FileDataEnd]>([])
     private let fd: Int32
 
-    init(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, present: [Bool]) throws {
+    init(id: Int64, rafs: RafsBlob, backingPath: String, sources: [any BlobRangeSource], present: [Bool]) throws {
         self.id = id
         self.rafs = rafs
         self.backingPath = backingPath
-        self.source = source
+        sourceList = Mutex(sources)
         chunkBytes = rafs.chunks.reduce(0) { $0 + UInt64($1.uncompressedSize) }
         let order = rafs.chunks.indices.sorted { rafs.chunks[$0].compressedOffset < rafs.chunks[$1].compressedOffset }
         byStoredOffset = order
@@ -69,6 +70,23 @@ final class LazyBlob: Sendable {
     }
 
     deinit { close(fd) }
+
+    var sources: [any BlobRangeSource] { sourceList.withLock { $0 } }
+
+    /// Adds a source unless one with the same identity is known.
+    func add(_ source: any BlobRangeSource) {
+        sourceList.withLock { list in
+            if !list.contains(where: { $0.identity == source.identity }) { list.append(source) }
+        }
+    }
+
+    /// Moves `source` to the front: it delivered where the ones before it failed.
+    func prefer(_ source: any BlobRangeSource) {
+        sourceList.withLock { list in
+            guard let index = list.firstIndex(where: { $0.identity == source.identity }), index > 0 else { return }
+            list.insert(list.remove(at: index), at: 0)
+        }
+    }
 
     /// The file whose data holds `offset` (the first one ending after it), nil when no file's data is known
     /// there.

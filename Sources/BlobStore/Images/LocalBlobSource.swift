@@ -15,6 +15,8 @@ public struct LocalBlobSource: BlobRangeSource {
         self.path = path
     }
 
+    public var identity: String { "file:" + path }
+
     public func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
         let path = path
         return try await runBlocking {

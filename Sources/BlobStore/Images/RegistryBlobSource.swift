@@ -15,6 +15,8 @@ public struct RegistryBlobSource: BlobRangeSource {
         self.digest = digest
     }
 
+    public var identity: String { "\(registry)/\(repository)@\(digest)" }
+
     public func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
         let start = Int64(clamping: offset)
         let (end, overflow) = start.addingReportingOverflow(Int64(clamping: length))
