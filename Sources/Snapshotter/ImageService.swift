@@ -95,14 +95,21 @@ final class ImageService: Sendable {
     /// unpacked from its digest-checked layer, each blob meta against the bootstrap (inside `RafsBlob`), and
     /// each blob's chunk map against the one recorded for its (shared) row.
     @discardableResult
-    private func serveBlobs(of image: ImageRecord, skipping served: inout Set<Int64>) async throws -> ErofsImage {
-        let found = try await runBlocking { try ImagePuller.sha256(ofFile: image.bootstrapPath) }
-        if let recorded = image.bootstrapDigest {
-            guard found == recorded else {
-                throw ImageVerificationError.bootstrapChanged(path: image.bootstrapPath, recorded: recorded, found: found)
+    /// `justUnpacked`: the pull that recorded the image hashed the bootstrap a moment ago.
+    private func serveBlobs(
+        of image: ImageRecord, skipping served: inout Set<Int64>, justUnpacked: Bool = false
+    ) async throws
+        -> ErofsImage
+    {
+        if !justUnpacked {
+            let found = try await runBlocking { try ImagePuller.sha256(ofFile: image.bootstrapPath) }
+            if let recorded = image.bootstrapDigest {
+                guard found == recorded else {
+                    throw ImageVerificationError.bootstrapChanged(path: image.bootstrapPath, recorded: recorded, found: found)
+                }
+            } else {
+                try await runBlocking { try self.catalog.setBootstrapDigest(imageID: image.id, digest: found) }
             }
-        } else {
-            try await runBlocking { try self.catalog.setBootstrapDigest(imageID: image.id, digest: found) }
         }
         let bootstrap = try ErofsImage(path: image.bootstrapPath)
         let chunkTable = try bootstrap.rafsChunkTable()
@@ -250,7 +257,7 @@ final class ImageService: Sendable {
             if pulled {
                 // Shared blobs are skipped only if the engine serves them (their first image may have failed).
                 var served = Set(image.blobs.map(\.id).filter { engine.progress(blobID: $0) != nil }).subtracting(newBlobs)
-                bootstrap = try await serveBlobs(of: image, skipping: &served)
+                bootstrap = try await serveBlobs(of: image, skipping: &served, justUnpacked: true)
             }
             try await mountIfNeeded(image)
         } catch {

@@ -114,9 +114,11 @@ struct TrustAttackTests {
     /// the attacker's image had registered under the same blob id, with the attacker's chunk digests, bytes and
     /// registry. (With a plain relabelled blob, without the victim's ToC, main failed the victim's pull instead:
     /// "blob ... ToC: digest mismatch".)
-    @Test("a hostile registry's image naming the victim's blob id, pulled first, never feeds the victim", .timeLimit(.minutes(5)))
-    func poisonerPulledFirst() async throws {
-        try await Self.poisonerFirst(frontEnd: "fanotify")
+    @Test(
+        "a hostile registry's image naming the victim's blob id, pulled first, never feeds the victim", .timeLimit(.minutes(5)),
+        arguments: ["fanotify", "eager"])
+    func poisonerPulledFirst(_ frontEnd: String) async throws {
+        try await Self.poisonerFirst(frontEnd: frontEnd)
     }
 
     /// The same through /dev/cachefiles on the 6.12 test kernel, where the kernel's own cache objects must be

@@ -167,10 +167,16 @@ public final class ImagePuller: Sendable {
             var entry: RafsBlobEntry
             var layer: Descriptor
             var start: Int64
-            var tail: [UInt8]
+            /// The verified meta file: one already in place, or the fetched candidate.
+            var file: String
+            var fetched: Bool
             var rafs: RafsBlob
         }
         var placed: [Placed] = []
+        // Fetched metas not moved into place are removed however the pull ends.
+        var candidates = Set<String>()
+        defer { for candidate in candidates { unlink(candidate) } }
+        try FileSystem.makeDirectories(layout.metaDirectory, mode: 0o700)
         let metaTotal = image.blobs.reduce(Int64(0)) { total, entry in
             let size = parts.blobs.first { $0.digest.encoded == entry.blobID }?.size ?? 0
             return total + max(0, size - Int64(clamping: entry.metaOffset))
@@ -188,25 +194,24 @@ public final class ImagePuller: Sendable {
                     reference: name,
                     reason: "blob \(entry.blobID) puts its meta at \(entry.metaOffset) of \(layer.size) bytes; refusing to fetch that much")
             }
+            // A meta file already here is used only if this bootstrap vouches for it too.
             let known = layout.metaPath(blobID: entry.blobID)
-            let tail: [UInt8]
-            if FileSystem.exists(known), (try? RafsBlob(path: known, entry: entry, chunkTable: chunkTable)) != nil,
-                let local = try? await runBlocking({ try Self.readRange(path: known, from: start, to: layer.size) })
-            {
-                tail = local
-            } else {
-                tail = try await metaBytes(of: layer, from: start, speculative: tails[layer.digest.encoded], reference: reference)
-                metaDone += Int64(tail.count)
+            if FileSystem.exists(known), let rafs = try? RafsBlob(path: known, entry: entry, chunkTable: chunkTable) {
+                placed.append(Placed(entry: entry, layer: layer, start: start, file: known, fetched: false, rafs: rafs))
+                continue
             }
-            let candidate = FileSystem.join(work, entry.blobID + ".meta")
-            try await runBlocking { try Self.writeSparse(path: candidate, size: layer.size, at: start, bytes: tail) }
-            let rafs: RafsBlob
+            let tail = try await metaBytes(of: layer, from: start, speculative: tails[layer.digest.encoded], reference: reference)
+            metaDone += Int64(tail.count)
+            // Written once, next to where it goes (same file system), and moved into place once the domain is known.
+            let candidate = FileSystem.join(layout.metaDirectory, ".\(entry.blobID).\(UInt32.random(in: 0...UInt32.max)).partial")
+            candidates.insert(candidate)
+            try await runBlocking { try Self.writeSparse(path: candidate, size: layer.size, at: start, bytes: tail, replacing: false) }
             do {
-                rafs = try RafsBlob(path: candidate, entry: entry, chunkTable: chunkTable)
+                let rafs = try RafsBlob(path: candidate, entry: entry, chunkTable: chunkTable)
+                placed.append(Placed(entry: entry, layer: layer, start: start, file: candidate, fetched: true, rafs: rafs))
             } catch {
                 throw ImageError.notAnImage(reference: name, reason: "blob \(entry.blobID): \(error)")
             }
-            placed.append(Placed(entry: entry, layer: layer, start: start, tail: tail, rafs: rafs))
         }
 
         // Blobs are shared with other images only where their chunk maps agree; the domain says where.
@@ -216,9 +221,22 @@ public final class ImagePuller: Sendable {
         for blob in placed {
             let blobID = blob.entry.blobID
             let metaPath = layout.metaPath(blobID: blobID, domain: domain)
-            let current = FileSystem.exists(metaPath) ? try? RafsBlob(path: metaPath, entry: blob.entry, chunkTable: chunkTable) : nil
-            if current?.commitment != blob.rafs.commitment {
-                try await runBlocking { try Self.writeSparse(path: metaPath, size: blob.layer.size, at: blob.start, bytes: blob.tail) }
+            if blob.file != metaPath {
+                let current = FileSystem.exists(metaPath) ? try? RafsBlob(path: metaPath, entry: blob.entry, chunkTable: chunkTable) : nil
+                if current?.commitment != blob.rafs.commitment {
+                    try FileSystem.makeDirectories(FileSystem.parentPath(metaPath), mode: 0o700)
+                    if blob.fetched {
+                        try FileSystem.rename(blob.file, metaPath)
+                        candidates.remove(blob.file)
+                    } else {
+                        let source = blob.file
+                        let (start, size) = (blob.start, blob.layer.size)
+                        try await runBlocking {
+                            let tail = try Self.readRange(path: source, from: start, to: size)
+                            try Self.writeSparse(path: metaPath, size: size, at: start, bytes: tail)
+                        }
+                    }
+                }
             }
             let backingPath = layout.backingPath(blobID: blobID, domain: domain)
             try await runBlocking { try Self.createSparse(path: backingPath, size: Int64(blob.rafs.deviceSize)) }
@@ -454,14 +472,15 @@ public final class ImagePuller: Sendable {
 
     /// Creates (or replaces) a sparse file of `size` bytes holding `bytes` at `offset`, durably. The partial
     /// file is this call's own, so concurrent pulls writing the same meta never write into one file.
-    static func writeSparse(path: String, size: Int64, at offset: Int64, bytes: [UInt8]) throws {
+    /// With `replacing: false` the file at `path` is written directly (a new, private file).
+    static func writeSparse(path: String, size: Int64, at offset: Int64, bytes: [UInt8], replacing: Bool = true) throws {
         try FileSystem.makeDirectories(FileSystem.parentPath(path), mode: 0o700)
-        let partial = path + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        let partial = replacing ? path + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))" : path
         let fd = try retryingSyscall("open", partial) { open(partial, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600) }
         defer { close(fd) }
         try retryingSyscall("ftruncate", partial) { ftruncate(fd, off_t(size)) }
         try FileSystem.writeAll(fd, bytes, at: UInt64(offset), path: partial)
         try retryingSyscall("fsync", partial) { fsync(fd) }
-        try FileSystem.rename(partial, path)
+        if replacing { try FileSystem.rename(partial, path) }
     }
 }
