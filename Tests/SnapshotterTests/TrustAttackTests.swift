@@ -138,7 +138,8 @@ struct TrustAttackTests {
         let poisoner = try scenario.publishPoisoner(repository: "evil")
         let evil = try scenario.pullAndMount(poisoner.reference, key: "evil")
         // The attacker's image reads its own bytes: they are what its bootstrap commits to.
-        #expect(Self.same(Self.coldRead(evil + "/" + Self.tool), poisoner.files[Self.tool]))
+        let attackerReadsOwn = Self.same(Self.coldRead(evil + "/" + Self.tool), poisoner.files[Self.tool])
+        #expect(attackerReadsOwn, "the read did not return the image's own bytes")
 
         let victim = try scenario.pullAndMount(scenario.victimReference, key: "victim")
         let expected = scenario.victimFiles[Self.tool]!
@@ -147,7 +148,8 @@ struct TrustAttackTests {
         // The victim's registry is honest, so the victim's reads succeed.
         #expect((try? got.get()) != nil, "the victim's read failed: \(got)")
         // And the attacker's image still reads its own bytes afterwards.
-        #expect(Self.same(Self.coldRead(evil + "/" + Self.tool), poisoner.files[Self.tool]))
+        let attackerStillReadsOwn = Self.same(Self.coldRead(evil + "/" + Self.tool), poisoner.files[Self.tool])
+        #expect(attackerStillReadsOwn, "the read did not return the image's own bytes")
     }
 
     /// On main: "the victim's read failed: ... Input/output error": the attacker's pull shared the victim's blob
@@ -159,7 +161,8 @@ struct TrustAttackTests {
         defer { scenario.tearDown() }
         let victim = try scenario.pullAndMount(scenario.victimReference, key: "victim")
         let expected = scenario.victimFiles[Self.tool]!
-        #expect(Self.same(Self.coldRead(victim + "/" + Self.tool, count: 4096), Array(expected[0..<4096])))
+        let victimHeadReads = Self.same(Self.coldRead(victim + "/" + Self.tool, count: 4096), Array(expected[0..<4096]))
+        #expect(victimHeadReads, "the read did not return the image's own bytes")
 
         let poisoner = try scenario.publishPoisoner(repository: "evil")
         let pulled = try scenario.pull(poisoner.reference)
@@ -216,7 +219,8 @@ struct TrustAttackTests {
         try await other.push(with: RegistryTestSupport.client(), registry: scenario.registry.host, repository: "other", tag: "v1")
         let otherMount = try scenario.pullAndMount("\(scenario.registry.host)/other:v1", key: "other")
         let expected = scenario.victimFiles[Self.tool]!
-        #expect(Self.same(Self.coldRead(victim + "/" + Self.tool, count: 4096), Array(expected[0..<4096])))
+        let victimHeadReads = Self.same(Self.coldRead(victim + "/" + Self.tool, count: 4096), Array(expected[0..<4096]))
+        #expect(victimHeadReads, "the read did not return the image's own bytes")
         #expect(scenario.harness.stop() == 0)
 
         let root = scenario.harness.root
@@ -247,7 +251,8 @@ struct TrustAttackTests {
         Self.expectOwnBytesOrEIO(rest, expected[(1 << 20)..<((1 << 20) + 4096)], "the failed image's \(Self.tool)")
         #expect(Date().timeIntervalSince(started) < 4, "the failed image's reader waited \(Date().timeIntervalSince(started)) s")
         // Every other image is served.
-        #expect(Self.same(Self.coldRead(otherMount + "/" + Self.tool), otherFiles[Self.tool]))
+        let otherImageServed = Self.same(Self.coldRead(otherMount + "/" + Self.tool), otherFiles[Self.tool])
+        #expect(otherImageServed, "the read did not return the image's own bytes")
     }
 }
 
@@ -399,6 +404,7 @@ extension TrustAttackTests {
         Self.expectOwnBytesOrEIO(got, expected[...], "victim's \(Self.tool)")
         #expect((try? got.get()) != nil, "the victim's read failed: \(got)")
         // Both images share one verified copy now: the copycat reads the victim's (identical) bytes too.
-        #expect(Self.same(Self.coldRead(copycat + "/" + Self.tool), expected))
+        let copycatSharesVerifiedCopy = Self.same(Self.coldRead(copycat + "/" + Self.tool), expected)
+        #expect(copycatSharesVerifiedCopy, "the read did not return the image's own bytes")
     }
 }
