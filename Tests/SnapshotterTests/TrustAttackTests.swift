@@ -178,10 +178,11 @@ struct TrustAttackTests {
     /// On main, both cases: the pull succeeded ("pulled: ... (nydus, 1 blobs, 3.0 MiB, 0 B local)") and "bin/tool
     /// through the mirror: 3145728 bytes that are not the image's own": with `swapPlaces` chunks 0 and 1 were
     /// each verified against their own digest and written at the other's place; with `duplicatePlace` no chunk
-    /// described bytes 1-2 MiB any more.
+    /// described bytes 1-2 MiB any more. A `truncated` or `extended` meta (one entry fewer or more than the
+    /// blob table says) was already refused by main, since the meta header no longer sat where the table says.
     @Test(
         "blob meta tampered by a mirror (the bootstrap is the victim's own): the pull fails or reads are exact",
-        .timeLimit(.minutes(5)), arguments: [CraftedImages.MetaTampering.swapPlaces, .duplicatePlace])
+        .timeLimit(.minutes(5)), arguments: CraftedImages.MetaTampering.allCases)
     func tamperedMeta(_ tampering: CraftedImages.MetaTampering) async throws {
         let scenario = try await Scenario("trust-meta")
         defer { scenario.tearDown() }
@@ -200,7 +201,9 @@ struct TrustAttackTests {
             Self.expectOwnBytesOrEIO(Self.coldRead(target + "/" + Self.tool), expected[...], "\(Self.tool) through the mirror")
         }
         #expect(pulled.status != 0, "a blob meta the bootstrap does not commit to was accepted")
-        #expect(pulled.output.contains("chunk"), "the refusal should say which chunk disagrees: \(pulled.output)")
+        if tampering == .swapPlaces || tampering == .duplicatePlace {
+            #expect(pulled.output.contains("chunk"), "the refusal should say which chunk disagrees: \(pulled.output)")
+        }
     }
 
     /// On main: the daemon served the image anyway: status reported no error, and with the tampered meta "the

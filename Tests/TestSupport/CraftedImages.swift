@@ -121,6 +121,8 @@ public enum CraftedImages {
         case duplicatePlace
         /// The meta is cut short by one chunk entry (its header no longer where the blob table says).
         case truncated
+        /// The meta gains one chunk entry (a copy of entry `i`) after its last.
+        case extended
     }
 
     /// The stored blob with its chunk-info array tampered (the meta must be stored uncompressed, v1 entries).
@@ -146,6 +148,9 @@ public enum CraftedImages {
         case .truncated:
             let end = base + Int(entry.metaCompressedSize)
             out.removeSubrange(end - size..<end)
+        case .extended:
+            let end = base + Int(entry.metaCompressedSize)
+            out.insert(contentsOf: blob[base + i * size..<base + (i + 1) * size], at: end)
         }
         return out
     }
