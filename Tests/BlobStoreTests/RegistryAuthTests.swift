@@ -166,3 +166,76 @@ struct RegistryAuthTests {
         }
     }
 }
+
+extension RegistryAuthTests {
+    /// On main (c10b11e): "the token service on localhost:<port> received the registry's credentials: [\"token
+    /// ['repository:tok/app:pull'] auth=True\"]" (and the registry-only client's pull succeeded with them), and
+    /// "the mirror received the upstream's credentials: [\"GET /v2/m/app/manifests/v1 range=None auth=True\"]".
+    @Test("credentials go only to the host they were configured for: not to a token realm on another host, not to a mirror")
+    func credentialsStayWithTheirHost() async throws {
+        let work = try RegistryTestSupport.tempDirectory()
+        defer { try? FileSystem.removeTree(work) }
+        try RegistryTestSupport.run(
+            "/usr/bin/openssl",
+            [
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", work + "/token.key",
+                "-out", work + "/token.crt", "-subj", "/CN=token-issuer", "-days", "2",
+            ])
+        let key = work + "/token.key"
+        let issuer = try PythonHelper(script: RegistryTestScripts.tokenServer, name: "token-server") { port, log in
+            ["\(port)", key, "test-issuer", log, "bob", "hunter2"]
+        }
+        defer { issuer.stop() }
+        // The registry names its token service by another host name (localhost, not 127.0.0.1).
+        let realmHost = "localhost:\(issuer.port)"
+        let registry = try TestRegistry(
+            auth: .token(
+                realm: "http://\(realmHost)/token", service: "test-registry", issuer: "test-issuer", rootCertBundle: work + "/token.crt"))
+        defer { registry.stop() }
+        let bob = RegistryCredentials(username: "bob", password: "hunter2")
+        let both = RegistryTestSupport.client {
+            $0.hosts[registry.host] = RegistryHostSettings(credentials: bob)
+            $0.hosts[realmHost] = RegistryHostSettings(credentials: bob)
+        }
+        let image = try TestImage(directory: work + "/layout", layerSizes: [20_000], seed: 43)
+        try await image.push(with: both, registry: registry.host, repository: "tok/app")
+
+        // Credentials configured for the registry only: the realm on another host gets none, and says no.
+        let before = issuer.requests.count
+        let registryOnly = RegistryTestSupport.client { $0.hosts[registry.host] = RegistryHostSettings(credentials: bob) }
+        let error = await #expect(throws: RegistryError.self) {
+            try await registryOnly.fetchManifest(ImageReference(parsing: "\(registry.host)/tok/app:v1"))
+        }
+        if case .unauthorized? = error {} else { Issue.record("expected unauthorized, got \(String(describing: error))") }
+        let leaked = issuer.requests.dropFirst(before).filter { $0.contains("auth=True") }
+        #expect(leaked.isEmpty, "the token service on \(realmHost) received the registry's credentials: \(leaked)")
+        // Configured for the realm's host too: they go there, and the pull works.
+        _ = try await both.fetchManifest(ImageReference(parsing: "\(registry.host)/tok/app:v1"))
+        // Interpolated (a log line, an error), credentials show no secret.
+        let settings = RegistryHostSettings(credentials: bob)
+        #expect(!"\(bob) \(settings) \(String(reflecting: settings))".contains("hunter2"))
+
+        // A mirror in front of a basic-auth registry gets no upstream credentials; the pull falls back upstream.
+        let basic = try TestRegistry(auth: .htpasswd(user: "alice", password: "s3cret"))
+        defer { basic.stop() }
+        let alice = RegistryCredentials(username: "alice", password: "s3cret")
+        try await image.push(
+            with: RegistryTestSupport.client { $0.hosts[basic.host] = RegistryHostSettings(credentials: alice) }, registry: basic.host,
+            repository: "m/app")
+        let mirror = try PythonHelper.faultProxy(upstreamPort: basic.port, mode: "pass")
+        defer { mirror.stop() }
+        let certs = work + "/certs.d/" + basic.host
+        try FileSystem.makeDirectories(certs)
+        try RegistryTestSupport.write(
+            certs + "/hosts.toml",
+            "server = \"http://\(basic.host)\"\n\n[host.\"http://127.0.0.1:\(mirror.port)\"]\n  capabilities = [\"pull\", \"resolve\"]\n")
+        let mirrored = RegistryTestSupport.client {
+            $0.hostsDirectory = work + "/certs.d"
+            $0.hosts[basic.host] = RegistryHostSettings(credentials: alice)
+        }
+        _ = try await mirrored.fetchManifest(ImageReference(parsing: "\(basic.host)/m/app:v1"))
+        #expect(!mirror.requests.isEmpty, "the mirror was never asked")
+        let sentToMirror = mirror.requests.filter { $0.contains("auth=True") }
+        #expect(sentToMirror.isEmpty, "the mirror received the upstream's credentials: \(sentToMirror)")
+    }
+}

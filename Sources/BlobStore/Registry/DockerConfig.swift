@@ -27,6 +27,19 @@ public struct RegistryCredentials: Sendable, Hashable {
     }
 }
 
+/// Secrets never reach a log line, an error or a status through string interpolation.
+extension RegistryCredentials: CustomStringConvertible, CustomDebugStringConvertible {
+    public var description: String {
+        let kinds = [
+            password.isEmpty ? nil : "password", identityToken == nil ? nil : "identity token",
+            registryToken == nil ? nil : "registry token",
+        ].compactMap { $0 }
+        return "credentials of \(username.isEmpty ? "(no user)" : username) (\(kinds.joined(separator: ", ")) redacted)"
+    }
+
+    public var debugDescription: String { description }
+}
+
 /// The `auths` part of Docker's `config.json` (`$DOCKER_CONFIG/config.json`, default `~/.docker/config.json`).
 /// Credential helpers (`credsStore`, `credHelpers`) are recorded but not run.
 public struct DockerConfig: Sendable {

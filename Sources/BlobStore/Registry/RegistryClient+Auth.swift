@@ -47,7 +47,7 @@ extension RegistryClient {
             if let token = auth.state.withLock({ $0.tokens[key] }), token.expiresAtNanos.map({ $0 > now }) ?? true {
                 return "Bearer \(token.value)"
             }
-            let token = try await fetchToken(challenge: challenge, scopes: scopes, credentials: creds, host: host)
+            let token = try await fetchToken(challenge: challenge, scopes: scopes, credentials: creds, registry: registry, host: host)
             auth.state.withLock { $0.tokens[key] = token }
             return "Bearer \(token.value)"
         case .other: return nil
@@ -89,7 +89,7 @@ extension RegistryClient {
     /// `GET <realm>?service=…&scope=…` with basic credentials if any (token.md), or the OAuth2 refresh-token POST
     /// for an identity token (oauth.md).
     func fetchToken(
-        challenge: AuthChallenge, scopes: [String], credentials: RegistryCredentials?, host: String
+        challenge: AuthChallenge, scopes: [String], credentials endpointCredentials: RegistryCredentials?, registry: String, host: String
     )
         async throws(RegistryError) -> AuthCache.Token
     {
@@ -99,6 +99,12 @@ extension RegistryClient {
         request.timeouts = configuration.timeouts
         request.totalTimeoutSeconds = configuration.timeouts.requestSeconds
         let realmHost = RegistryEndpoint(baseURL: realm).host
+        let credentials = configuration.realmCredentials(endpointCredentials, registry: registry, endpointHost: host, realmHost: realmHost)
+        if endpointCredentials != nil, credentials == nil {
+            logger.notice(
+                "credentials withheld from a token service on another host; configure credentials for that host to send them",
+                metadata: ["registry.host": "\(host)", "auth.realm_host": "\(realmHost)"])
+        }
         if let settings = configuration.hosts[realmHost] {
             request.tls = try tlsOptions(configuration.defaultEndpoint(for: realmHost))
             _ = settings

@@ -165,7 +165,7 @@ public final class RegistryClient: Sendable {
     }
 
     /// Runs `body` against each endpoint with `capability` in order; falls back to the next on transport
-    /// failures, 5xx and (for mirrors) 404.
+    /// failures, 5xx and (for mirrors) 404 and 401/403.
     func withEndpoints<T>(
         registry: String, capability: RegistryCapabilities,
         _ body: (RegistryEndpoint) async throws(RegistryError) -> T
@@ -184,6 +184,8 @@ public final class RegistryClient: Sendable {
                 case .transport: fallback = true
                 case .notFound: fallback = true
                 case .unexpectedStatus(_, _, let status, _): fallback = status >= 500
+                // A mirror gets only its own credentials (never the upstream's): one that wants others is skipped.
+                case .unauthorized: fallback = true
                 default: fallback = false
                 }
                 if isLast || !fallback { throw error }

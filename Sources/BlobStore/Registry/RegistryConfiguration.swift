@@ -98,13 +98,18 @@ public struct RegistryConfiguration: Sendable {
     static let loopbackHosts: Set<String> = ["localhost", "127.0.0.1", "::1", "[::1]"]
 
     static func isLoopback(_ registry: String) -> Bool {
-        var host = registry
-        if host.hasPrefix("[") {
-            if let end = host.firstIndex(of: "]") { host = String(host[...end]) }
-        } else if let colon = host.lastIndex(of: ":") {
-            host = String(host[..<colon])
-        }
+        let host = hostName(registry)
         return loopbackHosts.contains(host) || host.hasPrefix("127.")
+    }
+
+    /// `host[:port]` without the port (`[::1]:5000` keeps its brackets).
+    static func hostName(_ hostPort: String) -> String {
+        if hostPort.hasPrefix("[") {
+            if let end = hostPort.firstIndex(of: "]") { return String(hostPort[...end]) }
+        } else if let colon = hostPort.lastIndex(of: ":") {
+            return String(hostPort[..<colon])
+        }
+        return hostPort
     }
 
     /// The endpoints to use for `registry`, in order: hosts.toml mirrors, then the registry itself.
@@ -127,9 +132,32 @@ public struct RegistryConfiguration: Sendable {
         return endpoint
     }
 
-    /// Service-config credentials first, then config.json.
+    /// The credentials that may be sent to `endpointHost` while talking to `registry`: service-config
+    /// credentials first, then config.json. The registry's own go only to its own endpoint; a mirror (any other
+    /// host) gets only what is configured for the mirror itself, never the upstream's.
     func credentials(for registry: String, endpointHost: String) -> RegistryCredentials? {
-        hosts[registry]?.credentials ?? hosts[endpointHost]?.credentials
+        guard endpointHost == defaultEndpoint(for: registry).host else {
+            return hosts[endpointHost]?.credentials ?? dockerConfig.credentials(for: endpointHost)
+        }
+        return hosts[registry]?.credentials ?? hosts[endpointHost]?.credentials
             ?? dockerConfig.credentials(for: registry) ?? dockerConfig.credentials(for: endpointHost)
+    }
+
+    /// Docker Hub's registry names its token service on another host; its credentials are meant for both.
+    static let dockerHubRealmHost = "auth.docker.io"
+
+    /// The credentials a token request to a realm on `realmHost` may carry, for a challenge from `endpointHost`:
+    /// the endpoint's own when the realm is on the same host (or is Docker Hub's token service for Docker Hub),
+    /// else only credentials configured for the realm's host. A registry cannot send our credentials elsewhere
+    /// by naming another host as its realm.
+    func realmCredentials(
+        _ credentials: RegistryCredentials?, registry: String, endpointHost: String, realmHost: String
+    ) -> RegistryCredentials? {
+        if Self.hostName(realmHost) == Self.hostName(endpointHost) { return credentials }
+        if let own = hosts[realmHost]?.credentials ?? dockerConfig.credentials(for: realmHost) { return own }
+        if registry == ImageReference.dockerHub, endpointHost == ImageReference.dockerHubAPIHost, realmHost == Self.dockerHubRealmHost {
+            return credentials
+        }
+        return nil
     }
 }
