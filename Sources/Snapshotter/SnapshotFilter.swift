@@ -2,13 +2,14 @@ import SnapshotterAPI
 
 /// containerd's filter language for snapshots: `<fieldpath>[<op><value>]`, selectors joined by `,` (AND);
 /// several filters are OR-ed by the caller. Fields: `name`, `parent`, `kind`, `labels.<key>` (quote keys
-/// with dots or slashes: `labels."containerd.io/snapshot.ref"`). Operators: `==`, `!=`, `~=` (regex).
+/// with dots or slashes: `labels."containerd.io/snapshot.ref"`). Operators: `==`, `!=`, `~=` (a POSIX extended
+/// regular expression, matched in linear time: `LinearRegex`).
 struct SnapshotFilter {
     enum Operator {
         case present
         case equal(String)
         case notEqual(String)
-        case matches(Regex<AnyRegexOutput>)
+        case matches(LinearRegex)
     }
 
     struct Selector {
@@ -35,7 +36,7 @@ struct SnapshotFilter {
             case .present: return present
             case .equal(let expected): return present && value == expected
             case .notEqual(let expected): return value != expected
-            case .matches(let regex): return present && value.contains(regex)
+            case .matches(let regex): return present && regex.matches(value)
             }
         }
     }
@@ -93,10 +94,10 @@ struct SnapshotFilter {
             if consume("!=") { return Selector(fieldpath: path, op: .notEqual(try value())) }
             if consume("~=") {
                 let pattern = try value()
-                do {
-                    return Selector(fieldpath: path, op: .matches(try Regex(pattern)))
+                do throws(LinearRegex.Refusal) {
+                    return Selector(fieldpath: path, op: .matches(try LinearRegex(pattern)))
                 } catch {
-                    throw failure("bad regular expression \(pattern.debugDescription)")
+                    throw failure("bad regular expression \(pattern.debugDescription): \(error)")
                 }
             }
             throw failure("expected ==, != or ~=")

@@ -213,3 +213,24 @@ struct SnapshotLifecycleTests {
         #expect(down.status == 69 && down.output.contains("cannot connect to snapshotterd"))
     }
 }
+
+extension SnapshotLifecycleTests {
+    /// On main (c10b11e) the first list never returned: Swift's backtracking `Regex` takes 2^40 steps for
+    /// `(a|a)*$` against forty a's and a bang, so one request held a daemon thread at full CPU.
+    @Test("list filters match patterns in linear time; back-references and huge repetitions are refused", .timeLimit(.minutes(1)))
+    func regexFilterCannotSpin() throws {
+        try #require(isRoot, "mount(2) needs root")
+        let daemon = try DaemonHarness("regex")
+        try daemon.start()
+        let client = daemon.client()
+        _ = try client.prepare(key: "victim", labels: ["x": String(repeating: "a", count: 40) + "!"])
+        _ = try client.prepare(key: "other", labels: ["x": "aaa"])
+        #expect(try client.list(filters: ["labels.x~=\"^(a|a)*$\""]).map(\.name) == ["other"])
+        #expect(try client.list(filters: ["labels.x~=\"(a*)*b\""]).isEmpty)
+        #expect(try client.list(filters: ["labels.x~=a!$"]).map(\.name) == ["victim"])
+        #expect(try client.list(filters: ["labels.x~=\"a{3}!\""]).map(\.name) == ["victim"])
+        #expect(throws: APIError.self) { try client.list(filters: ["labels.x~=\"(a)\\\\1\""]) }
+        #expect(throws: APIError.self) { try client.list(filters: ["labels.x~=\"(a{64}){64}\""]) }
+        #expect(throws: APIError.self) { try client.list(filters: ["labels.x~=\"(a{100000})\""]) }
+    }
+}
