@@ -54,6 +54,7 @@ final class APIRouter: Sendable {
     /// `POST /v1/images/pull`.
     func handleAsync(_ request: APIRequest) async -> APIResponse {
         await respond(request) {
+            try Self.checkPrivilege(request, try Self.split(request.uri).0)
             guard let images = self.images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }
             if request.uri.hasPrefix("/v1/convert") {
                 return try self.json(try await images.convert(try self.decode(ConvertRequest.self, request)), status: 201)
@@ -116,6 +117,7 @@ final class APIRouter: Sendable {
     private func route(_ request: APIRequest) throws -> APIResponse {
         let (segments, query) = try Self.split(request.uri)
         let method = request.method
+        try Self.checkPrivilege(request, segments)
         switch segments {
         case ["v1", "status"]:
             try allow(method, ["GET"], request)
@@ -209,6 +211,25 @@ final class APIRouter: Sendable {
     private func requireImages() throws -> ImageService {
         guard let images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }
         return images
+    }
+
+    /// Refuses a non-root peer a call that names host paths (see `namesHostPaths`).
+    static func checkPrivilege(_ request: APIRequest, _ segments: [String]) throws {
+        guard request.peerUID != 0, namesHostPaths(segments) else { return }
+        throw APIError(
+            .permissionDenied,
+            "uid \(request.peerUID) may not \(segments.last ?? "do this"): calls that name host paths (mount targets, layout directories) are root-only, since the daemon acts on them as root; see docs/ARCHITECTURE.md, Hardening"
+        )
+    }
+
+    /// The privilege model: a non-root uid in `api.allowed_uids` may pull images and manage snapshots, but
+    /// not make the root daemon act on paths it names (a mount at a target of its choosing, a layout read or
+    /// written at a directory of its choosing), which would make that uid root-equivalent.
+    static func namesHostPaths(_ segments: [String]) -> Bool {
+        switch segments {
+        case ["v1", "unmount"], ["v1", "convert"], ["v1", "inspect"]: return true
+        default: return segments.count == 4 && segments[0] == "v1" && segments[1] == "snapshots" && segments[3] == "mount"
+        }
     }
 
     static func spec(_ mount: KernelMount) -> MountSpec {

@@ -127,6 +127,12 @@ struct SnapshotterDaemon: AsyncParsableCommand {
             status.images = try images.statuses()
             return status
         }
+        let others = settings.allowedUIDs.filter { $0 != 0 }
+        if !others.isEmpty {
+            logger.warning(
+                "api.allowed_uids admits non-root peers: they may pull images and manage snapshots (the daemon fetches for them as root); mount, unmount, convert and inspect stay root-only",
+                metadata: ["api.allowed_uids": "\(others)"])
+        }
         let server = APIServer(
             listener: listener,
             router: router,

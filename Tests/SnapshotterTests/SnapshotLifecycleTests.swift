@@ -1,4 +1,5 @@
 import Foundation
+import MountManager
 import SnapshotterAPI
 import SystemSupport
 import Testing
@@ -232,5 +233,60 @@ extension SnapshotLifecycleTests {
         #expect(throws: APIError.self) { try client.list(filters: ["labels.x~=\"(a)\\\\1\""]) }
         #expect(throws: APIError.self) { try client.list(filters: ["labels.x~=\"(a{64}){64}\""]) }
         #expect(throws: APIError.self) { try client.list(filters: ["labels.x~=\"(a{100000})\""]) }
+    }
+}
+
+extension SnapshotLifecycleTests {
+    /// Sends one HTTP request over the API socket as uid/gid 65534 (nobody), with python3 under setpriv; returns
+    /// the status line and body.
+    static func requestAsNobody(socket: String, method: String, path: String, body: String) throws -> String {
+        let script = """
+            import socket, sys
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.connect(sys.argv[1])
+            body = sys.argv[4].encode()
+            s.sendall(("%s %s HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\nConnection: close\\r\\n\\r\\n" % (sys.argv[2], sys.argv[3], len(body))).encode() + body)
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk: break
+                out += chunk
+            sys.stdout.write(out.decode(errors="replace"))
+            """
+        let result = try runCommand(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, socket, method, path, body])
+        return result.output
+    }
+
+    /// On main (c10b11e) uid 65534, once in `api.allowed_uids`, mounted the snapshot where it chose ("HTTP/1.1
+    /// 200 OK" and an overlay at the target): that uid was root-equivalent.
+    @Test("a non-root allowed uid may use the API but not make the daemon mount (or read, or write) at paths it names")
+    func nonRootPeerCannotMount() throws {
+        try #require(isRoot, "mount(2) and setpriv need root")
+        let daemon = try DaemonHarness("privilege", arguments: ["--allowed-uid", "0", "--allowed-uid", "65534"])
+        try daemon.start()
+        // Let uid 65534 reach the socket (the harness's directory is 0700 and the socket 0600).
+        #expect(chmod(daemon.directory, 0o711) == 0 && chmod(daemon.socket, 0o666) == 0)
+        _ = try daemon.client().prepare(key: "s")
+        let status = try Self.requestAsNobody(socket: daemon.socket, method: "GET", path: "/v1/status", body: "")
+        #expect(status.hasPrefix("HTTP/1.1 200"), "an allowed non-root uid should use the API: \(status.prefix(200))")
+
+        let target = daemon.directory + "/chosen-by-nobody"
+        let mount = try Self.requestAsNobody(
+            socket: daemon.socket, method: "POST", path: "/v1/snapshots/s/mount", body: "{\"target\":\"\(target)\"}")
+        #expect(mount.hasPrefix("HTTP/1.1 403"), "uid 65534 was allowed to mount: \(mount.prefix(300))")
+        #expect(!MountInfo.isMountPoint(target, in: try MountInfo.read()))
+        for (path, body) in [
+            ("/v1/unmount", "{\"target\":\"\(daemon.root)/mnt\"}"),
+            ("/v1/convert", "{\"source\":\"/etc\",\"destination\":\"/tmp/x\"}"),
+        ] {
+            let answer = try Self.requestAsNobody(socket: daemon.socket, method: "POST", path: path, body: body)
+            #expect(answer.hasPrefix("HTTP/1.1 403"), "\(path): \(answer.prefix(300))")
+        }
+        #expect(daemon.log().contains("api.allowed_uids admits non-root peers"))
+        // Root still mounts.
+        _ = try daemon.client().mount(key: "s", target: target)
+        #expect(MountInfo.isMountPoint(target, in: try MountInfo.read()))
+        try daemon.client().unmount(target: target)
     }
 }
