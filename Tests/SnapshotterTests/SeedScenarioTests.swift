@@ -72,6 +72,17 @@ struct SeedScenarioTests {
                 .compactMap { Int64($0.split(separator: " ")[1]) }.reduce(0, +)
         }
 
+        /// Waits until every blob GET the proxy started has logged what it sent: the proxy writes its `SENT` line
+        /// after the last byte, which can be after the reader already has its chunk (a loaded machine showed it).
+        func waitForProxyLog() async throws {
+            for _ in 0..<600 {
+                let started = proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count
+                let finished = proxy.requests.filter { $0.hasPrefix("SENT ") && $0.contains(" GET ") && $0.contains("/blobs/") }.count
+                if finished >= started { return }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+
         func setProxyMode(_ mode: String) throws {
             try Data(mode.utf8).write(to: URL(fileURLWithPath: proxy.logPath + ".mode"))
         }
@@ -178,11 +189,13 @@ struct SeedScenarioTests {
         // Every request named a file the daemon prepared, by its name inside the fan-out directory.
         let names = Set(reader.backingFiles.values.map { FileSystem.lastComponent($0) })
         #expect(requests.allSatisfy { names.contains($0.path) })
+        try await setup.waitForProxyLog()
         let fetched = setup.blobBytesServed - afterPull
         #expect(fetched > 0)
         #expect(fetched < setup.image.dataBlobBytes * 3 / 10, "reads fetched \(fetched) of \(setup.image.dataBlobBytes) stored bytes")
 
         // Everything read is local now: reading again asks the devnode nothing and fetches nothing.
+        try await setup.waitForProxyLog()
         let before = setup.blobBytesServed
         for path in small { #expect(try await reader.read(path) == setup.image.files[path]) }
         #expect(setup.blobBytesServed == before, "a second read fetched \(setup.blobBytesServed - before) bytes")
