@@ -106,10 +106,9 @@ struct RegistryAuthTests {
         }
     }
 
-    @Test("bearer token flow against distribution's token auth with a python token issuer; tokens are reused")
-    func bearerToken() async throws {
-        let work = try RegistryTestSupport.tempDirectory()
-        defer { try? FileSystem.removeTree(work) }
+    /// A token issuer (`work/token.key` signs, `work/token.crt` is the registry's root bundle) that hands out
+    /// tokens for bob:hunter2 only.
+    static func tokenIssuer(in work: String) throws -> PythonHelper {
         try RegistryTestSupport.run(
             "/usr/bin/openssl",
             [
@@ -117,9 +116,16 @@ struct RegistryAuthTests {
                 "-out", work + "/token.crt", "-subj", "/CN=token-issuer", "-days", "2",
             ])
         let key = work + "/token.key"
-        let issuer = try PythonHelper(script: RegistryTestScripts.tokenServer, name: "token-server") { port, log in
+        return try PythonHelper(script: RegistryTestScripts.tokenServer, name: "token-server") { port, log in
             ["\(port)", key, "test-issuer", log, "bob", "hunter2"]
         }
+    }
+
+    @Test("bearer token flow against distribution's token auth with a python token issuer; tokens are reused")
+    func bearerToken() async throws {
+        let work = try RegistryTestSupport.tempDirectory()
+        defer { try? FileSystem.removeTree(work) }
+        let issuer = try Self.tokenIssuer(in: work)
         defer { issuer.stop() }
         let registry = try TestRegistry(
             auth: .token(
@@ -175,16 +181,7 @@ extension RegistryAuthTests {
     func credentialsStayWithTheirHost() async throws {
         let work = try RegistryTestSupport.tempDirectory()
         defer { try? FileSystem.removeTree(work) }
-        try RegistryTestSupport.run(
-            "/usr/bin/openssl",
-            [
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", work + "/token.key",
-                "-out", work + "/token.crt", "-subj", "/CN=token-issuer", "-days", "2",
-            ])
-        let key = work + "/token.key"
-        let issuer = try PythonHelper(script: RegistryTestScripts.tokenServer, name: "token-server") { port, log in
-            ["\(port)", key, "test-issuer", log, "bob", "hunter2"]
-        }
+        let issuer = try Self.tokenIssuer(in: work)
         defer { issuer.stop() }
         // The registry names its token service by another host name (localhost, not 127.0.0.1).
         let realmHost = "localhost:\(issuer.port)"
