@@ -94,8 +94,8 @@ final class ImageService: Sendable {
     /// Everything is checked before anything is served: the bootstrap against the digest recorded when it was
     /// unpacked from its digest-checked layer, each blob meta against the bootstrap (inside `RafsBlob`), and
     /// each blob's chunk map against the one recorded for its (shared) row.
-    @discardableResult
     /// `justUnpacked`: the pull that recorded the image hashed the bootstrap a moment ago.
+    @discardableResult
     private func serveBlobs(
         of image: ImageRecord, skipping served: inout Set<Int64>, justUnpacked: Bool = false
     ) async throws
@@ -125,6 +125,8 @@ final class ImageService: Sendable {
             }
             opened.append((blob, position, rafs))
         }
+        // Walked at every start-up under the eager front end (about 10 us a file): the image may have been pulled
+        // under a front end that refuses such reads itself.
         if frontEnd.needsCompleteBlobs {
             // No front end stands between the kernel and these backing files: a file mapped onto bytes no chunk
             // describes would read a hole as zeros, so the image is refused instead.

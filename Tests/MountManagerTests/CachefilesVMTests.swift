@@ -12,7 +12,10 @@ import Glibc
 struct CachefilesVMTests {
     static let packageRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    static let kernel = "/work/shared/vm/bzImage-6.12.117-ondemand"
+    /// The 6.12 test kernel: `VM_KERNEL`, or `../shared/vm` beside the checkout.
+    static let kernel =
+        ProcessInfo.processInfo.environment["VM_KERNEL"]
+        ?? URL(fileURLWithPath: packageRoot + "/../shared/vm/bzImage-6.12.117-ondemand").standardizedFileURL.path
 
     static var runnable: Bool {
         ProcessInfo.processInfo.environment["VM_GUEST"] == nil && geteuid() == 0
@@ -29,7 +32,7 @@ struct CachefilesVMTests {
         // One after the other: /dev/cachefiles has one owner at a time.
         let run = { (filter: String) in "'\(binary)' --testing-library swift-testing --filter '\(filter)'" }
         process.arguments = [
-            "--timeout", "540", "--", "/bin/sh", "-c",
+            "--timeout", "540", "--kernel", Self.kernel, "--", "/bin/sh", "-c",
             run("CachefilesKernelTests") + "; a=$?; " + run("cachefilesInGuest") + "; b=$?; " + run("poisonerInGuest")
                 + "; c=$?; exit $((a | b | c))",
         ]

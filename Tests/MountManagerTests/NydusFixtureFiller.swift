@@ -8,7 +8,7 @@ import SystemSupport
 import Glibc
 #endif
 
-/// The nydus conformance fixture (`/work/shared/fixtures/nydus`, next to the package): a RAFS v6 bootstrap
+/// The nydus conformance fixture (`../shared/fixtures/nydus`, beside the checkout): a RAFS v6 bootstrap
 /// whose one extra device is the compressed data blob `be7d77…`.
 enum NydusFixture {
     static let directory = URL(fileURLWithPath: #filePath)

@@ -61,7 +61,7 @@ struct SeedFrontEndTests {
 
     @Test("backing files are prepared sparse at full size where CachefilesNaming says", .timeLimit(.minutes(1)))
     func preparedFiles() throws {
-        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         let rig = try Rig()
         defer { rig.tearDown() }
         let st = try FileSystem.lstat(rig.backing)
@@ -78,7 +78,7 @@ struct SeedFrontEndTests {
 
     @Test("reads through the project's EROFS reader are served on demand and match the blob", .timeLimit(.minutes(1)))
     func contentEquality() async throws {
-        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         let rig = try Rig()
         defer { rig.tearDown() }
         #expect(rig.expected.count >= 2)
@@ -97,7 +97,7 @@ struct SeedFrontEndTests {
 
     @Test("a failed fill gives the reader EIO, quickly, and other files keep working", .timeLimit(.minutes(1)))
     func failedFill() async throws {
-        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         let rig = try Rig(failing: 0..<4096)
         defer { rig.tearDown() }
         let (image, _) = try NydusFixture.open()
@@ -119,7 +119,7 @@ struct SeedFrontEndTests {
 
     @Test("a daemon that dies releases its readers with EIO instead of a hang", .timeLimit(.minutes(1)))
     func daemonDeath() async throws {
-        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         let rig = try Rig()
         defer { try? FileSystem.removeTree(rig.root) }
         rig.frontEnd.stop()  // nobody serves: the reader waits
@@ -158,7 +158,7 @@ struct SeedFrontEndTests {
 
     @Test("a successor completes the requests its predecessor journalled but never answered", .timeLimit(.minutes(1)))
     func successorCompletesJournalled() async throws {
-        try #require(NydusFixture.available, "needs the nydus fixture in /work/shared/fixtures/nydus")
+        try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         var template = Array("/var/tmp/seed-test-XXXXXX".utf8CString)
         guard let dir = mkdtemp(&template) else { throw SyscallError(call: "mkdtemp", errno: errno) }
         let root = String(cString: dir)

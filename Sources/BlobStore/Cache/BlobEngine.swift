@@ -76,8 +76,9 @@ public final class BlobEngine: Sendable {
     /// Whether every chunk under `[offset, offset + length)` is present: front ends answer such requests at
     /// once, without a task hop.
     public func isPresent(blobID: Int64, offset: UInt64, length: UInt64) -> Bool {
-        guard let blob = blobs.withLock({ $0[blobID] }), blob.rafs.describes(offset: offset, length: length) else { return false }
-        let wanted = blob.rafs.chunks(coveringUncompressed: offset, length: min(length, blob.rafs.deviceSize - offset))
+        guard let blob = blobs.withLock({ $0[blobID] }), let wanted = blob.rafs.describedChunks(offset: offset, length: length) else {
+            return false
+        }
         let present = blob.state.withLock { state in wanted.allSatisfy { state.present[Int($0.index)] } }
         if present {
             metrics.recordHits(wanted.count)

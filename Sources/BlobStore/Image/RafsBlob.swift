@@ -318,17 +318,26 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
     /// kernel reads) holds bytes of some chunk. A block no chunk touches is no part of any file, so a read of
     /// it is refused (EIO) rather than answered with the hole's zeros.
     public func describes(offset: UInt64, length: UInt64) -> Bool {
-        guard length > 0 else { return true }
-        guard offset < deviceSize else { return false }
+        describedChunks(offset: offset, length: length) != nil
+    }
+
+    /// The chunks under the range when the image describes all of it (see `describes`), else nil: one lookup
+    /// serves both questions on the front ends' per-read path.
+    public func describedChunks(offset: UInt64, length: UInt64) -> [BlobChunkInfo]? {
+        guard length > 0 else { return [] }
+        guard offset < deviceSize else { return nil }
         let end = min(deviceSize, offset.addingReportingOverflow(length).overflow ? UInt64.max : offset + length)
         let block: UInt64 = 4096
-        var covered = offset / block * block
-        for chunk in chunks(coveringUncompressed: covered, length: end - covered) {
-            guard chunk.uncompressedOffset / block * block <= covered else { return false }
+        let start = offset / block * block
+        let found = chunks(coveringUncompressed: start, length: end - start)
+        var covered = start
+        for chunk in found {
+            guard chunk.uncompressedOffset / block * block <= covered else { return nil }
             covered = max(covered, (chunk.uncompressedEnd + block - 1) / block * block)
-            if covered >= end { return true }
         }
-        return covered >= end
+        guard covered >= end else { return nil }
+        // Only those under the range itself (the first may lie just before it, in the same block).
+        return found.filter { $0.uncompressedEnd > offset }
     }
 
     /// The digest nydus records for chunk data, with this blob's algorithm.

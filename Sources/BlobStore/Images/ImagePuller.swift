@@ -53,8 +53,12 @@ public struct ImageStoreLayout: Sendable {
     /// to the backing file. Mount options are comma-separated and the cachefiles volume directory
     /// (`Ierofs,<domain>`) has a comma, so EROFS's `device=` names this link.
     public func deviceLink(blobID: String, domain: String = Self.domain) -> String {
-        domain == Self.domain
-            ? FileSystem.join(cacheDirectory, "by-id", blobID) : FileSystem.join(cacheDirectory, "by-id", domain, blobID)
+        FileSystem.join(Self.directory(FileSystem.join(cacheDirectory, "by-id"), of: domain), blobID)
+    }
+
+    /// `directory` for the shared domain, `directory/<domain>` for any other.
+    static func directory(_ directory: String, of domain: String) -> String {
+        domain == Self.domain ? directory : FileSystem.join(directory, domain)
     }
 
     /// Creates (or fixes) the device link of a blob.
@@ -72,8 +76,7 @@ public struct ImageStoreLayout: Sendable {
 
     /// `blobs/<blob id>.meta` (`blobs/<domain>/<blob id>.meta` outside the shared domain).
     public func metaPath(blobID: String, domain: String = Self.domain) -> String {
-        domain == Self.domain
-            ? FileSystem.join(metaDirectory, blobID + ".meta") : FileSystem.join(metaDirectory, domain, blobID + ".meta")
+        FileSystem.join(Self.directory(metaDirectory, of: domain), blobID + ".meta")
     }
 }
 
@@ -229,10 +232,10 @@ public final class ImagePuller: Sendable {
                         try FileSystem.rename(blob.file, metaPath)
                         candidates.remove(blob.file)
                     } else {
-                        let source = blob.file
-                        let (start, size) = (blob.start, blob.layer.size)
+                        // The verified meta of the shared domain, copied into this image's own.
+                        let (file, start, size) = (blob.rafs.file, blob.start, blob.layer.size)
                         try await runBlocking {
-                            let tail = try Self.readRange(path: source, from: start, to: size)
+                            let tail = try file.read(at: UInt64(start), count: Int(size - start), what: "blob meta")
                             try Self.writeSparse(path: metaPath, size: size, at: start, bytes: tail)
                         }
                     }
@@ -423,34 +426,7 @@ public final class ImagePuller: Sendable {
 
     /// The hex sha256 of a whole file (bootstraps: a few MiB at most).
     public static func sha256(ofFile path: String) throws -> String {
-        let fd = try retryingSyscall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        var hasher = SHA256()
-        var buffer = [UInt8](repeating: 0, count: 1 << 20)
-        var offset: off_t = 0
-        while true {
-            let count = try retryingSyscall("pread", path) { buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, offset) } }
-            if count == 0 { break }
-            hasher.update(buffer[0..<count])
-            offset += off_t(count)
-        }
-        return hasher.finalize().hexString
-    }
-
-    /// Bytes `[from, to)` of a file, exactly.
-    static func readRange(path: String, from: Int64, to: Int64) throws -> [UInt8] {
-        let fd = try retryingSyscall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        var bytes = [UInt8](repeating: 0, count: Int(max(0, to - from)))
-        var done = 0
-        while done < bytes.count {
-            let count = try retryingSyscall("pread", path) {
-                bytes.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, $0.count - done, off_t(from) + off_t(done)) }
-            }
-            guard count > 0 else { throw ImageError.notAnImage(reference: path, reason: "it ends at \(Int(from) + done) of \(to) bytes") }
-            done += count
-        }
-        return bytes
+        SHA256.hash(try FileSystem.readFile(path)).hexString
     }
 
     /// Creates the empty sparse backing file of a blob unless it exists; never replaces one, so that a

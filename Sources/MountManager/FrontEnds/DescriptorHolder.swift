@@ -70,24 +70,12 @@ public enum DescriptorHolder {
         while read(pipeFDs[0], &byte, 1) > 0 {}
         var status: Int32 = 0
         if waitpid(pid, &status, WNOHANG) == pid { throw .notReady(socket: socketPath) }
-        guard handsOver(socketPath) else { throw .notReady(socket: socketPath) }
+        guard holderPID(socketPath: socketPath) != nil else { throw .notReady(socket: socketPath) }
         return pid
     }
 
-    /// Whether the holder on `path` hands a descriptor over (then told to keep it).
-    private static func handsOver(_ path: String) -> Bool {
-        guard let connection = connect(path) else { return false }
-        defer { close(connection) }
-        var tag: CChar = 0
-        let received = clinux_recv_fd(connection, &tag)
-        if received >= 0 { close(received) }
-        var keep = UInt8(ascii: "K")
-        _ = write(connection, &keep, 1)
-        return received >= 0
-    }
-
-    /// The pid of the holder serving `socketPath` (its peer credentials), or nil when none answers. It hands its
-    /// descriptor over as to anyone; the duplicate is closed and the holder told to keep its own.
+    /// The pid of the holder serving `socketPath` (its peer credentials), or nil when none answers or it hands
+    /// no descriptor over. The duplicate it hands over is closed and the holder told to keep its own.
     public static func holderPID(socketPath: String) -> pid_t? {
         guard let connection = connect(socketPath) else { return nil }
         defer { close(connection) }
@@ -98,7 +86,7 @@ public enum DescriptorHolder {
         if received >= 0 { close(received) }
         var keep = UInt8(ascii: "K")
         _ = write(connection, &keep, 1)
-        return credentials.pid
+        return received >= 0 ? credentials.pid : nil
     }
 
     /// Tells the holder to close its descriptor and exit.
