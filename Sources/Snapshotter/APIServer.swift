@@ -41,6 +41,8 @@ final class APIServer: Service {
     private let router: APIRouter
     private let allowedUIDs: Set<UInt32>
     private let maxBodyBytes: Int
+    private let limits: ConnectionLimits
+    private let connections: ConnectionTable
     private let threadPool: NIOThreadPool
     private let logger: Logger
     private let onReady: @Sendable () -> Void
@@ -51,6 +53,7 @@ final class APIServer: Service {
         router: APIRouter,
         allowedUIDs: Set<UInt32>,
         maxBodyBytes: Int,
+        limits: ConnectionLimits,
         threadPool: NIOThreadPool,
         logger: Logger,
         onReady: @escaping @Sendable () -> Void,
@@ -60,6 +63,8 @@ final class APIServer: Service {
         self.router = router
         self.allowedUIDs = allowedUIDs
         self.maxBodyBytes = maxBodyBytes
+        self.limits = limits
+        self.connections = ConnectionTable(maximum: limits.maximumConnections)
         self.threadPool = threadPool
         self.logger = logger
         self.onReady = onReady
@@ -99,14 +104,32 @@ final class APIServer: Service {
     func run() async throws {
         let bootstrap = ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.backlog, value: 256)
+        let connections = self.connections
+        let limits = self.limits
+        let logger = self.logger
         let initializer: @Sendable (Channel) -> EventLoopFuture<Connection> = { channel in
             guard let provider = channel as? SocketOptionProvider else {
                 return channel.eventLoop.makeFailedFuture(ChannelError.operationUnsupported)
             }
+            guard let (id, evicted) = connections.admit(channel) else {
+                logger.warning(
+                    "API connection refused: every open connection has a request in progress",
+                    metadata: ["api.max_connections": "\(limits.maximumConnections)"])
+                return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
+            }
+            channel.closeFuture.whenComplete { _ in connections.remove(id) }
+            if let evicted {
+                logger.debug("API connection evicted to admit a new one", metadata: ["api.max_connections": "\(limits.maximumConnections)"])
+                evicted.close(promise: nil)
+            }
             let credentials: EventLoopFuture<clinux_peer_cred> = provider.unsafeGetSocketOption(
                 level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(clinux_so_peercred()))
             return credentials.flatMapThrowing { peer in
-                try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                let activity = ConnectionActivity(id: id, table: connections, limits: limits, channel: channel, logger: logger)
+                let pipeline = channel.pipeline.syncOperations
+                try pipeline.addHandler(ConnectionBytesHandler(activity: activity))
+                try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                try pipeline.addHandler(ConnectionPhaseHandler(activity: activity))
                 return Connection(channel: try HTTPChannel(wrappingChannelSynchronously: channel), peer: peer)
             }
         }

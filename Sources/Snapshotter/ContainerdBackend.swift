@@ -144,18 +144,10 @@ final class ContainerdBackend: SnapshotBackend {
     }
 
     /// Pulls the image (a no-op once it is pulled). Layers of one image can be prepared concurrently
-    /// (two pulls of the same image, or containerd 2.2's parallel unpack): a pull already under way is
-    /// waited for, not an error.
+    /// (two pulls of the same image, or containerd 2.2's parallel unpack): `ImageService.pull` joins them
+    /// into one.
     private func pullWaitingForOthers(_ reference: String, knownManifestDigest: String?) async throws {
-        for _ in 0..<6000 {
-            do {
-                _ = try await images.pull(reference, knownManifestDigest: knownManifestDigest)
-                return
-            } catch ImageError.pullInProgress {
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
-        throw SnapshotBackendError(.internal, "image \(reference): another pull did not finish in 10 minutes")
+        _ = try await images.pull(reference, knownManifestDigest: knownManifestDigest)
     }
 
     // MARK: - Plumbing

@@ -1,4 +1,5 @@
 import BlobStore
+import ContainerdProxy
 import MountManager
 import SystemSupport
 import TOML
@@ -13,6 +14,8 @@ struct DaemonConfig: Equatable, Sendable {
     var allowedUIDs: [UInt32] = [0]
     /// Largest request body accepted, in bytes.
     var maxBodyBytes = 1 << 20
+    /// Open API connections at most, and how long one may idle or take to send a request.
+    var apiLimits = ConnectionLimits()
     var logLevel = "info"
     /// Threads for blocking work (SQLite, file-system walks, mount(2)).
     var blockingThreads = 4
@@ -40,6 +43,8 @@ struct DaemonConfig: Equatable, Sendable {
     var registryProxy = ""
     /// containerd's snapshots gRPC service (for `[proxy_plugins]`); empty turns it off.
     var containerdSocket = "/run/ondemand-snapshotter/containerd.sock"
+    /// Open connections to the containerd socket at most, and how long one may go without an RPC.
+    var containerdLimits = ContainerdConnectionLimits()
 
     /// Reads a config file over the defaults. Unknown keys are errors, so typos do not pass silently.
     static func load(path: String, over base: DaemonConfig = DaemonConfig()) throws(ConfigError) -> DaemonConfig {
@@ -66,7 +71,12 @@ struct DaemonConfig: Equatable, Sendable {
         let top = try reader.table(document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd"])
         if let value = top["root"] { root = try reader.string(value, at: "root") }
         if let api = top["api"] {
-            let table = try reader.table(api, at: "api", known: ["socket", "allowed_uids", "max_body_bytes"])
+            let table = try reader.table(
+                api, at: "api",
+                known: [
+                    "socket", "allowed_uids", "max_body_bytes", "max_connections", "idle_timeout_seconds",
+                    "request_timeout_seconds",
+                ])
             if let value = table["socket"] { socket = try reader.string(value, at: "api.socket") }
             if let value = table["allowed_uids"] {
                 allowedUIDs = try reader.array(value, at: "api.allowed_uids").map { item throws(ConfigError) in
@@ -75,6 +85,15 @@ struct DaemonConfig: Equatable, Sendable {
             }
             if let value = table["max_body_bytes"] {
                 maxBodyBytes = Int(try reader.integer(value, at: "api.max_body_bytes", range: 1024...(1 << 30)))
+            }
+            if let value = table["max_connections"] {
+                apiLimits.maximumConnections = Int(try reader.integer(value, at: "api.max_connections", range: 1...65536))
+            }
+            if let value = table["idle_timeout_seconds"] {
+                apiLimits.idleTimeout = .seconds(try reader.integer(value, at: "api.idle_timeout_seconds", range: 1...86400))
+            }
+            if let value = table["request_timeout_seconds"] {
+                apiLimits.requestTimeout = .seconds(try reader.integer(value, at: "api.request_timeout_seconds", range: 1...3600))
             }
         }
         if let log = top["log"] {
@@ -114,8 +133,14 @@ struct DaemonConfig: Equatable, Sendable {
             if let value = table["proxy"] { registryProxy = try reader.string(value, at: "registry.proxy") }
         }
         if let containerd = top["containerd"] {
-            let table = try reader.table(containerd, at: "containerd", known: ["socket"])
+            let table = try reader.table(containerd, at: "containerd", known: ["socket", "max_connections", "idle_timeout_seconds"])
             if let value = table["socket"] { containerdSocket = try reader.string(value, at: "containerd.socket") }
+            if let value = table["max_connections"] {
+                containerdLimits.maximumConnections = Int(try reader.integer(value, at: "containerd.max_connections", range: 1...4096))
+            }
+            if let value = table["idle_timeout_seconds"] {
+                containerdLimits.idleTimeout = .seconds(try reader.integer(value, at: "containerd.idle_timeout_seconds", range: 1...86400))
+            }
         }
         if let daemon = top["daemon"] {
             let table = try reader.table(daemon, at: "daemon", known: ["blocking_threads"])

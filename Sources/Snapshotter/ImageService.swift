@@ -23,6 +23,9 @@ final class ImageService: Sendable {
     let client: RegistryClient
     let logger: Logger
     private let pulls = Mutex<[String: PullProgress]>([:])
+    /// The pull under way per reference: a second caller for the same reference awaits it instead of
+    /// pulling again (single flight), through serving and mounting, so both see one finished image.
+    private let inFlight = Mutex<[String: Task<PullResponse, any Error>]>([:])
     /// Images start-up could not verify or serve, by reference, with the reason: not mounted, not served
     /// (their readers get EIO), reported by `status` until removed.
     private let failed = Mutex<[String: String]>([:])
@@ -61,6 +64,7 @@ final class ImageService: Sendable {
     /// unserved, so that its readers get EIO at once (no front end answers a hole of a file nobody serves
     /// with zeros) while every other image is served.
     func start() async throws {
+        _ = try await runBlocking { try self.unmountUnrecordedImages() }
         let images = try await runBlocking { try self.catalog.images() }
         var served = Set<Int64>()
         var healthy: [ImageRecord] = []
@@ -246,7 +250,22 @@ final class ImageService: Sendable {
     // MARK: - Calls
 
     /// Pulls `reference` (see `ImagePuller.pull`, also for `knownManifestDigest`), serves and mounts it.
+    /// Concurrent calls for the same reference share one pull; the work goes on if the first caller leaves.
     func pull(_ reference: String, knownManifestDigest: String? = nil) async throws -> PullResponse {
+        let key = (try? ImageReference(parsing: reference).description) ?? reference
+        let task = inFlight.withLock { tasks in
+            if let running = tasks[key] { return running }
+            let task = Task {
+                defer { _ = self.inFlight.withLock { $0.removeValue(forKey: key) } }
+                return try await self.pullOnce(reference, knownManifestDigest: knownManifestDigest)
+            }
+            tasks[key] = task
+            return task
+        }
+        return try await task.value
+    }
+
+    private func pullOnce(_ reference: String, knownManifestDigest: String?) async throws -> PullResponse {
         let key = reference
         defer { _ = pulls.withLock { $0.removeValue(forKey: key) } }
         let (image, newBlobs, pulled) = try await puller.pull(reference, knownManifestDigest: knownManifestDigest) { progress in
@@ -290,26 +309,49 @@ final class ImageService: Sendable {
         .sorted { $0.reference < $1.reference }
     }
 
-    /// Blocking: unmounts the image, withdraws blobs no other image uses, deletes their files.
+    /// Blocking: unmounts the image, then drops its records, then withdraws blobs no other image uses and
+    /// deletes their files (see `ImagePuller.remove` for why in this order).
     func remove(_ reference: String) throws {
-        _ = try puller.remove(reference) { image, orphans in
+        _ = try puller.remove(reference) { image in
+            try unmountImage(at: mountPoint(of: image.id))
+        } restore: { image in
+            Task { try? await self.mountIfNeeded(image) }
+        } beforeDeletingFiles: { image, orphans in
             _ = failed.withLock { $0.removeValue(forKey: image.reference) }
-            let target = mountPoint(of: image.id)
-            if MountInfo.isMountPoint(target, in: try MountInfo.read()) {
-                do {
-                    try Mounter.unmount(target)
-                } catch {
-                    // Still in use by someone outside our snapshots: detach so the files can go.
-                    try Mounter.unmount(target, detach: true)
-                }
-            }
-            try? FileSystem.removeTree(target)
+            try? FileSystem.removeTree(mountPoint(of: image.id))
             frontEnd.withdraw(id: -image.id)
             for blob in orphans {
                 frontEnd.withdraw(id: blob.id)
                 engine.unregister(id: blob.id)
             }
         }
+    }
+
+    /// Unmounts an image's EROFS if it is mounted; one still used outside our snapshots is detached.
+    private func unmountImage(at target: String) throws {
+        guard MountInfo.isMountPoint(target, in: try MountInfo.read()) else { return }
+        do {
+            try Mounter.unmount(target)
+        } catch {
+            try Mounter.unmount(target, detach: true)
+        }
+    }
+
+    /// Start-up: unmounts image mounts under `mnt/` whose image the catalog no longer has (a removal cut
+    /// short by a crash, or a catalog restored from a backup), so the kernel holds only recorded images.
+    func unmountUnrecordedImages() throws -> [String] {
+        let recorded = Set(try catalog.images().map { mountPoint(of: $0.id) })
+        let prefix = FileSystem.join(root, "mnt") + "/"
+        var removed: [String] = []
+        for entry in try MountInfo.read() where entry.mountPoint.hasPrefix(prefix) && !recorded.contains(entry.mountPoint) {
+            let rest = entry.mountPoint.dropFirst(prefix.count)
+            guard !rest.contains("/"), Int64(rest) != nil else { continue }
+            try unmountImage(at: entry.mountPoint)
+            try? FileSystem.removeTree(entry.mountPoint)
+            logger.notice("unrecorded image mount removed", metadata: ["mount.target": "\(entry.mountPoint)"])
+            removed.append(entry.mountPoint)
+        }
+        return removed
     }
 
     func list() throws -> [ImageInfo] {

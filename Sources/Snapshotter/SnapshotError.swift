@@ -19,6 +19,7 @@ enum SnapshotError: Error, Equatable {
     case targetInUse(target: String)
     case notMountedHere(target: String)
     case targetBusy(target: String)
+    case targetOperationInProgress(target: String)
     case storage(String)
     case imageNotFound(image: String)
     case invalidImage(image: String, reason: String)
@@ -58,6 +59,8 @@ enum SnapshotError: Error, Equatable {
             return .notFound("snapshotterd has nothing mounted at \(target)")
         case .targetBusy(let target):
             return .failedPrecondition("\(target) is busy: a process still uses it")
+        case .targetOperationInProgress(let target):
+            return .failedPrecondition("another mount or unmount of \(target) is under way; retry when it has finished")
         case .storage(let detail):
             return APIError(.internal, detail)
         case .imageNotFound(let image):

@@ -2,6 +2,7 @@ import BlobStore
 import Logging
 import MountManager
 import SnapshotterAPI
+import Synchronization
 import SystemSupport
 
 #if canImport(Glibc)
@@ -13,52 +14,78 @@ import Musl
 /// `snapctl mount`/`unmount`: the daemon performs a snapshot's mounts at a path and records them, so that
 /// remove and commit can refuse a mounted snapshot and a restart can reconcile with mountinfo.
 extension SnapshotService {
+    /// Records the mount, then mounts, each in its own step so that no catalog transaction waits on mount(2).
+    /// A crash between the two leaves a record whose mount is missing, which start-up drops (`Reconciler`);
+    /// the kernel never holds one of our mounts the catalog does not know.
     func mount(key: String, target: String) throws -> [KernelMount] {
         let target = try Self.normalize(target: target)
-        return try database.write { conn in
+        try claim(target)
+        defer { release(target) }
+        let planned = try database.write { conn in
             guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
-            let mounts = try mounts(conn, for: record)
+            let planned = try mounts(conn, for: record)
             if try !conn.query("SELECT 1 FROM mounts WHERE target = ?", [.text(target)]).isEmpty {
                 throw SnapshotError.targetInUse(target: target)
             }
             if MountInfo.isMountPoint(target, in: try MountInfo.read()) { throw SnapshotError.targetInUse(target: target) }
+            try conn.execute(
+                "INSERT INTO mounts (target, snapshot_id, created_ns) VALUES (?, ?, ?)",
+                [.text(target), .integer(record.id), .integer(wallClockNanoseconds())]
+            )
+            return planned
+        }
+        CrashPoint.reach("mount.recorded")
+        var done: [String] = []
+        do {
             try FileSystem.makeDirectories(target)
-            var done: [String] = []
-            do {
-                for mount in mounts {
-                    try Mounter.mount(mount, at: target)
-                    done.append(target)
-                }
-                try conn.execute(
-                    "INSERT INTO mounts (target, snapshot_id, created_ns) VALUES (?, ?, ?)",
-                    [.text(target), .integer(record.id), .integer(wallClockNanoseconds())]
-                )
-            } catch {
-                for mounted in done.reversed() { try? Mounter.unmount(mounted, detach: true) }
-                throw error
+            for mount in planned {
+                try Mounter.mount(mount, at: target)
+                done.append(target)
             }
-            logger.info("snapshot mounted", metadata: ["snapshot.key": "\(key)", "mount.target": "\(target)"])
-            return mounts
+        } catch {
+            for mounted in done.reversed() { try? Mounter.unmount(mounted, detach: true) }
+            try? database.write { conn in try conn.execute("DELETE FROM mounts WHERE target = ?", [.text(target)]) }
+            throw error
+        }
+        CrashPoint.reach("mount.mounted")
+        logger.info("snapshot mounted", metadata: ["snapshot.key": "\(key)", "mount.target": "\(target)"])
+        return planned
+    }
+
+    /// Unmounts, then drops the record: a crash between the two leaves a record whose mount is gone, which
+    /// start-up drops.
+    func unmount(target: String) throws {
+        let target = try Self.normalize(target: target)
+        try claim(target)
+        defer { release(target) }
+        let rows = try database.read { conn in try conn.query("SELECT 1 FROM mounts WHERE target = ?", [.text(target)]) }
+        guard !rows.isEmpty else { throw SnapshotError.notMountedHere(target: target) }
+        try unmountRecorded(target)
+        CrashPoint.reach("unmount.unmounted")
+        try database.write { conn in try conn.execute("DELETE FROM mounts WHERE target = ?", [.text(target)]) }
+        logger.info("snapshot unmounted", metadata: ["mount.target": "\(target)"])
+    }
+
+    /// umount(2) of a recorded target; one that is not mounted any more (someone else unmounted it) is fine.
+    private func unmountRecorded(_ target: String) throws {
+        do {
+            try Mounter.unmount(target)
+        } catch {
+            guard case .unmountFailed(_, let cause) = error else { throw error }
+            switch cause.errno {
+            case EINVAL: logger.notice("mount was already gone", metadata: ["mount.target": "\(target)"])
+            case EBUSY: throw SnapshotError.targetBusy(target: target)
+            default: throw error
+            }
         }
     }
 
-    func unmount(target: String) throws {
-        let target = try Self.normalize(target: target)
-        try database.write { conn in
-            guard try !conn.query("SELECT 1 FROM mounts WHERE target = ?", [.text(target)]).isEmpty else {
-                throw SnapshotError.notMountedHere(target: target)
-            }
-            do {
-                try Mounter.unmount(target)
-            } catch MountError.unmountFailed(_, let error) where error.errno == EINVAL {
-                // Not mounted any more (someone else unmounted it): the record is all that is left.
-                logger.notice("mount was already gone", metadata: ["mount.target": "\(target)"])
-            } catch MountError.unmountFailed(_, let error) where error.errno == EBUSY {
-                throw SnapshotError.targetBusy(target: target)
-            }
-            try conn.execute("DELETE FROM mounts WHERE target = ?", [.text(target)])
-        }
-        logger.info("snapshot unmounted", metadata: ["mount.target": "\(target)"])
+    private func claim(_ target: String) throws(SnapshotError) {
+        guard targetsInProgress.withLock({ $0.insert(target).inserted }) else { throw .targetOperationInProgress(target: target) }
+    }
+
+    private func release(_ target: String) {
+        _ = targetsInProgress.withLock { $0.remove(target) }
     }
 
     func activeMounts() throws -> [ActiveMount] {

@@ -2,6 +2,7 @@ import BlobStore
 import Logging
 import MountManager
 import SnapshotterAPI
+import Synchronization
 import SystemSupport
 
 #if canImport(Glibc)
@@ -21,6 +22,9 @@ final class SnapshotService: Sendable {
     let root: String
     let database: Database
     let logger: Logger
+    /// Mount targets with a mount or unmount under way: one operation per target at a time, since the
+    /// catalog and the kernel are changed in separate steps.
+    let targetsInProgress = Mutex<Set<String>>([])
 
     init(root: String, database: Database, logger: Logger) {
         self.root = root

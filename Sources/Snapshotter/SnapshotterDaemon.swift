@@ -138,6 +138,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
             router: router,
             allowedUIDs: Set(settings.allowedUIDs),
             maxBodyBytes: settings.maxBodyBytes,
+            limits: settings.apiLimits,
             threadPool: threadPool,
             logger: logger,
             onReady: { Systemd.notify("READY=1\nSTATUS=serving on \(socketDescription)") },
@@ -147,7 +148,10 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         if !settings.containerdSocket.isEmpty {
             let backend = ContainerdBackend(
                 service: service, images: images, reconciler: reconciler, threadPool: threadPool, logger: logger)
-            services.append(.init(service: ContainerdProxyServer(socketPath: settings.containerdSocket, backend: backend, logger: logger)))
+            services.append(
+                .init(
+                    service: ContainerdProxyServer(
+                        socketPath: settings.containerdSocket, backend: backend, limits: settings.containerdLimits, logger: logger)))
         }
         if let interval = Systemd.watchdogPingInterval() {
             services.append(.init(service: WatchdogService(interval: interval, logger: logger)))

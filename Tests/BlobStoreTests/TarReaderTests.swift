@@ -40,7 +40,7 @@ struct TarWriter {
         bytes += [UInt8](repeating: 0, count: (512 - data.count % 512) % 512)
     }
 
-    mutating func pax(_ records: [String: String], for name: String) {
+    mutating func pax(_ records: [String: String], for name: String, typeflag: Character = "x") {
         var payload: [UInt8] = []
         for (key, value) in records.sorted(by: { $0.key < $1.key }) {
             let body = " \(key)=\(value)\n"
@@ -48,7 +48,7 @@ struct TarWriter {
             while String(length).utf8.count + body.utf8.count != length { length += 1 }
             payload += Array("\(length)\(body)".utf8)
         }
-        add("PaxHeaders/" + name, typeflag: "x", data: payload)
+        add("PaxHeaders/" + name, typeflag: typeflag, data: payload)
     }
 
     mutating func finish() { bytes += [UInt8](repeating: 0, count: 1024) }
@@ -128,6 +128,10 @@ struct TarReaderTests {
     enum Hostile: String, CaseIterable {
         case dotDot, absolute, nestedDotDot, truncatedData, truncatedHeader, badChecksum, absurdSize, absurdPAX
         case hardlinkEscape, sparse, badGzip, nulInPath
+        /// PAX headers before one entry, each under the 1 MiB limit, that add up to over 1 MiB.
+        case paxFlood
+        /// Global PAX headers whose records accumulate over the whole archive.
+        case globalPAXFlood
     }
 
     @Test("hostile archives are refused with a clear error", arguments: Hostile.allCases)
@@ -150,6 +154,16 @@ struct TarReaderTests {
         case .nulInPath:
             tar.pax(["path": "a\u{0}b"], for: "f")
             tar.add("f")
+        case .paxFlood:
+            let filler = String(repeating: "x", count: 4000)
+            for index in 0..<400 { tar.pax(["comment.\(index)": filler], for: "f") }
+            tar.add("f")
+        case .globalPAXFlood:
+            let filler = String(repeating: "x", count: 4000)
+            for index in 0..<400 {
+                tar.pax(["comment.\(index)": filler], for: "g\(index)", typeflag: "g")
+                tar.add("f\(index)")
+            }
         }
         tar.finish()
         bytes = tar.bytes

@@ -59,7 +59,7 @@ public enum CraftedImages {
         let bootPath = try bootstrap(of: attacker, into: scratch + "/boot")
         var boot = Array(try Data(contentsOf: URL(fileURLWithPath: bootPath)))
         // The blob table's entry 0 (`s_blob_table_offset` at 1152 + 8): the victim's ToC digest at 136.
-        let table = u64(boot, at: 1152 + 8)
+        let table = blobTableEntryOffset(boot)
         boot.replaceSubrange(table + 136..<table + 168, with: victimEntry.tocDigest)
         var blob = try bytes(of: data, in: attacker)
         let victimBlob = try bytes(of: dataLayer(of: victim), in: victim)
@@ -80,6 +80,40 @@ public enum CraftedImages {
             }
         }
         guard replaced >= 2 else { throw RegistryTestSupport.TestFailure("blob id found \(replaced) times in the bootstrap") }
+        var renamed = data
+        renamed.digest = try Digest(parsing: "sha256:" + victimBlobID)
+        try publish(
+            attacker, bootstrap: boot, dataBlob: (renamed, blob), to: registry, repository: repository, tag: tag, scratch: scratch)
+    }
+
+    /// Publishes `image` with its bootstrap rewritten by `rewrite` (repacked as its bootstrap layer; the manifest
+    /// names the new layer digest): what an image author can put in a bootstrap.
+    public static func publish(
+        _ image: NydusTestImage, rewritingBootstrap rewrite: (inout [UInt8]) throws -> Void, to registry: HostileRegistry,
+        repository: String, tag: String, scratch: String
+    ) throws {
+        var boot = Array(try Data(contentsOf: URL(fileURLWithPath: try bootstrap(of: image, into: scratch + "/boot"))))
+        try rewrite(&boot)
+        try publish(image, bootstrap: boot, dataBlob: nil, to: registry, repository: repository, tag: tag, scratch: scratch)
+    }
+
+    /// The offset of blob-table entry `index` in a RAFS v6 bootstrap (`s_blob_table_offset`, at 1152 + 8).
+    public static func blobTableEntryOffset(_ boot: [UInt8], index: Int = 0) -> Int {
+        u64(boot, at: 1152 + 8) + index * RafsBlobEntry.size
+    }
+
+    /// Stores `value` little-endian at `offset`.
+    public static func put(_ value: UInt64, into bytes: inout [UInt8], at offset: Int, width: Int = 8) {
+        for index in 0..<width { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) }
+    }
+
+    /// Publishes `image` with `boot` as its bootstrap (repacked) and, if given, its data layer renamed and replaced.
+    private static func publish(
+        _ image: NydusTestImage, bootstrap boot: [UInt8], dataBlob: (dataDescriptor: Descriptor, bytes: [UInt8])?,
+        to registry: HostileRegistry, repository: String, tag: String, scratch: String
+    ) throws {
+        let bootPath = scratch + "/boot/" + NydusLayout.bootstrapEntry
+        try FileManager.default.createDirectory(atPath: scratch + "/boot/image", withIntermediateDirectories: true)
         try Data(boot).write(to: URL(fileURLWithPath: bootPath))
         let layerPath = scratch + "/bootstrap.tar.gz"
         try RegistryTestSupport.run(
@@ -87,23 +121,25 @@ public enum CraftedImages {
             ["--owner=0", "--group=0", "--mtime=@1700000000", "-czf", layerPath, "-C", scratch + "/boot", NydusLayout.bootstrapEntry])
         let layer = Array(try Data(contentsOf: URL(fileURLWithPath: layerPath)))
 
-        var bootDescriptor = attacker.result.bootstrapLayer
+        var bootDescriptor = image.result.bootstrapLayer
         bootDescriptor.digest = try Digest(parsing: "sha256:" + SHA256.hash(layer).hexString)
         bootDescriptor.size = Int64(layer.count)
-        var dataDescriptor = data
-        dataDescriptor.digest = try Digest(parsing: "sha256:" + victimBlobID)
-        var manifest = attacker.result.manifest
-        manifest.layers = manifest.layers.map { $0 == data ? dataDescriptor : $0 == attacker.result.bootstrapLayer ? bootDescriptor : $0 }
-
-        try registry.putBlob(repository: repository, digest: dataDescriptor.digest.description, bytes: blob)
+        let data = dataLayer(of: image)
+        var manifest = image.result.manifest
+        manifest.layers = manifest.layers.map {
+            $0 == data ? (dataBlob?.dataDescriptor ?? data) : $0 == image.result.bootstrapLayer ? bootDescriptor : $0
+        }
+        try registry.putBlob(
+            repository: repository, digest: (dataBlob?.dataDescriptor ?? data).digest.description,
+            bytes: try dataBlob?.bytes ?? bytes(of: data, in: image))
         try registry.putBlob(repository: repository, digest: bootDescriptor.digest.description, bytes: layer)
         try registry.putBlob(
-            repository: repository, digest: manifest.config.digest.description, bytes: try bytes(of: manifest.config, in: attacker))
+            repository: repository, digest: manifest.config.digest.description, bytes: try bytes(of: manifest.config, in: image))
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try registry.putManifest(
             repository: repository, tag: tag, bytes: Array(try encoder.encode(manifest)),
-            mediaType: attacker.result.manifestDescriptor.mediaType)
+            mediaType: image.result.manifestDescriptor.mediaType)
     }
 
     /// The little-endian u64 at `offset`, as an Int (bootstrap offsets).

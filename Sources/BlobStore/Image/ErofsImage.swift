@@ -80,14 +80,42 @@ public final class ErofsImage: Sendable {
         guard count > 0 else { return [] }
         let raw = try file.bytes(at: ext.blobTableOffset, count: size, what: "RAFS blob table")
         var entries: [RafsBlobEntry] = []
+        var chunks: UInt64 = 0
         for index in 0..<count {
             let entry = try RafsBlobEntry(decoding: raw, at: index * RafsBlobEntry.size)
             guard entry.blobIndex == UInt32(index) else {
                 throw .badBlobTable(reason: "entry \(index) says it is blob \(entry.blobIndex)")
             }
+            try checkLimits(of: entry)
+            chunks += UInt64(entry.chunkCount)
+            guard chunks <= ImageLimits.chunksPerImage else {
+                throw .absurdSize(what: "chunks of the image's blobs", size: chunks, limit: ImageLimits.chunksPerImage)
+            }
             entries.append(entry)
         }
         return entries
+    }
+
+    /// Refuses a blob entry whose sizes are beyond `ImageLimits`, before anything is sized by them.
+    private static func checkLimits(of entry: RafsBlobEntry) throws(ImageFormatError) {
+        let name = entry.blobID
+        guard entry.uncompressedSize <= ImageLimits.blobBytes else {
+            throw .absurdSize(what: "blob \(name) uncompressed size", size: entry.uncompressedSize, limit: ImageLimits.blobBytes)
+        }
+        guard entry.compressedSize <= ImageLimits.blobBytes else {
+            throw .absurdSize(what: "blob \(name) compressed size", size: entry.compressedSize, limit: ImageLimits.blobBytes)
+        }
+        guard ImageLimits.chunkSizes.contains(entry.chunkSize), entry.chunkSize & (entry.chunkSize - 1) == 0 else {
+            throw .badBlobTable(
+                reason:
+                    "blob \(name) has chunk size \(entry.chunkSize); a power of two from \(ImageLimits.chunkSizes.lowerBound) to \(ImageLimits.chunkSizes.upperBound) is needed"
+            )
+        }
+        let metaLimit = UInt64(ImageLimits.metaBytes)
+        guard entry.metaCompressedSize <= metaLimit, entry.metaUncompressedSize <= metaLimit else {
+            throw .absurdSize(
+                what: "blob \(name) meta", size: max(entry.metaCompressedSize, entry.metaUncompressedSize), limit: metaLimit)
+        }
     }
 
     /// Long xattr name prefixes, from the metadata area (a packed inode is only used with the fragments
@@ -479,6 +507,10 @@ public final class ErofsImage: Sendable {
         guard let rafs, rafs.chunkTableSize > 0 else { return [] }
         guard rafs.chunkTableSize % UInt64(RafsChunkTableEntry.size) == 0 else {
             throw .badBlobTable(reason: "chunk table size \(rafs.chunkTableSize) is not a multiple of \(RafsChunkTableEntry.size)")
+        }
+        let rows = rafs.chunkTableSize / UInt64(RafsChunkTableEntry.size)
+        guard rows <= ImageLimits.chunksPerImage else {
+            throw .absurdSize(what: "RAFS chunk table rows", size: rows, limit: ImageLimits.chunksPerImage)
         }
         guard rafs.chunkTableSize <= file.size else {
             throw .outOfBounds(what: "RAFS chunk table", offset: rafs.chunkTableOffset, length: rafs.chunkTableSize, size: file.size)

@@ -255,8 +255,7 @@ public struct ImageCatalog: Sendable {
             guard let image = try Self.image(conn, where: "reference = ?", [.text(reference)]) else {
                 throw ImageError.notFound(reference: reference)
             }
-            let users = try conn.query("SELECT key FROM snapshots WHERE image_id = ? ORDER BY key", [.integer(image.id)])
-            if !users.isEmpty { throw ImageError.inUse(reference: reference, snapshots: try users.map { try $0.string(0) }) }
+            try Self.checkUnused(conn, image)
             try conn.execute("DELETE FROM images WHERE id = ?", [.integer(image.id)])
             let orphans = try conn.query(
                 Self.blobColumns + " WHERE NOT EXISTS (SELECT 1 FROM image_blobs ib WHERE ib.blob_id = blobs.id) ORDER BY id"
@@ -264,6 +263,22 @@ public struct ImageCatalog: Sendable {
             for orphan in orphans { try conn.execute("DELETE FROM blobs WHERE id = ?", [.integer(orphan.id)]) }
             return (image, orphans)
         }
+    }
+
+    /// The image recorded under `reference`, refused if a snapshot sits on it (what `remove` checks again).
+    public func removable(reference: String) throws -> ImageRecord {
+        try database.read { conn in
+            guard let image = try Self.image(conn, where: "reference = ?", [.text(reference)]) else {
+                throw ImageError.notFound(reference: reference)
+            }
+            try Self.checkUnused(conn, image)
+            return image
+        }
+    }
+
+    private static func checkUnused(_ conn: SQLConnection, _ image: ImageRecord) throws {
+        let users = try conn.query("SELECT key FROM snapshots WHERE image_id = ? ORDER BY key", [.integer(image.id)])
+        if !users.isEmpty { throw ImageError.inUse(reference: image.reference, snapshots: try users.map { try $0.string(0) }) }
     }
 
     /// How many images use a bootstrap file (several references can share one manifest).

@@ -86,7 +86,7 @@ public struct ImageStoreLayout: Sendable {
 /// at its tail) are fetched with one ranged GET.
 public final class ImagePuller: Sendable {
     /// The most of a blob's tail (chunk infos, digests, ToC) a pull fetches; beyond it the blob is refused.
-    public static let maximumMetaBytes: Int64 = 256 << 20
+    public static let maximumMetaBytes = ImageLimits.metaBytes
 
     public let layout: ImageStoreLayout
     public let catalog: ImageCatalog
@@ -151,6 +151,11 @@ public final class ImagePuller: Sendable {
         defer { for tail in tails.values { tail.cancel() } }
 
         // The bootstrap: fetched whole (it is small), digest-checked, unpacked from its tar.gz.
+        guard parts.bootstrap.size <= ImageLimits.bootstrapLayerBytes else {
+            throw ImageError.notAnImage(
+                reference: name,
+                reason: "its bootstrap layer is \(parts.bootstrap.size) bytes; at most \(ImageLimits.bootstrapLayerBytes) are fetched")
+        }
         progress(PullProgress(reference: name, phase: "bootstrap", bytesTotal: parts.bootstrap.size))
         let layerPath = FileSystem.join(work, "bootstrap.layer")
         try await client.fetchBlob(
@@ -375,11 +380,30 @@ public final class ImagePuller: Sendable {
         return (inserted, newBlobs, true)
     }
 
-    /// Removes an image and the files of blobs no other image uses. Returns the removed record and orphans
-    /// (the caller withdraws them from the engine and front end first; their files are gone afterwards).
-    public func remove(_ reference: String, beforeDeletingFiles: (ImageRecord, [BlobRecord]) throws -> Void) throws -> ImageRecord {
+    /// Removes an image and the files of blobs no other image uses, in an order that a crash at any point
+    /// leaves the kernel and the catalog agreeing: `beforeDeletingRecord` takes the image out of the kernel
+    /// (its mount) while its record still exists, so a crash before the delete commits leaves a recorded
+    /// image that start-up mounts again; then the records go; then `beforeDeletingFiles` withdraws the
+    /// orphans from the engine and front end, and their files go. If a snapshot was made on the image in the
+    /// meantime, `restore` puts the image back into the kernel and the removal is refused.
+    public func remove(
+        _ reference: String,
+        beforeDeletingRecord: (ImageRecord) throws -> Void,
+        restore: (ImageRecord) -> Void,
+        beforeDeletingFiles: (ImageRecord, [BlobRecord]) throws -> Void
+    ) throws -> ImageRecord {
         let name = (try? ImageReference(parsing: reference).description) ?? reference
-        let (image, orphans) = try catalog.remove(reference: name)
+        try beforeDeletingRecord(try catalog.removable(reference: name))
+        CrashPoint.reach("rmi.unmounted")
+        let image: ImageRecord
+        let orphans: [BlobRecord]
+        do {
+            (image, orphans) = try catalog.remove(reference: name)
+        } catch {
+            if let kept = try? catalog.image(reference: name) { restore(kept) }
+            throw error
+        }
+        CrashPoint.reach("rmi.committed")
         try beforeDeletingFiles(image, orphans)
         for blob in orphans {
             unlink(layout.deviceLink(blobID: blob.blobID, domain: blob.domain))
@@ -399,7 +423,7 @@ public final class ImagePuller: Sendable {
     /// - Returns: the hex sha256 of the bootstrap, recorded so that the file can be checked when reopened.
     @discardableResult
     static func unpackBootstrap(layer: String, to path: String) throws -> String {
-        let reader = try TarReader.open(path: layer, maximumEntrySize: 1 << 32)
+        let reader = try TarReader.open(path: layer, maximumEntrySize: ImageLimits.bootstrapBytes)
         while let entry = try reader.next() {
             let normalized = entry.path.hasPrefix("./") ? String(entry.path.dropFirst(2)) : entry.path
             guard normalized == NydusLayout.bootstrapEntry, case .regular = entry.kind else { continue }
@@ -424,9 +448,17 @@ public final class ImagePuller: Sendable {
         throw ImageError.notAnImage(reference: layer, reason: "its bootstrap layer holds no \(NydusLayout.bootstrapEntry)")
     }
 
-    /// The hex sha256 of a whole file (bootstraps: a few MiB at most).
+    /// The hex sha256 of a whole file, read in 1 MiB pieces (a bootstrap may be up to `ImageLimits.bootstrapBytes`).
     public static func sha256(ofFile path: String) throws -> String {
-        SHA256.hash(try FileSystem.readFile(path)).hexString
+        let file = try ImageFile(path: path)
+        var hasher = SHA256()
+        var offset: UInt64 = 0
+        while offset < file.size {
+            let count = Int(min(file.size - offset, 1 << 20))
+            hasher.update(try file.read(at: offset, count: count, what: "file to hash"))
+            offset += UInt64(count)
+        }
+        return hasher.finalize().hexString
     }
 
     /// Creates the empty sparse backing file of a blob unless it exists; never replaces one, so that a

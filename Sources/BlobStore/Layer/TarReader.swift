@@ -5,7 +5,8 @@
 /// limit, an archive that ends inside an entry. Nothing is ever written anywhere.
 public final class TarReader {
     public static let blockSize = 512
-    /// Largest PAX or GNU long-name payload accepted.
+    /// Largest PAX or GNU long-name payload accepted; also the most all such headers before one entry may
+    /// add up to, and the most the global PAX records may hold, so that header after header cannot grow memory.
     public static let maximumMetadataSize: Int64 = 1 << 20
 
     private let source: ByteSource
@@ -34,6 +35,7 @@ public final class TarReader {
         var pax: [String: [UInt8]] = [:]
         var longName: String?
         var longLink: String?
+        var metadataBytes: Int64 = 0
         while true {
             let headerOffset = offset
             guard let header = try readBlock(allowEnd: true) else {
@@ -46,11 +48,21 @@ public final class TarReader {
                 return nil
             }
             let fields = try TarHeader(header, offset: headerOffset)
+            if [UInt8(ascii: "x"), UInt8(ascii: "g"), UInt8(ascii: "L"), UInt8(ascii: "K")].contains(fields.typeflag) {
+                metadataBytes += max(0, fields.size)
+                guard metadataBytes <= Self.maximumMetadataSize else {
+                    throw LayerError.absurdSize(path: fields.name, size: metadataBytes, limit: Self.maximumMetadataSize)
+                }
+            }
             switch fields.typeflag {
             case UInt8(ascii: "x"), UInt8(ascii: "g"):
                 let records = try parsePAX(try readMetadata(size: fields.size, what: "PAX header", path: fields.name), path: fields.name)
                 if fields.typeflag == UInt8(ascii: "g") {
                     globalPAX.merge(records) { $1 }
+                    let globalBytes = globalPAX.reduce(0) { $0 + Int64($1.key.utf8.count + $1.value.count) }
+                    guard globalBytes <= Self.maximumMetadataSize else {
+                        throw LayerError.absurdSize(path: fields.name, size: globalBytes, limit: Self.maximumMetadataSize)
+                    }
                 } else {
                     pax.merge(records) { $1 }
                 }

@@ -1,0 +1,145 @@
+import BlobStore
+import Foundation
+import SnapshotterAPI
+import SystemSupport
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// kill -9 between any two steps of an operation that changes both the kernel and the catalog: after a
+/// restart the two agree. The daemon kills itself at a named step (`SNAPSHOTTERD_CRASH_AT`, a fault injector
+/// in `CrashPoint`), exactly as kill -9 would there.
+@Suite("Crash consistency: the kernel and the catalog agree after kill -9 at any step", .serialized)
+struct CrashConsistencyTests {
+    /// Mount points under `directory`, per /proc/self/mountinfo.
+    static func mountPoints(under directory: String) -> Set<String> {
+        let text = String(decoding: (try? FileSystem.readFile("/proc/self/mountinfo")) ?? [], as: UTF8.self)
+        return Set(
+            text.split(separator: "\n").compactMap { line in
+                let fields = line.split(separator: " ")
+                guard fields.count > 4, fields[4].hasPrefix(directory + "/") else { return nil }
+                return String(fields[4])
+            })
+    }
+
+    /// Starts the daemon armed to die at `point`, runs `operation` (which the crash cuts short), waits for the
+    /// daemon to die, and starts it again unarmed.
+    static func crash(_ daemon: DaemonHarness, at point: String, during operation: () throws -> Void) throws {
+        daemon.stop()
+        daemon.environment["SNAPSHOTTERD_CRASH_AT"] = point
+        try daemon.start()
+        #expect(throws: (any Error).self, "the operation finished although the daemon was to die at \(point)") { try operation() }
+        let process = try #require(daemon.process)
+        process.waitUntilExit()
+        #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL, "the daemon did not die at \(point)")
+        daemon.environment["SNAPSHOTTERD_CRASH_AT"] = nil
+        try daemon.start()
+    }
+
+    @Test(
+        "snapshot mount and unmount: kill -9 at each step leaves records and mounts agreeing, and the snapshot usable",
+        arguments: ["mount.recorded", "mount.mounted", "unmount.unmounted"])
+    func snapshotMounts(point: String) throws {
+        let daemon = try DaemonHarness("crashmount")
+        defer { daemon.tearDown() }
+        try daemon.start()
+        let client = daemon.client()
+        _ = try client.prepare(key: "k", parent: nil, labels: [:])
+        let target = daemon.directory + "/target"
+        if point.hasPrefix("unmount") { _ = try client.mount(key: "k", target: target) }
+
+        try Self.crash(daemon, at: point) {
+            if point.hasPrefix("unmount") { try daemon.client().unmount(target: target) } else { _ = try daemon.client().mount(key: "k", target: target) }
+        }
+
+        let recorded = Set(try daemon.client().status().mounts.map(\.target))
+        // The daemon's own mounts (front end, images) are under its root; snapshot targets are beside it.
+        let mounted = Self.mountPoints(under: daemon.directory).filter { !$0.hasPrefix(daemon.root + "/") }
+        #expect(recorded == mounted, "after a crash at \(point) the catalog records \(recorded), the kernel has \(mounted)")
+        // Whatever the state, the snapshot is usable: unmount if mounted, mount, unmount, remove.
+        if recorded.contains(target) { try daemon.client().unmount(target: target) }
+        _ = try daemon.client().mount(key: "k", target: target)
+        try daemon.client().unmount(target: target)
+        try daemon.client().remove(key: "k")
+        #expect(!Self.mountPoints(under: daemon.directory).contains(target))
+    }
+
+    @Test("rmi: kill -9 after the unmount or after the commit leaves each recorded image mounted and no other", arguments: ["rmi.unmounted", "rmi.committed"])
+    func imageRemoval(point: String) throws {
+        let daemon = try DaemonHarness("crashrmi", arguments: ["--front-end", "eager"])
+        let registry = try HostileRegistry()
+        defer {
+            daemon.tearDown()
+            registry.stop()
+        }
+        let image = try NydusTestImage(
+            directory: daemon.directory + "/image", files: ["bin/tool": RegistryTestSupport.randomBytes(1 << 20, seed: 4)])
+        try CraftedImages.publish(image, to: registry, repository: "app", tag: "v1")
+        let reference = "\(registry.host)/app:v1"
+        try daemon.start()
+        _ = try daemon.client().pull(reference: reference)
+        let images = daemon.root + "/mnt"
+        #expect(Self.mountPoints(under: images).count == 1)
+
+        try Self.crash(daemon, at: point) { try daemon.client().removeImage(reference: reference) }
+
+        let recorded = try daemon.client().images().map(\.reference)
+        let mounted = Self.mountPoints(under: images)
+        #expect(recorded.count == mounted.count, "after a crash at \(point): images \(recorded), image mounts \(mounted)")
+        #expect(recorded == (point == "rmi.unmounted" ? [reference] : []))
+        if !recorded.isEmpty { try daemon.client().removeImage(reference: reference) }
+        #expect(Self.mountPoints(under: images).isEmpty)
+        _ = try daemon.client().pull(reference: reference)
+        #expect(Self.mountPoints(under: images).count == 1)
+    }
+
+    /// On main the start-up pass left such a mount in place for ever (rmi committed before it unmounted, so a
+    /// crash in between left it; nothing matched mounts under mnt/ against the catalog).
+    @Test("an image mount under mnt/ that the catalog does not record is unmounted at start-up")
+    func unrecordedImageMountIsRemoved() throws {
+        let daemon = try DaemonHarness("stalemnt")
+        defer { daemon.tearDown() }
+        try daemon.start()
+        daemon.stop()
+        let stale = daemon.root + "/mnt/4242"
+        try FileSystem.makeDirectories(stale)
+        let mounted = try runCommand("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "stale", stale])
+        try #require(mounted.status == 0, "cannot mount a tmpfs: \(mounted.output)")
+        try daemon.start()
+        #expect(Self.mountPoints(under: daemon.root + "/mnt").isEmpty, "still mounted: \(Self.mountPoints(under: daemon.root + "/mnt"))")
+    }
+
+    /// On main the second caller got "image ... is being pulled already" (and containerd's path polled).
+    @Test("concurrent pulls of one reference do the work once and all succeed")
+    func identicalPullsShareOneFlight() throws {
+        let daemon = try DaemonHarness("singleflight", arguments: ["--front-end", "eager"])
+        let registry = try HostileRegistry()
+        defer {
+            daemon.tearDown()
+            registry.stop()
+        }
+        let image = try NydusTestImage(
+            directory: daemon.directory + "/image", files: ["bin/tool": RegistryTestSupport.randomBytes(4 << 20, seed: 5)])
+        try CraftedImages.publish(image, to: registry, repository: "app", tag: "v1")
+        try daemon.start()
+        let reference = "\(registry.host)/app:v1"
+        let pullers = (0..<4).map { _ in
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: DaemonHarness.snapctlPath)
+            process.arguments = ["--socket", daemon.socket, "pull", reference]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            return process
+        }
+        for process in pullers { try process.run() }
+        for process in pullers { process.waitUntilExit() }
+        let statuses = pullers.map(\.terminationStatus)
+        #expect(statuses.allSatisfy { $0 == 0 }, "snapctl pull exit statuses: \(statuses)")
+        let pulls = daemon.log().components(separatedBy: "\n").filter { $0.contains("msg=\"image pulled\"") }.count
+        #expect(pulls == 1, "the image was pulled \(pulls) times")
+        #expect(try daemon.client().images().count == 1)
+    }
+}
