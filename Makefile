@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-lazy-vm bench-coldstart generate-proto clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-lazy-vm bench-coldstart bench-scale generate-proto clean
 
 all: build
 
@@ -106,3 +106,9 @@ bench: bench-snapshots bench-registry bench-convert bench-lazy bench-coldstart
 
 clean:
 	rm -rf .build $(STATE)
+
+## bench-scale: 1,000 images / 10,000 blobs / 1,000 snapshots (200 mounted) through the real daemon: RSS, start-up, p99s, a connection storm
+bench-scale: setup
+	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product ScaleBench $(BUILD_FLAGS)
+	.build/release/ScaleBench --daemon .build/release/snapshotterd

@@ -129,6 +129,13 @@ let package = Package(
         ),
 
         .executableTarget(
+            name: "ScaleBench",
+            dependencies: ["BlobStore", "SnapshotterAPI", "SystemSupport", "TestSupport"],
+            path: "benchmarks/ScaleBench",
+            swiftSettings: strict
+        ),
+
+        .executableTarget(
             name: "ColdStartBench",
             dependencies: [
                 "BlobStore", "SystemSupport", "CRIClient", "TestSupport",

@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <malloc.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 
@@ -90,6 +91,8 @@ int clinux_lower_thread_priority(int nice) {
 }
 
 int clinux_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int clinux_malloc_trim(size_t pad) { return malloc_trim(pad); }
 
 int clinux_start_writeback(int fd, long long offset, long long length) {
     return sync_file_range(fd, (off_t)offset, (off_t)length, SYNC_FILE_RANGE_WRITE);

@@ -82,9 +82,11 @@ final class ImageService: Sendable {
         let resumed = try await frontEnd.resumeInFlight()
         frontEnd.startServing()
         if resumed > 0 { logger.notice("completed reads a previous daemon left waiting", metadata: ["fanotify.count": "\(resumed)"]) }
+        // One read of mountinfo for all images: it has a line per mount, so one read per image is quadratic.
+        let mounted = Set(try await runBlocking { try MountInfo.read() }.map(\.mountPoint))
         for image in healthy {
             do {
-                try await mountIfNeeded(image)
+                try await mountIfNeeded(image, mounted: mounted)
             } catch {
                 logger.error("image not mounted", metadata: ["image.reference": "\(image.reference)", "error": "\(error)"])
             }
@@ -216,13 +218,18 @@ final class ImageService: Sendable {
 
     /// Mounts the image's EROFS (bootstrap as source, each blob as `device=`) unless already mounted. The
     /// eager front end first fetches every blob whole.
-    private func mountIfNeeded(_ image: ImageRecord) async throws {
+    /// `mounted`: the mount points in force, when the caller read them already.
+    private func mountIfNeeded(_ image: ImageRecord, mounted: Set<String>? = nil) async throws {
         if let reason = frontEnd.imageMountUnsupportedReason {
             logger.notice("image not mounted", metadata: ["image.reference": "\(image.reference)", "mount.reason": "\(reason)"])
             return
         }
         let target = mountPoint(of: image.id)
-        if MountInfo.isMountPoint(target, in: try MountInfo.read()) { return }
+        if let mounted {
+            if mounted.contains(target) { return }
+        } else if MountInfo.isMountPoint(target, in: try MountInfo.read()) {
+            return
+        }
         // Converted images have their data here already: fill their backing files now rather than per read.
         if frontEnd.needsCompleteBlobs || image.format == .converted {
             for blob in image.blobs { try await engine.prefetch(blobID: blob.id) }
@@ -271,6 +278,8 @@ final class ImageService: Sendable {
         let (image, newBlobs, pulled) = try await puller.pull(reference, knownManifestDigest: knownManifestDigest) { progress in
             self.pulls.withLock { $0[key] = progress }
         }
+        // Recorded, not yet served nor mounted: start-up serves and mounts every recorded image.
+        CrashPoint.reach("pull.recorded")
         // An image pulled before is served already (at start-up or by that pull): only its mount is checked.
         // A new one's blobs that the catalog knew before (shared with another image) are served already too.
         var bootstrap: ErofsImage?
@@ -358,18 +367,25 @@ final class ImageService: Sendable {
         try catalog.images().map(info)
     }
 
+    /// One line per image for `status`: from the catalog's summaries (no chunk bitmaps, no per-blob records)
+    /// and the engine's counters, so it stays cheap with thousands of images.
     func statuses() throws -> [ImageStatus] {
         let failures = failed.withLock { $0 }
-        return try catalog.images().map { image in
+        return try catalog.summaries().map { image in
             if let error = failures[image.reference] {
                 return ImageStatus(reference: image.reference, bytesFetched: 0, localBytes: 0, size: 0, percentLocal: 0, error: error)
             }
-            let described = try info(image)
-            let fetched = image.blobs.reduce(Int64(0)) { $0 + Int64(engine.bytesFetched(blobID: $1.id)) }
-            let percent = described.size > 0 ? (Double(described.localBytes) * 100 / Double(described.size) * 10).rounded() / 10 : 100
-            return ImageStatus(
-                reference: image.reference, bytesFetched: fetched, localBytes: described.localBytes, size: described.size,
-                percentLocal: percent)
+            var size: Int64 = 0
+            var local: Int64 = 0
+            var fetched: Int64 = 0
+            for blob in image.blobs {
+                let progress = engine.progress(blobID: blob.id)
+                size += progress.map { Int64($0.total) } ?? blob.uncompressedSize
+                local += progress.map { Int64($0.present) } ?? 0
+                fetched += Int64(engine.bytesFetched(blobID: blob.id))
+            }
+            let percent = size > 0 ? (Double(local) * 100 / Double(size) * 10).rounded() / 10 : 100
+            return ImageStatus(reference: image.reference, bytesFetched: fetched, localBytes: local, size: size, percentLocal: percent)
         }
     }
 

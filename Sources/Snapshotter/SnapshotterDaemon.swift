@@ -68,6 +68,8 @@ struct SnapshotterDaemon: AsyncParsableCommand {
         LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, level: level) }
         var logger = Logger(label: "snapshotterd")
         logger[metadataKey: "pid"] = "\(getpid())"
+        let openFiles = ProcessLimits.raiseOpenFiles()
+        logger.debug("open-file limit", metadata: ["daemon.nofile": "\(openFiles)"])
 
         try FileSystem.makeDirectories(settings.root, mode: 0o700)
         let lock = try RootLock(root: settings.root)
@@ -94,6 +96,7 @@ struct SnapshotterDaemon: AsyncParsableCommand {
             engine: engine, frontEnd: frontEnd, kernelReadaheadKilobytes: settings.kernelReadaheadKilobytes,
             prefetchOnPull: settings.prefetchOnPull, logger: logger)
         try await images.start()
+        ProcessLimits.releaseFreedMemory()
 
         let threadPool = NIOThreadPool(numberOfThreads: settings.blockingThreads)
         threadPool.start()

@@ -1,3 +1,5 @@
+import CLinux
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -68,4 +70,43 @@ public func monotonicNanoseconds() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Process-wide resource limits.
+public enum ProcessLimits {
+    /// Raises the limit on open files as far as the process may: soft and hard to the kernel's `nr_open` when
+    /// privileged (as systemd's `LimitNOFILE=` would), else the soft limit to the hard one. Each served blob
+    /// keeps its files open, so a host with thousands of blobs needs far more than the usual 1,024.
+    /// Returns the limit now in force.
+    @discardableResult
+    public static func raiseOpenFiles() -> UInt64 {
+        var limit = rlimit()
+        let resource = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+        guard getrlimit(resource, &limit) == 0 else { return 0 }
+        let text = (try? FileSystem.readFile("/proc/sys/fs/nr_open")).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        if let ceiling = rlim_t(text.trimmingWhitespace()), ceiling > limit.rlim_max {
+            var raised = rlimit(rlim_cur: ceiling, rlim_max: ceiling)
+            if setrlimit(resource, &raised) == 0 { return UInt64(ceiling) }
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            var raised = limit
+            raised.rlim_cur = limit.rlim_max
+            if setrlimit(resource, &raised) == 0 { return UInt64(raised.rlim_cur) }
+        }
+        return UInt64(limit.rlim_cur)
+    }
+}
+
+extension String {
+    fileprivate func trimmingWhitespace() -> String {
+        String(self.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed())
+    }
+}
+
+extension ProcessLimits {
+    /// Gives memory freed by start-up (meta files read and dropped for thousands of blobs) back to the
+    /// kernel; glibc keeps freed pages in its arenas otherwise.
+    public static func releaseFreedMemory() {
+        _ = clinux_malloc_trim(0)
+    }
 }

@@ -95,7 +95,7 @@ struct TrustVerificationTests {
         try ImageFixtures.write([], to: backing)
         #expect(truncate(backing, off_t(blob.deviceSize)) == 0)
         let engine = BlobEngine(logger: Logger(label: "test"))
-        try engine.register(id: 1, rafs: blob, backingPath: backing, source: FileRangeSource(path: blob.file.path))
+        try engine.register(id: 1, rafs: blob, backingPath: backing, source: FileRangeSource(path: blob.path))
         #expect(!engine.isPresent(blobID: 1, offset: 20480, length: 4096))
         await #expect(throws: FetchError.undescribedRange(blob: 1, offset: 20480, length: 4096, deviceSize: blob.deviceSize)) {
             try await engine.ensure(blobID: 1, offset: 20480, length: 4096)

@@ -52,7 +52,11 @@ struct CrashConsistencyTests {
         if point.hasPrefix("unmount") { _ = try client.mount(key: "k", target: target) }
 
         try Self.crash(daemon, at: point) {
-            if point.hasPrefix("unmount") { try daemon.client().unmount(target: target) } else { _ = try daemon.client().mount(key: "k", target: target) }
+            if point.hasPrefix("unmount") {
+                try daemon.client().unmount(target: target)
+            } else {
+                _ = try daemon.client().mount(key: "k", target: target)
+            }
         }
 
         let recorded = Set(try daemon.client().status().mounts.map(\.target))
@@ -67,7 +71,9 @@ struct CrashConsistencyTests {
         #expect(!Self.mountPoints(under: daemon.directory).contains(target))
     }
 
-    @Test("rmi: kill -9 after the unmount or after the commit leaves each recorded image mounted and no other", arguments: ["rmi.unmounted", "rmi.committed"])
+    @Test(
+        "pull and rmi: kill -9 at each step leaves each recorded image mounted and no other",
+        arguments: ["pull.recorded", "rmi.unmounted", "rmi.committed"])
     func imageRemoval(point: String) throws {
         let daemon = try DaemonHarness("crashrmi", arguments: ["--front-end", "eager"])
         let registry = try HostileRegistry()
@@ -80,16 +86,25 @@ struct CrashConsistencyTests {
         try CraftedImages.publish(image, to: registry, repository: "app", tag: "v1")
         let reference = "\(registry.host)/app:v1"
         try daemon.start()
-        _ = try daemon.client().pull(reference: reference)
         let images = daemon.root + "/mnt"
-        #expect(Self.mountPoints(under: images).count == 1)
+        let removing = point.hasPrefix("rmi")
+        if removing {
+            _ = try daemon.client().pull(reference: reference)
+            #expect(Self.mountPoints(under: images).count == 1)
+        }
 
-        try Self.crash(daemon, at: point) { try daemon.client().removeImage(reference: reference) }
+        try Self.crash(daemon, at: point) {
+            if removing {
+                try daemon.client().removeImage(reference: reference)
+            } else {
+                _ = try daemon.client().pull(reference: reference)
+            }
+        }
 
         let recorded = try daemon.client().images().map(\.reference)
         let mounted = Self.mountPoints(under: images)
         #expect(recorded.count == mounted.count, "after a crash at \(point): images \(recorded), image mounts \(mounted)")
-        #expect(recorded == (point == "rmi.unmounted" ? [reference] : []))
+        #expect(recorded == (point == "rmi.committed" ? [] : [reference]))
         if !recorded.isEmpty { try daemon.client().removeImage(reference: reference) }
         #expect(Self.mountPoints(under: images).isEmpty)
         _ = try daemon.client().pull(reference: reference)
@@ -141,5 +156,42 @@ struct CrashConsistencyTests {
         let pulls = daemon.log().components(separatedBy: "\n").filter { $0.contains("msg=\"image pulled\"") }.count
         #expect(pulls == 1, "the image was pulled \(pulls) times")
         #expect(try daemon.client().images().count == 1)
+    }
+
+    @Test("concurrent pulls of different references to images sharing their blobs all succeed, with one set of files")
+    func sharedBlobPullsRace() throws {
+        let daemon = try DaemonHarness("sharedpulls", arguments: ["--front-end", "eager"])
+        let registry = try HostileRegistry()
+        defer {
+            daemon.tearDown()
+            registry.stop()
+        }
+        let image = try NydusTestImage(
+            directory: daemon.directory + "/image", files: ["bin/tool": RegistryTestSupport.randomBytes(2 << 20, seed: 6)])
+        let names = (0..<6).map { "app\($0)" }
+        for name in names { try CraftedImages.publish(image, to: registry, repository: name, tag: "v1") }
+        try daemon.start()
+        for round in 0..<3 {
+            let pullers = names.map { name in
+                let process = Process()
+                process.executableURL = URL(fileURLWithPath: DaemonHarness.snapctlPath)
+                process.arguments = ["--socket", daemon.socket, "pull", "\(registry.host)/\(name):v1"]
+                let output = Pipe()
+                process.standardOutput = output
+                process.standardError = output
+                return (process, output)
+            }
+            for (process, _) in pullers { try process.run() }
+            var failures: [String] = []
+            for (process, output) in pullers {
+                let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+                process.waitUntilExit()
+                if process.terminationStatus != 0 { failures.append(text) }
+            }
+            #expect(failures.isEmpty, "round \(round): \(failures.count) pulls failed: \(failures.first ?? "")")
+            #expect(try daemon.client().images().count == names.count)
+            #expect(Self.mountPoints(under: daemon.root + "/mnt").count == names.count)
+            for name in names { try daemon.client().removeImage(reference: "\(registry.host)/\(name):v1") }
+        }
     }
 }

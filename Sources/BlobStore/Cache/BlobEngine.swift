@@ -34,12 +34,25 @@ public final class BlobEngine: Sendable {
 
     /// Serves `rafs` lazily from `backingPath` (a sparse file of the blob's uncompressed size), fetching
     /// missing chunks from `source`. `bitmap` is the catalog's record of present chunks; it is checked
-    /// against the file's holes.
+    /// against the file's holes. A blob registered already (two pulls sharing it, racing) keeps its state
+    /// and in-flight fetches and gains `source` as another place to fetch from.
     public func register(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, bitmap: [UInt8] = []) throws {
         guard rafs.hasAllDigests else { throw FetchError.unverifiable(blob: id) }
+        if let existing = blobs.withLock({ $0[id] }) {
+            existing.add(source)
+            return
+        }
         let present = try LazyBlob.confirmedPresent(bitmap: bitmap, rafs: rafs, backingPath: backingPath)
         let blob = try LazyBlob(id: id, rafs: rafs, backingPath: backingPath, sources: [source], present: present)
-        blobs.withLock { $0[id] = blob }
+        let winner = blobs.withLock { blobs in
+            if let existing = blobs[id] { return existing }
+            blobs[id] = blob
+            return blob
+        }
+        guard winner === blob else {
+            winner.add(source)
+            return
+        }
         if present.allSatisfy({ $0 }) { completion.withLock { $0 }?(id) }
     }
 

@@ -14,7 +14,9 @@ import Musl
 /// blocks) to the compressed chunks that hold it, decompresses and verifies chunks, serves uncompressed
 /// ranges as an `ErofsDeviceReader`, and materializes the uncompressed blob as a sparse file.
 public final class RafsBlob: Sendable, ErofsDeviceReader {
-    public let file: ImageFile
+    /// The blob file (whole, or only its meta tail for a lazily pulled blob). It is not kept open: a host
+    /// serves thousands of blobs, and reads of chunks from this file (converted images, inspection) open it.
+    public let path: String
     public let entry: RafsBlobEntry
     public let metaHeader: BlobMetaHeader
     /// The chunk-info array, in array (chunk index) order.
@@ -41,7 +43,7 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
     /// chunks); without rows for every chunk, the blob table's ToC digest must vouch for the meta and digests.
     public init(path: String, entry: RafsBlobEntry, chunkTable: [RafsChunkTableEntry] = []) throws(ImageFormatError) {
         let file = try ImageFile(path: path)
-        self.file = file
+        self.path = path
         self.entry = entry
         let name = entry.blobID
 
@@ -286,7 +288,7 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
         guard let section = toc.first(where: { $0.name == name }) else {
             throw .badToc(blob: entry.blobID, reason: "no entry named \(name)")
         }
-        return try Self.readTocSection(file: file, section, blob: entry.blobID)
+        return try Self.readTocSection(file: try ImageFile(path: path), section, blob: entry.blobID)
     }
 
     // MARK: Chunks
@@ -354,6 +356,11 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
 
     /// Reads, decompresses and (when a digest is known and `verify` is set) verifies one chunk.
     public func readChunk(_ chunk: BlobChunkInfo, verify: Bool = true) throws(ImageFormatError) -> [UInt8] {
+        try readChunk(chunk, from: try ImageFile(path: path), verify: verify)
+    }
+
+    /// `readChunk` through a file the caller opened once for many chunks.
+    public func readChunk(_ chunk: BlobChunkInfo, from file: ImageFile, verify: Bool = true) throws(ImageFormatError) -> [UInt8] {
         let stored = try file.read(at: chunk.compressedOffset, count: Int(chunk.compressedSize), what: "chunk \(chunk.index)")
         return try decodeChunk(chunk, stored: stored, verify: verify)
     }
@@ -440,8 +447,9 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
             throw .absurdSize(what: "device read", size: length, limit: ImageFile.maximumRead)
         }
         var out = [UInt8](repeating: 0, count: count)
+        let file = try ImageFile(path: path)
         for chunk in chunks(coveringUncompressed: offset, length: length) {
-            let data = try readChunk(chunk)
+            let data = try readChunk(chunk, from: file)
             let from = max(offset, chunk.uncompressedOffset)
             let to = min(offset + length, chunk.uncompressedEnd)
             // One bulk copy per chunk: a per-byte loop dominates reads in debug builds.
@@ -479,8 +487,9 @@ public final class RafsBlob: Sendable, ErofsDeviceReader {
             } catch {
                 throw .io(path: partial, error)
             }
+            let file = try ImageFile(path: self.path)
             for chunk in chunks {
-                let data = try readChunk(chunk)
+                let data = try readChunk(chunk, from: file)
                 try Self.writeAll(fd, data, at: chunk.uncompressedOffset, path: partial)
                 report.chunks += 1
                 report.bytesWritten += UInt64(data.count)

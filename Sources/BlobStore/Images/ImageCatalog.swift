@@ -147,11 +147,48 @@ public struct ImageCatalog: Sendable {
         try database.read { conn in try Self.image(conn, where: "id = ?", [.integer(id)]) }
     }
 
+    /// Every image, with its blobs: two queries whatever the number of images (`status` and start-up call this
+    /// with thousands).
     public func images() throws -> [ImageRecord] {
         try database.read { conn in
-            try conn.query("SELECT id FROM images ORDER BY reference").compactMap { row in
-                try Self.image(conn, where: "id = ?", [.integer(try row.int(0))])
+            var blobsByImage: [Int64: [BlobRecord]] = [:]
+            for row in try conn.query(
+                """
+                SELECT b.id, b.blob_id, b.domain, b.chunk_map, b.registry, b.repository, b.stored_size, b.uncompressed_size,
+                       b.backing_path, b.meta_path, b.present, ib.image_id
+                FROM image_blobs ib JOIN blobs b ON b.id = ib.blob_id ORDER BY ib.image_id, ib.position
+                """)
+            {
+                blobsByImage[try row.int(11), default: []].append(try Self.blob(row: row))
             }
+            return try conn.query(Self.imageColumns + " ORDER BY reference").map { row in
+                try Self.image(row: row, blobs: blobsByImage[try row.int(0)] ?? [])
+            }
+        }
+    }
+
+    /// An image's reference and its blobs' row ids and uncompressed sizes: what `status` shows per image.
+    public struct Summary: Sendable {
+        public var reference: String
+        public var blobs: [(id: Int64, uncompressedSize: Int64)]
+    }
+
+    /// Every image's `Summary`, in reference order, from one query.
+    public func summaries() throws -> [Summary] {
+        try database.read { conn in
+            var result: [Summary] = []
+            for row in try conn.query(
+                """
+                SELECT i.reference, b.id, b.uncompressed_size
+                FROM images i LEFT JOIN image_blobs ib ON ib.image_id = i.id LEFT JOIN blobs b ON b.id = ib.blob_id
+                ORDER BY i.reference, ib.position
+                """)
+            {
+                let reference = try row.string(0)
+                if result.last?.reference != reference { result.append(Summary(reference: reference, blobs: [])) }
+                if let id = try row.optionalInt(1) { result[result.count - 1].blobs.append((id, try row.int(2))) }
+            }
+            return result
         }
     }
 
@@ -302,18 +339,24 @@ public struct ImageCatalog: Sendable {
             uncompressedSize: try row.int(7), backingPath: try row.string(8), metaPath: try row.string(9), present: try row.blob(10))
     }
 
-    static func image(_ conn: SQLConnection, where clause: String, _ parameters: [SQLValue]) throws -> ImageRecord? {
-        guard
-            let row = try conn.query(
-                "SELECT id, reference, manifest_digest, format, bootstrap_path, created_ns, bootstrap_digest, domain FROM images WHERE "
-                    + clause, parameters
-            ).first
-        else { return nil }
-        let id = try row.int(0)
+    static let imageColumns =
+        "SELECT id, reference, manifest_digest, format, bootstrap_path, created_ns, bootstrap_digest, domain FROM images"
+
+    /// An image row (`imageColumns`) with its blobs.
+    static func image(row: SQLRow, blobs: [BlobRecord]) throws -> ImageRecord {
         let formatText = try row.string(3)
         guard let format = ImageRecord.Format(rawValue: formatText) else {
             throw DatabaseError.unexpectedValue(column: 3, expected: "an image format", found: .text(formatText))
         }
+        return ImageRecord(
+            id: try row.int(0), reference: try row.string(1), manifestDigest: try row.string(2), format: format,
+            bootstrapPath: try row.string(4), bootstrapDigest: try row.optionalString(6), domain: try row.string(7),
+            createdNanoseconds: try row.int(5), blobs: blobs)
+    }
+
+    static func image(_ conn: SQLConnection, where clause: String, _ parameters: [SQLValue]) throws -> ImageRecord? {
+        guard let row = try conn.query(Self.imageColumns + " WHERE " + clause, parameters).first else { return nil }
+        let id = try row.int(0)
         let blobs = try conn.query(
             """
             SELECT b.id, b.blob_id, b.domain, b.chunk_map, b.registry, b.repository, b.stored_size, b.uncompressed_size, b.backing_path,
@@ -321,9 +364,7 @@ public struct ImageCatalog: Sendable {
             FROM image_blobs ib JOIN blobs b ON b.id = ib.blob_id WHERE ib.image_id = ? ORDER BY ib.position
             """, [.integer(id)]
         ).map(blob(row:))
-        return ImageRecord(
-            id: id, reference: try row.string(1), manifestDigest: try row.string(2), format: format, bootstrapPath: try row.string(4),
-            bootstrapDigest: try row.optionalString(6), domain: try row.string(7), createdNanoseconds: try row.int(5), blobs: blobs)
+        return try image(row: row, blobs: blobs)
     }
 }
 

@@ -61,7 +61,8 @@ public struct ImageStoreLayout: Sendable {
         domain == Self.domain ? directory : FileSystem.join(directory, domain)
     }
 
-    /// Creates (or fixes) the device link of a blob.
+    /// Creates (or fixes) the device link of a blob: a new link is made beside it and renamed over it, so that
+    /// concurrent pulls sharing the blob never see it missing nor fail on each other's link.
     public func ensureDeviceLink(blobID: String, domain: String = Self.domain) throws {
         let link = deviceLink(blobID: blobID, domain: domain)
         let up = domain == Self.domain ? "../" : "../../"
@@ -70,8 +71,14 @@ public struct ImageStoreLayout: Sendable {
         let n = readlink(link, &buffer, buffer.count - 1)
         if n > 0, String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == target { return }
         try FileSystem.makeDirectories(FileSystem.parentPath(link), mode: 0o700)
-        unlink(link)
-        try retryingSyscall("symlink", link) { symlink(target, link) }
+        let partial = link + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try retryingSyscall("symlink", partial) { symlink(target, partial) }
+        do {
+            try FileSystem.rename(partial, link)
+        } catch {
+            unlink(partial)
+            throw error
+        }
     }
 
     /// `blobs/<blob id>.meta` (`blobs/<domain>/<blob id>.meta` outside the shared domain).
@@ -93,6 +100,10 @@ public final class ImagePuller: Sendable {
     public let client: RegistryClient
     private let logger: Logger
     private let pulling = Mutex<Set<String>>([])
+    /// Pulls under way and whether a removal is: a removal picks orphan files in its transaction and deletes
+    /// them after, so a pull must not reuse those files in between. Removals wait for pulls under way, and
+    /// pulls that start meanwhile wait for the removal (which takes milliseconds).
+    private let activity = Mutex<(pulls: Int, removing: Bool)>((0, false))
 
     public init(layout: ImageStoreLayout, catalog: ImageCatalog, client: RegistryClient, logger: Logger) {
         self.layout = layout
@@ -116,6 +127,14 @@ public final class ImagePuller: Sendable {
         let claimed = pulling.withLock { $0.insert(name).inserted }
         guard claimed else { throw ImageError.pullInProgress(reference: name) }
         defer { _ = pulling.withLock { $0.remove(name) } }
+        while !activity.withLock({ state in
+            guard !state.removing else { return false }
+            state.pulls += 1
+            return true
+        }) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        defer { activity.withLock { $0.pulls -= 1 } }
 
         if let knownManifestDigest,
             let existing = try await runBlocking({ try self.catalog.image(reference: name) }),
@@ -238,7 +257,7 @@ public final class ImagePuller: Sendable {
                         candidates.remove(blob.file)
                     } else {
                         // The verified meta of the shared domain, copied into this image's own.
-                        let (file, start, size) = (blob.rafs.file, blob.start, blob.layer.size)
+                        let (file, start, size) = (try ImageFile(path: blob.rafs.path), blob.start, blob.layer.size)
                         try await runBlocking {
                             let tail = try file.read(at: UInt64(start), count: Int(size - start), what: "blob meta")
                             try Self.writeSparse(path: metaPath, size: size, at: start, bytes: tail)
@@ -393,6 +412,15 @@ public final class ImagePuller: Sendable {
         beforeDeletingFiles: (ImageRecord, [BlobRecord]) throws -> Void
     ) throws -> ImageRecord {
         let name = (try? ImageReference(parsing: reference).description) ?? reference
+        while !activity.withLock({ state in
+            guard !state.removing else { return false }
+            state.removing = true
+            return true
+        }) {
+            usleep(10_000)
+        }
+        defer { activity.withLock { $0.removing = false } }
+        while activity.withLock({ $0.pulls }) > 0 { usleep(10_000) }
         try beforeDeletingRecord(try catalog.removable(reference: name))
         CrashPoint.reach("rmi.unmounted")
         let image: ImageRecord

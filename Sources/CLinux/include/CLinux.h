@@ -75,6 +75,9 @@ int clinux_lower_thread_priority(int nice);
 /// polls readable once the process has exited. -1 with errno on failure.
 int clinux_pidfd_open(int pid);
 
+/// glibc's malloc_trim(3): returns free arena memory to the kernel (malloc.h is not in Swift's Glibc module).
+int clinux_malloc_trim(size_t pad);
+
 /// FS_IOC_GETFSSYSFSPATH (Linux 6.10+, newer than Debian 12's headers): the superblock's sysfs directory
 /// relative to /sys/fs, e.g. "erofs/erofs-452", of the filesystem `fd` lives on. Writes a NUL-terminated
 /// string of at most `size - 1` bytes to `out`. Returns 0, or -1 with errno set (ENOTTY: older kernel).

@@ -30,6 +30,9 @@ public final class FanotifyFrontEnd: Sendable {
 
     private struct State {
         var files: [FileKey: BackingFile] = [:]
+        /// The keys of each blob id's files: `ignore` and `unregister` run once per blob, so a scan of `files`
+        /// each time would be quadratic in the number of blobs.
+        var keys: [Int64: Set<FileKey>] = [:]
         var statistics = Statistics()
     }
 
@@ -88,12 +91,17 @@ public final class FanotifyFrontEnd: Sendable {
     /// Serves reads of `file` (a path under `cache/`) from now on.
     public func register(_ file: BackingFile) throws {
         let st = try FileSystem.lstat(file.path)
-        state.withLock { $0.files[FileKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))] = file }
+        let key = FileKey(device: UInt64(st.st_dev), inode: UInt64(st.st_ino))
+        state.withLock { state in
+            if let previous = state.files[key] { state.keys[previous.id]?.remove(key) }
+            state.files[key] = file
+            state.keys[file.id, default: []].insert(key)
+        }
     }
 
     /// The file is complete: the kernel stops asking about it.
     public func ignore(id: Int64) {
-        guard let file = state.withLock({ $0.files.values.first { $0.id == id } }) else { return }
+        guard let file = state.withLock({ state in state.keys[id]?.first.flatMap { state.files[$0] } }) else { return }
         let watched = watchedPath(for: file.path)
         do {
             try group.ignore(watched)
@@ -103,7 +111,9 @@ public final class FanotifyFrontEnd: Sendable {
     }
 
     public func unregister(id: Int64) {
-        state.withLock { $0.files = $0.files.filter { $0.value.id != id } }
+        state.withLock { state in
+            for key in state.keys.removeValue(forKey: id) ?? [] { state.files[key] = nil }
+        }
     }
 
     /// The path under `ondemand/` that mounts must use for a path under `cache/`.
