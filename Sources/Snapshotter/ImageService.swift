@@ -66,11 +66,14 @@ final class ImageService: Sendable {
     func start() async throws {
         _ = try await runBlocking { try self.unmountUnrecordedImages() }
         let images = try await runBlocking { try self.catalog.images() }
+        // Verification (hashing bootstraps, reading and checking blob metas) is independent per image: it runs
+        // on every core; serving, which registers shared blobs once, follows in reference order.
+        let verified = await verifyAll(images)
         var served = Set<Int64>()
         var healthy: [ImageRecord] = []
-        for image in images {
+        for (image, result) in zip(images, verified) {
             do {
-                try await serveBlobs(of: image, skipping: &served)
+                try await serve(try result.get(), skipping: &served)
                 healthy.append(image)
             } catch {
                 failed.withLock { $0[image.reference] = "\(error)" }
@@ -107,6 +110,43 @@ final class ImageService: Sendable {
     ) async throws
         -> ErofsImage
     {
+        try await serve(try await verify(image, justUnpacked: justUnpacked), skipping: &served)
+    }
+
+    /// An image whose bootstrap and blob metas were checked, ready to be served.
+    private struct VerifiedImage: Sendable {
+        var image: ImageRecord
+        var bootstrap: ErofsImage
+        var opened: [(blob: BlobRecord, position: Int, rafs: RafsBlob)]
+        /// Where each blob's files end, computed here for small images (`inlineIndexInodes`).
+        var fileEnds: [UInt16: [ErofsImage.FileDataEnd]]?
+    }
+
+    /// `verify` for every image, as many at a time as there are cores; results in the images' order.
+    private func verifyAll(_ images: [ImageRecord]) async -> [Result<VerifiedImage, any Error>] {
+        let width = max(1, min(sysconf(Int32(_SC_NPROCESSORS_ONLN)), 8))
+        let finished = await withTaskGroup(of: (index: Int, result: Result<VerifiedImage, any Error>).self) { group in
+            var finished: [(index: Int, result: Result<VerifiedImage, any Error>)] = []
+            finished.reserveCapacity(images.count)
+            for (index, image) in images.enumerated() {
+                if index >= width, let one = await group.next() { finished.append(one) }
+                group.addTask {
+                    do {
+                        return (index, .success(try await self.verify(image, justUnpacked: false)))
+                    } catch {
+                        return (index, .failure(error))
+                    }
+                }
+            }
+            while let one = await group.next() { finished.append(one) }
+            return finished
+        }
+        return finished.sorted { $0.index < $1.index }.map(\.result)
+    }
+
+    /// Checks everything before anything is served (see `serveBlobs`); touches neither the engine nor the
+    /// front end, so images can be verified side by side.
+    private func verify(_ image: ImageRecord, justUnpacked: Bool) async throws -> VerifiedImage {
         if !justUnpacked {
             let found = try await runBlocking { try ImagePuller.sha256(ofFile: image.bootstrapPath) }
             if let recorded = image.bootstrapDigest {
@@ -141,6 +181,15 @@ final class ImageService: Sendable {
                 throw ImageVerificationError.undescribed(undescribed)
             }
         }
+        let fileEnds = bootstrap.superBlock.inodeCount <= Self.inlineIndexInodes ? try bootstrap.fileDataEnds() : nil
+        return VerifiedImage(image: image, bootstrap: bootstrap, opened: opened, fileEnds: fileEnds)
+    }
+
+    /// Serves a verified image's bootstrap and the blobs not in `served`, and adds its registry as another
+    /// source of the blobs that are.
+    @discardableResult
+    private func serve(_ verified: VerifiedImage, skipping served: inout Set<Int64>) async throws -> ErofsImage {
+        let (image, bootstrap, opened) = (verified.image, verified.bootstrap, verified.opened)
         if frontEnd.servesBootstrap {
             // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
             let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
@@ -172,8 +221,8 @@ final class ImageService: Sendable {
             served.insert(blob.id)
         }
         guard !newlyServed.isEmpty else { return bootstrap }
-        if bootstrap.superBlock.inodeCount <= Self.inlineIndexInodes {
-            setFileLayouts(try bootstrap.fileDataEnds(), of: newlyServed)
+        if let fileEnds = verified.fileEnds {
+            setFileLayouts(fileEnds, of: newlyServed)
         } else {
             indexFiles(of: newlyServed, bootstrap: bootstrap)
         }

@@ -224,6 +224,8 @@ defer {
         umount2(directory + "/root/mnt/" + image, Int32(MNT_DETACH))
     }
     if !options.keep {
+        // The fd holder outlives a daemon that had images mounted, by design.
+        TestCleanup.killProcesses(withArgument: directory + "/root/fdholder.sock")
         umount2(directory + "/root/ondemand", Int32(MNT_DETACH))
         try? FileManager.default.removeItem(atPath: directory)
     }
