@@ -357,6 +357,8 @@ final class ImageService: Sendable {
                 logger.warning("prefetch table ignored", metadata: ["image.reference": "\(image.reference)", "error": "\(error)"])
             }
         }
+        // A pull (a conversion above all) leaves freed buffers in malloc's arenas: give them back.
+        if pulled { ProcessLimits.releaseFreedMemory() }
         return PullResponse(image: try info(image), pulled: pulled)
     }
 
