@@ -173,19 +173,10 @@ final class APIServer: Service {
             throw APIServerError.cannotPrepareSocket(path, error)
         }
         guard FileSystem.exists(path) else { return }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            let bytes = Array(path.utf8.prefix(raw.count - 1))
-            raw.copyBytes(from: bytes)
-            raw[bytes.count] = 0
+        if let probe = try? UnixSocket.dial(path) {
+            close(probe)
+            throw APIServerError.socketInUse(path)
         }
-        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        defer { close(probe) }
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-        }
-        if connected == 0 { throw APIServerError.socketInUse(path) }
     }
 
     private func serve(_ connection: Connection) async {

@@ -188,20 +188,7 @@ final class Daemon {
 }
 
 /// A raw client socket to the API, connected and then left alone (or fed by the slowloris).
-func connectRaw(_ path: String) -> Int32 {
-    let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        let bytes = Array(path.utf8.prefix(raw.count - 1))
-        raw.copyBytes(from: bytes)
-        raw[bytes.count] = 0
-    }
-    _ = withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-    return fd
-}
+func connectRaw(_ path: String) -> Int32 { (try? UnixSocket.dial(path)) ?? -1 }
 
 let options = Options(CommandLine.arguments)
 var limit = rlimit()
