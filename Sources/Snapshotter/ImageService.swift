@@ -65,6 +65,7 @@ final class ImageService: Sendable {
     /// with zeros) while every other image is served.
     func start() async throws {
         _ = try await runBlocking { try self.unmountUnrecordedImages() }
+        _ = try await runBlocking { try self.puller.sweepLeftovers() }
         let images = try await runBlocking { try self.catalog.images() }
         // Verification (hashing bootstraps, reading and checking blob metas) is independent per image: it runs
         // on every core; serving, which registers shared blobs once, follows in reference order.

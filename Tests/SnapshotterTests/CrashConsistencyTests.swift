@@ -25,6 +25,16 @@ struct CrashConsistencyTests {
             })
     }
 
+    /// Regular files and symlinks under `directory`, recursively.
+    static func files(under directory: String) -> [String] {
+        let walker = FileManager.default.enumerator(atPath: directory)
+        var found: [String] = []
+        while let relative = walker?.nextObject() as? String {
+            if !FileSystem.isDirectory(directory + "/" + relative) { found.append(directory + "/" + relative) }
+        }
+        return found
+    }
+
     /// Starts the daemon armed to die at `point`, runs `operation` (which the crash cuts short), waits for the
     /// daemon to die, and starts it again unarmed.
     static func crash(_ daemon: DaemonHarness, at point: String, during operation: () throws -> Void) throws {
@@ -73,7 +83,7 @@ struct CrashConsistencyTests {
 
     @Test(
         "pull and rmi: kill -9 at each step leaves each recorded image mounted and no other",
-        arguments: ["pull.recorded", "rmi.unmounted", "rmi.committed"])
+        arguments: ["pull.fetched", "pull.recorded", "rmi.unmounted", "rmi.committed"])
     func imageRemoval(point: String) throws {
         let daemon = try DaemonHarness("crashrmi", arguments: ["--front-end", "eager"])
         let registry = try HostileRegistry()
@@ -104,7 +114,14 @@ struct CrashConsistencyTests {
         let recorded = try daemon.client().images().map(\.reference)
         let mounted = Self.mountPoints(under: images)
         #expect(recorded.count == mounted.count, "after a crash at \(point): images \(recorded), image mounts \(mounted)")
-        #expect(recorded == (point == "rmi.committed" ? [] : [reference]))
+        #expect(recorded == (["rmi.committed", "pull.fetched"].contains(point) ? [] : [reference]))
+        if recorded.isEmpty {
+            // Nothing of the image is left but its sparse backing files (issue 17's collector takes those).
+            let leftovers = ["tmp", "blobs", "images"].flatMap { directory in
+                Self.files(under: daemon.root + "/" + directory)
+            }
+            #expect(leftovers.isEmpty, "left after a crash at \(point): \(leftovers)")
+        }
         if !recorded.isEmpty { try daemon.client().removeImage(reference: reference) }
         #expect(Self.mountPoints(under: images).isEmpty)
         _ = try daemon.client().pull(reference: reference)

@@ -173,6 +173,11 @@ public struct ImageCatalog: Sendable {
         public var blobs: [(id: Int64, uncompressedSize: Int64)]
     }
 
+    /// Every blob row.
+    public func allBlobs() throws -> [BlobRecord] {
+        try database.read { conn in try conn.query(Self.blobColumns + " ORDER BY id").map(Self.blob(row:)) }
+    }
+
     /// Every image's `Summary`, in reference order, from one query.
     public func summaries() throws -> [Summary] {
         try database.read { conn in

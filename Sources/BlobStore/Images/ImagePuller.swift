@@ -282,6 +282,8 @@ public final class ImagePuller: Sendable {
         let record = NewImage(
             reference: name, manifestDigest: manifestDigest.description, format: .nydus, bootstrapPath: bootstrapPath,
             bootstrapDigest: bootstrapDigest, domain: domain, blobs: blobs)
+        // Everything is on disk, nothing recorded: start-up's `sweepLeftovers` removes what a crash here leaves.
+        CrashPoint.reach("pull.fetched")
         let (inserted, newBlobs) = try await runBlocking { try self.catalog.insert(record) }
         progress(PullProgress(reference: name, phase: "done", bytesDone: metaTotal, bytesTotal: metaTotal))
         logger.info(
@@ -391,6 +393,8 @@ public final class ImagePuller: Sendable {
         let record = NewImage(
             reference: name, manifestDigest: manifestDigest.description, format: .converted, bootstrapPath: bootstrapPath,
             bootstrapDigest: bootstrapDigest, domain: domain, blobs: blobs)
+        // Everything is on disk, nothing recorded: start-up's `sweepLeftovers` removes what a crash here leaves.
+        CrashPoint.reach("pull.fetched")
         let (inserted, newBlobs) = try await runBlocking { try self.catalog.insert(record) }
         progress(PullProgress(reference: name, phase: "done", bytesDone: total, bytesTotal: total))
         logger.info(
@@ -487,6 +491,54 @@ public final class ImagePuller: Sendable {
             offset += UInt64(count)
         }
         return hasher.finalize().hexString
+    }
+
+    /// Start-up only (no pull runs): removes what pulls and removals cut short by a crash left behind: the
+    /// work directories under `tmp/`, meta files and partial metas no blob row names, bootstrap directories no
+    /// image names and partial bootstraps. Backing files under `cache/` are left alone (the cachefiles
+    /// front end shares that tree with the kernel). Returns the paths removed.
+    public func sweepLeftovers() throws -> [String] {
+        let metas = Set(try catalog.allBlobs().map(\.metaPath))
+        let bootstraps = Set(try catalog.images().map(\.bootstrapPath))
+        var removed: [String] = []
+        func remove(_ path: String) {
+            do {
+                try FileSystem.removeTree(path)
+                removed.append(path)
+            } catch {
+                logger.warning("leftover not removed", metadata: ["file.path": "\(path)", "error": "\(error)"])
+            }
+        }
+        for name in (try? FileSystem.listDirectory(layout.temporaryDirectory)) ?? [] {
+            remove(FileSystem.join(layout.temporaryDirectory, name))
+        }
+        // blobs/<id>.meta, blobs/<domain>/<id>.meta and their partial candidates.
+        for name in (try? FileSystem.listDirectory(layout.metaDirectory)) ?? [] {
+            let path = FileSystem.join(layout.metaDirectory, name)
+            if FileSystem.isDirectory(path) {
+                for inner in (try? FileSystem.listDirectory(path)) ?? [] where !metas.contains(FileSystem.join(path, inner)) {
+                    remove(FileSystem.join(path, inner))
+                }
+            } else if !metas.contains(path) {
+                remove(path)
+            }
+        }
+        // images/<manifest digest>/image.boot and its partials.
+        for name in (try? FileSystem.listDirectory(layout.imagesDirectory)) ?? [] {
+            let directory = FileSystem.join(layout.imagesDirectory, name)
+            let bootstrap = FileSystem.join(directory, "image.boot")
+            guard bootstraps.contains(bootstrap) else {
+                remove(directory)
+                continue
+            }
+            for inner in (try? FileSystem.listDirectory(directory)) ?? [] where FileSystem.join(directory, inner) != bootstrap {
+                remove(FileSystem.join(directory, inner))
+            }
+        }
+        if !removed.isEmpty {
+            logger.notice("removed what interrupted pulls and removals left", metadata: ["leftover.count": "\(removed.count)"])
+        }
+        return removed
     }
 
     /// Creates the empty sparse backing file of a blob unless it exists; never replaces one, so that a
