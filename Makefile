@@ -30,8 +30,10 @@ test: setup
 generate-proto:
 	scripts/generate-proto.sh
 
+## lint: swift format, and the import check (architecture/dependencies.txt)
 lint:
 	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests benchmarks
+	python3 scripts/check-imports.py
 
 format:
 	$(SWIFT) format format --in-place --recursive --parallel Package.swift Sources Tests benchmarks

@@ -12,8 +12,8 @@ let strict: [SwiftSetting] = [
 let package = Package(
     name: "ondemand-snapshotter",
     products: [
-        .executable(name: "snapshotterd", targets: ["Snapshotter"]),
-        .executable(name: "snapctl", targets: ["ctl"]),
+        .executable(name: "snapshotterd", targets: ["snapshotterd"]),
+        .executable(name: "snapctl", targets: ["snapctl"]),
         .executable(name: "snapshotterd-fdholder", targets: ["FDHolder"]),
     ],
     dependencies: [
@@ -75,7 +75,8 @@ let package = Package(
             exclude: ["Protos"],
             swiftSettings: strict
         ),
-        .executableTarget(
+        // The service: snapshot semantics, API router, daemon composition (a library; `snapshotterd` runs it).
+        .target(
             name: "Snapshotter",
             dependencies: [
                 "ContainerdProxy", "MountManager", "BlobStore", "SnapshotterAPI", "SystemSupport", "TOML", "CSystemd", "CLinux",
@@ -90,12 +91,24 @@ let package = Package(
             swiftSettings: strict
         ),
         .executableTarget(name: "FDHolder", dependencies: ["CLinux"], swiftSettings: strict),
-        .executableTarget(
+        // The CLI's commands (a library; `snapctl` runs them). Knows only the API types.
+        .target(
             name: "ctl",
             dependencies: [
                 "SnapshotterAPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: strict
+        ),
+        // Thin mains; scripts/check-imports.py keeps them so (architecture/dependencies.txt).
+        .executableTarget(
+            name: "snapshotterd",
+            dependencies: ["Snapshotter", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "snapctl",
+            dependencies: ["ctl", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict
         ),
 

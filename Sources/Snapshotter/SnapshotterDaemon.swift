@@ -17,9 +17,9 @@ import Musl
 
 let snapshotterVersion = "0.1.0"
 
-@main
-struct SnapshotterDaemon: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
+/// The `snapshotterd` command: settings, then the services. `Sources/snapshotterd/main.swift` runs it.
+public struct SnapshotterDaemon: AsyncParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "snapshotterd",
         abstract: "The ondemand-snapshotter daemon: container snapshots over a JSON API on a Unix socket.",
         discussion: """
@@ -62,7 +62,9 @@ struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")
     var containerdSocket: String?
 
-    func run() async throws {
+    public init() {}
+
+    public func run() async throws {
         let settings = try resolveConfig()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
         LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, level: level) }

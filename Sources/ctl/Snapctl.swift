@@ -7,9 +7,9 @@ import Glibc
 import Musl
 #endif
 
-@main
-struct Snapctl: ParsableCommand {
-    static let configuration = CommandConfiguration(
+/// The `snapctl` command and its subcommands. `Sources/snapctl/main.swift` runs it.
+public struct Snapctl: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "snapctl",
         abstract: "Drive snapshotterd: snapshots, mounts and status over its Unix socket.",
         version: "0.1.0",
@@ -21,6 +21,8 @@ struct Snapctl: ParsableCommand {
     )
 
     @OptionGroup var global: GlobalOptions
+
+    public init() {}
 }
 
 /// Flags every subcommand takes; they may stand before or after the subcommand's name.
