@@ -30,14 +30,29 @@ struct LazyImageTests {
         ) async throws {
             harness = try DaemonHarness(
                 name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", String(readahead)])
-            registry = try TestRegistry()
-            proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
-            image = try NydusTestImage(
-                directory: harness.directory + "/image", files: NydusTestImage.files(smallCount: 40, bigMiB: bigMiB),
-                chunkSize: chunkSize, prefetch: prefetch)
-            try await image.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "lazy", tag: "v1")
-            reference = "127.0.0.1:\(proxy.port)/lazy:v1"
-            try harness.start()
+            let registry = try TestRegistry()
+            self.registry = registry
+            do {
+                proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
+            } catch {
+                registry.stop()
+                harness.tearDown()
+                throw error
+            }
+            do {
+                image = try NydusTestImage(
+                    directory: harness.directory + "/image", files: NydusTestImage.files(smallCount: 40, bigMiB: bigMiB),
+                    chunkSize: chunkSize, prefetch: prefetch)
+                try await image.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "lazy", tag: "v1")
+                reference = "127.0.0.1:\(proxy.port)/lazy:v1"
+                try harness.start()
+            } catch {
+                // A scenario that cannot start stops what it started: no registry or proxy outlives the test.
+                proxy.stop()
+                registry.stop()
+                harness.tearDown()
+                throw error
+            }
         }
 
         func tearDown() {

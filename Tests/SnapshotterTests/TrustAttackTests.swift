@@ -39,12 +39,27 @@ struct TrustAttackTests {
 
         init(_ name: String, frontEnd: String = "fanotify") async throws {
             harness = try DaemonHarness(name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", "0"])
-            registry = try TestRegistry()
-            hostile = try HostileRegistry()
-            // Stored uncompressed, with an uncompressed chunk-info array: tests can rewrite its entries in place.
-            victim = try NydusTestImage(directory: harness.directory + "/image-victim", files: victimFiles, compression: .none)
-            try await victim.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "victim", tag: "v1")
-            try harness.start()
+            let registry = try TestRegistry()
+            self.registry = registry
+            do {
+                hostile = try HostileRegistry()
+            } catch {
+                registry.stop()
+                harness.tearDown()
+                throw error
+            }
+            do {
+                // Stored uncompressed, with an uncompressed chunk-info array: tests can rewrite its entries in place.
+                victim = try NydusTestImage(directory: harness.directory + "/image-victim", files: victimFiles, compression: .none)
+                try await victim.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "victim", tag: "v1")
+                try harness.start()
+            } catch {
+                // A scenario that cannot start stops what it started: no registry outlives the test.
+                hostile.stop()
+                registry.stop()
+                harness.tearDown()
+                throw error
+            }
         }
 
         func tearDown() {
