@@ -120,7 +120,9 @@ final class ContainerdBackend: SnapshotBackend {
             return
         }
         do {
-            try await pullWaitingForOthers(layer.imageReference, knownManifestDigest: layer.manifestDigest)
+            // Layers of one image can be prepared concurrently (containerd 2.2's parallel unpack): `ImageService.pull`
+            // joins them into one pull.
+            _ = try await images.pull(layer.imageReference, knownManifestDigest: layer.manifestDigest)
         } catch ImageError.notAnImage(let reference, let reason) {
             logger.info(
                 "layer not servable lazily; containerd unpacks it",
@@ -141,13 +143,6 @@ final class ContainerdBackend: SnapshotBackend {
                 "layer.role": "\(layer.role.rawValue)",
             ])
         throw SnapshotBackendError(.alreadyExists, "snapshot \(layer.target) already exists (remote)")
-    }
-
-    /// Pulls the image (a no-op once it is pulled). Layers of one image can be prepared concurrently
-    /// (two pulls of the same image, or containerd 2.2's parallel unpack): `ImageService.pull` joins them
-    /// into one.
-    private func pullWaitingForOthers(_ reference: String, knownManifestDigest: String?) async throws {
-        _ = try await images.pull(reference, knownManifestDigest: knownManifestDigest)
     }
 
     // MARK: - Plumbing

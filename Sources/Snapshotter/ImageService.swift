@@ -64,9 +64,10 @@ final class ImageService: Sendable {
     /// unserved, so that its readers get EIO at once (no front end answers a hole of a file nobody serves
     /// with zeros) while every other image is served.
     func start() async throws {
-        _ = try await runBlocking { try self.unmountUnrecordedImages() }
-        _ = try await runBlocking { try self.puller.sweepLeftovers() }
+        // One read of the catalog serves the clean-up passes and the serving below.
         let images = try await runBlocking { try self.catalog.images() }
+        _ = try await runBlocking { try self.unmountUnrecordedImages(recorded: images) }
+        _ = try await runBlocking { try self.puller.sweepLeftovers(images: images) }
         // Verification (hashing bootstraps, reading and checking blob metas) is independent per image: it runs
         // on every core; serving, which registers shared blobs once, follows in reference order.
         let verified = await verifyAll(images)
@@ -400,8 +401,8 @@ final class ImageService: Sendable {
 
     /// Start-up: unmounts image mounts under `mnt/` whose image the catalog no longer has (a removal cut
     /// short by a crash, or a catalog restored from a backup), so the kernel holds only recorded images.
-    func unmountUnrecordedImages() throws -> [String] {
-        let recorded = Set(try catalog.images().map { mountPoint(of: $0.id) })
+    func unmountUnrecordedImages(recorded images: [ImageRecord]) throws -> [String] {
+        let recorded = Set(images.map { mountPoint(of: $0.id) })
         let prefix = FileSystem.join(root, "mnt") + "/"
         var removed: [String] = []
         for entry in try MountInfo.read() where entry.mountPoint.hasPrefix(prefix) && !recorded.contains(entry.mountPoint) {

@@ -497,9 +497,10 @@ public final class ImagePuller: Sendable {
     /// work directories under `tmp/`, meta files and partial metas no blob row names, bootstrap directories no
     /// image names and partial bootstraps. Backing files under `cache/` are left alone (the cachefiles
     /// front end shares that tree with the kernel). Returns the paths removed.
-    public func sweepLeftovers() throws -> [String] {
+    /// `images`: the catalog's images, read once by the caller.
+    public func sweepLeftovers(images: [ImageRecord]) throws -> [String] {
         let metas = Set(try catalog.allBlobs().map(\.metaPath))
-        let bootstraps = Set(try catalog.images().map(\.bootstrapPath))
+        let bootstraps = Set(images.map(\.bootstrapPath))
         var removed: [String] = []
         func remove(_ path: String) {
             do {
