@@ -43,11 +43,38 @@ let package = Package(
         .target(name: "TOML", swiftSettings: strict),
         .target(name: "SnapshotterAPI", swiftSettings: strict),
 
+        // Formats and protocols, each a library with one job (lowest first).
+        .target(name: "Digests", dependencies: ["CCrypto"], swiftSettings: strict),
+        .target(name: "Archive", dependencies: ["CZlib", "CZstd", "SystemSupport"], swiftSettings: strict),
+        .target(name: "OCI", dependencies: ["Digests", "SystemSupport"], swiftSettings: strict),
+        .target(
+            name: "OCIRegistry",
+            dependencies: [
+                "OCI", "Digests", "CCurl", "CLinux", "SystemSupport", "TOML", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(name: "RAFS", dependencies: ["Digests", "OCI", "CZstd", "CLZ4", "SystemSupport"], swiftSettings: strict),
+        .target(
+            name: "RAFSBuilder",
+            dependencies: [
+                "RAFS", "Archive", "OCI", "Digests", "CZlib", "CZstd", "CLZ4", "SystemSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // All SQL and every migration of the catalog.
+        .target(
+            name: "Catalog",
+            dependencies: ["CSQLite", "RAFS", "OCI", "Digests", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
+
         // The three layers of the service.
         .target(
             name: "BlobStore",
             dependencies: [
-                "CSQLite", "CZlib", "CZstd", "CLZ4", "CCurl", "CCrypto", "CLinux", "SystemSupport", "TOML",
+                "Catalog", "RAFS", "RAFSBuilder", "OCI", "OCIRegistry", "Archive", "Digests", "CLinux", "SystemSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -79,7 +106,8 @@ let package = Package(
         .target(
             name: "Snapshotter",
             dependencies: [
-                "ContainerdProxy", "MountManager", "BlobStore", "SnapshotterAPI", "SystemSupport", "TOML", "CSystemd", "CLinux",
+                "ContainerdProxy", "MountManager", "BlobStore", "Catalog", "RAFS", "RAFSBuilder", "OCI", "OCIRegistry",
+                "SnapshotterAPI", "SystemSupport", "TOML", "CSystemd", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -122,28 +150,28 @@ let package = Package(
 
         .executableTarget(
             name: "RegistryBench",
-            dependencies: ["BlobStore", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OCIRegistry", "OCI", "Digests", "SystemSupport", .product(name: "Logging", package: "swift-log")],
             path: "benchmarks/RegistryBench",
             swiftSettings: strict
         ),
 
         .executableTarget(
             name: "ConvertBench",
-            dependencies: ["BlobStore", "SystemSupport"],
+            dependencies: ["RAFSBuilder", "RAFS", "SystemSupport"],
             path: "benchmarks/ConvertBench",
             swiftSettings: strict
         ),
 
         .executableTarget(
             name: "LazyBench",
-            dependencies: ["BlobStore", "SnapshotterAPI", "SystemSupport", "TestSupport"],
+            dependencies: ["RAFSBuilder", "RAFS", "OCI", "SnapshotterAPI", "SystemSupport", "TestSupport"],
             path: "benchmarks/LazyBench",
             swiftSettings: strict
         ),
 
         .executableTarget(
             name: "ScaleBench",
-            dependencies: ["BlobStore", "SnapshotterAPI", "SystemSupport", "TestSupport"],
+            dependencies: ["OCI", "OCIRegistry", "SnapshotterAPI", "SystemSupport", "TestSupport"],
             path: "benchmarks/ScaleBench",
             swiftSettings: strict
         ),
@@ -151,7 +179,7 @@ let package = Package(
         .executableTarget(
             name: "ColdStartBench",
             dependencies: [
-                "BlobStore", "SystemSupport", "CRIClient", "TestSupport",
+                "RAFSBuilder", "OCI", "SystemSupport", "CRIClient", "TestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -161,10 +189,13 @@ let package = Package(
         ),
 
         .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
-        // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
+        // Helpers shared by the test targets: a docker-registry per test, OCI test images, fixtures, python helpers.
         .target(
             name: "TestSupport",
-            dependencies: ["BlobStore", "MountManager", "SystemSupport", "CLinux", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "Digests", "OCI", "OCIRegistry", "RAFS", "RAFSBuilder", "MountManager", "SystemSupport", "CLinux",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/TestSupport",
             swiftSettings: strict
         ),
@@ -180,22 +211,51 @@ let package = Package(
             exclude: ["Protos"],
             swiftSettings: strict
         ),
+        // One test target per library: a change to RAFS builds and runs RAFSTests without the daemon.
+        .testTarget(name: "DigestsTests", dependencies: ["Digests", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "ArchiveTests", dependencies: ["Archive", "SystemSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "OCIRegistryTests",
+            dependencies: [
+                "OCIRegistry", "OCI", "Digests", "SystemSupport", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RAFSTests",
+            dependencies: ["RAFS", "Digests", "MountManager", "SystemSupport", "TestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "RAFSBuilderTests",
+            dependencies: ["RAFSBuilder", "RAFS", "Archive", "OCI", "Digests", "SystemSupport", "TestSupport"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "CatalogTests",
+            dependencies: ["Catalog", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "BlobStoreTests",
-            dependencies: ["BlobStore", "MountManager", "SystemSupport", "TestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BlobStore", "Catalog", "RAFS", "SystemSupport", "TestSupport", .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "MountManagerTests",
             dependencies: [
-                "MountManager", "BlobStore", "SystemSupport", "CLinux", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "MountManager", "BlobStore", "RAFS", "SystemSupport", "CLinux", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "SnapshotterTests",
             dependencies: [
-                "SnapshotterAPI", "BlobStore", "MountManager", "SystemSupport", "TestSupport", "ContainerdProxy", "CRIClient",
+                "SnapshotterAPI", "BlobStore", "Catalog", "OCI", "RAFS", "RAFSBuilder", "MountManager", "SystemSupport", "TestSupport",
+                "ContainerdProxy", "CRIClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

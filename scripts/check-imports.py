@@ -72,6 +72,27 @@ def check(targets):
     return problems
 
 
+def cycles(targets):
+    """The allowed graph must be a partial order: a library may not, through any chain, import itself."""
+    problems = []
+    state = {}
+
+    def visit(name, path):
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "open":
+            problems.append("the allowed graph has a cycle: " + " -> ".join(path[path.index(name):] + [name]))
+            return
+        state[name] = "open"
+        for module in sorted(targets[name]["allowed"] & set(targets)):
+            visit(module, path + [name])
+        state[name] = "done"
+
+    for name in sorted(targets):
+        visit(name, [])
+    return problems
+
+
 def mermaid(targets):
     print("graph TD")
     shown = {name for name, target in targets.items() if target["kind"] in ("library", "executable")}
@@ -85,7 +106,7 @@ def main():
     if "--mermaid" in sys.argv:
         mermaid(targets)
         return
-    problems = check(targets)
+    problems = cycles(targets) + check(targets)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

@@ -1,8 +1,8 @@
-import BlobStore
 import Logging
 import MountManager
 import SnapshotterAPI
 import SystemSupport
+import BlobStore
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

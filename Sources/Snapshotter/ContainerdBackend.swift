@@ -1,8 +1,9 @@
-import BlobStore
+import Catalog
 import ContainerdProxy
 import Logging
 import MountManager
 import NIOPosix
+import OCI
 import SnapshotterAPI
 
 /// containerd's snapshots service over the daemon's snapshot and image services.

@@ -1,4 +1,8 @@
-import BlobStore
+import Catalog
+import OCI
+import OCIRegistry
+import RAFS
+import RAFSBuilder
 import SnapshotterAPI
 
 /// The API's view of an error from any layer (the JSON API and the containerd backend share it); nil for
@@ -10,7 +14,8 @@ func classifiedAPIError(_ error: any Error) -> APIError? {
     case let error as ImageError: return error.apiError
     case let error as RegistryError: return error.apiError
     case let error as InspectError: return .invalidArgument("\(error)")
-    case let error as LayoutError: return .invalidArgument("\(error)")
+    case let error as BuildError: return .invalidArgument("\(error)")
+    case let error as OCIError: return .invalidArgument("\(error)")
     case let error as ImageFormatError: return .invalidArgument("the image is malformed: \(error)")
     case let error as ImageVerificationError: return .failedPrecondition("\(error)")
     default: return nil
@@ -32,8 +37,7 @@ extension RegistryError {
     var apiError: APIError {
         switch self {
         case .notFound: return .notFound(description)
-        case .invalidReference, .invalidDigest, .unsupportedDigest, .invalidConfiguration, .noMatchingPlatform,
-            .unsupportedMediaType, .invalidManifest, .absurdManifest:
+        case .format, .invalidConfiguration, .noMatchingPlatform:
             return .invalidArgument(description)
         case .unauthorized, .tokenFetchFailed: return APIError(.permissionDenied, description)
         default: return APIError(.unavailable, description)

@@ -1,5 +1,8 @@
-import BlobStore
 import Logging
+import OCI
+import OCIRegistry
+import RAFS
+import RAFSBuilder
 import SnapshotterAPI
 import SystemSupport
 

@@ -1,6 +1,10 @@
 import BlobStore
+import Catalog
 import Logging
 import MountManager
+import OCI
+import OCIRegistry
+import RAFS
 import SnapshotterAPI
 import Synchronization
 import SystemSupport

@@ -1,9 +1,9 @@
-import BlobStore
 import Logging
 import MountManager
 import SnapshotterAPI
 import Synchronization
 import SystemSupport
+import Catalog
 
 /// Start-up reconciliation of the catalog with the snapshot directories and /proc/self/mountinfo, and the
 /// cleanup call that removes what the catalog does not know.

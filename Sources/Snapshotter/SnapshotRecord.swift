@@ -1,4 +1,4 @@
-import BlobStore
+import Catalog
 import SnapshotterAPI
 
 #if canImport(FoundationEssentials)

@@ -1,4 +1,4 @@
-import BlobStore
+import Catalog
 import ContainerdProxy
 import SnapshotterAPI
 import SystemSupport

@@ -1,9 +1,9 @@
-import BlobStore
 import Logging
 import MountManager
 import SnapshotterAPI
 import Synchronization
 import SystemSupport
+import Catalog
 
 #if canImport(Glibc)
 import Glibc

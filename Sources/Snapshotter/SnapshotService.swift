@@ -1,6 +1,7 @@
-import BlobStore
+import Catalog
 import Logging
 import MountManager
+import OCI
 import SnapshotterAPI
 import Synchronization
 import SystemSupport

@@ -1,9 +1,11 @@
 import ArgumentParser
 import BlobStore
+import Catalog
 import ContainerdProxy
 import Logging
 import MountManager
 import NIOPosix
+import OCIRegistry
 import ServiceLifecycle
 import SnapshotterAPI
 import SystemSupport

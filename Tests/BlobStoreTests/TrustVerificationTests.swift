@@ -1,9 +1,11 @@
 import Foundation
 import Logging
-import SystemSupport
 import Testing
-
 @testable import BlobStore
+@testable import Catalog
+@testable import RAFS
+import TestSupport
+
 
 #if canImport(Glibc)
 import Glibc

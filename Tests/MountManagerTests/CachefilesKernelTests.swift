@@ -2,6 +2,7 @@ import BlobStore
 import Foundation
 import Logging
 import MountManager
+import RAFS
 import Synchronization
 import SystemSupport
 import Testing

@@ -1,6 +1,6 @@
-import BlobStore
 import Foundation
 import MountManager
+import RAFS
 import Synchronization
 import SystemSupport
 

@@ -3,6 +3,7 @@ import CLinux
 import Foundation
 import Logging
 import MountManager
+import RAFS
 import Synchronization
 import SystemSupport
 import TestSupport

@@ -1,5 +1,5 @@
-import BlobStore
 import Foundation
+import OCI
 import SystemSupport
 import TestSupport
 

@@ -1,8 +1,8 @@
-import BlobStore
 import CRIClient
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import RAFSBuilder
 import SnapshotterAPI
 import SwiftProtobuf
 import SystemSupport

@@ -1,5 +1,5 @@
-import BlobStore
 import Foundation
+import OCI
 import SnapshotterAPI
 import SystemSupport
 import TestSupport

@@ -1,4 +1,3 @@
-import BlobStore
 import Foundation
 import SnapshotterAPI
 import SystemSupport

@@ -1,4 +1,4 @@
-import BlobStore
+import Catalog
 import Foundation
 import Logging
 import SnapshotterAPI

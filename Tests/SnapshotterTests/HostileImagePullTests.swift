@@ -1,10 +1,10 @@
-import BlobStore
 import CoreFoundation
 import Foundation
 import SnapshotterAPI
 import SystemSupport
 import TestSupport
 import Testing
+import RAFSBuilder
 
 #if canImport(Glibc)
 import Glibc

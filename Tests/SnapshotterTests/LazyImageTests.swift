@@ -5,6 +5,7 @@ import SnapshotterAPI
 import SystemSupport
 import TestSupport
 import Testing
+import RAFSBuilder
 
 #if canImport(Glibc)
 import Glibc

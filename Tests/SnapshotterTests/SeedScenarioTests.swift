@@ -1,6 +1,8 @@
 import BlobStore
 import Foundation
 import MountManager
+import OCI
+import RAFS
 import SnapshotterAPI
 import Synchronization
 import SystemSupport

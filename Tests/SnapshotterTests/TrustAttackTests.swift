@@ -1,4 +1,3 @@
-import BlobStore
 import Foundation
 import MountManager
 import SnapshotterAPI
@@ -6,6 +5,9 @@ import Synchronization
 import SystemSupport
 import TestSupport
 import Testing
+import RAFSBuilder
+import OCI
+import RAFS
 
 #if canImport(Glibc)
 import Glibc

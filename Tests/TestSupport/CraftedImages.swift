@@ -1,6 +1,8 @@
-import BlobStore
 import Foundation
-import SystemSupport
+import Digests
+import OCI
+import RAFS
+import RAFSBuilder
 
 /// What an attacker publishes: test images copied into a `HostileRegistry`, honestly or with their blob
 /// bytes, blob meta or bootstrap altered the way a hostile registry or image author could.

@@ -1,6 +1,7 @@
-import BlobStore
 import Foundation
-import SystemSupport
+import OCI
+import OCIRegistry
+import RAFSBuilder
 
 /// A nydus-style test image: a tree of files written to disk, packed by GNU tar into one OCI layer, put in an
 /// OCI layout, converted by the project's converter, and pushed by the project's client.

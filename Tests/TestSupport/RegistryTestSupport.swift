@@ -1,6 +1,7 @@
-import BlobStore
 import Foundation
 import Logging
+import OCI
+import OCIRegistry
 import SystemSupport
 
 #if canImport(Glibc)

@@ -1,9 +1,9 @@
-import BlobStore
 import CLinux
 import Dispatch
 import Foundation
-import MountManager
 import Synchronization
+import MountManager
+import RAFS
 import SystemSupport
 
 #if canImport(Glibc)

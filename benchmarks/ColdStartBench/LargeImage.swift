@@ -1,5 +1,5 @@
-import BlobStore
 import Foundation
+import OCI
 
 /// The benchmark image as an OCI layout (tag `v1`, one uncompressed tar layer): busybox, the start-up set
 /// `/app/start/fNN` (1 MiB each) and `/data/fNNN` (2 MiB each) up to the image size. All file data is

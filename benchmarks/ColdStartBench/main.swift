@@ -16,11 +16,11 @@
 // Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16] [--runs 3]
 // COLDSTART_METRICS=1 prints the daemon's /metrics after the lazy run; COLDSTART_LOG_LEVEL sets its and containerd's log level.
 
-import BlobStore
 import CRIClient
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import RAFSBuilder
 import SwiftProtobuf
 import SystemSupport
 import TestSupport

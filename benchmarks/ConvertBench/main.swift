@@ -5,8 +5,9 @@
 //
 // Usage: swift run -c release ConvertBench [rounds] [compression: zstd|lz4|none]
 
-import BlobStore
 import Foundation
+import RAFS
+import RAFSBuilder
 import SystemSupport
 
 #if canImport(Glibc)

@@ -5,9 +5,11 @@
 //
 // Usage: swift run -c release RegistryBench [MiB] [rounds]
 
-import BlobStore
+import Digests
 import Foundation
 import Logging
+import OCI
+import OCIRegistry
 import SystemSupport
 
 #if canImport(Glibc)

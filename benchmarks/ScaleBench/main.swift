@@ -1,10 +1,11 @@
-import BlobStore
 import Dispatch
 import Foundation
+import OCI
 import SnapshotterAPI
 import Synchronization
 import SystemSupport
 import TestSupport
+import OCIRegistry
 
 #if canImport(Glibc)
 import Glibc

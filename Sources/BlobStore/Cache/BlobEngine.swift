@@ -1,5 +1,6 @@
 import Dispatch
 import Logging
+import RAFS
 import Synchronization
 import SystemSupport
 

@@ -1,3 +1,4 @@
+import Catalog
 import SystemSupport
 
 /// Where a lazily served blob's stored (compressed) bytes come from: a registry's ranged GETs in the
@@ -84,3 +85,5 @@ public enum FetchError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 }
+
+extension CatalogChunkStore: ChunkStateStore {}

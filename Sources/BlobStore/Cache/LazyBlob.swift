@@ -1,4 +1,5 @@
 import CLinux
+import RAFS
 import Synchronization
 import SystemSupport
 

@@ -1,3 +1,4 @@
+import RAFS
 import Synchronization
 import SystemSupport
 

@@ -1,4 +1,11 @@
+import Archive
+import Catalog
+import Digests
 import Logging
+import OCI
+import OCIRegistry
+import RAFS
+import RAFSBuilder
 import Synchronization
 import SystemSupport
 

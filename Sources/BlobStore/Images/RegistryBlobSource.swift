@@ -1,3 +1,5 @@
+import OCI
+import OCIRegistry
 import Synchronization
 
 /// Stored bytes of one blob, read with ranged GETs from the registry it was pulled from: what the engine

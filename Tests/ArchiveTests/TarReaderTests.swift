@@ -1,0 +1,178 @@
+import Foundation
+import Testing
+@testable import Archive
+
+/// Builds tar archives byte by byte, so tests can produce exactly the hostile input they need.
+struct TarWriter {
+    var bytes: [UInt8] = []
+
+    mutating func add(
+        _ name: String, typeflag: Character = "0", data: [UInt8] = [], link: String = "", mode: Int = 0o644,
+        sizeField: String? = nil, checksumDelta: Int = 0
+    ) {
+        var header = [UInt8](repeating: 0, count: 512)
+        func put(_ text: String, at offset: Int, length: Int) {
+            for (i, byte) in text.utf8.prefix(length).enumerated() { header[offset + i] = byte }
+        }
+        func octal(_ value: Int, at offset: Int, length: Int) {
+            let digits = String(value, radix: 8)
+            put(String(repeating: "0", count: length - 1 - digits.count) + digits, at: offset, length: length - 1)
+        }
+        put(name, at: 0, length: 100)
+        octal(mode, at: 100, length: 8)
+        octal(0, at: 108, length: 8)
+        octal(0, at: 116, length: 8)
+        if let sizeField { put(sizeField, at: 124, length: 12) } else { octal(data.count, at: 124, length: 12) }
+        octal(1_700_000_000, at: 136, length: 12)
+        header[156] = typeflag.asciiValue ?? 0x30
+        put(link, at: 157, length: 100)
+        put("ustar", at: 257, length: 6)
+        put("00", at: 263, length: 2)
+        put("        ", at: 148, length: 8)
+        let sum = header.reduce(0) { $0 + Int($1) } + checksumDelta
+        let digits = String(sum, radix: 8)
+        put(String(repeating: "0", count: 6 - digits.count) + digits, at: 148, length: 6)
+        header[154] = 0
+        header[155] = UInt8(ascii: " ")
+        bytes += header
+        bytes += data
+        bytes += [UInt8](repeating: 0, count: (512 - data.count % 512) % 512)
+    }
+
+    mutating func pax(_ records: [String: String], for name: String, typeflag: Character = "x") {
+        var payload: [UInt8] = []
+        for (key, value) in records.sorted(by: { $0.key < $1.key }) {
+            let body = " \(key)=\(value)\n"
+            var length = body.utf8.count + 1
+            while String(length).utf8.count + body.utf8.count != length { length += 1 }
+            payload += Array("\(length)\(body)".utf8)
+        }
+        add("PaxHeaders/" + name, typeflag: typeflag, data: payload)
+    }
+
+    mutating func finish() { bytes += [UInt8](repeating: 0, count: 1024) }
+}
+
+func readAll(_ reader: TarReader) throws -> [(TarEntry, [UInt8])] {
+    var result: [(TarEntry, [UInt8])] = []
+    while let entry = try reader.next() {
+        var data: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try reader.readData(into: $0) }
+            if n == 0 { break }
+            data += buffer[0..<n]
+        }
+        result.append((entry, data))
+    }
+    return result
+}
+
+@Suite("Streaming tar reader")
+struct TarReaderTests {
+    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/nydus/all-entry-type.tar").path
+
+    @Test("reads nydus's all-entry-type.tar the way GNU tar lists it, plain and gzipped")
+    func fixture() throws {
+        let plain = try readAll(TarReader.open(path: Self.fixture))
+        #expect(
+            plain.map(\.0.path) == [
+                "tar", "tar/dir1", "tar/dir1/dir3", "tar/dir1/dir3/hardlink1.txt", "tar/dir1/dir3/xfile.txt",
+                "tar/dir1/hardlink2.txt", "tar/dir2", "tar/dir2/hardlink3.txt", "tar/dir2/symlink1.txt",
+            ])
+        #expect(plain[0].0.kind == .directory && plain[0].0.mode == 0o755)
+        #expect(plain[3].0.kind == .regular && plain[3].1.count == 15 && plain[3].0.size == 15)
+        #expect(plain[4].0.kind == .hardlink && plain[4].0.linkTarget == "tar/dir1/dir3/hardlink1.txt")
+        #expect(plain[8].0.kind == .symlink && plain[8].0.linkTarget == "../dir1/dir3/file1.txt")
+
+        let directory = NSTemporaryDirectory() + "tar-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let gz = directory + "/layer.tar.gz"
+        let gzip = Process()
+        gzip.executableURL = URL(fileURLWithPath: "/bin/sh")
+        gzip.arguments = ["-c", "gzip -c '\(Self.fixture)' > '\(gz)' && gzip -c '\(Self.fixture)' >> '\(gz)'"]
+        try gzip.run()
+        gzip.waitUntilExit()
+        // Two concatenated members read as one stream, as gzip -d does.
+        let zipped = try readAll(TarReader.open(path: gz))
+        #expect(zipped.map(\.0) == plain.map(\.0))
+        #expect(zipped.map(\.1) == plain.map(\.1))
+    }
+
+    @Test("PAX records override the header: long paths, size, times, xattrs")
+    func pax() throws {
+        var tar = TarWriter()
+        let longName = String(repeating: "d/", count: 80) + "file"
+        tar.pax(["path": longName, "mtime": "1700000000.123456789", "SCHILY.xattr.user.k": "v", "uid": "70000"], for: "f")
+        tar.add("short", data: Array("hello".utf8))
+        tar.finish()
+        let entries = try readAll(TarReader(MemoryByteSource(tar.bytes)))
+        #expect(entries.count == 1)
+        #expect(entries[0].0.path == longName)
+        #expect(entries[0].0.mtimeNanoseconds == 123_456_789 && entries[0].0.uid == 70000)
+        #expect(entries[0].0.xattrs == ["user.k": Array("v".utf8)])
+        #expect(entries[0].1 == Array("hello".utf8))
+    }
+
+    @Test("whiteouts and opaque markers are recognized")
+    func whiteouts() {
+        #expect(TarEntry(path: "a/b/.wh.c", kind: .regular).whiteoutTarget == "a/b/c")
+        #expect(TarEntry(path: ".wh.top", kind: .regular).whiteoutTarget == "top")
+        #expect(TarEntry(path: "a/.wh..wh..opq", kind: .regular).isOpaqueMarker)
+        #expect(TarEntry(path: "a/.wh..wh..opq", kind: .regular).whiteoutTarget == nil)
+    }
+
+    enum Hostile: String, CaseIterable {
+        case dotDot, absolute, nestedDotDot, truncatedData, truncatedHeader, badChecksum, absurdSize, absurdPAX
+        case hardlinkEscape, sparse, badGzip, nulInPath
+        /// PAX headers before one entry, each under the 1 MiB limit, that add up to over 1 MiB.
+        case paxFlood
+        /// Global PAX headers whose records accumulate over the whole archive.
+        case globalPAXFlood
+    }
+
+    @Test("hostile archives are refused with a clear error", arguments: Hostile.allCases)
+    func hostile(_ kind: Hostile) throws {
+        var tar = TarWriter()
+        var bytes: [UInt8]
+        switch kind {
+        case .dotDot: tar.add("../evil", data: [1])
+        case .absolute: tar.add("/etc/passwd", data: [1])
+        case .nestedDotDot: tar.add("a/b/../../../x", data: [1])
+        case .truncatedData, .truncatedHeader: tar.add("f", data: [UInt8](repeating: 7, count: 4000))
+        case .badChecksum: tar.add("f", data: [1], checksumDelta: 5)
+        case .absurdSize: tar.add("f", data: [], sizeField: "77777777777")
+        case .absurdPAX:
+            tar.pax(["size": "99999999999999"], for: "f")
+            tar.add("f")
+        case .hardlinkEscape: tar.add("l", typeflag: "1", link: "../../etc/shadow")
+        case .sparse: tar.add("s", typeflag: "S")
+        case .badGzip: break
+        case .nulInPath:
+            tar.pax(["path": "a\u{0}b"], for: "f")
+            tar.add("f")
+        case .paxFlood:
+            let filler = String(repeating: "x", count: 4000)
+            for index in 0..<400 { tar.pax(["comment.\(index)": filler], for: "f") }
+            tar.add("f")
+        case .globalPAXFlood:
+            let filler = String(repeating: "x", count: 4000)
+            for index in 0..<400 {
+                tar.pax(["comment.\(index)": filler], for: "g\(index)", typeflag: "g")
+                tar.add("f\(index)")
+            }
+        }
+        tar.finish()
+        bytes = tar.bytes
+        if kind == .truncatedData { bytes = Array(bytes.prefix(512 + 1000)) }
+        if kind == .truncatedHeader { bytes = Array(bytes.prefix(300)) }
+        if kind == .badGzip { bytes = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3] + [UInt8](repeating: 0xff, count: 64) }
+        let limit: Int64 = 1 << 30
+        #expect(throws: LayerError.self) {
+            let source = try LayerCompression.decompressing(MemoryByteSource(bytes))
+            _ = try readAll(TarReader(source, maximumEntrySize: limit))
+        }
+    }
+}
