@@ -33,7 +33,7 @@ generate-proto:
 ## lint: swift format, and the import check (architecture/dependencies.txt)
 lint:
 	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests benchmarks
-	python3 scripts/check-imports.py
+	python3 scripts/check-imports.py --manifest
 
 format:
 	$(SWIFT) format format --in-place --recursive --parallel Package.swift Sources Tests benchmarks

@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 //
 // ondemand-snapshotter: a nydus-style on-demand container snapshotter.
-// Dependencies point one way: ctl -> SnapshotterAPI; Snapshotter -> MountManager -> BlobStore -> SystemSupport.
+// Dependencies point one way: ctl -> SnapshotterAPI; Snapshotter -> MountManager -> BlobStore -> LinuxKernel.
 
 import PackageDescription
 
@@ -39,26 +39,26 @@ let package = Package(
         .target(name: "CLinux"),
 
         // Leaf modules.
-        .target(name: "SystemSupport", dependencies: ["CLinux"], swiftSettings: strict),
+        .target(name: "LinuxKernel", dependencies: ["CLinux"], swiftSettings: strict),
         .target(name: "TOML", swiftSettings: strict),
         .target(name: "SnapshotterAPI", swiftSettings: strict),
 
         // Formats and protocols, each a library with one job (lowest first).
         .target(name: "Digests", dependencies: ["CCrypto"], swiftSettings: strict),
-        .target(name: "Archive", dependencies: ["CZlib", "CZstd", "SystemSupport"], swiftSettings: strict),
-        .target(name: "OCI", dependencies: ["Digests", "SystemSupport"], swiftSettings: strict),
+        .target(name: "Archive", dependencies: ["CZlib", "CZstd", "LinuxKernel"], swiftSettings: strict),
+        .target(name: "OCI", dependencies: ["Digests", "LinuxKernel"], swiftSettings: strict),
         .target(
             name: "OCIRegistry",
             dependencies: [
-                "OCI", "Digests", "CCurl", "CLinux", "SystemSupport", "TOML", .product(name: "Logging", package: "swift-log"),
+                "OCI", "Digests", "CCurl", "CLinux", "LinuxKernel", "TOML", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
-        .target(name: "RAFS", dependencies: ["Digests", "OCI", "CZstd", "CLZ4", "SystemSupport"], swiftSettings: strict),
+        .target(name: "RAFS", dependencies: ["Digests", "CZstd", "CLZ4", "LinuxKernel"], swiftSettings: strict),
         .target(
             name: "RAFSBuilder",
             dependencies: [
-                "RAFS", "Archive", "OCI", "Digests", "CZlib", "CZstd", "CLZ4", "SystemSupport",
+                "RAFS", "Archive", "OCI", "Digests", "CZlib", "CZstd", "CLZ4", "LinuxKernel",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -66,7 +66,7 @@ let package = Package(
         // All SQL and every migration of the catalog.
         .target(
             name: "Catalog",
-            dependencies: ["CSQLite", "RAFS", "OCI", "Digests", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CSQLite", "Digests", "LinuxKernel", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
 
@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "BlobStore",
             dependencies: [
-                "Catalog", "RAFS", "RAFSBuilder", "OCI", "OCIRegistry", "Archive", "Digests", "CLinux", "SystemSupport",
+                "Catalog", "RAFS", "RAFSBuilder", "OCI", "OCIRegistry", "Archive", "Digests", "CLinux", "LinuxKernel",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -82,7 +82,7 @@ let package = Package(
         .target(
             name: "MountManager",
             dependencies: [
-                "BlobStore", "SystemSupport", "CLinux",
+                "BlobStore", "LinuxKernel", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -107,7 +107,7 @@ let package = Package(
             name: "Snapshotter",
             dependencies: [
                 "ContainerdProxy", "MountManager", "BlobStore", "Catalog", "RAFS", "RAFSBuilder", "OCI", "OCIRegistry",
-                "SnapshotterAPI", "SystemSupport", "TOML", "CSystemd", "CLinux",
+                "SnapshotterAPI", "LinuxKernel", "TOML", "CSystemd", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -150,28 +150,28 @@ let package = Package(
 
         .executableTarget(
             name: "RegistryBench",
-            dependencies: ["OCIRegistry", "OCI", "Digests", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["OCIRegistry", "OCI", "Digests", "LinuxKernel", .product(name: "Logging", package: "swift-log")],
             path: "benchmarks/RegistryBench",
             swiftSettings: strict
         ),
 
         .executableTarget(
             name: "ConvertBench",
-            dependencies: ["RAFSBuilder", "RAFS", "SystemSupport"],
+            dependencies: ["RAFSBuilder", "RAFS", "LinuxKernel"],
             path: "benchmarks/ConvertBench",
             swiftSettings: strict
         ),
 
         .executableTarget(
             name: "LazyBench",
-            dependencies: ["RAFSBuilder", "RAFS", "OCI", "SnapshotterAPI", "SystemSupport", "TestSupport"],
+            dependencies: ["RAFSBuilder", "RAFS", "OCI", "SnapshotterAPI", "LinuxKernel", "TestSupport"],
             path: "benchmarks/LazyBench",
             swiftSettings: strict
         ),
 
         .executableTarget(
             name: "ScaleBench",
-            dependencies: ["OCI", "OCIRegistry", "SnapshotterAPI", "SystemSupport", "TestSupport"],
+            dependencies: ["OCI", "OCIRegistry", "SnapshotterAPI", "LinuxKernel", "TestSupport"],
             path: "benchmarks/ScaleBench",
             swiftSettings: strict
         ),
@@ -179,7 +179,7 @@ let package = Package(
         .executableTarget(
             name: "ColdStartBench",
             dependencies: [
-                "RAFSBuilder", "OCI", "SystemSupport", "CRIClient", "TestSupport",
+                "RAFSBuilder", "OCI", "LinuxKernel", "CRIClient", "TestSupport",
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -193,7 +193,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "Digests", "OCI", "OCIRegistry", "RAFS", "RAFSBuilder", "MountManager", "SystemSupport", "CLinux",
+                "Digests", "OCI", "OCIRegistry", "RAFS", "RAFSBuilder", "MountManager", "LinuxKernel", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TestSupport",
@@ -212,41 +212,43 @@ let package = Package(
             swiftSettings: strict
         ),
         // One test target per library: a change to RAFS builds and runs RAFSTests without the daemon.
+        .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "CLinux", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "DigestsTests", dependencies: ["Digests", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "ArchiveTests", dependencies: ["Archive", "SystemSupport"], swiftSettings: strict),
+        .testTarget(name: "OCITests", dependencies: ["OCI", "Digests"], swiftSettings: strict),
+        .testTarget(name: "ArchiveTests", dependencies: ["Archive"], swiftSettings: strict),
         .testTarget(
             name: "OCIRegistryTests",
             dependencies: [
-                "OCIRegistry", "OCI", "Digests", "SystemSupport", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "OCIRegistry", "OCI", "Digests", "LinuxKernel", "TestSupport", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RAFSTests",
-            dependencies: ["RAFS", "Digests", "MountManager", "SystemSupport", "TestSupport"],
+            dependencies: ["RAFS", "Digests", "LinuxKernel", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RAFSBuilderTests",
-            dependencies: ["RAFSBuilder", "RAFS", "Archive", "OCI", "Digests", "SystemSupport", "TestSupport"],
+            dependencies: ["RAFSBuilder", "RAFS", "Archive", "OCI", "Digests", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CatalogTests",
-            dependencies: ["Catalog", "SystemSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["Catalog", "LinuxKernel", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "BlobStoreTests",
             dependencies: [
-                "BlobStore", "Catalog", "RAFS", "SystemSupport", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "BlobStore", "Catalog", "RAFS", "TestSupport", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "MountManagerTests",
             dependencies: [
-                "MountManager", "BlobStore", "RAFS", "SystemSupport", "CLinux", "TestSupport",
+                "MountManager", "BlobStore", "RAFS", "LinuxKernel", "CLinux", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -254,7 +256,7 @@ let package = Package(
         .testTarget(
             name: "SnapshotterTests",
             dependencies: [
-                "SnapshotterAPI", "BlobStore", "Catalog", "OCI", "RAFS", "RAFSBuilder", "MountManager", "SystemSupport", "TestSupport",
+                "SnapshotterAPI", "BlobStore", "Catalog", "OCI", "RAFS", "RAFSBuilder", "MountManager", "LinuxKernel", "TestSupport",
                 "ContainerdProxy", "CRIClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Checks every target's imports of this package's own modules against architecture/dependencies.txt, and
-that executables stay thin mains. `--mermaid` prints the allowed graph of libraries and executables as a
+that executables stay thin mains; with `--manifest`, that Package.swift declares no dependency the graph forbids. `--mermaid` prints the allowed graph of libraries and executables as a
 Mermaid diagram (the picture in docs/ARCHITECTURE.md). Exit status 1 on any violation, with one line each."""
 
+import json
 import os
 import re
+import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,6 +95,24 @@ def cycles(targets):
     return problems
 
 
+def manifest(targets):
+    """Package.swift must declare no dependency the graph forbids (with --manifest; needs `swift`)."""
+    dump = subprocess.run(["swift", "package", "dump-package"], cwd=ROOT, capture_output=True, text=True)
+    if dump.returncode != 0:
+        return [f"swift package dump-package failed: {dump.stderr.strip()}"]
+    problems = []
+    for target in json.loads(dump.stdout)["targets"]:
+        name = target["name"]
+        if name not in targets:
+            problems.append(f"Package.swift: target {name} is not in architecture/dependencies.txt")
+            continue
+        for dependency in target.get("dependencies", []):
+            module = (dependency.get("byName") or dependency.get("target") or [None])[0]
+            if module in targets and module not in targets[name]["allowed"]:
+                problems.append(f"Package.swift: {name} depends on {module}, which the graph does not allow")
+    return problems
+
+
 def mermaid(targets):
     print("graph TD")
     shown = {name for name, target in targets.items() if target["kind"] in ("library", "executable")}
@@ -107,6 +127,8 @@ def main():
         mermaid(targets)
         return
     problems = cycles(targets) + check(targets)
+    if "--manifest" in sys.argv:
+        problems += manifest(targets)
     for problem in problems:
         print(problem, file=sys.stderr)
     if problems:

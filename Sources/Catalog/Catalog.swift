@@ -1,5 +1,5 @@
+import LinuxKernel
 import Logging
-import SystemSupport
 
 /// The service's catalog: one SQLite file (`catalog.db` under the root) holding snapshots, mounts and,
 /// as the image work lands, images, blobs and chunk state. Its schema is the one numbered list below.

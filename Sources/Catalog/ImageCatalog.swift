@@ -1,6 +1,6 @@
 import Digests
+import LinuxKernel
 import Logging
-import SystemSupport
 
 /// A pulled image as the catalog records it.
 public struct ImageRecord: Equatable, Sendable {

@@ -1,4 +1,5 @@
 import Digests
+
 /// A content digest `<algorithm>:<hex>`. Only sha256 can be verified; other algorithms parse but are refused
 /// where content must be checked.
 public struct Digest: Sendable, Hashable, Codable, CustomStringConvertible {

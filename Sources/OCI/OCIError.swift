@@ -1,4 +1,4 @@
-import SystemSupport
+import LinuxKernel
 
 /// Why an OCI name, digest, manifest or image layout was refused. One enum for the whole `OCI` library; each
 /// case carries the text, document or path at fault. `source` names where a document came from (a URL, a

@@ -1,4 +1,4 @@
-import SystemSupport
+import LinuxKernel
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,6 +1,6 @@
 import CLinux
+import LinuxKernel
 import OCI
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,7 +1,7 @@
 import CCurl
 import CLinux
-import Synchronization
 import OCI
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,5 @@
+import LinuxKernel
 import OCI
-import SystemSupport
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,4 +1,4 @@
-import SystemSupport
+import LinuxKernel
 import TOML
 
 /// A containerd `hosts.toml` (docs/hosts.md): `server`, and `[host."<url>"]` tables with `capabilities`, `ca`,

@@ -1,6 +1,6 @@
+import LinuxKernel
 import Logging
 import OCI
-import SystemSupport
 
 /// Moves images between registries and OCI layout directories, so conversion can read from and write to
 /// either: a registry image is downloaded into a layout (every blob digest-checked), a layout's image is

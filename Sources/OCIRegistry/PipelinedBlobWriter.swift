@@ -1,8 +1,8 @@
 import CLinux
 import Digests
 import Dispatch
+import LinuxKernel
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

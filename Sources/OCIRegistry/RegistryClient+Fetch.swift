@@ -1,6 +1,6 @@
+import LinuxKernel
 import Logging
 import OCI
-import SystemSupport
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,6 +1,6 @@
+import LinuxKernel
 import Logging
 import OCI
-import SystemSupport
 
 extension RegistryClient {
     static func pushScope(_ repository: String) -> String { "repository:\(repository):pull,push" }

@@ -1,5 +1,5 @@
+import LinuxKernel
 import Logging
-import SystemSupport
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

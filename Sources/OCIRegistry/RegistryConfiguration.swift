@@ -1,4 +1,5 @@
 import OCI
+
 /// What the registry client may do at an endpoint (containerd's `capabilities`).
 public struct RegistryCapabilities: OptionSet, Sendable, Hashable {
     public let rawValue: Int

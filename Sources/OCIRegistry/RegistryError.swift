@@ -1,4 +1,5 @@
 import OCI
+
 /// Errors of the registry client. Each case carries the value at fault and reads as advice to a user.
 public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
     /// One entry of a distribution-spec JSON error body.

@@ -131,7 +131,10 @@ package struct ErofsInodeRecord {
     package var mtime: UInt64
     package var mtimeNanoseconds: UInt32
 
-    package init(extended: Bool, layout: ErofsInode.DataLayout, xattrInlineCount: UInt16, mode: UInt16, nlink: UInt32, size: UInt64, union: UInt32, ino: UInt32, uid: UInt32, gid: UInt32, mtime: UInt64, mtimeNanoseconds: UInt32) {
+    package init(
+        extended: Bool, layout: ErofsInode.DataLayout, xattrInlineCount: UInt16, mode: UInt16, nlink: UInt32, size: UInt64, union: UInt32,
+        ino: UInt32, uid: UInt32, gid: UInt32, mtime: UInt64, mtimeNanoseconds: UInt32
+    ) {
         self.extended = extended
         self.layout = layout
         self.xattrInlineCount = xattrInlineCount

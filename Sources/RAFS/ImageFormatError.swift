@@ -1,4 +1,4 @@
-import SystemSupport
+import LinuxKernel
 
 /// Everything that can be wrong with a RAFS v6 / EROFS bootstrap or a nydus data blob. Each case carries the
 /// value at fault (offset, nid, path, expected and found) so a message names what to look at.

@@ -1,5 +1,5 @@
 import Digests
-import SystemSupport
+import LinuxKernel
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials

@@ -1,5 +1,5 @@
 import Digests
-import SystemSupport
+import LinuxKernel
 
 #if canImport(Glibc)
 import Glibc

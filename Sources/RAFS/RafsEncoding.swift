@@ -154,7 +154,11 @@ package struct BlobSummary: Sendable {
     package var metaCompressedSize: UInt64
     package var metaUncompressedSize: UInt64
 
-    package init(blobID: String, chunkCount: UInt32, compression: RafsBlobEntry.Compression, features: RafsBlobEntry.Features, compressedSize: UInt64, uncompressedSize: UInt64, tocSize: UInt32, tocDigest: [UInt8], metaCompressor: RafsBlobEntry.Compression, metaOffset: UInt64, metaCompressedSize: UInt64, metaUncompressedSize: UInt64) {
+    package init(
+        blobID: String, chunkCount: UInt32, compression: RafsBlobEntry.Compression, features: RafsBlobEntry.Features,
+        compressedSize: UInt64, uncompressedSize: UInt64, tocSize: UInt32, tocDigest: [UInt8], metaCompressor: RafsBlobEntry.Compression,
+        metaOffset: UInt64, metaCompressedSize: UInt64, metaUncompressedSize: UInt64
+    ) {
         self.blobID = blobID
         self.chunkCount = chunkCount
         self.compression = compression

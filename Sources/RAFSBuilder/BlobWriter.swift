@@ -1,6 +1,6 @@
 import Digests
+import LinuxKernel
 import RAFS
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,6 @@
+import LinuxKernel
 import Logging
 import RAFS
-import SystemSupport
 
 /// Lays out the merged tree as a RAFS v6 bootstrap (an EROFS image with 4 KiB blocks):
 ///

@@ -1,6 +1,6 @@
 import Archive
+import LinuxKernel
 import OCI
-import SystemSupport
 
 /// Why a build was refused or failed. Cases carry the layer, path or value at fault.
 public enum BuildError: Error, Equatable, Sendable, CustomStringConvertible {

@@ -1,4 +1,5 @@
 import RAFS
+
 /// Per-chunk compression of built blobs.
 public enum ChunkCompression: String, Sendable, Codable, CaseIterable {
     case zstd

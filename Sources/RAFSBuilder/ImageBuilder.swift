@@ -1,6 +1,6 @@
 import Archive
+import LinuxKernel
 import Logging
-import SystemSupport
 import RAFS
 
 /// Builds a nydus RAFS v6 image from OCI layer tars (plain, gzip or zstd), streamed, never extracted: one

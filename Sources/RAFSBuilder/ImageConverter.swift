@@ -1,8 +1,8 @@
 // Foundation, not FoundationEssentials: the config is rewritten with JSONSerialization to keep unknown fields.
 import Foundation
+import LinuxKernel
 import Logging
 import OCI
-import SystemSupport
 
 /// Converts an OCI image in an image layout into a nydus RAFS v6 image in another layout: one
 /// `nydus.blob.v1` layer per data blob, then a gzip bootstrap layer, the config with `rootfs.diff_ids`

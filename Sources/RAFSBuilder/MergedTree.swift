@@ -1,5 +1,6 @@
 import Archive
 import RAFS
+
 /// One inode of the merged tree. Hard links share the object; directories own their entries.
 final class TreeInode {
     var type: ErofsFileType

@@ -1,8 +1,8 @@
+import BlobStore
+import LinuxKernel
 import Logging
 import MountManager
 import SnapshotterAPI
-import SystemSupport
-import BlobStore
 
 #if canImport(FoundationEssentials)
 import FoundationEssentials
@@ -129,7 +129,7 @@ final class APIRouter: Sendable {
         case ["v1", "snapshots", "prepare"] where method == "POST", ["v1", "snapshots", "view"] where method == "POST":
             let body = try decode(PrepareRequest.self, request)
             let kind: SnapshotKind = segments[2] == "prepare" ? .active : .view
-            if let image = body.image, !image.isEmpty, let reason = images?.frontEnd.imageMountUnsupportedReason {
+            if let image = body.image, !image.isEmpty, let reason = images?.frontEnd.traits.imageMountUnsupportedReason {
                 throw SnapshotError.invalidImage(image: image, reason: reason)
             }
             let mounts = try service.create(kind: kind, key: body.key, parent: body.parent, labels: body.labels ?? [:], image: body.image)

@@ -1,4 +1,5 @@
 import CLinux
+import LinuxKernel
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -6,7 +7,6 @@ import NIOPosix
 import ServiceLifecycle
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

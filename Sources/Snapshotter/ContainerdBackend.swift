@@ -1,5 +1,6 @@
 import Catalog
 import ContainerdProxy
+import LinuxKernel
 import Logging
 import MountManager
 import NIOPosix
@@ -116,7 +117,7 @@ final class ContainerdBackend: SnapshotBackend {
             }
         }
         if known { throw SnapshotBackendError(.alreadyExists, "snapshot \(layer.target) already exists (remote)") }
-        if let reason = images.frontEnd.imageMountUnsupportedReason {
+        if let reason = images.frontEnd.traits.imageMountUnsupportedReason {
             logger.info("layer not servable lazily; containerd unpacks it", metadata: ["reason": "\(reason)", "snapshot.key": "\(key)"])
             return
         }

@@ -1,7 +1,7 @@
 import BlobStore
 import ContainerdProxy
+import LinuxKernel
 import MountManager
-import SystemSupport
 import TOML
 
 /// The daemon's settings: built-in defaults, then the TOML file, then command-line flags.

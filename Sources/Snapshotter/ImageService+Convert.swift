@@ -1,10 +1,10 @@
+import LinuxKernel
 import Logging
 import OCI
 import OCIRegistry
 import RAFS
 import RAFSBuilder
 import SnapshotterAPI
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

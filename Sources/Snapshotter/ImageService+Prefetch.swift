@@ -1,9 +1,9 @@
+import BlobStore
 import Catalog
 import Logging
 import OCI
 import RAFS
 import SnapshotterAPI
-import BlobStore
 
 /// Background prefetch: whole images, or the files a workload reads at start-up. Everything runs at prefetch
 /// priority, so on-demand reads always go first; chunks already local or in flight are not fetched again.

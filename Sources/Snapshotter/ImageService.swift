@@ -1,5 +1,6 @@
 import BlobStore
 import Catalog
+import LinuxKernel
 import Logging
 import MountManager
 import OCI
@@ -7,7 +8,6 @@ import OCIRegistry
 import RAFS
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -179,7 +179,7 @@ final class ImageService: Sendable {
         }
         // Walked at every start-up under the eager front end (about 10 us a file): the image may have been pulled
         // under a front end that refuses such reads itself.
-        if frontEnd.needsCompleteBlobs {
+        if frontEnd.traits.needsCompleteBlobs {
             // No front end stands between the kernel and these backing files: a file mapped onto bytes no chunk
             // describes would read a hole as zeros, so the image is refused instead.
             let devices = Dictionary(uniqueKeysWithValues: opened.map { (UInt16($0.position + 1), $0.rafs) })
@@ -196,7 +196,7 @@ final class ImageService: Sendable {
     @discardableResult
     private func serve(_ verified: VerifiedImage, skipping served: inout Set<Int64>) async throws -> ErofsImage {
         let (image, bootstrap, opened) = (verified.image, verified.bootstrap, verified.opened)
-        if frontEnd.servesBootstrap {
+        if frontEnd.traits.servesBootstrap {
             // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
             let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
             try frontEnd.serve(
@@ -275,7 +275,7 @@ final class ImageService: Sendable {
     /// eager front end first fetches every blob whole.
     /// `mounted`: the mount points in force, when the caller read them already.
     private func mountIfNeeded(_ image: ImageRecord, mounted: Set<String>? = nil) async throws {
-        if let reason = frontEnd.imageMountUnsupportedReason {
+        if let reason = frontEnd.traits.imageMountUnsupportedReason {
             logger.notice("image not mounted", metadata: ["image.reference": "\(image.reference)", "mount.reason": "\(reason)"])
             return
         }
@@ -286,7 +286,7 @@ final class ImageService: Sendable {
             return
         }
         // Converted images have their data here already: fill their backing files now rather than per read.
-        if frontEnd.needsCompleteBlobs || image.format == .converted {
+        if frontEnd.traits.needsCompleteBlobs || image.format == .converted {
             for blob in image.blobs { try await engine.prefetch(blobID: blob.id) }
         }
         let layout = puller.layout
@@ -481,7 +481,7 @@ final class ImageService: Sendable {
     /// front end whose images we never mount (seed), every pulled image counts: its readers are out of our sight.
     func hasMountedImages() -> Bool {
         guard let images = try? catalog.images(), let table = try? MountInfo.read() else { return true }
-        if frontEnd.imageMountUnsupportedReason != nil { return !images.isEmpty }
+        if frontEnd.traits.imageMountUnsupportedReason != nil { return !images.isEmpty }
         return images.contains { MountInfo.isMountPoint(mountPoint(of: $0.id), in: table) }
     }
 }

@@ -1,9 +1,8 @@
+import Catalog
+import LinuxKernel
 import Logging
-import MountManager
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
-import Catalog
 
 /// Start-up reconciliation of the catalog with the snapshot directories and /proc/self/mountinfo, and the
 /// cleanup call that removes what the catalog does not know.
@@ -27,9 +26,7 @@ final class Reconciler: Sendable {
     func reconcileAtStartup() throws {
         var report: [Leftover] = []
         try FileSystem.makeDirectories(service.snapshotsDirectory, mode: 0o700)
-        let records = try service.database.read { conn in
-            try conn.query(SnapshotRecord.selectColumns + " ORDER BY s.id").map(SnapshotRecord.init(row:))
-        }
+        let records = try service.allRecords()
         for record in records where !FileSystem.isDirectory(service.upperDirectory(of: record.id)) {
             try FileSystem.makeDirectories(service.upperDirectory(of: record.id))
             if record.kind == .active { try FileSystem.makeDirectories(service.workDirectory(of: record.id), mode: 0o711) }
@@ -42,11 +39,8 @@ final class Reconciler: Sendable {
             logger.notice("leftover snapshot directory", metadata: ["snapshot.directory": "\(path)"])
         }
         let mounted = Set(try MountInfo.read().map(\.mountPoint))
-        let records2 = try service.database.read { conn in
-            try conn.query("SELECT target FROM mounts ORDER BY target").map { try $0.string(0) }
-        }
-        for target in records2 where !mounted.contains(target) {
-            try service.database.write { conn in try conn.execute("DELETE FROM mounts WHERE target = ?", [.text(target)]) }
+        for target in try service.catalog.mountTargets() where !mounted.contains(target) {
+            try service.catalog.deleteMount(target: target)
             report.append(Leftover(path: target, reason: "recorded mount was gone at start-up; record dropped"))
             logger.notice("recorded mount was gone", metadata: ["mount.target": "\(target)"])
         }
@@ -64,7 +58,7 @@ final class Reconciler: Sendable {
     /// Removes every directory the catalog does not know. Directories with something mounted inside are
     /// skipped (removal never crosses into another filesystem) and logged.
     func cleanup() throws -> [String] {
-        let known = try service.database.read { conn in Set(try conn.query("SELECT id FROM snapshots").map { try $0.int(0) }) }
+        let known = try service.catalog.snapshotIDs()
         var removed: [String] = []
         for path in try unknownDirectories(known: known) {
             do {
@@ -81,7 +75,7 @@ final class Reconciler: Sendable {
 
     /// Current leftovers: directories the catalog does not know, plus the start-up findings.
     func leftovers() throws -> [Leftover] {
-        let known = try service.database.read { conn in Set(try conn.query("SELECT id FROM snapshots").map { try $0.int(0) }) }
+        let known = try service.catalog.snapshotIDs()
         var result = startupFindings.filter { !$0.reason.contains("cleanup") }
         for path in try unknownDirectories(known: known) {
             result.append(Leftover(path: path, reason: "not in the catalog; removed by cleanup"))

@@ -1,16 +1,14 @@
 import Catalog
 import ContainerdProxy
+import LinuxKernel
 import SnapshotterAPI
-import SystemSupport
 
 /// What containerd's service needs beyond the JSON API: infos with times as numbers, and committed
 /// snapshots that stand for layers served lazily from a pulled image (remote snapshots).
 extension SnapshotService {
     func proxyInfo(key: String) throws -> ProxySnapshotInfo {
-        try database.read { conn in
-            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
-            return record.proxyInfo
-        }
+        guard let record = try catalog.snapshot(key: key).map(SnapshotRecord.init) else { throw SnapshotError.notFound(key: key) }
+        return record.proxyInfo
     }
 
     /// Every snapshot matching any filter (all when none), oldest first: garbage collection builds its
@@ -23,9 +21,7 @@ extension SnapshotService {
         let parsed = try filters.map { filter throws(SnapshotError) in
             try SnapshotFilter(parsing: filter.replacing(#",parent=="""#, with: ""))
         }
-        let records = try database.read { conn in
-            try conn.query(SnapshotRecord.selectColumns + " ORDER BY s.id").map(SnapshotRecord.init(row:))
-        }
+        let records = try allRecords()
         return records.filter { record in parsed.isEmpty || parsed.contains { $0.matches(record.info) } }.map(\.proxyInfo)
     }
 
@@ -37,26 +33,19 @@ extension SnapshotService {
     func commitRemote(name: String, parent: String?, labels: [String: String], imageID: Int64) throws {
         try SnapshotNames.validate(key: name)
         try SnapshotNames.validate(labels: labels)
-        let encodedLabels = try SnapshotRecord.encodeLabels(labels)
-        try database.write { conn in
-            if try lookup(conn, name) != nil { throw SnapshotError.alreadyExists(key: name) }
+        try catalog.write { tx in
+            if try lookup(tx, name) != nil { throw SnapshotError.alreadyExists(key: name) }
             var parentID: Int64?
             if let parent, !parent.isEmpty {
-                guard let record = try lookup(conn, parent) else { throw SnapshotError.parentNotFound(parent: parent) }
+                guard let record = try lookup(tx, parent) else { throw SnapshotError.parentNotFound(parent: parent) }
                 guard record.kind == .committed else {
                     throw SnapshotError.parentNotCommitted(parent: parent, kind: record.kind.rawValue)
                 }
                 parentID = record.id
             }
-            let now = wallClockNanoseconds()
-            try conn.execute(
-                """
-                INSERT INTO snapshots (key, kind, parent_id, labels, created_ns, updated_ns, image_id, usage_bytes, usage_inodes)
-                VALUES (?, 'committed', ?, ?, ?, ?, ?, 0, 0)
-                """,
-                [.text(name), SQLValue(parentID), .text(encodedLabels), .integer(now), .integer(now), .integer(imageID)]
-            )
-            let id = conn.lastInsertRowID
+            let id = try tx.insertSnapshot(
+                key: name, kind: SnapshotKind.committed.rawValue, parentID: parentID, labels: labels,
+                nanoseconds: wallClockNanoseconds(), imageID: imageID, usage: (0, 0))
             if FileSystem.exists(directory(of: id)) { try FileSystem.removeTree(directory(of: id)) }
             try FileSystem.makeDirectories(directory(of: id), mode: 0o700)
             try FileSystem.makeDirectory(upperDirectory(of: id), mode: 0o755)

@@ -1,9 +1,8 @@
+import Catalog
+import LinuxKernel
 import Logging
-import MountManager
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
-import Catalog
 
 #if canImport(Glibc)
 import Glibc
@@ -21,17 +20,12 @@ extension SnapshotService {
         let target = try Self.normalize(target: target)
         try claim(target)
         defer { release(target) }
-        let planned = try database.write { conn in
-            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
-            let planned = try mounts(conn, for: record)
-            if try !conn.query("SELECT 1 FROM mounts WHERE target = ?", [.text(target)]).isEmpty {
-                throw SnapshotError.targetInUse(target: target)
-            }
+        let planned = try catalog.write { tx in
+            guard let record = try lookup(tx, key) else { throw SnapshotError.notFound(key: key) }
+            let planned = try mounts(tx, for: record)
+            if try tx.isMountRecorded(target: target) { throw SnapshotError.targetInUse(target: target) }
             if MountInfo.isMountPoint(target, in: try MountInfo.read()) { throw SnapshotError.targetInUse(target: target) }
-            try conn.execute(
-                "INSERT INTO mounts (target, snapshot_id, created_ns) VALUES (?, ?, ?)",
-                [.text(target), .integer(record.id), .integer(wallClockNanoseconds())]
-            )
+            try tx.insertMount(target: target, snapshotID: record.id, nanoseconds: wallClockNanoseconds())
             return planned
         }
         CrashPoint.reach("mount.recorded")
@@ -44,7 +38,7 @@ extension SnapshotService {
             }
         } catch {
             for mounted in done.reversed() { try? Mounter.unmount(mounted, detach: true) }
-            try? database.write { conn in try conn.execute("DELETE FROM mounts WHERE target = ?", [.text(target)]) }
+            try? catalog.deleteMount(target: target)
             throw error
         }
         CrashPoint.reach("mount.mounted")
@@ -58,11 +52,10 @@ extension SnapshotService {
         let target = try Self.normalize(target: target)
         try claim(target)
         defer { release(target) }
-        let rows = try database.read { conn in try conn.query("SELECT 1 FROM mounts WHERE target = ?", [.text(target)]) }
-        guard !rows.isEmpty else { throw SnapshotError.notMountedHere(target: target) }
+        guard try catalog.isMountRecorded(target: target) else { throw SnapshotError.notMountedHere(target: target) }
         try unmountRecorded(target)
         CrashPoint.reach("unmount.unmounted")
-        try database.write { conn in try conn.execute("DELETE FROM mounts WHERE target = ?", [.text(target)]) }
+        try catalog.deleteMount(target: target)
         logger.info("snapshot unmounted", metadata: ["mount.target": "\(target)"])
     }
 
@@ -89,10 +82,7 @@ extension SnapshotService {
     }
 
     func activeMounts() throws -> [ActiveMount] {
-        try database.read { conn in
-            try conn.query("SELECT m.target, s.key FROM mounts m JOIN snapshots s ON s.id = m.snapshot_id ORDER BY m.target")
-                .map { ActiveMount(target: try $0.string(0), snapshot: try $0.string(1)) }
-        }
+        try catalog.mountsWithKeys().map { ActiveMount(target: $0.target, snapshot: $0.key) }
     }
 
     /// Mount targets must be absolute, free of `.`/`..` components and NUL, and not `/`.

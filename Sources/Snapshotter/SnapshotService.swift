@@ -1,10 +1,9 @@
 import Catalog
+import LinuxKernel
 import Logging
-import MountManager
 import OCI
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -21,7 +20,7 @@ import Musl
 /// All methods block (SQLite, file-system walks, mount(2)): call them from a thread pool.
 final class SnapshotService: Sendable {
     let root: String
-    let database: Database
+    let catalog: SnapshotCatalog
     let logger: Logger
     /// Mount targets with a mount or unmount under way: one operation per target at a time, since the
     /// catalog and the kernel are changed in separate steps.
@@ -29,7 +28,7 @@ final class SnapshotService: Sendable {
 
     init(root: String, database: Database, logger: Logger) {
         self.root = root
-        self.database = database
+        self.catalog = SnapshotCatalog(database: database)
         self.logger = logger
     }
 
@@ -51,14 +50,13 @@ final class SnapshotService: Sendable {
         precondition(kind != .committed, "committed snapshots come only from commit")
         try SnapshotNames.validate(key: key)
         try SnapshotNames.validate(labels: labels)
-        let encodedLabels = try SnapshotRecord.encodeLabels(labels)
         var createdDirectory: String?
         do {
-            return try database.write { conn in
-                if try lookup(conn, key) != nil { throw SnapshotError.alreadyExists(key: key) }
+            return try catalog.write { tx in
+                if try lookup(tx, key) != nil { throw SnapshotError.alreadyExists(key: key) }
                 var parentRecord: SnapshotRecord?
                 if let parent, !parent.isEmpty {
-                    guard let record = try lookup(conn, parent) else { throw SnapshotError.parentNotFound(parent: parent) }
+                    guard let record = try lookup(tx, parent) else { throw SnapshotError.parentNotFound(parent: parent) }
                     guard record.kind == .committed else {
                         throw SnapshotError.parentNotCommitted(parent: parent, kind: record.kind.rawValue)
                     }
@@ -70,26 +68,18 @@ final class SnapshotService: Sendable {
                         throw SnapshotError.invalidImage(image: image, reason: "give either a parent or an image, not both")
                     }
                     let name = (try? ImageReference(parsing: image).description) ?? image
-                    guard let row = try conn.query("SELECT id FROM images WHERE reference = ?", [.text(name)]).first else {
-                        throw SnapshotError.imageNotFound(image: image)
-                    }
-                    imageID = try row.int(0)
+                    guard let id = try tx.imageID(reference: name) else { throw SnapshotError.imageNotFound(image: image) }
+                    imageID = id
                 }
-                let now = wallClockNanoseconds()
-                try conn.execute(
-                    "INSERT INTO snapshots (key, kind, parent_id, labels, created_ns, updated_ns, image_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        .text(key), .text(kind.rawValue), SQLValue(parentRecord?.id), .text(encodedLabels), .integer(now), .integer(now),
-                        SQLValue(imageID),
-                    ]
-                )
-                let id = conn.lastInsertRowID
+                let id = try tx.insertSnapshot(
+                    key: key, kind: kind.rawValue, parentID: parentRecord?.id, labels: labels, nanoseconds: wallClockNanoseconds(),
+                    imageID: imageID)
                 let directory = directory(of: id)
                 createdDirectory = directory
                 try makeDirectories(id: id, kind: kind, parentID: parentRecord?.id)
-                var record = try lookup(conn, key)!
+                var record = try lookup(tx, key)!
                 record.parentKey = parentRecord?.key
-                return try mounts(conn, for: record)
+                return try mounts(tx, for: record)
             }
         } catch {
             // The row rolled back; its directories must not outlive it.
@@ -118,34 +108,29 @@ final class SnapshotService: Sendable {
     // MARK: - Read
 
     func stat(key: String) throws -> SnapshotInfo {
-        try database.read { conn in
-            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+        try catalog.read { tx in
+            guard let record = try lookup(tx, key) else { throw SnapshotError.notFound(key: key) }
             return record.info
         }
     }
 
     func mounts(key: String) throws -> [KernelMount] {
-        try database.read { conn in
-            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
-            return try mounts(conn, for: record)
+        try catalog.read { tx in
+            guard let record = try lookup(tx, key) else { throw SnapshotError.notFound(key: key) }
+            return try mounts(tx, for: record)
         }
     }
 
     func list(filters: [String]) throws -> [SnapshotInfo] {
         let parsed = try filters.map { filter throws(SnapshotError) in try SnapshotFilter(parsing: filter) }
-        let records = try database.read { conn in
-            try conn.query(SnapshotRecord.selectColumns + " ORDER BY s.id").map(SnapshotRecord.init(row:))
-        }
+        let records = try allRecords()
         return records.map(\.info).filter { info in parsed.isEmpty || parsed.contains { $0.matches(info) } }
     }
 
     /// Bytes and inodes of the snapshot's own layer: stored at commit for committed snapshots (they never
     /// change), walked now for active ones.
     func usage(key: String) throws -> SnapshotUsage {
-        let record = try database.read { conn in
-            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
-            return record
-        }
+        guard let record = try catalog.snapshot(key: key).map(SnapshotRecord.init) else { throw SnapshotError.notFound(key: key) }
         if let usage = record.usage { return usage }
         let usage = try FileSystem.usage(of: upperDirectory(of: record.id))
         return SnapshotUsage(size: usage.bytes, inodes: usage.inodes)
@@ -156,37 +141,25 @@ final class SnapshotService: Sendable {
     func commit(name: String, key: String, labels: [String: String]) throws {
         try SnapshotNames.validate(key: name)
         try SnapshotNames.validate(labels: labels)
-        let encodedLabels = try SnapshotRecord.encodeLabels(labels)
-        try database.write { conn in
-            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+        try catalog.write { tx in
+            guard let record = try lookup(tx, key) else { throw SnapshotError.notFound(key: key) }
             guard record.kind == .active else { throw SnapshotError.notActive(key: key, kind: record.kind.rawValue) }
-            if try lookup(conn, name) != nil { throw SnapshotError.alreadyExists(key: name) }
-            if let target = try mountTarget(conn, of: record.id) { throw SnapshotError.mounted(key: key, target: target) }
+            if try lookup(tx, name) != nil { throw SnapshotError.alreadyExists(key: name) }
+            if let target = try tx.mountTarget(of: record.id) { throw SnapshotError.mounted(key: key, target: target) }
             let usage = try FileSystem.usage(of: upperDirectory(of: record.id))
-            let now = wallClockNanoseconds()
-            try conn.execute(
-                """
-                UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created_ns = ?, updated_ns = ?,
-                    usage_bytes = ?, usage_inodes = ? WHERE id = ?
-                """,
-                [
-                    .text(name), .text(encodedLabels), .integer(now), .integer(now), .integer(usage.bytes), .integer(usage.inodes),
-                    .integer(record.id),
-                ]
-            )
+            try tx.commit(
+                id: record.id, name: name, labels: labels, nanoseconds: wallClockNanoseconds(), usage: (usage.bytes, usage.inodes))
         }
         logger.info("snapshot committed", metadata: ["snapshot.key": "\(key)", "snapshot.name": "\(name)"])
     }
 
     func remove(key: String) throws {
-        let id = try database.write { conn in
-            guard let record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
-            let children = try conn.query("SELECT key FROM snapshots WHERE parent_id = ? ORDER BY key", [.integer(record.id)])
-            if !children.isEmpty {
-                throw SnapshotError.hasChildren(key: key, children: try children.map { try $0.string(0) })
-            }
-            if let target = try mountTarget(conn, of: record.id) { throw SnapshotError.mounted(key: key, target: target) }
-            try conn.execute("DELETE FROM snapshots WHERE id = ?", [.integer(record.id)])
+        let id = try catalog.write { tx in
+            guard let record = try lookup(tx, key) else { throw SnapshotError.notFound(key: key) }
+            let children = try tx.childKeys(of: record.id)
+            if !children.isEmpty { throw SnapshotError.hasChildren(key: key, children: children) }
+            if let target = try tx.mountTarget(of: record.id) { throw SnapshotError.mounted(key: key, target: target) }
+            try tx.deleteSnapshot(id: record.id)
             return record.id
         }
         // The row is gone; a failure here leaves a directory that cleanup removes later.
@@ -206,8 +179,8 @@ final class SnapshotService: Sendable {
         for path in fieldpaths where path != "labels" && !path.hasPrefix("labels.") {
             throw SnapshotError.invalidFieldPath(path)
         }
-        return try database.write { conn in
-            guard var record = try lookup(conn, key) else { throw SnapshotError.notFound(key: key) }
+        return try catalog.write { tx in
+            guard var record = try lookup(tx, key) else { throw SnapshotError.notFound(key: key) }
             if fieldpaths.isEmpty || fieldpaths.contains("labels") {
                 record.labels = labels.filter { !$0.value.isEmpty }
             }
@@ -217,43 +190,26 @@ final class SnapshotService: Sendable {
             }
             try SnapshotNames.validate(labels: record.labels)
             record.updatedNanoseconds = wallClockNanoseconds()
-            try conn.execute(
-                "UPDATE snapshots SET labels = ?, updated_ns = ? WHERE id = ?",
-                [.text(try SnapshotRecord.encodeLabels(record.labels)), .integer(record.updatedNanoseconds), .integer(record.id)]
-            )
+            try tx.updateLabels(id: record.id, labels: record.labels, nanoseconds: record.updatedNanoseconds)
             return record.info
         }
     }
 
     // MARK: - Helpers shared with mounting and reconciliation
 
-    func lookup(_ conn: SQLConnection, _ key: String) throws -> SnapshotRecord? {
-        try conn.query(SnapshotRecord.selectColumns + " WHERE s.key = ?", [.text(key)]).first.map(SnapshotRecord.init(row:))
+    func lookup(_ tx: SnapshotTransaction, _ key: String) throws -> SnapshotRecord? {
+        try tx.snapshot(key: key).map(SnapshotRecord.init)
     }
 
-    func mountTarget(_ conn: SQLConnection, of id: Int64) throws -> String? {
-        try conn.query("SELECT target FROM mounts WHERE snapshot_id = ? ORDER BY target LIMIT 1", [.integer(id)]).first?.string(0)
-    }
-
-    /// Ancestors of a snapshot, nearest first.
-    func parentIDs(_ conn: SQLConnection, of id: Int64) throws -> [Int64] {
-        try conn.query(
-            """
-            WITH RECURSIVE chain(id, parent_id, depth) AS (
-                SELECT id, parent_id, 0 FROM snapshots WHERE id = ?
-                UNION ALL
-                SELECT s.id, s.parent_id, c.depth + 1 FROM snapshots s JOIN chain c ON s.id = c.parent_id
-            )
-            SELECT id FROM chain WHERE depth > 0 ORDER BY depth
-            """,
-            [.integer(id)]
-        ).map { try $0.int(0) }
+    /// Every snapshot, oldest first.
+    func allRecords() throws -> [SnapshotRecord] {
+        try catalog.allSnapshots().map(SnapshotRecord.init)
     }
 
     /// The mounts containerd's overlay snapshotter returns for the same snapshot (see docs/api.md).
-    func mounts(_ conn: SQLConnection, for record: SnapshotRecord) throws -> [KernelMount] {
+    func mounts(_ tx: SnapshotTransaction, for record: SnapshotRecord) throws -> [KernelMount] {
         guard record.kind != .committed else { throw SnapshotError.notMountable(key: record.key) }
-        let parents = try parentIDs(conn, of: record.id)
+        let parents = try tx.ancestorIDs(of: record.id)
         if let imageID = record.imageID {
             // The image's EROFS mount is the bottom layer, below every committed parent.
             let lowers = parents.map(upperDirectory(of:)) + [imageMountPoint(imageID)]

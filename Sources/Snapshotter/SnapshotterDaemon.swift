@@ -2,13 +2,13 @@ import ArgumentParser
 import BlobStore
 import Catalog
 import ContainerdProxy
+import LinuxKernel
 import Logging
 import MountManager
 import NIOPosix
 import OCIRegistry
 import ServiceLifecycle
 import SnapshotterAPI
-import SystemSupport
 import UnixSignals
 
 #if canImport(Glibc)
@@ -112,11 +112,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         }
         let started = monotonicNanoseconds()
         let router = APIRouter(service: service, images: images, reconciler: reconciler, logger: logger) {
-            let counts = try database.read { conn in
-                try conn.query("SELECT kind, COUNT(*) FROM snapshots GROUP BY kind").reduce(into: [String: Int]()) {
-                    $0[try $1.string(0)] = Int(try $1.int(1))
-                }
-            }
+            let counts = try service.catalog.countsByKind()
             var snapshots = Dictionary(uniqueKeysWithValues: SnapshotKind.allCases.map { ($0.rawValue, 0) })
             snapshots.merge(counts) { $1 }
             var status = StatusResponse(

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import Archive
 
 /// Builds tar archives byte by byte, so tests can produce exactly the hostile input they need.

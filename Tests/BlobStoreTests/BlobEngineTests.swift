@@ -2,11 +2,11 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
+import TestSupport
 import Testing
+
 @testable import BlobStore
 @testable import RAFS
-import TestSupport
-
 
 /// Serves stored blob bytes from a local file, counting requests, with injectable faults.
 final class FileRangeSource: BlobRangeSource {

@@ -1,6 +1,6 @@
 import Testing
-@testable import BlobStore
 
+@testable import BlobStore
 
 @Suite("Cachefiles naming: the kernel's cache tree layout")
 struct CachefilesNamingTests {

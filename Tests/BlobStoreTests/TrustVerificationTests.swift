@@ -1,11 +1,11 @@
 import Foundation
 import Logging
+import TestSupport
 import Testing
+
 @testable import BlobStore
 @testable import Catalog
 @testable import RAFS
-import TestSupport
-
 
 #if canImport(Glibc)
 import Glibc

@@ -1,7 +1,8 @@
+import LinuxKernel
 import Logging
 import Testing
+
 @testable import Catalog
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

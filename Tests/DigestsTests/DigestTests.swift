@@ -1,8 +1,8 @@
 import Foundation
-import Testing
-@testable import Digests
 import TestSupport
+import Testing
 
+@testable import Digests
 
 @Suite("Digests: BLAKE3 and SHA-256")
 struct DigestTests {

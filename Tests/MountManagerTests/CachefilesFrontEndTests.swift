@@ -1,9 +1,10 @@
 import CLinux
 import Foundation
+import LinuxKernel
 import Logging
 import MountManager
 import Synchronization
-import SystemSupport
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -63,22 +64,22 @@ struct CachefilesFrontEndTests {
         // An OPEN of an unknown cookie is refused with -ENOENT and its fd closed.
         // High fd numbers: a closed one is not handed out again by other tests' opens (lowest free wins).
         let unknownFD = Self.high(open("/dev/null", O_RDONLY))
-        Self.send(kernel, CachefilesMessageTests.openMessage(volume: "erofs,d1", cookie: Array("nope".utf8), fd: UInt32(unknownFD)))
+        Self.send(kernel, CachefilesWire.openMessage(volume: "erofs,d1", cookie: Array("nope".utf8), fd: UInt32(unknownFD)))
         #expect(Self.receive(kernel) == "copen 4,-2")
         #expect(fcntl(unknownFD, F_GETFD) == -1, "the refused OPEN's fd must be closed")
 
         // Garbage is skipped.
         Self.send(kernel, [1, 2, 3])
-        Self.send(kernel, CachefilesMessageTests.header(id: 9, opcode: 7, length: 16, object: 1))
+        Self.send(kernel, CachefilesWire.header(id: 9, opcode: 7, length: 16, object: 1))
 
         // A known cookie: copen with the size; then a READ is filled and copied into the object's fd.
         let objectFD = Self.high(open(dir + "/object", O_CREAT | O_RDWR | clinux_o_direct(), 0o600))
         try #require(objectFD >= 0)
-        Self.send(kernel, CachefilesMessageTests.openMessage(volume: "erofs,d1", cookie: Array("blob".utf8), fd: UInt32(objectFD)))
+        Self.send(kernel, CachefilesWire.openMessage(volume: "erofs,d1", cookie: Array("blob".utf8), fd: UInt32(objectFD)))
         #expect(Self.receive(kernel) == "copen 4,40000")
         let read =
-            CachefilesMessageTests.header(id: 11, opcode: 2, length: 32, object: 7) + CachefilesMessageTests.le64(5000)
-            + CachefilesMessageTests.le64(100)
+            CachefilesWire.header(id: 11, opcode: 2, length: 32, object: 7) + CachefilesWire.le64(5000)
+            + CachefilesWire.le64(100)
         Self.send(kernel, read)
         // Generous deadlines: under the full parallel run the two cooperative threads are shared with tests
         // that block them, and this test has taken 42 s there (0.2 s on its own).
@@ -94,7 +95,7 @@ struct CachefilesFrontEndTests {
         #expect(written.count == 8192 && Array(written[4096..<8192]) == Array(content[4096..<8192]))
 
         // CLOSE closes the object's fd.
-        Self.send(kernel, CachefilesMessageTests.header(id: 12, opcode: 1, length: 16, object: 7))
+        Self.send(kernel, CachefilesWire.header(id: 12, opcode: 1, length: 16, object: 7))
         let closeDeadline = monotonicNanoseconds() + 45_000_000_000
         while frontEnd.statistics.closes == 0 && monotonicNanoseconds() < closeDeadline { try await Task.sleep(for: .milliseconds(20)) }
         #expect(fcntl(objectFD, F_GETFD) == -1)

@@ -1,10 +1,10 @@
 import BlobStore
 import Foundation
+import LinuxKernel
 import Logging
 import MountManager
 import RAFS
 import Synchronization
-import SystemSupport
 import Testing
 
 #if canImport(Glibc)

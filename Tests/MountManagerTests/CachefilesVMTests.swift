@@ -12,10 +12,21 @@ import Glibc
 struct CachefilesVMTests {
     static let packageRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-    /// The 6.12 test kernel: `VM_KERNEL`, or `../shared/vm` beside the checkout.
-    static let kernel =
-        ProcessInfo.processInfo.environment["VM_KERNEL"]
-        ?? URL(fileURLWithPath: packageRoot + "/../shared/vm/bzImage-6.12.117-ondemand").standardizedFileURL.path
+    /// The test kernel as `scripts/vm-test` finds it (`VM_KERNEL`, or the newest in `../shared/vm` beside the
+    /// checkout); empty when there is none.
+    static let kernel: String = {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: packageRoot + "/scripts/vm-test")
+        process.arguments = ["--print-kernel"]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        guard (try? process.run()) != nil else { return "" }
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { return "" }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }()
 
     static var runnable: Bool {
         ProcessInfo.processInfo.environment["VM_GUEST"] == nil && geteuid() == 0

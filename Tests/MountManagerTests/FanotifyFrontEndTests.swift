@@ -1,9 +1,9 @@
 import CLinux
 import Foundation
+import LinuxKernel
 import Logging
 import MountManager
 import Synchronization
-import SystemSupport
 import TestSupport
 import Testing
 

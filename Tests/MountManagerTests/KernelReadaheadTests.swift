@@ -1,6 +1,5 @@
 import Foundation
-import MountManager
-import SystemSupport
+import LinuxKernel
 import Testing
 
 #if canImport(Glibc)

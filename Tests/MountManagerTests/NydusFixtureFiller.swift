@@ -1,8 +1,8 @@
 import Foundation
+import LinuxKernel
 import MountManager
 import RAFS
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,11 +1,11 @@
 import BlobStore
 import CLinux
 import Foundation
+import LinuxKernel
 import Logging
 import MountManager
 import RAFS
 import Synchronization
-import SystemSupport
 import TestSupport
 import Testing
 

@@ -1,9 +1,9 @@
 import Foundation
+import LinuxKernel
 import Testing
+
 @testable import Digests
 @testable import OCIRegistry
-import SystemSupport
-
 
 #if canImport(Glibc)
 import Glibc

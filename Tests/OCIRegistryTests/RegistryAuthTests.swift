@@ -1,9 +1,10 @@
 import Foundation
+import LinuxKernel
+import TestSupport
 import Testing
+
 @testable import OCI
 @testable import OCIRegistry
-import SystemSupport
-import TestSupport
 
 /// A CA and a server certificate for 127.0.0.1 signed by it (SAN IP:127.0.0.1), made with openssl.
 struct TestCertificates {

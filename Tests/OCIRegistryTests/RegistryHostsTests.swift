@@ -1,9 +1,10 @@
 import Foundation
+import LinuxKernel
+import TestSupport
 import Testing
+
 @testable import OCI
 @testable import OCIRegistry
-import SystemSupport
-import TestSupport
 
 @Suite("Registry client mirrors and proxy", .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo (apt) and python3"))
 struct RegistryHostsTests {

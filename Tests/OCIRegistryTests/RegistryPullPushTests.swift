@@ -1,10 +1,11 @@
 import Foundation
+import LinuxKernel
 import Synchronization
+import TestSupport
 import Testing
+
 @testable import OCI
 @testable import OCIRegistry
-import SystemSupport
-import TestSupport
 
 @Suite(
     "Registry client against docker-registry (plain HTTP)",

@@ -1,11 +1,11 @@
 import Foundation
+import TestSupport
 import Testing
+
 @testable import Digests
 @testable import OCI
 @testable import RAFS
 @testable import RAFSBuilder
-import TestSupport
-
 
 #if canImport(Glibc)
 import Glibc

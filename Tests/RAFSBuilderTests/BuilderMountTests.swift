@@ -1,10 +1,10 @@
 import Foundation
+import TestSupport
 import Testing
+
 @testable import Digests
 @testable import RAFS
 @testable import RAFSBuilder
-import TestSupport
-
 
 #if canImport(Glibc)
 import Glibc

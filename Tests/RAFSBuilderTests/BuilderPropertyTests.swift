@@ -1,11 +1,11 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
+
 @testable import Archive
 @testable import RAFS
 @testable import RAFSBuilder
-import TestSupport
-
 
 #if canImport(Glibc)
 import Glibc

@@ -1,9 +1,9 @@
 import Foundation
+import TestSupport
 import Testing
+
 @testable import Digests
 @testable import RAFSBuilder
-import TestSupport
-
 
 #if canImport(Glibc)
 import Glibc

@@ -1,8 +1,8 @@
 import Foundation
-import Testing
-@testable import RAFS
 import TestSupport
+import Testing
 
+@testable import RAFS
 
 @Suite("RAFS v6 bootstrap reader (nydus fixtures)")
 struct ErofsImageTests {

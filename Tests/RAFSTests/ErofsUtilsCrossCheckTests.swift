@@ -1,8 +1,8 @@
 import Foundation
-import Testing
-@testable import RAFS
 import TestSupport
+import Testing
 
+@testable import RAFS
 
 /// Debian's erofs-utils (`dump.erofs`, `fsck.erofs`) as a second opinion on what the reader decodes.
 @Suite(

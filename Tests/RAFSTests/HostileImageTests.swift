@@ -1,8 +1,8 @@
 import Foundation
-import Testing
-@testable import RAFS
 import TestSupport
+import Testing
 
+@testable import RAFS
 
 /// Corrupted copies of the nydus fixture: each must give a typed error naming the fault, never a crash or
 /// a hang.

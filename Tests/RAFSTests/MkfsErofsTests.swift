@@ -1,9 +1,9 @@
 import Foundation
-import Testing
-@testable import MountManager
-@testable import RAFS
+import LinuxKernel
 import TestSupport
+import Testing
 
+@testable import RAFS
 
 #if canImport(Glibc)
 import Glibc

@@ -1,10 +1,10 @@
 import Foundation
-import Testing
-@testable import Digests
-@testable import MountManager
-@testable import RAFS
+import LinuxKernel
 import TestSupport
+import Testing
 
+@testable import Digests
+@testable import RAFS
 
 #if canImport(Glibc)
 import Glibc

@@ -1,8 +1,7 @@
 import Foundation
-import MountManager
+import LinuxKernel
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
 import Testing
 
 #if canImport(Glibc)

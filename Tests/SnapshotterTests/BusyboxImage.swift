@@ -1,6 +1,6 @@
 import Foundation
+import LinuxKernel
 import OCI
-import SystemSupport
 import TestSupport
 
 /// A runnable image for containerd tests: one uncompressed tar layer holding a static busybox

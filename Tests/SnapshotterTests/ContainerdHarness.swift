@@ -1,5 +1,5 @@
 import Foundation
-import SystemSupport
+import LinuxKernel
 import TestSupport
 
 #if canImport(Glibc)

@@ -2,10 +2,10 @@ import CRIClient
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import LinuxKernel
 import RAFSBuilder
 import SnapshotterAPI
 import SwiftProtobuf
-import SystemSupport
 import TestSupport
 import Testing
 

@@ -1,7 +1,7 @@
 import Foundation
+import LinuxKernel
 import OCI
 import SnapshotterAPI
-import SystemSupport
 import TestSupport
 import Testing
 

@@ -1,9 +1,9 @@
 import Catalog
 import Foundation
+import LinuxKernel
 import Logging
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
 import Testing
 
 #if canImport(Glibc)

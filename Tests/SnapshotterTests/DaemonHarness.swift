@@ -1,6 +1,6 @@
 import Foundation
+import LinuxKernel
 import SnapshotterAPI
-import SystemSupport
 import TestSupport
 
 #if canImport(Glibc)

@@ -1,10 +1,10 @@
 import CoreFoundation
 import Foundation
+import LinuxKernel
+import RAFSBuilder
 import SnapshotterAPI
-import SystemSupport
 import TestSupport
 import Testing
-import RAFSBuilder
 
 #if canImport(Glibc)
 import Glibc

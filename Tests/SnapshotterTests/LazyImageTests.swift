@@ -1,11 +1,10 @@
 import BlobStore
 import Foundation
-import MountManager
+import LinuxKernel
+import RAFSBuilder
 import SnapshotterAPI
-import SystemSupport
 import TestSupport
 import Testing
-import RAFSBuilder
 
 #if canImport(Glibc)
 import Glibc

@@ -1,11 +1,11 @@
 import BlobStore
 import Foundation
+import LinuxKernel
 import MountManager
 import OCI
 import RAFS
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
 import TestSupport
 import Testing
 

@@ -1,7 +1,6 @@
 import Foundation
-import MountManager
+import LinuxKernel
 import SnapshotterAPI
-import SystemSupport
 import Testing
 
 #if canImport(Glibc)

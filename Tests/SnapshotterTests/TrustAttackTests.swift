@@ -1,13 +1,13 @@
 import Foundation
+import LinuxKernel
 import MountManager
-import SnapshotterAPI
-import Synchronization
-import SystemSupport
-import TestSupport
-import Testing
-import RAFSBuilder
 import OCI
 import RAFS
+import RAFSBuilder
+import SnapshotterAPI
+import Synchronization
+import TestSupport
+import Testing
 
 #if canImport(Glibc)
 import Glibc

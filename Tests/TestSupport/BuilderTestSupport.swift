@@ -1,9 +1,8 @@
 import Foundation
-import Testing
-import MountManager
+import LinuxKernel
 import RAFS
 import RAFSBuilder
-
+import Testing
 
 #if canImport(Glibc)
 import Glibc

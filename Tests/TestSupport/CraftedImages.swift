@@ -1,5 +1,5 @@
-import Foundation
 import Digests
+import Foundation
 import OCI
 import RAFS
 import RAFSBuilder

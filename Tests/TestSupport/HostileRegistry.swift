@@ -1,5 +1,5 @@
-import Foundation
 import Digests
+import Foundation
 
 /// An attacker's registry on loopback: it answers the distribution API's read side from files the test
 /// writes, and checks nothing. A blob is served under whatever digest the test names (its bytes need not

@@ -1,7 +1,6 @@
 import Foundation
 import Testing
 
-
 /// Paths of the shared nydus fixtures (`../shared/fixtures/nydus` beside the package root) and helpers
 /// for scratch directories.
 package enum ImageFixtures {

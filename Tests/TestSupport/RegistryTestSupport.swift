@@ -1,8 +1,8 @@
 import Foundation
+import LinuxKernel
 import Logging
 import OCI
 import OCIRegistry
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

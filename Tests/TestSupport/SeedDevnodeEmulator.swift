@@ -1,10 +1,10 @@
 import CLinux
 import Dispatch
 import Foundation
-import Synchronization
+import LinuxKernel
 import MountManager
 import RAFS
-import SystemSupport
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,5 @@
 import Foundation
-import MountManager
-import SystemSupport
+import LinuxKernel
 
 #if canImport(Glibc)
 import Glibc

@@ -2,8 +2,8 @@ import CRIClient
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import LinuxKernel
 import SwiftProtobuf
-import SystemSupport
 import TestSupport
 
 #if canImport(Glibc)

@@ -20,9 +20,9 @@ import CRIClient
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import LinuxKernel
 import RAFSBuilder
 import SwiftProtobuf
-import SystemSupport
 import TestSupport
 
 #if canImport(Glibc)

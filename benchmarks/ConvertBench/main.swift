@@ -6,9 +6,9 @@
 // Usage: swift run -c release ConvertBench [rounds] [compression: zstd|lz4|none]
 
 import Foundation
+import LinuxKernel
 import RAFS
 import RAFSBuilder
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

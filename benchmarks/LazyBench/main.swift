@@ -1,10 +1,10 @@
 import Foundation
+import LinuxKernel
+import OCI
 import RAFS
 import RAFSBuilder
 import SnapshotterAPI
-import SystemSupport
 import TestSupport
-import OCI
 
 // make bench-lazy: the on-demand path against its limits, each as a ratio measured in this one run.
 //  (a) cold sequential read of a 256 MiB file through the mount (fanotify front end, every byte fetched from a

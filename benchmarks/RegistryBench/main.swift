@@ -7,10 +7,10 @@
 
 import Digests
 import Foundation
+import LinuxKernel
 import Logging
 import OCI
 import OCIRegistry
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,11 +1,11 @@
 import Dispatch
 import Foundation
+import LinuxKernel
 import OCI
+import OCIRegistry
 import SnapshotterAPI
 import Synchronization
-import SystemSupport
 import TestSupport
-import OCIRegistry
 
 #if canImport(Glibc)
 import Glibc

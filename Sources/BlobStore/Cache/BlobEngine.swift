@@ -1,8 +1,8 @@
 import Dispatch
+import LinuxKernel
 import Logging
 import RAFS
 import Synchronization
-import SystemSupport
 
 /// The on-demand fetch engine: `ensure(blob, offset, length)` returns once that uncompressed range of the
 /// blob's backing file holds verified data.

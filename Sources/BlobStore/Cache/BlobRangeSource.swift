@@ -1,5 +1,5 @@
 import Catalog
-import SystemSupport
+import LinuxKernel
 
 /// Where a lazily served blob's stored (compressed) bytes come from: a registry's ranged GETs in the
 /// service, a local file or a fault injector in tests.

@@ -1,7 +1,7 @@
 import CLinux
+import LinuxKernel
 import RAFS
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,6 @@
+import LinuxKernel
 import RAFS
 import Synchronization
-import SystemSupport
 
 /// Decodes a run of chunks that are contiguous in the stored blob while its bytes stream in: as soon as a
 /// chunk's last stored byte has arrived it is decompressed, checked against its digest, written at its

@@ -1,13 +1,13 @@
 import Archive
 import Catalog
 import Digests
+import LinuxKernel
 import Logging
 import OCI
 import OCIRegistry
 import RAFS
 import RAFSBuilder
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

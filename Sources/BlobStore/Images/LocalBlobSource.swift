@@ -1,4 +1,4 @@
-import SystemSupport
+import LinuxKernel
 
 #if canImport(Glibc)
 import Glibc

@@ -1,8 +1,8 @@
 import CLinux
 import Dispatch
+import LinuxKernel
 import Logging
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,3 @@
-import SystemSupport
-
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -1,4 +1,5 @@
 import CLinux
+import LinuxKernel
 import Logging
 import Synchronization
 

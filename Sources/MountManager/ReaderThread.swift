@@ -1,4 +1,5 @@
 import Dispatch
+import LinuxKernel
 import Synchronization
 
 /// The thread a front end reads its kernel queue on (fanotify group, /dev/cachefiles, the seed's devnode):

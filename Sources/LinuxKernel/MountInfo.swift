@@ -1,5 +1,3 @@
-import SystemSupport
-
 /// One line of /proc/<pid>/mountinfo (see proc(5)).
 public struct MountInfoEntry: Equatable, Sendable {
     public var mountID: Int

@@ -1,5 +1,5 @@
+import LinuxKernel
 import Logging
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -9,33 +9,47 @@ import Musl
 
 /// How the kernel's reads of missing blob ranges reach the fetch engine. One front end serves the whole
 /// daemon; it is chosen at start-up by probing the kernel, or forced by config.
+///
+/// The requirements are what the image service and the daemon call; how a front end names devices or talks
+/// to its holder stays inside it.
 public protocol OnDemandFrontEnd: AnyObject, Sendable {
     /// `fanotify`, `eager`, ...: what `status` reports.
     var name: String { get }
-    /// Whether every blob must be complete before its image is mounted (no on-demand path in the kernel).
-    var needsCompleteBlobs: Bool { get }
+    /// What the image service must do differently for this front end.
+    var traits: FrontEndTraits { get }
     /// Serves reads of this backing file from now on.
     func serve(_ file: BackingFile) throws
     func withdraw(id: Int64)
     /// Every chunk of the file is local: reads need not ask any more.
     func complete(id: Int64)
-    /// The path an EROFS mount must name for a backing file under `cache/`.
-    func devicePath(forBackingPath path: String) -> String
+    /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order, all of
+    /// the cachefiles domain `domain`.
+    func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount
     /// Completes requests a predecessor read but did not answer. Call after every blob is served.
     func resumeInFlight() async throws -> Int
     /// Starts answering new kernel requests; call once every recorded blob is served.
     func startServing()
-    /// Whether the kernel reads the bootstrap through the front end too (cachefiles: it is an fscache object).
-    var servesBootstrap: Bool { get }
-    /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order, all of
-    /// the cachefiles domain `domain`.
-    func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount
-    /// Why this host's kernel cannot mount images through this front end (the seed's `-o uuid=` mounts exist
-    /// in no released kernel), or nil when it can. Pulls then skip the mount and snapshots on images are refused.
-    var imageMountUnsupportedReason: String? { get }
     /// Stops serving. With `keepGroup`, kernel-side state (the fanotify group) is left with its holder so a
     /// successor can take over; otherwise it is released.
     func stop(keepGroup: Bool)
+}
+
+/// Facts about a front end that change what the image service does around it.
+public struct FrontEndTraits: Sendable, Equatable {
+    /// Every blob must be complete before its image is mounted (no on-demand path in the kernel).
+    public var needsCompleteBlobs = false
+    /// The kernel reads the bootstrap through the front end too (cachefiles: it is an fscache object), so
+    /// bootstraps are served like blobs.
+    public var servesBootstrap = false
+    /// Why this host's kernel cannot mount images through this front end (the seed's `-o uuid=` mounts exist
+    /// in no released kernel), or nil when it can. Pulls then skip the mount and snapshots on images are refused.
+    public var imageMountUnsupportedReason: String?
+
+    public init(needsCompleteBlobs: Bool = false, servesBootstrap: Bool = false, imageMountUnsupportedReason: String? = nil) {
+        self.needsCompleteBlobs = needsCompleteBlobs
+        self.servesBootstrap = servesBootstrap
+        self.imageMountUnsupportedReason = imageMountUnsupportedReason
+    }
 }
 
 /// Which front end the config asks for.
@@ -48,13 +62,10 @@ public enum FrontEndChoice: String, Sendable, CaseIterable {
     case seed
 }
 
-extension OnDemandFrontEnd {
-    public var servesBootstrap: Bool { false }
-    public var imageMountUnsupportedReason: String? { nil }
-
-    /// File-backed EROFS: the bootstrap as the source, one `device=` per blob (paths as the front end wants them).
-    public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
-        KernelMount(type: "erofs", source: bootstrap, options: ["ro"] + devices.map { "device=" + devicePath(forBackingPath: $0) })
+extension KernelMount {
+    /// File-backed EROFS: the bootstrap as the source, one `device=` per blob.
+    static func fileBackedErofs(bootstrap: String, devices: [String]) -> KernelMount {
+        KernelMount(type: "erofs", source: bootstrap, options: ["ro"] + devices.map { "device=" + $0 })
     }
 }
 
@@ -140,11 +151,14 @@ public enum FrontEndSelector {
 public final class EagerFrontEnd: OnDemandFrontEnd {
     public init() {}
     public var name: String { "eager" }
-    public var needsCompleteBlobs: Bool { true }
+    public var traits: FrontEndTraits { FrontEndTraits(needsCompleteBlobs: true) }
     public func serve(_ file: BackingFile) throws {}
     public func withdraw(id: Int64) {}
     public func complete(id: Int64) {}
-    public func devicePath(forBackingPath path: String) -> String { path }
+    /// EROFS reads the complete backing files directly.
+    public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
+        .fileBackedErofs(bootstrap: bootstrap, devices: devices)
+    }
     public func resumeInFlight() async throws -> Int { 0 }
     public func startServing() {}
     public func stop(keepGroup: Bool) {}
@@ -170,20 +184,12 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     }
 
     static func start(paths: FrontEndPaths, filler: any RangeFiller, logger: Logger) throws -> FanotifyOnDemand {
-        let group: FanotifyGroup
-        let adopted: Bool
-        if let held = try FanotifyGroupHolder.adopt(socketPath: paths.holderSocket) {
-            group = held
-            adopted = true
+        // A new group is closed when released (its deinit); the holder keeps its own duplicate.
+        let (group, adopted) = try DescriptorHolder.adoptOrOpen(
+            socketPath: paths.holderSocket, holderBinary: paths.holderBinary, accept: FanotifyGroupHolder.isFanotify,
+            adopting: FanotifyGroup.init(adopting:), open: { try FanotifyGroup() }, descriptor: \.fd, close: { _ in })
+        if adopted {
             logger.notice("adopted the fanotify group from its holder", metadata: ["fanotify.holder": "\(paths.holderSocket)"])
-        } else {
-            group = try FanotifyGroup()
-            guard FileSystem.exists(paths.holderBinary) else {
-                throw FrontEndSelector.SelectionError.unavailable(.fanotify, reason: "the group holder \(paths.holderBinary) is missing")
-            }
-            unlink(paths.holderSocket)
-            try FanotifyGroupHolder.spawn(binary: paths.holderBinary, socketPath: paths.holderSocket, group: group)
-            adopted = false
         }
         let journal = try InFlightJournal(path: paths.journalPath)
         if !adopted {
@@ -212,11 +218,14 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     }
 
     public var name: String { "fanotify" }
-    public var needsCompleteBlobs: Bool { false }
+    public var traits: FrontEndTraits { FrontEndTraits() }
     public func serve(_ file: BackingFile) throws { try frontEnd.register(file) }
     public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
     public func complete(id: Int64) { frontEnd.ignore(id: id) }
-    public func devicePath(forBackingPath path: String) -> String { frontEnd.watchedPath(for: path) }
+    /// EROFS names each backing file through the watched bind mount, where the group sees its reads.
+    public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
+        .fileBackedErofs(bootstrap: bootstrap, devices: devices.map(frontEnd.watchedPath(for:)))
+    }
     public func resumeInFlight() async throws -> Int { try await frontEnd.resumeInFlight() }
     public func startServing() { frontEnd.startServing() }
 

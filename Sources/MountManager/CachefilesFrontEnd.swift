@@ -1,7 +1,7 @@
 import Dispatch
+import LinuxKernel
 import Logging
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

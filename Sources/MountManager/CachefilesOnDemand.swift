@@ -1,6 +1,6 @@
 import BlobStore
+import LinuxKernel
 import Logging
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -27,36 +27,29 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
     }
 
     static func start(paths: FrontEndPaths, filler: any RangeFiller, logger: Logger) throws -> CachefilesOnDemand {
-        let device: CachefilesDevice
-        let adopted: Bool
-        if let fd = try DescriptorHolder.adopt(socketPath: paths.cachefilesHolderSocket, accept: CachefilesDevice.isCachefilesDevice) {
-            device = CachefilesDevice(adopting: fd)
-            adopted = true
+        let (device, adopted) = try DescriptorHolder.adoptOrOpen(
+            socketPath: paths.cachefilesHolderSocket, holderBinary: paths.holderBinary, accept: CachefilesDevice.isCachefilesDevice,
+            adopting: CachefilesDevice.init(adopting:),
+            open: {
+                let device = try CachefilesDevice()
+                do {
+                    try FileSystem.makeDirectories(paths.fscacheDirectory, mode: 0o700)
+                    try device.bind(cacheDirectory: paths.fscacheDirectory, tag: Self.domain)
+                } catch {
+                    device.close()
+                    throw error
+                }
+                return device
+            }, descriptor: \.fd, close: { $0.close() })
+        if adopted {
             logger.notice("adopted /dev/cachefiles from its holder", metadata: ["cachefiles.holder": "\(paths.cachefilesHolderSocket)"])
-        } else {
-            guard FileSystem.exists(paths.holderBinary) else {
-                throw FrontEndSelector.SelectionError.unavailable(
-                    .cachefiles, reason: "the descriptor holder \(paths.holderBinary) is missing")
-            }
-            device = try CachefilesDevice()
-            try FileSystem.makeDirectories(paths.fscacheDirectory, mode: 0o700)
-            do {
-                try device.bind(cacheDirectory: paths.fscacheDirectory, tag: Self.domain)
-            } catch {
-                device.close()
-                throw error
-            }
-            unlink(paths.cachefilesHolderSocket)
-            _ = try DescriptorHolder.spawn(binary: paths.holderBinary, socketPath: paths.cachefilesHolderSocket, fd: device.fd)
-            adopted = false
         }
         return CachefilesOnDemand(
             frontEnd: CachefilesFrontEnd(device: device, filler: filler, logger: logger), paths: paths, adopted: adopted, logger: logger)
     }
 
     public var name: String { "cachefiles" }
-    public var needsCompleteBlobs: Bool { false }
-    public var servesBootstrap: Bool { true }
+    public var traits: FrontEndTraits { FrontEndTraits(servesBootstrap: true) }
 
     public func serve(_ file: BackingFile) throws {
         frontEnd.register(
@@ -67,7 +60,6 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
 
     public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
     public func complete(id: Int64) {}
-    public func devicePath(forBackingPath path: String) -> String { path }
 
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         CachefilesFrontEnd.erofsMount(fsid: fsid, domainID: domain)

@@ -1,4 +1,5 @@
 import CLinux
+import LinuxKernel
 
 /// One request of the seed design's devnode `/dev/cachefiles_ondemand` (patch series v2, never merged):
 /// `struct cachefiles_req_in { u64 id; u64 off; u64 len; char path[255]; }`, mirrored in CLinux.h as

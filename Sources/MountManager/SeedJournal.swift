@@ -1,5 +1,5 @@
+import LinuxKernel
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,5 +1,4 @@
-import MountManager
-import SystemSupport
+import LinuxKernel
 import Testing
 
 #if canImport(Glibc)

@@ -1,4 +1,5 @@
 import BlobStore
+import LinuxKernel
 
 /// Makes byte ranges of backing files present. The on-demand engine (BlobStore's `ensure`) implements it;
 /// MountManager only knows file ids, offsets and lengths, never registries.

@@ -1,4 +1,4 @@
-import SystemSupport
+import LinuxKernel
 
 /// The fanotify front end's request journal (`SlotJournal`): one slot per pre-content event, indexed by the
 /// event's fd number (unique while the event is open), 32 bytes each:

@@ -1,5 +1,4 @@
 import CLinux
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -155,7 +154,7 @@ public enum FanotifyError: Error, Equatable, Sendable, CustomStringConvertible {
 
 extension Array where Element == UInt8 {
     /// Little-endian load of a fixed-width integer at a byte offset (bounds checked by the caller).
-    func loadLE<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
+    package func loadLE<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
         var value: T = 0
         for index in 0..<MemoryLayout<T>.size { value |= T(self[offset + index]) << (8 * index) }
         return value

@@ -1,5 +1,4 @@
 import CLinux
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,6 @@
 import BlobStore
+import LinuxKernel
 import Logging
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -30,37 +30,36 @@ public final class SeedOnDemand: OnDemandFrontEnd {
     static func start(paths: FrontEndPaths, filler: any RangeFiller, logger: Logger) throws -> SeedOnDemand {
         let journal = try SeedJournal(path: paths.seedJournalPath)
         let isDevnode: (Int32) -> Bool = { CachefilesDevice.isDevice($0, path: paths.seedDevice) }
-        if let fd = try DescriptorHolder.adopt(socketPath: paths.seedHolderSocket, accept: isDevnode) {
-            logger.notice("adopted the seed devnode from its holder", metadata: ["seed.holder": "\(paths.seedHolderSocket)"])
-            let frontEnd = SeedFrontEnd(
-                root: paths.root, device: CachefilesDevice(adopting: fd), filler: filler, logger: logger, journal: journal)
-            return SeedOnDemand(frontEnd: frontEnd, paths: paths, logger: logger)
-        }
-        guard FileSystem.exists(paths.seedDevice) else {
-            throw FrontEndSelector.SelectionError.unavailable(
-                .seed,
-                reason: "\(paths.seedDevice) does not exist (no released kernel has the seed devnode); "
-                    + "set ondemand.seed_device (--seed-device) to an emulation's socket")
-        }
-        guard FileSystem.exists(paths.holderBinary) else {
-            throw FrontEndSelector.SelectionError.unavailable(.seed, reason: "the descriptor holder \(paths.holderBinary) is missing")
-        }
-        let device = try CachefilesDevice(path: paths.seedDevice)
+        let (device, adopted) = try DescriptorHolder.adoptOrOpen(
+            socketPath: paths.seedHolderSocket, holderBinary: paths.holderBinary, accept: isDevnode,
+            adopting: CachefilesDevice.init(adopting:),
+            open: {
+                guard FileSystem.exists(paths.seedDevice) else {
+                    throw FrontEndSelector.SelectionError.unavailable(
+                        .seed,
+                        reason: "\(paths.seedDevice) does not exist (no released kernel has the seed devnode); "
+                            + "set ondemand.seed_device (--seed-device) to an emulation's socket")
+                }
+                let device = try CachefilesDevice(path: paths.seedDevice)
+                do {
+                    try SeedFrontEnd.bind(device, root: paths.root, tag: Self.domain)
+                } catch {
+                    device.close()
+                    throw error
+                }
+                return device
+            }, descriptor: \.fd, close: { $0.close() })
         let frontEnd = SeedFrontEnd(root: paths.root, device: device, filler: filler, logger: logger, journal: journal)
-        do {
-            try frontEnd.bind(tag: Self.domain)
-            unlink(paths.seedHolderSocket)
-            try DescriptorHolder.spawn(binary: paths.holderBinary, socketPath: paths.seedHolderSocket, fd: device.fd)
-        } catch {
-            device.close()
-            throw error
+        if adopted {
+            logger.notice("adopted the seed devnode from its holder", metadata: ["seed.holder": "\(paths.seedHolderSocket)"])
+        } else {
+            logger.notice("seed devnode bound", metadata: ["seed.device": "\(paths.seedDevice)", "seed.root": "\(paths.root)"])
         }
-        logger.notice("seed devnode bound", metadata: ["seed.device": "\(paths.seedDevice)", "seed.root": "\(paths.root)"])
         return SeedOnDemand(frontEnd: frontEnd, paths: paths, logger: logger)
     }
 
     public var name: String { "seed" }
-    public var needsCompleteBlobs: Bool { false }
+    public var traits: FrontEndTraits { FrontEndTraits(imageMountUnsupportedReason: Self.imageMountUnsupported(paths.seedDevice)) }
 
     /// Prepares the blob's backing file where the devnode will name it; it must be the file the puller made.
     public func serve(_ file: BackingFile) throws {
@@ -74,14 +73,13 @@ public final class SeedOnDemand: OnDemandFrontEnd {
 
     public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
     public func complete(id: Int64) {}
-    public func devicePath(forBackingPath path: String) -> String { path }
 
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         SeedFrontEnd.erofsMount(bootstrapID: fsid)
     }
 
-    public var imageMountUnsupportedReason: String? {
-        "the seed front end serves \(paths.seedDevice), but no released kernel mounts EROFS with -o uuid= over the seed "
+    static func imageMountUnsupported(_ device: String) -> String {
+        "the seed front end serves \(device), but no released kernel mounts EROFS with -o uuid= over the seed "
             + "devnode: images are pulled and their reads served to the devnode, not mounted; "
             + "choose ondemand.front_end = \"auto\" to run containers"
     }

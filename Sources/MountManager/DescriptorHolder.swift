@@ -1,5 +1,5 @@
 import CLinux
-import SystemSupport
+import LinuxKernel
 
 #if canImport(Glibc)
 import Glibc
@@ -16,6 +16,7 @@ public enum DescriptorHolder {
         case spawnFailed(binary: String, errno: Int32)
         case notReady(socket: String)
         case badHandle(socket: String, detail: String)
+        case missingBinary(String)
 
         public var description: String {
             switch self {
@@ -23,8 +24,31 @@ public enum DescriptorHolder {
                 return "cannot start the descriptor holder \(binary): \(String(cString: strerror(code)))"
             case .notReady(let socket): return "the descriptor holder did not come up on \(socket)"
             case .badHandle(let socket, let detail): return "the holder on \(socket) handed over a bad descriptor: \(detail)"
+            case .missingBinary(let binary):
+                return "the descriptor holder \(binary) is missing; install snapshotterd-fdholder beside snapshotterd"
             }
         }
+    }
+
+    /// The one adoption path of every front end whose kernel descriptor must outlive the daemon (the fanotify
+    /// group, /dev/cachefiles, the seed devnode): adopt the descriptor a running holder keeps, or `open` a new
+    /// one (set up and ready: a bound cache, ...) and hand it to a new holder. A new descriptor that cannot be
+    /// handed over is `close`d: one the kernel would keep bound without a keeper must not linger.
+    public static func adoptOrOpen<Handle>(
+        socketPath: String, holderBinary: String, accept: (Int32) -> Bool, adopting: (Int32) -> Handle,
+        open: () throws -> Handle, descriptor: (Handle) -> Int32, close: (Handle) -> Void
+    ) throws -> (handle: Handle, adopted: Bool) {
+        if let fd = try adopt(socketPath: socketPath, accept: accept) { return (adopting(fd), true) }
+        guard FileSystem.exists(holderBinary) else { throw HolderError.missingBinary(holderBinary) }
+        let handle = try open()
+        do {
+            unlink(socketPath)
+            try spawn(binary: holderBinary, socketPath: socketPath, fd: descriptor(handle))
+        } catch {
+            close(handle)
+            throw error
+        }
+        return (handle, false)
     }
 
     /// A duplicate of the descriptor a running holder keeps, or nil when no holder answers on `socketPath`.

@@ -1,3 +1,5 @@
+import LinuxKernel
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)

@@ -1,8 +1,8 @@
 import BlobStore
 import Dispatch
+import LinuxKernel
 import Logging
 import Synchronization
-import SystemSupport
 
 #if canImport(Glibc)
 import Glibc
@@ -86,6 +86,11 @@ public final class SeedFrontEnd: Sendable {
 
     /// `dir <root>`, `tag <tag>`, `bind ondemand`.
     public func bind(tag: String) throws(SyscallError) {
+        try Self.bind(device, root: root, tag: tag)
+    }
+
+    /// Binds `device` to `root` (its backing files go under `root/cache`).
+    static func bind(_ device: CachefilesDevice, root: String, tag: String) throws(SyscallError) {
         try FileSystem.makeDirectories(root + "/cache", mode: 0o700)
         try device.bind(cacheDirectory: root, tag: tag)
     }
