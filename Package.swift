@@ -26,6 +26,8 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport.git", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        // TOML 1.0 (toml++ underneath) for the config file and containerd's hosts.toml.
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
     ],
     targets: [
         // C entry points: system libraries through pkg-config module maps, shims for what Swift cannot call.
@@ -40,7 +42,7 @@ let package = Package(
 
         // Leaf modules.
         .target(name: "LinuxKernel", dependencies: ["CLinux"], swiftSettings: strict),
-        .target(name: "TOML", swiftSettings: strict),
+        .target(name: "TOML", dependencies: [.product(name: "TOMLKit", package: "TOMLKit")], swiftSettings: strict),
         .target(name: "SnapshotterAPI", swiftSettings: strict),
 
         // Formats and protocols, each a library with one job (lowest first).
