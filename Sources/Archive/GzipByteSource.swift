@@ -11,7 +11,7 @@ public final class GzipByteSource: ByteSource {
     private var betweenMembers = false
     private var finished = false
 
-    public init(_ input: ByteSource) throws(LayerError) {
+    public init(_ input: ByteSource) throws(ArchiveError) {
         self.input = input
         let code = czlib_inflate_init_gzip(&stream)
         guard code == Z_OK else {
@@ -42,7 +42,7 @@ public final class GzipByteSource: ByteSource {
                     finished = true
                     return 0
                 }
-                throw LayerError.truncated(detail: "the gzip stream ends inside a member")
+                throw ArchiveError.truncated(detail: "the gzip stream ends inside a member")
             }
             if betweenMembers, let next = stream.next_in, next.pointee != 0x1f {
                 // Not another gzip member: padding after the last one, as gzip -d tolerates.
@@ -61,7 +61,7 @@ public final class GzipByteSource: ByteSource {
                 inflateReset(&stream)
             default:
                 let message = stream.msg.map { String(cString: $0) } ?? "zlib code \(code)"
-                throw LayerError.decompression(format: "gzip", detail: message)
+                throw ArchiveError.decompression(format: "gzip", detail: message)
             }
             if produced > 0 { return produced }
         }

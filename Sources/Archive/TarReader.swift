@@ -1,7 +1,7 @@
 /// Reads a tar stream entry by entry without extracting it: POSIX ustar, PAX extended headers (`x`, `g`:
 /// path, linkpath, size, uid, gid, mtime, SCHILY.xattr.*), GNU long names (`L`, `K`) and base-256 numbers.
 ///
-/// Hostile input is refused with a `LayerError`: bad checksums, absolute or `..` paths, sizes over the
+/// Hostile input is refused with a `ArchiveError`: bad checksums, absolute or `..` paths, sizes over the
 /// limit, an archive that ends inside an entry. Nothing is ever written anywhere.
 public final class TarReader {
     public static let blockSize = 512
@@ -51,7 +51,7 @@ public final class TarReader {
             if [UInt8(ascii: "x"), UInt8(ascii: "g"), UInt8(ascii: "L"), UInt8(ascii: "K")].contains(fields.typeflag) {
                 metadataBytes += max(0, fields.size)
                 guard metadataBytes <= Self.maximumMetadataSize else {
-                    throw LayerError.absurdSize(path: fields.name, size: metadataBytes, limit: Self.maximumMetadataSize)
+                    throw ArchiveError.absurdSize(path: fields.name, size: metadataBytes, limit: Self.maximumMetadataSize)
                 }
             }
             switch fields.typeflag {
@@ -61,7 +61,7 @@ public final class TarReader {
                     globalPAX.merge(records) { $1 }
                     let globalBytes = globalPAX.reduce(0) { $0 + Int64($1.key.utf8.count + $1.value.count) }
                     guard globalBytes <= Self.maximumMetadataSize else {
-                        throw LayerError.absurdSize(path: fields.name, size: globalBytes, limit: Self.maximumMetadataSize)
+                        throw ArchiveError.absurdSize(path: fields.name, size: globalBytes, limit: Self.maximumMetadataSize)
                     }
                 } else {
                     pax.merge(records) { $1 }
@@ -86,7 +86,7 @@ public final class TarReader {
         guard remaining > 0 else { return 0 }
         let want = Int(min(Int64(buffer.count), remaining))
         let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]))
-        guard n > 0 else { throw LayerError.truncated(detail: "the archive ends inside an entry's data at byte \(offset)") }
+        guard n > 0 else { throw ArchiveError.truncated(detail: "the archive ends inside an entry's data at byte \(offset)") }
         remaining -= Int64(n)
         offset += Int64(n)
         return n
@@ -114,14 +114,14 @@ public final class TarReader {
         case UInt8(ascii: "4"): kind = .blockDevice
         case UInt8(ascii: "5"): kind = .directory
         case UInt8(ascii: "6"): kind = .fifo
-        default: throw LayerError.unsupportedEntry(path: rawPath, typeflag: fields.typeflag)
+        default: throw ArchiveError.unsupportedEntry(path: rawPath, typeflag: fields.typeflag)
         }
         var size = fields.size
         if let text = records["size"] {
-            guard let value = Int64(text), value >= 0 else { throw LayerError.badPAXRecord(path: rawPath, detail: "size \(text)") }
+            guard let value = Int64(text), value >= 0 else { throw ArchiveError.badPAXRecord(path: rawPath, detail: "size \(text)") }
             size = value
         }
-        guard size <= maximumEntrySize else { throw LayerError.absurdSize(path: rawPath, size: size, limit: maximumEntrySize) }
+        guard size <= maximumEntrySize else { throw ArchiveError.absurdSize(path: rawPath, size: size, limit: maximumEntrySize) }
         var entry = TarEntry(path: try Self.normalize(rawPath), kind: kind)
         entry.mode = fields.mode & 0o7777
         entry.uid = try Self.id(records["uid"], fallback: fields.uid, name: "uid", path: rawPath)
@@ -129,12 +129,12 @@ public final class TarReader {
         entry.mtimeSeconds = fields.mtime
         if let text = records["mtime"] {
             let parts = text.split(separator: ".", maxSplits: 1)
-            guard let seconds = Int64(parts[0]) else { throw LayerError.badPAXRecord(path: rawPath, detail: "mtime \(text)") }
+            guard let seconds = Int64(parts[0]) else { throw ArchiveError.badPAXRecord(path: rawPath, detail: "mtime \(text)") }
             entry.mtimeSeconds = seconds
             if parts.count == 2 {
                 let digits = String(parts[1].prefix(9))
                 let padded = digits + String(repeating: "0", count: 9 - digits.count)
-                guard let nanos = UInt32(padded) else { throw LayerError.badPAXRecord(path: rawPath, detail: "mtime \(text)") }
+                guard let nanos = UInt32(padded) else { throw ArchiveError.badPAXRecord(path: rawPath, detail: "mtime \(text)") }
                 entry.mtimeNanoseconds = nanos
             }
         }
@@ -142,7 +142,7 @@ public final class TarReader {
         case .hardlink: entry.linkTarget = try Self.normalize(rawLink)
         case .symlink:
             guard !rawLink.isEmpty, !rawLink.utf8.contains(0) else {
-                throw LayerError.unsafePath(rawPath, reason: "symlink with an empty or NUL-containing target")
+                throw ArchiveError.unsafePath(rawPath, reason: "symlink with an empty or NUL-containing target")
             }
             entry.linkTarget = rawLink
         default: break
@@ -162,7 +162,7 @@ public final class TarReader {
 
     /// Normalizes a member path: strips `./` and leading slashes of `./`-style roots, collapses `//` and `.`;
     /// refuses absolute paths, `..` components and NUL bytes.
-    static func normalize(_ raw: String) throws(LayerError) -> String {
+    static func normalize(_ raw: String) throws(ArchiveError) -> String {
         if raw.utf8.contains(0) { throw .unsafePath(raw, reason: "contains a NUL byte") }
         if raw.hasPrefix("/") { throw .unsafePath(raw, reason: "absolute paths are not allowed in layers") }
         var parts: [Substring] = []
@@ -174,7 +174,7 @@ public final class TarReader {
         return parts.joined(separator: "/")
     }
 
-    private static func id(_ text: String?, fallback: Int64, name: String, path: String) throws(LayerError) -> UInt32 {
+    private static func id(_ text: String?, fallback: Int64, name: String, path: String) throws(ArchiveError) -> UInt32 {
         let value = text.flatMap { Int64($0) } ?? fallback
         if text != nil && Int64(text!) == nil { throw .badPAXRecord(path: path, detail: "\(name) \(text!)") }
         guard value >= 0 && value <= Int64(UInt32.max) else { throw .badPAXRecord(path: path, detail: "\(name) \(value) out of range") }
@@ -194,10 +194,10 @@ public final class TarReader {
             guard let space = bytes[index...].firstIndex(of: UInt8(ascii: " ")),
                 let length = Int(String(decoding: bytes[index..<space], as: UTF8.self)),
                 length > space - index, index + length <= bytes.count, bytes[index + length - 1] == UInt8(ascii: "\n")
-            else { throw LayerError.badPAXRecord(path: path, detail: "malformed record at byte \(index)") }
+            else { throw ArchiveError.badPAXRecord(path: path, detail: "malformed record at byte \(index)") }
             let record = bytes[(space + 1)..<(index + length - 1)]
             guard let equals = record.firstIndex(of: UInt8(ascii: "=")) else {
-                throw LayerError.badPAXRecord(path: path, detail: "record without = at byte \(index)")
+                throw ArchiveError.badPAXRecord(path: path, detail: "record without = at byte \(index)")
             }
             let key = String(decoding: record[record.startIndex..<equals], as: UTF8.self)
             records[key] = Array(record[(equals + 1)...])
@@ -208,11 +208,11 @@ public final class TarReader {
 
     private func readMetadata(size: Int64, what: String, path: String) throws -> [UInt8] {
         guard size <= Self.maximumMetadataSize else {
-            throw LayerError.absurdSize(path: path, size: size, limit: Self.maximumMetadataSize)
+            throw ArchiveError.absurdSize(path: path, size: size, limit: Self.maximumMetadataSize)
         }
         var bytes = [UInt8](repeating: 0, count: Int(size))
         let n = try bytes.withUnsafeMutableBytes { try source.readFully(into: $0) }
-        guard n == Int(size) else { throw LayerError.truncated(detail: "the archive ends inside a \(what)") }
+        guard n == Int(size) else { throw ArchiveError.truncated(detail: "the archive ends inside a \(what)") }
         offset += size
         remaining = 0
         padding = (Int64(Self.blockSize) - size % Int64(Self.blockSize)) % Int64(Self.blockSize)
@@ -227,7 +227,7 @@ public final class TarReader {
         while total > 0 {
             let want = Int(min(Int64(scratch.count), total))
             let n = try scratch.withUnsafeMutableBytes { try source.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want])) }
-            guard n > 0 else { throw LayerError.truncated(detail: "the archive ends inside an entry at byte \(offset)") }
+            guard n > 0 else { throw ArchiveError.truncated(detail: "the archive ends inside an entry at byte \(offset)") }
             total -= Int64(n)
             offset += Int64(n)
         }
@@ -239,7 +239,7 @@ public final class TarReader {
         var block = [UInt8](repeating: 0, count: Self.blockSize)
         let n = try block.withUnsafeMutableBytes { try source.readFully(into: $0) }
         if n == 0 && allowEnd { return nil }
-        guard n == Self.blockSize else { throw LayerError.truncated(detail: "the archive ends inside a header at byte \(offset)") }
+        guard n == Self.blockSize else { throw ArchiveError.truncated(detail: "the archive ends inside a header at byte \(offset)") }
         offset += Int64(n)
         return block
     }
@@ -271,11 +271,11 @@ struct TarHeader {
     var deviceMajor: Int64
     var deviceMinor: Int64
 
-    init(_ block: [UInt8], offset: Int64) throws(LayerError) {
+    init(_ block: [UInt8], offset: Int64) throws(ArchiveError) {
         func text(_ start: Int, _ length: Int) -> String {
             String(decoding: block[start..<(start + length)].prefix { $0 != 0 }, as: UTF8.self)
         }
-        func number(_ start: Int, _ length: Int, _ field: String) throws(LayerError) -> Int64 {
+        func number(_ start: Int, _ length: Int, _ field: String) throws(ArchiveError) -> Int64 {
             let bytes = block[start..<(start + length)]
             if let first = bytes.first, first & 0x80 != 0 {
                 guard first == 0x80 else { throw .badHeader(offset: offset, detail: "negative base-256 \(field)") }

@@ -14,7 +14,7 @@ public final class ZstdByteSource: ByteSource {
     private var frameComplete = true
     private var finished = false
 
-    public init(_ input: ByteSource) throws(LayerError) {
+    public init(_ input: ByteSource) throws(ArchiveError) {
         self.input = input
         guard let stream = ZSTD_createDStream() else {
             throw .decompression(format: "zstd", detail: "ZSTD_createDStream failed (out of memory)")
@@ -50,7 +50,7 @@ public final class ZstdByteSource: ByteSource {
                 }
             }
             if inputPosition == inputCount && inputEnded {
-                guard frameComplete else { throw LayerError.truncated(detail: "the zstd stream ends inside a frame") }
+                guard frameComplete else { throw ArchiveError.truncated(detail: "the zstd stream ends inside a frame") }
                 finished = true
                 return 0
             }
@@ -58,7 +58,7 @@ public final class ZstdByteSource: ByteSource {
             var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
             let hint = ZSTD_decompressStream(stream, &target, &source)
             guard ZSTD_isError(hint) == 0 else {
-                throw LayerError.decompression(format: "zstd", detail: Self.errorName(hint))
+                throw ArchiveError.decompression(format: "zstd", detail: Self.errorName(hint))
             }
             inputPosition = source.pos
             // 0 means a frame was fully decoded and flushed; anything else means more input is needed.

@@ -12,7 +12,7 @@ public final class Database: Sendable {
     /// Touched only while `lock` is held, which is what makes sharing the connection between threads safe.
     nonisolated(unsafe) private let connection: SQLConnection
 
-    public init(path: String, migrations: [Migration], logger: Logger) throws(DatabaseError) {
+    public init(path: String, migrations: [Migration], logger: Logger) throws(CatalogError) {
         self.path = path
         let conn = try SQLConnection(path: path)
         try conn.execute("PRAGMA busy_timeout = 5000")
@@ -58,7 +58,7 @@ public final class Database: Sendable {
         path: String,
         migrations: [Migration],
         logger: Logger
-    ) throws(DatabaseError) {
+    ) throws(CatalogError) {
         let current = Int(try conn.query("PRAGMA user_version").first?.int(0) ?? 0)
         let supported = migrations.map(\.version).max() ?? 0
         if current > supported { throw .schemaTooNew(path: path, found: current, supported: supported) }
@@ -71,7 +71,7 @@ public final class Database: Sendable {
                     try conn.execute("BEGIN IMMEDIATE")
                     try conn.executeScript(migration.sql)
                     if migration.rebuildsTables, let broken = try conn.query("PRAGMA foreign_key_check").first {
-                        throw DatabaseError.unexpectedValue(
+                        throw CatalogError.unexpectedValue(
                             column: 0, expected: "no dangling reference", found: broken.values.first ?? .null)
                     }
                     try conn.execute("PRAGMA user_version = \(migration.version)")
@@ -96,7 +96,7 @@ public final class SQLConnection {
     private let handle: OpaquePointer
     private var statements: [String: OpaquePointer] = [:]
 
-    fileprivate init(path: String) throws(DatabaseError) {
+    fileprivate init(path: String) throws(CatalogError) {
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX
         let code = sqlite3_open_v2(path, &db, flags, nil)
@@ -118,17 +118,17 @@ public final class SQLConnection {
     public var changes: Int { Int(sqlite3_changes(handle)) }
 
     /// Runs a statement that returns no rows.
-    public func execute(_ sql: String, _ parameters: [SQLValue] = []) throws(DatabaseError) {
+    public func execute(_ sql: String, _ parameters: [SQLValue] = []) throws(CatalogError) {
         _ = try run(sql, parameters, collect: false)
     }
 
     /// Runs a statement and returns all its rows.
-    public func query(_ sql: String, _ parameters: [SQLValue] = []) throws(DatabaseError) -> [SQLRow] {
+    public func query(_ sql: String, _ parameters: [SQLValue] = []) throws(CatalogError) -> [SQLRow] {
         try run(sql, parameters, collect: true)
     }
 
     /// Runs several statements separated by semicolons (migrations).
-    public func executeScript(_ sql: String) throws(DatabaseError) {
+    public func executeScript(_ sql: String) throws(CatalogError) {
         var error: UnsafeMutablePointer<CChar>?
         let code = sqlite3_exec(handle, sql, nil, nil, &error)
         if code != SQLITE_OK {
@@ -138,7 +138,7 @@ public final class SQLConnection {
         }
     }
 
-    private func statement(_ sql: String) throws(DatabaseError) -> OpaquePointer {
+    private func statement(_ sql: String) throws(CatalogError) -> OpaquePointer {
         if let cached = statements[sql] { return cached }
         var statement: OpaquePointer?
         let code = sqlite3_prepare_v3(handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
@@ -149,7 +149,7 @@ public final class SQLConnection {
         return statement
     }
 
-    private func run(_ sql: String, _ parameters: [SQLValue], collect: Bool) throws(DatabaseError) -> [SQLRow] {
+    private func run(_ sql: String, _ parameters: [SQLValue], collect: Bool) throws(CatalogError) -> [SQLRow] {
         let stmt = try statement(sql)
         defer {
             sqlite3_reset(stmt)

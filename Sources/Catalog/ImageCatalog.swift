@@ -101,37 +101,6 @@ public struct NewBlob: Sendable {
     }
 }
 
-/// Why an image operation was refused.
-public enum ImageError: Error, Equatable, Sendable, CustomStringConvertible {
-    case notFound(reference: String)
-    case alreadyPulled(reference: String, digest: String)
-    case inUse(reference: String, snapshots: [String])
-    case notAnImage(reference: String, reason: String)
-    case blobMissing(reference: String, blobID: String)
-    case pullInProgress(reference: String)
-    /// Another image registered the blob in the same domain with another chunk map meanwhile; pulling again
-    /// places this image in a domain of its own.
-    case blobConflict(reference: String, blobID: String, domain: String)
-
-    public var description: String {
-        switch self {
-        case .notFound(let reference): return "image \(reference) is not pulled; pull it first (snapctl pull \(reference))"
-        case .alreadyPulled(let reference, let digest):
-            return
-                "image \(reference) is already pulled at \(digest) and the registry now has another manifest; remove it first (snapctl rmi \(reference))"
-        case .inUse(let reference, let snapshots):
-            return "image \(reference) is used by snapshots \(snapshots.joined(separator: ", ")); remove them first"
-        case .notAnImage(let reference, let reason): return "\(reference) cannot be used as an image: \(reason)"
-        case .blobMissing(let reference, let blobID):
-            return "image \(reference) names blob \(blobID) in its bootstrap but not among its layers"
-        case .pullInProgress(let reference): return "image \(reference) is being pulled already; wait for that pull to finish"
-        case .blobConflict(let reference, let blobID, let domain):
-            return
-                "image \(reference): blob \(blobID) was registered in domain \(domain) with another chunk map while this pull ran; pull again"
-        }
-    }
-}
-
 /// The image and blob tables of the catalog. All methods block on SQLite: call them off the cooperative pool.
 public struct ImageCatalog: Sendable {
     public let database: Database
@@ -221,12 +190,12 @@ public struct ImageCatalog: Sendable {
 
     /// Records an image and its blobs in one transaction. A blob whose (domain, blob id) is known is shared,
     /// but only if its chunk map is the one this image commits to: otherwise nothing is recorded
-    /// (`ImageError.blobConflict`).
+    /// (`CatalogError.blobConflict`).
     /// - Returns: the image as recorded, and which of its blobs were new.
     public func insert(_ new: NewImage) throws -> (image: ImageRecord, newBlobs: Set<Int64>) {
         try database.write { conn in
             if let existing = try Self.image(conn, where: "reference = ?", [.text(new.reference)]) {
-                throw ImageError.alreadyPulled(reference: new.reference, digest: existing.manifestDigest)
+                throw CatalogError.alreadyPulled(reference: new.reference, digest: existing.manifestDigest)
             }
             let now = wallClockNanoseconds()
             try conn.execute(
@@ -246,7 +215,7 @@ public struct ImageCatalog: Sendable {
                     "SELECT id, chunk_map FROM blobs WHERE domain = ? AND blob_id = ?", [.text(new.domain), .text(blob.blobID)]
                 ).first {
                     guard try known.optionalString(1) == blob.chunkMap else {
-                        throw ImageError.blobConflict(reference: new.reference, blobID: blob.blobID, domain: new.domain)
+                        throw CatalogError.blobConflict(reference: new.reference, blobID: blob.blobID, domain: new.domain)
                     }
                     id = try known.int(0)
                 } else {
@@ -269,7 +238,7 @@ public struct ImageCatalog: Sendable {
                     [.integer(imageID), .integer(id), .integer(Int64(position))])
             }
             guard let image = try Self.image(conn, where: "id = ?", [.integer(imageID)]) else {
-                throw DatabaseError.unexpectedValue(column: 0, expected: "the image just inserted", found: .null)
+                throw CatalogError.unexpectedValue(column: 0, expected: "the image just inserted", found: .null)
             }
             return (image, created)
         }
@@ -296,7 +265,7 @@ public struct ImageCatalog: Sendable {
     public func remove(reference: String) throws -> (image: ImageRecord, orphans: [BlobRecord]) {
         try database.write { conn in
             guard let image = try Self.image(conn, where: "reference = ?", [.text(reference)]) else {
-                throw ImageError.notFound(reference: reference)
+                throw CatalogError.notFound(reference: reference)
             }
             try Self.checkUnused(conn, image)
             try conn.execute("DELETE FROM images WHERE id = ?", [.integer(image.id)])
@@ -312,7 +281,7 @@ public struct ImageCatalog: Sendable {
     public func removable(reference: String) throws -> ImageRecord {
         try database.read { conn in
             guard let image = try Self.image(conn, where: "reference = ?", [.text(reference)]) else {
-                throw ImageError.notFound(reference: reference)
+                throw CatalogError.notFound(reference: reference)
             }
             try Self.checkUnused(conn, image)
             return image
@@ -321,7 +290,7 @@ public struct ImageCatalog: Sendable {
 
     private static func checkUnused(_ conn: SQLConnection, _ image: ImageRecord) throws {
         let users = try conn.query("SELECT key FROM snapshots WHERE image_id = ? ORDER BY key", [.integer(image.id)])
-        if !users.isEmpty { throw ImageError.inUse(reference: image.reference, snapshots: try users.map { try $0.string(0) }) }
+        if !users.isEmpty { throw CatalogError.inUse(reference: image.reference, snapshots: try users.map { try $0.string(0) }) }
     }
 
     /// How many images use a bootstrap file (several references can share one manifest).
@@ -352,7 +321,7 @@ public struct ImageCatalog: Sendable {
     static func image(row: SQLRow, blobs: [BlobRecord]) throws -> ImageRecord {
         let formatText = try row.string(3)
         guard let format = ImageRecord.Format(rawValue: formatText) else {
-            throw DatabaseError.unexpectedValue(column: 3, expected: "an image format", found: .text(formatText))
+            throw CatalogError.unexpectedValue(column: 3, expected: "an image format", found: .text(formatText))
         }
         return ImageRecord(
             id: try row.int(0), reference: try row.string(1), manifestDigest: try row.string(2), format: format,

@@ -25,31 +25,31 @@ extension SQLValue {
 public struct SQLRow: Sendable {
     public let values: [SQLValue]
 
-    public func int(_ index: Int) throws(DatabaseError) -> Int64 {
+    public func int(_ index: Int) throws(CatalogError) -> Int64 {
         if case .integer(let v) = values[index] { return v }
-        throw DatabaseError.unexpectedValue(column: index, expected: "integer", found: values[index])
+        throw CatalogError.unexpectedValue(column: index, expected: "integer", found: values[index])
     }
 
-    public func optionalInt(_ index: Int) throws(DatabaseError) -> Int64? {
+    public func optionalInt(_ index: Int) throws(CatalogError) -> Int64? {
         if case .null = values[index] { return nil }
         return try int(index)
     }
 
-    public func string(_ index: Int) throws(DatabaseError) -> String {
+    public func string(_ index: Int) throws(CatalogError) -> String {
         if case .text(let v) = values[index] { return v }
-        throw DatabaseError.unexpectedValue(column: index, expected: "text", found: values[index])
+        throw CatalogError.unexpectedValue(column: index, expected: "text", found: values[index])
     }
 
-    public func optionalString(_ index: Int) throws(DatabaseError) -> String? {
+    public func optionalString(_ index: Int) throws(CatalogError) -> String? {
         if case .null = values[index] { return nil }
         return try string(index)
     }
 
-    public func blob(_ index: Int) throws(DatabaseError) -> [UInt8] {
+    public func blob(_ index: Int) throws(CatalogError) -> [UInt8] {
         switch values[index] {
         case .blob(let v): return v
         case .null: return []
-        default: throw DatabaseError.unexpectedValue(column: index, expected: "blob", found: values[index])
+        default: throw CatalogError.unexpectedValue(column: index, expected: "blob", found: values[index])
         }
     }
 }

@@ -41,6 +41,8 @@ public enum ImageFormatError: Error, Equatable, Sendable, CustomStringConvertibl
     /// The RAFS v6 prefetch table is malformed (its size, or an entry that is no inode).
     case badPrefetchTable(reason: String)
     case badToc(blob: String, reason: String)
+    /// A chunk that does not decompress, or whose digest differs from the one the image records (inspection).
+    case corruptChunk(blobID: String, chunk: UInt32, reason: String)
 
     public var description: String {
         switch self {
@@ -98,6 +100,7 @@ public enum ImageFormatError: Error, Equatable, Sendable, CustomStringConvertibl
         case .badPrefetchTable(let reason): return "bad RAFS prefetch table: \(reason)"
         case .absurdSize(let what, let size, let limit):
             return "\(what) declares \(size) bytes, over the limit of \(limit); the metadata is corrupt"
+        case .corruptChunk(let blobID, let chunk, let reason): return "blob \(blobID) chunk \(chunk) is corrupt: \(reason)"
         case .badToc(let blob, let reason):
             return "blob \(blob) table of contents: \(reason)"
         }

@@ -72,20 +72,6 @@ public struct VerifyReport: Sendable, Equatable, Codable {
     public var bytesChecked: UInt64
 }
 
-/// Why inspection or verification failed.
-public enum InspectError: Error, Equatable, Sendable, CustomStringConvertible {
-    case image(ImageFormatError)
-    /// A chunk that does not decompress, or whose digest differs from the one the image records.
-    case corruptChunk(blobID: String, chunk: UInt32, reason: String)
-
-    public var description: String {
-        switch self {
-        case .image(let error): return "\(error)"
-        case .corruptChunk(let blobID, let chunk, let reason): return "blob \(blobID) chunk \(chunk) is corrupt: \(reason)"
-        }
-    }
-}
-
 /// Lists and verifies RAFS v6 images: one record per entry (with content digests read through the blobs),
 /// and a full check of every chunk of every blob present.
 public struct ImageInspector: Sendable {
@@ -93,36 +79,32 @@ public struct ImageInspector: Sendable {
     /// Where blobs are found by id (an output directory or a layout's `blobs/sha256`); nil reads no content.
     public let blobsDirectory: String?
 
-    public init(bootstrap: String, blobsDirectory: String? = nil) throws(InspectError) {
-        do throws(ImageFormatError) { image = try ErofsImage(path: bootstrap) } catch { throw .image(error) }
+    public init(bootstrap: String, blobsDirectory: String? = nil) throws(ImageFormatError) {
+        image = try ErofsImage(path: bootstrap)
         self.blobsDirectory = blobsDirectory
     }
 
     /// The records of every entry, root first. Regular files get a sha256 when `blobsDirectory` holds their
     /// blobs.
-    public func records() throws(InspectError) -> [InspectRecord] {
-        do throws(ImageFormatError) {
-            var readers: [UInt16: any ErofsDeviceReader] = [:]
-            if let blobsDirectory {
-                for index in image.blobs.indices where FileSystem.exists(blobsDirectory + "/" + image.blobs[index].blobID) {
-                    readers[UInt16(index + 1)] = try RafsBlob(image: image, index: index, directory: blobsDirectory)
-                }
+    public func records() throws(ImageFormatError) -> [InspectRecord] {
+        var readers: [UInt16: any ErofsDeviceReader] = [:]
+        if let blobsDirectory {
+            for index in image.blobs.indices where FileSystem.exists(blobsDirectory + "/" + image.blobs[index].blobID) {
+                readers[UInt16(index + 1)] = try RafsBlob(image: image, index: index, directory: blobsDirectory)
             }
-            var records: [InspectRecord] = []
-            try image.walk { (entry) throws(ImageFormatError) in
-                var record = InspectRecord(
-                    path: entry.path, type: entry.type.rawValue, mode: entry.permissions, uid: entry.uid, gid: entry.gid,
-                    size: entry.size, nlink: entry.nlink, sha256: nil, symlinkTarget: entry.symlinkTarget, device: nil)
-                if entry.type == .characterDevice || entry.type == .blockDevice { record.device = "\(entry.rdevMajor):\(entry.rdevMinor)" }
-                if entry.type == .regular, blobsDirectory != nil {
-                    record.sha256 = try contentDigest(nid: entry.nid, readers: readers)
-                }
-                records.append(record)
-            }
-            return records
-        } catch {
-            throw .image(error)
         }
+        var records: [InspectRecord] = []
+        try image.walk { (entry) throws(ImageFormatError) in
+            var record = InspectRecord(
+                path: entry.path, type: entry.type.rawValue, mode: entry.permissions, uid: entry.uid, gid: entry.gid,
+                size: entry.size, nlink: entry.nlink, sha256: nil, symlinkTarget: entry.symlinkTarget, device: nil)
+            if entry.type == .characterDevice || entry.type == .blockDevice { record.device = "\(entry.rdevMajor):\(entry.rdevMinor)" }
+            if entry.type == .regular, blobsDirectory != nil {
+                record.sha256 = try contentDigest(nid: entry.nid, readers: readers)
+            }
+            records.append(record)
+        }
+        return records
     }
 
     private func contentDigest(nid: UInt64, readers: [UInt16: any ErofsDeviceReader]) throws(ImageFormatError) -> String? {
@@ -150,7 +132,7 @@ public struct ImageInspector: Sendable {
 
     /// Decompresses every chunk of every blob of the bootstrap found in `blobsDirectory` and checks its digest;
     /// throws at the first chunk that fails, naming the blob and chunk.
-    public static func verify(bootstrap: String, blobsDirectory: String) throws(InspectError) -> VerifyReport {
+    public static func verify(bootstrap: String, blobsDirectory: String) throws(ImageFormatError) -> VerifyReport {
         let inspector = try ImageInspector(bootstrap: bootstrap, blobsDirectory: blobsDirectory)
         let image = inspector.image
         var report = VerifyReport(blobsChecked: [], blobsMissing: [], chunksChecked: 0, bytesChecked: 0)
@@ -160,9 +142,7 @@ public struct ImageInspector: Sendable {
                 continue
             }
             let blob: RafsBlob
-            do throws(ImageFormatError) { blob = try RafsBlob(image: image, index: index, directory: blobsDirectory) } catch {
-                throw .image(error)
-            }
+            blob = try RafsBlob(image: image, index: index, directory: blobsDirectory)
             guard blob.hasAllDigests else {
                 throw .corruptChunk(blobID: entry.blobID, chunk: 0, reason: "the image records no digest for some chunks")
             }

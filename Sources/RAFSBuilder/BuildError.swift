@@ -6,7 +6,7 @@ import OCI
 public enum BuildError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidOptions(reason: String)
     /// The layer archive itself is bad (truncated, corrupt, hostile header).
-    case layer(index: Int, path: String, LayerError)
+    case layer(index: Int, path: String, ArchiveError)
     /// An entry path the merged tree cannot hold safely.
     case unsafeEntry(layer: Int, path: String, reason: String)
     /// A hard link whose target is missing, a directory, or reached through a symlink.

@@ -116,7 +116,7 @@ public struct ImageBuilder: Sendable {
                 var filled = 0
                 while filled < raw.count {
                     let n = try reader.readData(into: UnsafeMutableRawBufferPointer(rebasing: raw[filled...]))
-                    guard n > 0 else { throw LayerError.truncated(detail: "the archive ends inside a file's data") }
+                    guard n > 0 else { throw ArchiveError.truncated(detail: "the archive ends inside a file's data") }
                     filled += n
                 }
             }
@@ -127,7 +127,7 @@ public struct ImageBuilder: Sendable {
 
     private static func wrap(_ error: any Error, layer: Int, path: String) -> BuildError {
         if let error = error as? BuildError { return error }
-        if let error = error as? LayerError { return .layer(index: layer, path: path, error) }
+        if let error = error as? ArchiveError { return .layer(index: layer, path: path, error) }
         if let error = error as? SyscallError { return .io(path: path, error) }
         return .read(layer: layer, path: path, reason: "\(error)")
     }

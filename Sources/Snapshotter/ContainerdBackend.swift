@@ -125,7 +125,7 @@ final class ContainerdBackend: SnapshotBackend {
             // Layers of one image can be prepared concurrently (containerd 2.2's parallel unpack): `ImageService.pull`
             // joins them into one pull.
             _ = try await images.pull(layer.imageReference, knownManifestDigest: layer.manifestDigest)
-        } catch ImageError.notAnImage(let reference, let reason) {
+        } catch CatalogError.notAnImage(let reference, let reason) {
             logger.info(
                 "layer not servable lazily; containerd unpacks it",
                 metadata: ["image.reference": "\(reference)", "reason": "\(reason)", "snapshot.key": "\(key)"])
@@ -135,7 +135,7 @@ final class ContainerdBackend: SnapshotBackend {
         }
         let name = (try? ImageReference(parsing: layer.imageReference).description) ?? layer.imageReference
         try await blocking {
-            guard let image = try self.images.catalog.image(reference: name) else { throw ImageError.notFound(reference: name) }
+            guard let image = try self.images.catalog.image(reference: name) else { throw CatalogError.notFound(reference: name) }
             try self.service.commitRemote(name: layer.target, parent: parent.isEmpty ? nil : parent, labels: labels, imageID: image.id)
         }
         logger.info(

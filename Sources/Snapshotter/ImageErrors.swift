@@ -11,9 +11,8 @@ func classifiedAPIError(_ error: any Error) -> APIError? {
     switch error {
     case let error as APIError: return error
     case let error as SnapshotError: return error.apiError
-    case let error as ImageError: return error.apiError
+    case let error as CatalogError: return error.apiError
     case let error as RegistryError: return error.apiError
-    case let error as InspectError: return .invalidArgument("\(error)")
     case let error as BuildError: return .invalidArgument("\(error)")
     case let error as OCIError: return .invalidArgument("\(error)")
     case let error as ImageFormatError: return .invalidArgument("the image is malformed: \(error)")
@@ -22,12 +21,14 @@ func classifiedAPIError(_ error: any Error) -> APIError? {
     }
 }
 
-extension ImageError {
-    var apiError: APIError {
+extension CatalogError {
+    /// Refused image operations as API errors; the database's own failures are internal (nil).
+    var apiError: APIError? {
         switch self {
         case .notFound: return .notFound(description)
         case .alreadyPulled, .inUse, .pullInProgress, .blobConflict: return .failedPrecondition(description)
         case .notAnImage, .blobMissing: return .invalidArgument(description)
+        case .open, .prepare, .execute, .unexpectedValue, .schemaTooNew, .migration: return nil
         }
     }
 }

@@ -11,7 +11,7 @@ extension ImageService {
     /// Schedules the prefetch and returns at once with the number of byte ranges queued.
     func prefetch(_ request: PrefetchRequest) throws -> PrefetchResponse {
         let name = (try? ImageReference(parsing: request.reference).description) ?? request.reference
-        guard let image = try catalog.image(reference: name) else { throw ImageError.notFound(reference: name) }
+        guard let image = try catalog.image(reference: name) else { throw CatalogError.notFound(reference: name) }
         var ranges: [PrefetchRange] = []
         if let paths = request.paths, !paths.isEmpty {
             let bootstrap = try ErofsImage(path: image.bootstrapPath)

@@ -168,7 +168,7 @@ final class ImageService: Sendable {
         var opened: [(blob: BlobRecord, position: Int, rafs: RafsBlob)] = []
         for blob in image.blobs {
             guard let position = bootstrap.blobs.firstIndex(where: { $0.blobID == blob.blobID }) else {
-                throw ImageError.blobMissing(reference: image.reference, blobID: blob.blobID)
+                throw CatalogError.blobMissing(reference: image.reference, blobID: blob.blobID)
             }
             let rafs = try RafsBlob(path: blob.metaPath, entry: bootstrap.blobs[position], chunkTable: chunkTable)
             if let recorded = blob.chunkMap, recorded != rafs.commitment {

@@ -171,7 +171,7 @@ struct TarReaderTests {
         if kind == .truncatedHeader { bytes = Array(bytes.prefix(300)) }
         if kind == .badGzip { bytes = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3] + [UInt8](repeating: 0xff, count: 64) }
         let limit: Int64 = 1 << 30
-        #expect(throws: LayerError.self) {
+        #expect(throws: ArchiveError.self) {
             let source = try LayerCompression.decompressing(MemoryByteSource(bytes))
             _ = try readAll(TarReader(source, maximumEntrySize: limit))
         }

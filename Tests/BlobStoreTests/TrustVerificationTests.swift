@@ -140,7 +140,7 @@ struct TrustVerificationTests {
             ])
         #expect(try database.read { try $0.query("PRAGMA foreign_keys").first?.int(0) } == 1)
         // The image_blobs reference still points at the rebuilt table.
-        #expect(throws: DatabaseError.self) { try database.write { try $0.execute("DELETE FROM blobs WHERE id = 1") } }
+        #expect(throws: CatalogError.self) { try database.write { try $0.execute("DELETE FROM blobs WHERE id = 1") } }
         #expect(try database.integrityCheck() == ["ok"])
     }
 
@@ -168,7 +168,7 @@ struct TrustVerificationTests {
         #expect(attacker.domain != Catalog.sharedDomain && attacker.blobs[0].id != victim.blobs[0].id)
         #expect(twin.domain == Catalog.sharedDomain && twin.blobs[0].id == victim.blobs[0].id)
         // A stale decision (the shared row appeared meanwhile with another map) is refused, not shared.
-        #expect(throws: ImageError.self) {
+        #expect(throws: CatalogError.self) {
             try catalog.insert(
                 NewImage(
                     reference: "late", manifestDigest: "sha256:late", format: .nydus, bootstrapPath: "/b/late", bootstrapDigest: "d",

@@ -29,7 +29,7 @@ struct DatabaseTests {
         #expect(try db.schemaVersion() == 2)
         #expect(try db.read { try $0.query("PRAGMA journal_mode").first?.string(0) } == "wal")
         #expect(try db.read { try $0.query("PRAGMA foreign_keys").first?.int(0) } == 1)
-        #expect(throws: DatabaseError.self) {
+        #expect(throws: CatalogError.self) {
             try db.write { try $0.execute("INSERT INTO u (t_id) VALUES (42)") }
         }
         #expect(try db.integrityCheck() == ["ok"])
@@ -47,7 +47,7 @@ struct DatabaseTests {
                 throw Abort()
             }
         }
-        #expect(throws: DatabaseError.self) {
+        #expect(throws: CatalogError.self) {
             try db.write { conn in
                 try conn.execute("INSERT INTO t (v) VALUES (?)", ["b"])
                 try conn.execute("INSERT INTO t (v) VALUES (?)", ["b"])
@@ -65,7 +65,7 @@ struct DatabaseTests {
         _ = try Database(path: dir + "/c.db", migrations: Array(migrations.prefix(1)), logger: Logger(label: "test"))
         let upgraded = try Database(path: dir + "/c.db", migrations: migrations, logger: Logger(label: "test"))
         #expect(try upgraded.schemaVersion() == 2)
-        #expect(throws: DatabaseError.schemaTooNew(path: dir + "/c.db", found: 2, supported: 1)) {
+        #expect(throws: CatalogError.schemaTooNew(path: dir + "/c.db", found: 2, supported: 1)) {
             _ = try Database(path: dir + "/c.db", migrations: Array(migrations.prefix(1)), logger: Logger(label: "test"))
         }
     }
@@ -78,7 +78,7 @@ struct DatabaseTests {
         #expect {
             _ = try Database(path: dir + "/c.db", migrations: broken, logger: Logger(label: "test"))
         } throws: { error in
-            guard case DatabaseError.migration(3, "broken", _) = error else { return false }
+            guard case CatalogError.migration(3, "broken", _) = error else { return false }
             return true
         }
         let db = try Database(path: dir + "/c.db", migrations: migrations, logger: Logger(label: "test"))

@@ -142,7 +142,7 @@ struct BuilderConverterTests {
         #expect {
             _ = try ImageInspector.verify(bootstrap: ImageFixtures.bootstrap, blobsDirectory: scratch)
         } throws: { error in
-            guard case .corruptChunk(let blobID, let index, _) = error as? InspectError else { return false }
+            guard case .corruptChunk(let blobID, let index, _) = error as? ImageFormatError else { return false }
             return blobID == ImageFixtures.blobID && index == 1
         }
     }

@@ -132,7 +132,7 @@ public final class ImagePuller: Sendable {
         let reference = try ImageReference(parsing: text)
         let name = reference.description
         let claimed = pulling.withLock { $0.insert(name).inserted }
-        guard claimed else { throw ImageError.pullInProgress(reference: name) }
+        guard claimed else { throw CatalogError.pullInProgress(reference: name) }
         defer { _ = pulling.withLock { $0.remove(name) } }
         while !activity.withLock({ state in
             guard !state.removing else { return false }
@@ -156,7 +156,7 @@ public final class ImagePuller: Sendable {
         let manifestDigest = resolved.manifest.descriptor.digest
         if let existing = try await runBlocking({ try self.catalog.image(reference: name) }) {
             guard existing.manifestDigest == manifestDigest.description else {
-                throw ImageError.alreadyPulled(reference: name, digest: existing.manifestDigest)
+                throw CatalogError.alreadyPulled(reference: name, digest: existing.manifestDigest)
             }
             progress(PullProgress(reference: name, phase: "up to date"))
             return (existing, [], false)
@@ -178,7 +178,7 @@ public final class ImagePuller: Sendable {
 
         // The bootstrap: fetched whole (it is small), digest-checked, unpacked from its tar.gz.
         guard parts.bootstrap.size <= ImageLimits.bootstrapLayerBytes else {
-            throw ImageError.notAnImage(
+            throw CatalogError.notAnImage(
                 reference: name,
                 reason: "its bootstrap layer is \(parts.bootstrap.size) bytes; at most \(ImageLimits.bootstrapLayerBytes) are fetched")
         }
@@ -191,7 +191,7 @@ public final class ImagePuller: Sendable {
         let image = try ErofsImage(path: bootstrapPath)
         let chunkTable = try image.rafsChunkTable()
         guard !image.blobs.isEmpty else {
-            throw ImageError.notAnImage(reference: name, reason: "its bootstrap has no blob table (not a RAFS v6 bootstrap)")
+            throw CatalogError.notAnImage(reference: name, reason: "its bootstrap has no blob table (not a RAFS v6 bootstrap)")
         }
 
         // Each data blob's meta (chunk infos, ToC) is checked against this bootstrap before anything else
@@ -218,13 +218,13 @@ public final class ImagePuller: Sendable {
         var metaDone: Int64 = 0
         for entry in image.blobs {
             guard let layer = parts.blobs.first(where: { $0.digest.encoded == entry.blobID }) else {
-                throw ImageError.blobMissing(reference: name, blobID: entry.blobID)
+                throw CatalogError.blobMissing(reference: name, blobID: entry.blobID)
             }
             progress(
                 PullProgress(reference: name, phase: "blob meta \(entry.blobID.prefix(12))", bytesDone: metaDone, bytesTotal: metaTotal))
             let start = Int64(clamping: entry.metaOffset)
             guard start <= layer.size, layer.size - start <= Self.maximumMetaBytes else {
-                throw ImageError.notAnImage(
+                throw CatalogError.notAnImage(
                     reference: name,
                     reason: "blob \(entry.blobID) puts its meta at \(entry.metaOffset) of \(layer.size) bytes; refusing to fetch that much")
             }
@@ -244,7 +244,7 @@ public final class ImagePuller: Sendable {
                 let rafs = try RafsBlob(path: candidate, entry: entry, chunkTable: chunkTable)
                 placed.append(Placed(entry: entry, layer: layer, start: start, file: candidate, fetched: true, rafs: rafs))
             } catch {
-                throw ImageError.notAnImage(reference: name, reason: "blob \(entry.blobID): \(error)")
+                throw CatalogError.notAnImage(reference: name, reason: "blob \(entry.blobID): \(error)")
             }
         }
 
@@ -347,7 +347,7 @@ public final class ImagePuller: Sendable {
     ) async throws -> (image: ImageRecord, newBlobs: Set<Int64>, pulled: Bool) {
         let convertible: Set<String> = [MediaType.ociLayer, MediaType.ociLayerGzip, MediaType.ociLayerZstd, MediaType.dockerLayerGzip]
         for layer in manifest.layers where !convertible.contains(layer.mediaType) {
-            throw ImageError.notAnImage(
+            throw CatalogError.notAnImage(
                 reference: name, reason: "layer \(layer.digest) has media type \(layer.mediaType), which cannot be converted")
         }
         let total = manifest.layers.reduce(Int64(0)) { $0 + $1.size }
@@ -377,7 +377,7 @@ public final class ImagePuller: Sendable {
         var opened: [(blob: BuiltBlob, rafs: RafsBlob)] = []
         for blob in built.blobs {
             guard let entry = image.blobs.first(where: { $0.blobID == blob.blobID }) else {
-                throw ImageError.blobMissing(reference: name, blobID: blob.blobID)
+                throw CatalogError.blobMissing(reference: name, blobID: blob.blobID)
             }
             opened.append((blob, try RafsBlob(path: blob.path, entry: entry, chunkTable: chunkTable)))
         }
@@ -484,7 +484,7 @@ public final class ImagePuller: Sendable {
             try FileSystem.rename(partial, path)
             return hasher.finalize().hexString
         }
-        throw ImageError.notAnImage(reference: layer, reason: "its bootstrap layer holds no \(NydusLayout.bootstrapEntry)")
+        throw CatalogError.notAnImage(reference: layer, reason: "its bootstrap layer holds no \(NydusLayout.bootstrapEntry)")
     }
 
     /// The hex sha256 of a whole file, read in 1 MiB pieces (a bootstrap may be up to `ImageLimits.bootstrapBytes`).

@@ -1,5 +1,5 @@
 /// Why a layer archive was refused. Every case names the entry or offset at fault.
-public enum LayerError: Error, Equatable, Sendable, CustomStringConvertible {
+public enum ArchiveError: Error, Equatable, Sendable, CustomStringConvertible {
     case truncated(detail: String)
     case badHeader(offset: Int64, detail: String)
     case unsafePath(String, reason: String)
