@@ -191,11 +191,13 @@ let package = Package(
         ),
 
         .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
-        // Helpers shared by the test targets: a docker-registry per test, OCI test images, fixtures, python helpers.
+        // Where the shared fixtures are, scratch directories, tool runs, kernel messages: Foundation only.
+        .target(name: "TestFixtures", path: "Tests/TestFixtures", swiftSettings: strict),
+        // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
         .target(
             name: "TestSupport",
             dependencies: [
-                "Digests", "OCI", "OCIRegistry", "RAFS", "RAFSBuilder", "MountManager", "LinuxKernel", "CLinux",
+                "TestFixtures", "Digests", "OCI", "OCIRegistry", "RAFS", "RAFSBuilder", "MountManager", "LinuxKernel", "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TestSupport",
@@ -214,10 +216,10 @@ let package = Package(
             swiftSettings: strict
         ),
         // One test target per library: a change to RAFS builds and runs RAFSTests without the daemon.
-        .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "CLinux", "TestSupport"], swiftSettings: strict),
-        .testTarget(name: "DigestsTests", dependencies: ["Digests", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "CLinux", "TestFixtures"], swiftSettings: strict),
+        .testTarget(name: "DigestsTests", dependencies: ["Digests", "TestFixtures"], swiftSettings: strict),
         .testTarget(name: "OCITests", dependencies: ["OCI", "Digests"], swiftSettings: strict),
-        .testTarget(name: "ArchiveTests", dependencies: ["Archive"], swiftSettings: strict),
+        .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestFixtures"], swiftSettings: strict),
         .testTarget(
             name: "OCIRegistryTests",
             dependencies: [
@@ -227,12 +229,12 @@ let package = Package(
         ),
         .testTarget(
             name: "RAFSTests",
-            dependencies: ["RAFS", "Digests", "LinuxKernel", "TestSupport"],
+            dependencies: ["RAFS", "Digests", "LinuxKernel", "TestFixtures"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RAFSBuilderTests",
-            dependencies: ["RAFSBuilder", "RAFS", "Archive", "OCI", "Digests", "TestSupport"],
+            dependencies: ["RAFSBuilder", "RAFS", "Archive", "OCI", "Digests", "TestFixtures", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
@@ -243,14 +245,14 @@ let package = Package(
         .testTarget(
             name: "BlobStoreTests",
             dependencies: [
-                "BlobStore", "Catalog", "RAFS", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "BlobStore", "Catalog", "RAFS", "TestFixtures", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "MountManagerTests",
             dependencies: [
-                "MountManager", "BlobStore", "RAFS", "LinuxKernel", "CLinux", "TestSupport",
+                "MountManager", "BlobStore", "RAFS", "LinuxKernel", "CLinux", "TestFixtures", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

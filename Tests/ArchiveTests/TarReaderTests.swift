@@ -1,4 +1,5 @@
 import Foundation
+import TestFixtures
 import Testing
 
 @testable import Archive
@@ -71,8 +72,7 @@ func readAll(_ reader: TarReader) throws -> [(TarEntry, [UInt8])] {
 
 @Suite("Streaming tar reader")
 struct TarReaderTests {
-    static let fixture = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/nydus/all-entry-type.tar").path
+    static let fixture = ImageFixtures.directory + "/all-entry-type.tar"
 
     @Test("reads nydus's all-entry-type.tar the way GNU tar lists it, plain and gzipped")
     func fixture() throws {

@@ -2,7 +2,7 @@ import Foundation
 import Glibc
 import Logging
 import Synchronization
-import TestSupport
+import TestFixtures
 import Testing
 
 @testable import BlobStore

@@ -1,6 +1,6 @@
 import Foundation
 import Logging
-import TestSupport
+import TestFixtures
 import Testing
 
 @testable import BlobStore

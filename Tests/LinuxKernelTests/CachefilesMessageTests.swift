@@ -1,6 +1,6 @@
 import CLinux
 import Foundation
-import TestSupport
+import TestFixtures
 import Testing
 
 @testable import LinuxKernel

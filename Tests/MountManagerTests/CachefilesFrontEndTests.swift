@@ -4,6 +4,7 @@ import LinuxKernel
 import Logging
 import MountManager
 import Synchronization
+import TestFixtures
 import TestSupport
 import Testing
 

@@ -3,17 +3,16 @@ import LinuxKernel
 import MountManager
 import RAFS
 import Synchronization
+import TestFixtures
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The nydus conformance fixture (`../shared/fixtures/nydus`, beside the checkout): a RAFS v6 bootstrap
+/// The nydus conformance fixture (`ImageFixtures.directory`): a RAFS v6 bootstrap
 /// whose one extra device is the compressed data blob `be7d77…`.
 enum NydusFixture {
-    static let directory = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("shared/fixtures/nydus").standardizedFileURL.path
+    static let directory = ImageFixtures.directory
     static let bootstrap = directory + "/rafs-v6-2.2.boot"
     static let blobID = "be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"
 

@@ -1,6 +1,6 @@
 import Foundation
 import LinuxKernel
-import TestSupport
+import TestFixtures
 import Testing
 
 @testable import Digests

@@ -2,6 +2,7 @@ import Foundation
 import LinuxKernel
 import RAFS
 import RAFSBuilder
+import TestFixtures
 import Testing
 
 #if canImport(Glibc)

@@ -1,15 +1,21 @@
 import Foundation
 import Testing
 
-/// Paths of the shared nydus fixtures (`../shared/fixtures/nydus` beside the package root) and helpers
-/// for scratch directories.
+/// Paths of the shared fixtures and helpers for scratch directories. The fixtures live in
+/// `../shared/fixtures` beside the package root, or where `SNAPSHOTTER_FIXTURES` points (a directory holding
+/// `nydus/`), so a checkout at any path finds them.
 package enum ImageFixtures {
-    /// The package root: this file is `<root>/Tests/BlobStoreTests/ImageFixtures.swift`.
+    /// The package root: this file is `<root>/Tests/TestFixtures/ImageFixtures.swift`.
     package static let packageRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    package static let directory = packageRoot.deletingLastPathComponent()
-        .appendingPathComponent("shared/fixtures/nydus").standardizedFileURL.path
+    /// The fixtures' root directory.
+    package static let root =
+        ProcessInfo.processInfo.environment["SNAPSHOTTER_FIXTURES"]
+        ?? packageRoot.deletingLastPathComponent().appendingPathComponent("shared/fixtures").standardizedFileURL.path
+
+    /// The nydus conformance fixtures (nydus's own images and blobs).
+    package static let directory = root + "/nydus"
 
     package static let bootstrap = directory + "/rafs-v6-2.2.boot"
     package static let blobID = "be7d77eeb719f70884758d1aa800ed0fb09d701aaec469964e9d54325f0d5fef"
