@@ -25,13 +25,13 @@ public final class CachefilesFrontEnd: Sendable {
     /// A cookie this front end can serve: the volume key (`erofs,<domain or fsid>`), the cookie key (the fsid
     /// for a bootstrap, the device tag for a blob), the object size given to the kernel and our backing file.
     public struct Registration: Equatable, Sendable {
-        public var id: Int64
+        public var id: BackingFileID
         public var volumeKey: String
         public var cookieKey: [UInt8]
         public var size: UInt64
         public var backingPath: String
 
-        public init(id: Int64, volumeKey: String, cookieKey: [UInt8], size: UInt64, backingPath: String) {
+        public init(id: BackingFileID, volumeKey: String, cookieKey: [UInt8], size: UInt64, backingPath: String) {
             self.id = id
             self.volumeKey = volumeKey
             self.cookieKey = cookieKey
@@ -118,7 +118,7 @@ public final class CachefilesFrontEnd: Sendable {
         state.withLock { $0.registrations[Key(volume: registration.volumeKey, cookie: registration.cookieKey)] = registration }
     }
 
-    public func unregister(id: Int64) {
+    public func unregister(id: BackingFileID) {
         state.withLock { $0.registrations = $0.registrations.filter { $0.value.id != id } }
     }
 
@@ -214,13 +214,13 @@ public final class CachefilesFrontEnd: Sendable {
         Task.detached {
             var filled = true
             do {
-                try await filler.fill(fileID: served.registration.id, offset: offset, length: length)
+                try await filler.fill(file: served.registration.id, offset: offset, length: length)
             } catch {
                 filled = false
                 self.logger.warning(
                     "fill failed; the reader gets EIO",
                     metadata: [
-                        "blob.id": "\(served.registration.id)", "range.offset": "\(offset)", "range.count": "\(length)",
+                        "file": "\(served.registration.id)", "range.offset": "\(offset)", "range.count": "\(length)",
                         "error": "\(error)",
                     ])
             }
@@ -246,7 +246,7 @@ public final class CachefilesFrontEnd: Sendable {
                 success = false
                 logger.error(
                     "copy into the cache file failed; the reader gets EIO",
-                    metadata: ["blob.id": "\(registration.id)", "error": "\(error)"])
+                    metadata: ["file": "\(registration.id)", "error": "\(error)"])
             }
         }
         do {

@@ -58,8 +58,8 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
                 size: file.size, backingPath: file.path))
     }
 
-    public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
-    public func complete(id: Int64) {}
+    public func withdraw(id: BackingFileID) { frontEnd.unregister(id: id) }
+    public func complete(id: BackingFileID) {}
 
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         CachefilesFrontEnd.erofsMount(fsid: fsid, domainID: domain)

@@ -32,7 +32,7 @@ public final class FanotifyFrontEnd: Sendable {
         var files: [FileKey: BackingFile] = [:]
         /// The keys of each blob id's files: `ignore` and `unregister` run once per blob, so a scan of `files`
         /// each time would be quadratic in the number of blobs.
-        var keys: [Int64: Set<FileKey>] = [:]
+        var keys: [BackingFileID: Set<FileKey>] = [:]
         var statistics = Statistics()
     }
 
@@ -100,17 +100,17 @@ public final class FanotifyFrontEnd: Sendable {
     }
 
     /// The file is complete: the kernel stops asking about it.
-    public func ignore(id: Int64) {
+    public func ignore(id: BackingFileID) {
         guard let file = state.withLock({ state in state.keys[id]?.first.flatMap { state.files[$0] } }) else { return }
         let watched = watchedPath(for: file.path)
         do {
             try group.ignore(watched)
         } catch {
-            logger.warning("cannot stop events for a complete blob", metadata: ["blob.id": "\(id)", "error": "\(error)"])
+            logger.warning("cannot stop events for a complete blob", metadata: ["file": "\(id)", "error": "\(error)"])
         }
     }
 
-    public func unregister(id: Int64) {
+    public func unregister(id: BackingFileID) {
         state.withLock { state in
             for key in state.keys.removeValue(forKey: id) ?? [] { state.files[key] = nil }
         }
@@ -129,7 +129,7 @@ public final class FanotifyFrontEnd: Sendable {
         for record in pending {
             let allowed: Bool
             do {
-                try await filler.fill(fileID: record.fileID, offset: record.offset, length: record.count)
+                try await filler.fill(file: record.file, offset: record.offset, length: record.count)
                 allowed = true
             } catch {
                 logger.warning("inherited event failed", metadata: ["fanotify.fd": "\(record.fd)", "error": "\(error)"])
@@ -178,12 +178,12 @@ public final class FanotifyFrontEnd: Sendable {
         }
         let offset = event.offset ?? 0
         let count = event.count ?? UInt64(max(0, st.st_size))
-        if filler.isPresent(fileID: file.id, offset: offset, length: count) {
+        if filler.isPresent(file: file.id, offset: offset, length: count) {
             answer(event.fd, allow: true)
             state.withLock { $0.statistics.filled += 1 }
             return
         }
-        let record = InFlightJournal.Record(fd: event.fd, fileID: file.id, offset: offset, count: count)
+        let record = InFlightJournal.Record(fd: event.fd, file: file.id, offset: offset, count: count)
         do {
             try journal.record(record)
         } catch {
@@ -194,12 +194,12 @@ public final class FanotifyFrontEnd: Sendable {
         Task.detached {
             var allowed = true
             do {
-                try await filler.fill(fileID: file.id, offset: offset, length: count)
+                try await filler.fill(file: file.id, offset: offset, length: count)
             } catch {
                 allowed = false
                 self.logger.warning(
                     "fill failed; the reader gets EIO",
-                    metadata: ["blob.id": "\(file.id)", "range.offset": "\(offset)", "range.count": "\(count)", "error": "\(error)"])
+                    metadata: ["file": "\(file.id)", "range.offset": "\(offset)", "range.count": "\(count)", "error": "\(error)"])
             }
             self.state.withLock { state in
                 if allowed { state.statistics.filled += 1 } else { state.statistics.denied += 1 }
@@ -207,7 +207,7 @@ public final class FanotifyFrontEnd: Sendable {
             self.logger.debug(
                 "reader waited",
                 metadata: [
-                    "blob.id": "\(file.id)", "range.offset": "\(offset)", "range.count": "\(count)",
+                    "file": "\(file.id)", "range.offset": "\(offset)", "range.count": "\(count)",
                     "wait.milliseconds": "\((monotonicNanoseconds() - received) / 1_000_000)",
                 ])
             // Clear the slot before closing: once closed, the fd number can name the next event.

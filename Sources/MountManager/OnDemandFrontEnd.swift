@@ -19,9 +19,9 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
     var traits: FrontEndTraits { get }
     /// Serves reads of this backing file from now on.
     func serve(_ file: BackingFile) throws
-    func withdraw(id: Int64)
+    func withdraw(id: BackingFileID)
     /// Every chunk of the file is local: reads need not ask any more.
-    func complete(id: Int64)
+    func complete(id: BackingFileID)
     /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order, all of
     /// the cachefiles domain `domain`.
     func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount
@@ -153,8 +153,8 @@ public final class EagerFrontEnd: OnDemandFrontEnd {
     public var name: String { "eager" }
     public var traits: FrontEndTraits { FrontEndTraits(needsCompleteBlobs: true) }
     public func serve(_ file: BackingFile) throws {}
-    public func withdraw(id: Int64) {}
-    public func complete(id: Int64) {}
+    public func withdraw(id: BackingFileID) {}
+    public func complete(id: BackingFileID) {}
     /// EROFS reads the complete backing files directly.
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         .fileBackedErofs(bootstrap: bootstrap, devices: devices)
@@ -220,8 +220,8 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     public var name: String { "fanotify" }
     public var traits: FrontEndTraits { FrontEndTraits() }
     public func serve(_ file: BackingFile) throws { try frontEnd.register(file) }
-    public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
-    public func complete(id: Int64) { frontEnd.ignore(id: id) }
+    public func withdraw(id: BackingFileID) { frontEnd.unregister(id: id) }
+    public func complete(id: BackingFileID) { frontEnd.ignore(id: id) }
     /// EROFS names each backing file through the watched bind mount, where the group sees its reads.
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         .fileBackedErofs(bootstrap: bootstrap, devices: devices.map(frontEnd.watchedPath(for:)))

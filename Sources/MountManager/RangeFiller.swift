@@ -4,21 +4,36 @@ import LinuxKernel
 /// Makes byte ranges of backing files present. The on-demand engine (BlobStore's `ensure`) implements it;
 /// MountManager only knows file ids, offsets and lengths, never registries.
 public protocol RangeFiller: Sendable {
-    /// Returns once `[offset, offset + length)` of the backing file `fileID` is written and verified; throws to
+    /// Returns once `[offset, offset + length)` of the backing file `file` is written and verified; throws to
     /// fail the reader with EIO. Must write through the unwatched path (`cache/`), never `ondemand/`.
-    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws
+    func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws
     /// Whether the range is already present (answered without waiting); false when unsure.
-    func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool
+    func isPresent(file: BackingFileID, offset: UInt64, length: UInt64) -> Bool
 }
 
 extension RangeFiller {
-    public func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool { false }
+    public func isPresent(file: BackingFileID, offset: UInt64, length: UInt64) -> Bool { false }
+}
+
+/// Which file a front end serves: a blob's backing file (its id in the catalog's `blobs` table) or an image's
+/// bootstrap (its image's id in `images`). Two tables, two id spaces: the kind is part of the identity, so a
+/// request for one can never be answered with the other.
+public enum BackingFileID: Hashable, Sendable, CustomStringConvertible {
+    case blob(Int64)
+    case bootstrap(imageID: Int64)
+
+    public var description: String {
+        switch self {
+        case .blob(let id): return "blob \(id)"
+        case .bootstrap(let imageID): return "bootstrap of image \(imageID)"
+        }
+    }
 }
 
 /// A backing file the front end serves: the catalog's id and its path under `cache/`; for the cachefiles front
 /// end also the cookie key the kernel names it by (a blob id, or a bootstrap's fsid) and its size.
 public struct BackingFile: Equatable, Sendable {
-    public var id: Int64
+    public var id: BackingFileID
     public var path: String
     public var cookieKey: String = ""
     public var size: UInt64 = 0
@@ -26,7 +41,7 @@ public struct BackingFile: Equatable, Sendable {
     /// different chunk maps live in different domains.
     public var domain: String = ImageStoreLayout.domain
 
-    public init(id: Int64, path: String, cookieKey: String, size: UInt64, domain: String = ImageStoreLayout.domain) {
+    public init(id: BackingFileID, path: String, cookieKey: String, size: UInt64, domain: String = ImageStoreLayout.domain) {
         self.id = id
         self.path = path
         self.cookieKey = cookieKey
@@ -34,7 +49,7 @@ public struct BackingFile: Equatable, Sendable {
         self.domain = domain
     }
 
-    public init(id: Int64, path: String) {
+    public init(id: BackingFileID, path: String) {
         self.id = id
         self.path = path
     }

@@ -22,12 +22,12 @@ public final class SeedFrontEnd: Sendable {
     /// A blob to serve: the catalog id (for the filler), the EROFS volume key, the cookie key (the blob id
     /// string, e.g. a digest) and the blob's full size.
     public struct Registration: Equatable, Sendable {
-        public var id: Int64
+        public var id: BackingFileID
         public var volumeKey: String
         public var cookieKey: String
         public var size: UInt64
 
-        public init(id: Int64, volumeKey: String, cookieKey: String, size: UInt64) {
+        public init(id: BackingFileID, volumeKey: String, cookieKey: String, size: UInt64) {
             self.id = id
             self.volumeKey = volumeKey
             self.cookieKey = cookieKey
@@ -118,7 +118,7 @@ public final class SeedFrontEnd: Sendable {
         return path
     }
 
-    public func unregister(id: Int64) {
+    public func unregister(id: BackingFileID) {
         state.withLock { $0.entries = $0.entries.filter { $0.value.registration.id != id } }
     }
 
@@ -217,13 +217,13 @@ public final class SeedFrontEnd: Sendable {
     private func fill(_ request: SeedRequest, entry: Entry, slot: Int?) async {
         var filled = true
         do {
-            try await filler.fill(fileID: entry.registration.id, offset: request.offset, length: request.length)
+            try await filler.fill(file: entry.registration.id, offset: request.offset, length: request.length)
         } catch {
             filled = false
             logger.warning(
                 "fill failed; the reader gets EIO",
                 metadata: [
-                    "blob.id": "\(entry.registration.id)", "range.offset": "\(request.offset)", "range.count": "\(request.length)",
+                    "file": "\(entry.registration.id)", "range.offset": "\(request.offset)", "range.count": "\(request.length)",
                     "error": "\(error)",
                 ])
         }

@@ -63,7 +63,7 @@ public final class SeedOnDemand: OnDemandFrontEnd {
 
     /// Prepares the blob's backing file where the devnode will name it; it must be the file the puller made.
     public func serve(_ file: BackingFile) throws {
-        guard file.id > 0 else { return }  // a bootstrap: read from disk, never through the devnode
+        guard case .blob = file.id else { return }  // a bootstrap: read from disk, never through the devnode
         let registration = SeedFrontEnd.Registration(
             id: file.id, volumeKey: CachefilesNaming.volumeKey(domain: file.domain), cookieKey: file.cookieKey, size: file.size)
         let path = frontEnd.backingPath(for: registration)
@@ -71,8 +71,8 @@ public final class SeedOnDemand: OnDemandFrontEnd {
         try frontEnd.register(registration)
     }
 
-    public func withdraw(id: Int64) { frontEnd.unregister(id: id) }
-    public func complete(id: Int64) {}
+    public func withdraw(id: BackingFileID) { frontEnd.unregister(id: id) }
+    public func complete(id: BackingFileID) {}
 
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         SeedFrontEnd.erofsMount(bootstrapID: fsid)

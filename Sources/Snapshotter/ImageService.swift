@@ -54,7 +54,7 @@ final class ImageService: Sendable {
         self.frontEnd = frontEnd
         self.logger = logger
         catalog = ImageCatalog(database: database)
-        engine.onComplete { [frontEnd] id in frontEnd.complete(id: id) }
+        engine.onComplete { [frontEnd] id in frontEnd.complete(id: .blob(id)) }
         puller = ImagePuller(layout: ImageStoreLayout(root: root), catalog: catalog, client: client, logger: logger)
     }
 
@@ -197,10 +197,12 @@ final class ImageService: Sendable {
     private func serve(_ verified: VerifiedImage, skipping served: inout Set<Int64>) async throws -> ErofsImage {
         let (image, bootstrap, opened) = (verified.image, verified.bootstrap, verified.opened)
         if frontEnd.traits.servesBootstrap {
-            // Bootstraps are local and complete: negative ids tell the filler there is nothing to fetch.
+            // Bootstraps are local and complete: the filler has nothing to fetch for them.
             let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
             try frontEnd.serve(
-                BackingFile(id: -image.id, path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size, domain: image.domain))
+                BackingFile(
+                    id: .bootstrap(imageID: image.id), path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size,
+                    domain: image.domain))
         }
         // A blob this image shares with one served already can also be fetched from this image's registry.
         let own = try? ImageReference(parsing: image.reference)
@@ -220,7 +222,7 @@ final class ImageService: Sendable {
             let source = try Self.source(registry: blob.registry, repository: blob.repository, blob: blob, client: client)
             // The front end knows the file first, so that a blob found complete can be taken off its watch list.
             try frontEnd.serve(
-                BackingFile(id: blob.id, path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize, domain: blob.domain))
+                BackingFile(id: .blob(blob.id), path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize, domain: blob.domain))
             try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
             // The blob is the kernel's device `position + 1` (device 0 is the bootstrap).
             newlyServed[UInt16(position + 1)] = blob.id
@@ -385,9 +387,9 @@ final class ImageService: Sendable {
         } beforeDeletingFiles: { image, orphans in
             _ = failed.withLock { $0.removeValue(forKey: image.reference) }
             try? FileSystem.removeTree(mountPoint(of: image.id))
-            frontEnd.withdraw(id: -image.id)
+            frontEnd.withdraw(id: .bootstrap(imageID: image.id))
             for blob in orphans {
-                frontEnd.withdraw(id: blob.id)
+                frontEnd.withdraw(id: .blob(blob.id))
                 engine.unregister(id: blob.id)
             }
         }
@@ -490,13 +492,14 @@ final class ImageService: Sendable {
 struct EngineFiller: RangeFiller {
     let engine: BlobEngine
 
-    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
-        guard fileID > 0 else { return }  // a bootstrap: complete on disk
-        try await engine.ensure(blobID: fileID, offset: offset, length: length)
+    func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws {
+        guard case .blob(let id) = file else { return }  // a bootstrap: complete on disk
+        try await engine.ensure(blobID: id, offset: offset, length: length)
     }
 
-    func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool {
-        fileID <= 0 || engine.isPresent(blobID: fileID, offset: offset, length: length)
+    func isPresent(file: BackingFileID, offset: UInt64, length: UInt64) -> Bool {
+        guard case .blob(let id) = file else { return true }
+        return engine.isPresent(blobID: id, offset: offset, length: length)
     }
 }
 

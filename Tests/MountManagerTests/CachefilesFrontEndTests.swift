@@ -18,8 +18,8 @@ import Glibc
 @Suite("cachefiles front end against a stand-in device")
 struct CachefilesFrontEndTests {
     final class Recorder: RangeFiller {
-        let calls = Mutex<[(Int64, UInt64, UInt64)]>([])
-        func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws { calls.withLock { $0.append((fileID, offset, length)) } }
+        let calls = Mutex<[(BackingFileID, UInt64, UInt64)]>([])
+        func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws { calls.withLock { $0.append((file, offset, length)) } }
     }
 
     static func send(_ fd: Int32, _ bytes: [UInt8]) {
@@ -55,7 +55,8 @@ struct CachefilesFrontEndTests {
         let device = CachefilesDevice(adopting: pair[0])
         defer { device.close() }
         let frontEnd = CachefilesFrontEnd(device: device, filler: recorder, logger: Logger(label: "test"))
-        frontEnd.register(.init(id: 5, volumeKey: "erofs,d1", cookieKey: Array("blob".utf8), size: 40000, backingPath: dir + "/backing"))
+        frontEnd.register(
+            .init(id: .blob(5), volumeKey: "erofs,d1", cookieKey: Array("blob".utf8), size: 40000, backingPath: dir + "/backing"))
         frontEnd.start()
         defer {
             frontEnd.stop()
@@ -88,7 +89,7 @@ struct CachefilesFrontEndTests {
         while frontEnd.statistics.filled + frontEnd.statistics.failed == 0 && monotonicNanoseconds() < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
-        #expect(recorder.calls.withLock { $0.map { "\($0.0):\($0.1)+\($0.2)" } } == ["5:5000+100"])
+        #expect(recorder.calls.withLock { $0.map { "\($0.0):\($0.1)+\($0.2)" } } == ["blob 5:5000+100"])
         let statistics = frontEnd.statistics
         #expect(statistics.malformed == 2 && statistics.refusedOpens == 1 && statistics.opens == 2)
         #expect(statistics.bytesCopied == 4096)

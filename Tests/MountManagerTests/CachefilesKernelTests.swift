@@ -13,19 +13,19 @@ import Glibc
 
 /// Serves the bootstrap as it is (already whole) and the blob by materializing chunks from the nydus fixture.
 struct FixtureFiller: RangeFiller {
-    static let bootstrapID: Int64 = 1
-    static let blobID: Int64 = 2
+    static let bootstrapID = BackingFileID.bootstrap(imageID: 1)
+    static let blobID = BackingFileID.blob(2)
     let blob: RafsChunkFiller
     /// When set, blob fills write this marker file and then never return (a daemon stuck mid-request).
     let stuckMarker: String?
 
-    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
-        guard fileID == Self.blobID else { return }
+    func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws {
+        guard file == Self.blobID else { return }
         if let stuckMarker {
             FileManager.default.createFile(atPath: stuckMarker, contents: Data())
             try await Task.sleep(for: .seconds(3600))
         }
-        try await blob.fill(fileID: fileID, offset: offset, length: length)
+        try await blob.fill(file: file, offset: offset, length: length)
     }
 }
 

@@ -22,7 +22,7 @@ final class CopyingFiller: RangeFiller {
     /// (the kernel asks again when its page cache was reclaimed, e.g. under a loaded parallel test run).
     let pages = Mutex<Set<UInt64>>([])
 
-    func isPresent(fileID: Int64, offset: UInt64, length: UInt64) -> Bool {
+    func isPresent(file: BackingFileID, offset: UInt64, length: UInt64) -> Bool {
         guard length > 0 else { return true }
         let wanted = (offset / 4096)...((offset + length - 1) / 4096)
         return pages.withLock { pages in wanted.allSatisfy { pages.contains($0) } }
@@ -36,7 +36,7 @@ final class CopyingFiller: RangeFiller {
 
     struct Refused: Error {}
 
-    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
+    func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws {
         if let failing, failing.overlaps(offset..<(offset + length)) { throw Refused() }
         let input = open(source, O_RDONLY)
         let output = open(target, O_WRONLY)
@@ -152,7 +152,7 @@ struct FanotifyFrontEndTests {
             filler: filler, logger: Logger(label: "test"))
         try frontEnd.start()
         defer { frontEnd.stop() }
-        try frontEnd.register(BackingFile(id: 7, path: blob))
+        try frontEnd.register(BackingFile(id: .blob(7), path: blob))
 
         let mountPoint = workspace.root + "/mnt"
         try FileSystem.makeDirectories(mountPoint)
@@ -194,7 +194,7 @@ struct FanotifyFrontEndTests {
             filler: filler, logger: Logger(label: "test"))
         try frontEnd.start()
         defer { frontEnd.stop() }
-        try frontEnd.register(BackingFile(id: 1, path: blob))
+        try frontEnd.register(BackingFile(id: .blob(1), path: blob))
         let mountPoint = workspace.root + "/mnt"
         try FileSystem.makeDirectories(mountPoint)
         try Mounter.mount(
@@ -225,11 +225,16 @@ struct FanotifyFrontEndTests {
         let dir = String(cString: try #require(mkdtemp(&template)))
         defer { try? FileSystem.removeTree(dir) }
         let journal = try InFlightJournal(path: dir + "/j")
-        try journal.record(.init(fd: 12, fileID: 3, offset: 4096, count: 8192))
-        try journal.record(.init(fd: 5, fileID: 9, offset: 0, count: 1))
+        try journal.record(.init(fd: 12, file: .blob(3), offset: 4096, count: 8192))
+        try journal.record(.init(fd: 5, file: .bootstrap(imageID: 9), offset: 0, count: 1))
         #expect(try journal.pending().map(\.fd) == [5, 12])
+        // A blob and a bootstrap with the same catalog number stay apart on disk.
+        #expect(try journal.pending().map(\.file) == [.bootstrap(imageID: 9), .blob(3)])
+        let twin = InFlightJournal.Record(fd: 6, file: .bootstrap(imageID: 3), offset: 0, count: 1)
+        #expect(InFlightJournal.Record(decoding: twin.encoded()) == twin)
+        #expect(InFlightJournal.Record(decoding: twin.encoded())?.file != .blob(3))
         try journal.clear(fd: 5)
-        #expect(try journal.pending() == [.init(fd: 12, fileID: 3, offset: 4096, count: 8192)])
+        #expect(try journal.pending() == [.init(fd: 12, file: .blob(3), offset: 4096, count: 8192)])
         let reopened = try InFlightJournal(path: dir + "/j")
         #expect(try reopened.pending().count == 1)
     }
@@ -260,7 +265,7 @@ struct FanotifyFrontEndTests {
 
 /// A filler that never finishes: the serving side "dies" in the middle of a fill.
 struct StuckFiller: RangeFiller {
-    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
+    func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws {
         try await Task.sleep(for: .seconds(3600))
     }
 }
@@ -289,7 +294,7 @@ struct FanotifyHandOverTests {
         try FanotifyGroupHolder.spawn(binary: Self.holderBinary, socketPath: holderSocket, group: first.group)
         defer { FanotifyGroupHolder.release(socketPath: holderSocket) }
         try first.start()
-        try first.register(BackingFile(id: 4, path: blob))
+        try first.register(BackingFile(id: .blob(4), path: blob))
         let mountPoint = workspace.root + "/mnt"
         try FileSystem.makeDirectories(mountPoint)
         try Mounter.mount(
@@ -312,7 +317,7 @@ struct FanotifyHandOverTests {
         let second = FanotifyFrontEnd(
             cacheDirectory: workspace.cache, watchedDirectory: workspace.watched, journal: journal, group: adopted,
             filler: filler, logger: Logger(label: "second"))
-        try second.register(BackingFile(id: 4, path: blob))
+        try second.register(BackingFile(id: .blob(4), path: blob))
         try second.start()
         defer { second.stop() }
         #expect(try await second.resumeInFlight() >= 1)

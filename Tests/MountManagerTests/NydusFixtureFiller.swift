@@ -51,7 +51,7 @@ final class RafsChunkFiller: RangeFiller {
 
     struct Refused: Error {}
 
-    func fill(fileID: Int64, offset: UInt64, length: UInt64) async throws {
+    func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws {
         calls.withLock { $0 += 1 }
         if let failing, failing.overlaps(offset..<(offset + length)) { throw Refused() }
         let size = blob.entry.uncompressedSize

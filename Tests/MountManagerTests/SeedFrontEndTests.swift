@@ -35,7 +35,7 @@ struct SeedFrontEndTests {
             expected = try NydusFixture.expectedFiles(image: image, blob: blob)
             emulator = try SeedDevnodeEmulator(timeoutSeconds: 120)
             registration = SeedFrontEnd.Registration(
-                id: 3, volumeKey: CachefilesNaming.volumeKey(domain: "seedtest"), cookieKey: NydusFixture.blobID,
+                id: .blob(3), volumeKey: CachefilesNaming.volumeKey(domain: "seedtest"), cookieKey: NydusFixture.blobID,
                 size: blob.deviceSize)
             let path = root + "/cache/" + CachefilesNaming.relativePath(domain: "seedtest", blobID: NydusFixture.blobID)
             frontEnd = SeedFrontEnd(
@@ -169,7 +169,7 @@ struct SeedFrontEndTests {
         let emulator = try SeedDevnodeEmulator(timeoutSeconds: 60)
         defer { emulator.closeDaemonEnd() }
         let registration = SeedFrontEnd.Registration(
-            id: 3, volumeKey: CachefilesNaming.volumeKey(domain: "seedtest"), cookieKey: NydusFixture.blobID, size: blob.deviceSize)
+            id: .blob(3), volumeKey: CachefilesNaming.volumeKey(domain: "seedtest"), cookieKey: NydusFixture.blobID, size: blob.deviceSize)
         let device = CachefilesDevice(adopting: emulator.daemonFD)
         let journalPath = root + "/seed.journal"
         let backing = root + "/cache/" + CachefilesNaming.relativePath(domain: "seedtest", blobID: NydusFixture.blobID)
