@@ -28,8 +28,8 @@ public enum CachefilesMessage: Equatable, Sendable {
     }
 
     /// Parses one message as returned by one read(2). Every length is checked against the bytes present.
-    public static func parse(_ bytes: [UInt8]) throws(CachefilesMessageError) -> CachefilesMessage {
-        guard bytes.count >= headerSize else { throw .truncated(bytes.count) }
+    public static func parse(_ bytes: [UInt8]) throws(KernelError) -> CachefilesMessage {
+        guard bytes.count >= headerSize else { throw .messageTruncated(bytes.count) }
         let messageID = bytes.loadLE(UInt32.self, at: 0)
         let opcode = bytes.loadLE(UInt32.self, at: 4)
         let length = bytes.loadLE(UInt32.self, at: 8)
@@ -40,7 +40,7 @@ public enum CachefilesMessage: Equatable, Sendable {
         switch Int32(bitPattern: opcode) {
         case clinux_cachefiles_op_open():
             let payload = headerSize + MemoryLayout<clinux_cachefiles_open>.size
-            guard bytes.count >= payload else { throw .truncated(bytes.count) }
+            guard bytes.count >= payload else { throw .messageTruncated(bytes.count) }
             let volumeSize = Int(bytes.loadLE(UInt32.self, at: headerSize))
             let cookieSize = Int(bytes.loadLE(UInt32.self, at: headerSize + 4))
             let fd = Int32(bitPattern: bytes.loadLE(UInt32.self, at: headerSize + 8))
@@ -60,7 +60,7 @@ public enum CachefilesMessage: Equatable, Sendable {
         case clinux_cachefiles_op_close():
             return .close(messageID: messageID, objectID: objectID)
         case clinux_cachefiles_op_read():
-            guard bytes.count >= headerSize + MemoryLayout<clinux_cachefiles_read>.size else { throw .truncated(bytes.count) }
+            guard bytes.count >= headerSize + MemoryLayout<clinux_cachefiles_read>.size else { throw .messageTruncated(bytes.count) }
             return .read(
                 messageID: messageID, objectID: objectID, offset: bytes.loadLE(UInt64.self, at: headerSize),
                 length: bytes.loadLE(UInt64.self, at: headerSize + 8))
@@ -88,13 +88,4 @@ public struct CachefilesOpen: Equatable, Sendable {
         self.fd = fd
         self.flags = flags
     }
-}
-
-/// A message that cannot be served, with the values at fault. The front end logs it and skips the message
-/// (closing an OPEN's fd when it is known).
-public enum CachefilesMessageError: Error, Equatable, Sendable {
-    case truncated(Int)
-    case lengthMismatch(messageID: UInt32, declared: UInt32, read: Int)
-    case keySizes(messageID: UInt32, volume: Int, cookie: Int, fd: Int32)
-    case unknownOpcode(messageID: UInt32, opcode: UInt32)
 }

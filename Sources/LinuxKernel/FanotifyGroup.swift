@@ -89,18 +89,18 @@ public final class FanotifyGroup: @unchecked Sendable {
     ///                                         u64 mask, s32 fd, s32 pid
     ///     then info records up to event_len: {u8 info_type, u8 pad, u16 len, ...}
     ///     FAN_EVENT_INFO_TYPE_RANGE (24 bytes): header, u32 pad, u64 offset, u64 count
-    public static func parseForTesting(_ bytes: [UInt8]) throws(FanotifyError) -> [FanotifyEvent] { try parse(bytes) }
+    public static func parseForTesting(_ bytes: [UInt8]) throws(KernelError) -> [FanotifyEvent] { try parse(bytes) }
 
-    static func parse(_ bytes: [UInt8]) throws(FanotifyError) -> [FanotifyEvent] {
+    static func parse(_ bytes: [UInt8]) throws(KernelError) -> [FanotifyEvent] {
         var events: [FanotifyEvent] = []
         var offset = 0
         let metadataLength = Int(clinux_fan_event_metadata_len())
         while offset + metadataLength <= bytes.count {
             let eventLength = Int(bytes.loadLE(UInt32.self, at: offset))
             let version = bytes[offset + 4]
-            guard version == UInt8(FANOTIFY_METADATA_VERSION) else { throw .unsupportedVersion(Int(version)) }
+            guard version == UInt8(FANOTIFY_METADATA_VERSION) else { throw .unsupportedFanotifyVersion(Int(version)) }
             guard eventLength >= metadataLength, offset + eventLength <= bytes.count else {
-                throw .malformed(offset: offset, detail: "event length \(eventLength)")
+                throw .malformedEvent(offset: offset, detail: "event length \(eventLength)")
             }
             let metadataLen = Int(bytes.loadLE(UInt16.self, at: offset + 6))
             var event = FanotifyEvent(
@@ -112,11 +112,11 @@ public final class FanotifyGroup: @unchecked Sendable {
                 let type = bytes[info]
                 let length = Int(bytes.loadLE(UInt16.self, at: info + 2))
                 guard length >= 4, info + length <= offset + eventLength else {
-                    throw .malformed(offset: info, detail: "info record length \(length)")
+                    throw .malformedEvent(offset: info, detail: "info record length \(length)")
                 }
                 if type == UInt8(FAN_EVENT_INFO_TYPE_RANGE) {
                     guard length >= MemoryLayout<clinux_fanotify_range_info>.size else {
-                        throw .malformed(offset: info, detail: "range record of \(length) bytes")
+                        throw .malformedEvent(offset: info, detail: "range record of \(length) bytes")
                     }
                     event.offset = bytes.loadLE(UInt64.self, at: info + 8)
                     event.count = bytes.loadLE(UInt64.self, at: info + 16)
@@ -135,19 +135,6 @@ public final class FanotifyGroup: @unchecked Sendable {
         var response = fanotify_response(fd: eventFD, response: allow ? UInt32(FAN_ALLOW) : clinux_fan_deny_errno(code))
         _ = try retryingSyscall("write(fanotify response)", "fd \(eventFD)") {
             withUnsafeBytes(of: &response) { write(fd, $0.baseAddress, $0.count) }
-        }
-    }
-}
-
-public enum FanotifyError: Error, Equatable, Sendable, CustomStringConvertible {
-    case unsupportedVersion(Int)
-    case malformed(offset: Int, detail: String)
-
-    public var description: String {
-        switch self {
-        case .unsupportedVersion(let version):
-            return "fanotify metadata version \(version) is not the supported \(FANOTIFY_METADATA_VERSION)"
-        case .malformed(let offset, let detail): return "malformed fanotify event at byte \(offset): \(detail)"
         }
     }
 }

@@ -51,21 +51,3 @@ public struct KernelMount: Equatable, Sendable {
         return (flags, data.joined(separator: ","))
     }
 }
-
-/// Errors of mounting and unmounting, with the mount at fault.
-public enum MountError: Error, Equatable, Sendable, CustomStringConvertible {
-    case optionsTooLong(target: String, length: Int, limit: Int)
-    case failed(KernelMount, target: String, SyscallError)
-    case unmountFailed(target: String, SyscallError)
-
-    public var description: String {
-        switch self {
-        case .optionsTooLong(let target, let length, let limit):
-            return "mount options for \(target) are \(length) bytes, over the kernel's limit of \(limit)"
-        case .failed(let mount, let target, let error):
-            return "mount -t \(mount.type) \(mount.source) \(target) -o \(mount.options.joined(separator: ",")): \(error)"
-        case .unmountFailed(let target, let error):
-            return "unmount \(target): \(error)"
-        }
-    }
-}

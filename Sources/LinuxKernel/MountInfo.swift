@@ -17,29 +17,19 @@ public struct MountInfoEntry: Equatable, Sendable {
     }
 }
 
-public enum MountInfoError: Error, Equatable, Sendable, CustomStringConvertible {
-    case malformedLine(Int, String)
-
-    public var description: String {
-        switch self {
-        case .malformedLine(let number, let line): return "mountinfo line \(number) is malformed: \(line)"
-        }
-    }
-}
-
 /// Reads and parses mountinfo.
 public enum MountInfo {
     public static func read(_ path: String = "/proc/self/mountinfo") throws -> [MountInfoEntry] {
         try parse(String(decoding: FileSystem.readFile(path), as: UTF8.self))
     }
 
-    public static func parse(_ text: String) throws(MountInfoError) -> [MountInfoEntry] {
+    public static func parse(_ text: String) throws(KernelError) -> [MountInfoEntry] {
         var entries: [MountInfoEntry] = []
         for (number, line) in text.split(separator: "\n").enumerated() {
             let fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
             guard let dash = fields.firstIndex(of: "-"), dash >= 6, fields.count >= dash + 4,
                 let mountID = Int(fields[0]), let parentID = Int(fields[1])
-            else { throw .malformedLine(number + 1, String(line)) }
+            else { throw .malformedMountInfo(line: number + 1, text: String(line)) }
             entries.append(
                 MountInfoEntry(
                     mountID: mountID,

@@ -11,7 +11,7 @@ public enum Mounter {
 
     /// Mounts `mount` at `target`. A read-only bind is a bind followed by a read-only remount, since the
     /// kernel ignores MS_RDONLY on the bind itself.
-    public static func mount(_ mount: KernelMount, at target: String) throws(MountError) {
+    public static func mount(_ mount: KernelMount, at target: String) throws(KernelError) {
         let (flags, data) = mount.flagsAndData
         guard data.utf8.count <= maximumDataLength else {
             throw .optionsTooLong(target: target, length: data.utf8.count, limit: maximumDataLength)
@@ -38,7 +38,7 @@ public enum Mounter {
     }
 
     /// Unmounts `target`; with `detach`, lazily (MNT_DETACH) so busy mounts go once their users leave.
-    public static func unmount(_ target: String, detach: Bool = false) throws(MountError) {
+    public static func unmount(_ target: String, detach: Bool = false) throws(KernelError) {
         do throws(SyscallError) {
             try retryingSyscall("umount2", target) { umount2(target, detach ? Int32(MNT_DETACH) : 0) }
         } catch {

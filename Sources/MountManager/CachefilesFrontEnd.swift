@@ -299,7 +299,7 @@ public final class CachefilesFrontEnd: Sendable {
 
     /// Logs and skips a message that does not parse. An OPEN's fd is closed (after checking it really is a
     /// cachefiles anonymous fd) and the OPEN refused, so the mount fails instead of waiting.
-    private func skipMalformed(_ bytes: [UInt8], _ error: CachefilesMessageError) {
+    private func skipMalformed(_ bytes: [UInt8], _ error: KernelError) {
         state.withLock { $0.statistics.malformed += 1 }
         logger.error("malformed cachefiles message skipped", metadata: ["error": "\(error)", "cachefiles.bytes": "\(bytes.count)"])
         guard case .keySizes(let messageID, _, _, let fd) = error else { return }

@@ -12,24 +12,6 @@ import Musl
 /// takes a duplicate and carries on (`FanotifyGroupHolder` is the fanotify group's face of it). Wire protocol:
 /// connect, receive the fd (SCM_RIGHTS), answer "K" (keep) or "R" (release: the holder closes it and exits).
 public enum DescriptorHolder {
-    public enum HolderError: Error, Equatable, Sendable, CustomStringConvertible {
-        case spawnFailed(binary: String, errno: Int32)
-        case notReady(socket: String)
-        case badHandle(socket: String, detail: String)
-        case missingBinary(String)
-
-        public var description: String {
-            switch self {
-            case .spawnFailed(let binary, let code):
-                return "cannot start the descriptor holder \(binary): \(String(cString: strerror(code)))"
-            case .notReady(let socket): return "the descriptor holder did not come up on \(socket)"
-            case .badHandle(let socket, let detail): return "the holder on \(socket) handed over a bad descriptor: \(detail)"
-            case .missingBinary(let binary):
-                return "the descriptor holder \(binary) is missing; install snapshotterd-fdholder beside snapshotterd"
-            }
-        }
-    }
-
     /// The one adoption path of every front end whose kernel descriptor must outlive the daemon (the fanotify
     /// group, /dev/cachefiles, the seed devnode): adopt the descriptor a running holder keeps, or `open` a new
     /// one (set up and ready: a bound cache, ...) and hand it to a new holder. A new descriptor that cannot be
@@ -39,7 +21,7 @@ public enum DescriptorHolder {
         open: () throws -> Handle, descriptor: (Handle) -> Int32, close: (Handle) -> Void
     ) throws -> (handle: Handle, adopted: Bool) {
         if let fd = try adopt(socketPath: socketPath, accept: accept) { return (adopting(fd), true) }
-        guard FileSystem.exists(holderBinary) else { throw HolderError.missingBinary(holderBinary) }
+        guard FileSystem.exists(holderBinary) else { throw FrontEndError.missingBinary(holderBinary) }
         let handle = try open()
         do {
             unlink(socketPath)
@@ -53,7 +35,7 @@ public enum DescriptorHolder {
 
     /// A duplicate of the descriptor a running holder keeps, or nil when no holder answers on `socketPath`.
     /// `accept` vets it (e.g. "is this /dev/cachefiles"); a refused descriptor is closed and reported.
-    public static func adopt(socketPath: String, accept: (Int32) -> Bool) throws(HolderError) -> Int32? {
+    public static func adopt(socketPath: String, accept: (Int32) -> Bool) throws(FrontEndError) -> Int32? {
         guard let connection = connect(socketPath) else { return nil }
         defer { close(connection) }
         var tag: CChar = 0
@@ -70,7 +52,7 @@ public enum DescriptorHolder {
 
     /// Starts a holder of `fd` and waits until it serves `socketPath`. Returns the holder's pid.
     @discardableResult
-    public static func spawn(binary: String, socketPath: String, fd: Int32) throws(HolderError) -> pid_t {
+    public static func spawn(binary: String, socketPath: String, fd: Int32) throws(FrontEndError) -> pid_t {
         var pipeFDs: [Int32] = [-1, -1]
         guard pipe(&pipeFDs) == 0 else { throw .spawnFailed(binary: binary, errno: errno) }
         for end in pipeFDs { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }

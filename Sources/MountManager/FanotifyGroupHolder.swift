@@ -10,8 +10,6 @@ import Musl
 /// cleanly or not, never releases the group while EROFS mounts depend on it. The fanotify face of
 /// `DescriptorHolder`, which speaks the holder's protocol.
 public enum FanotifyGroupHolder {
-    public typealias HolderError = DescriptorHolder.HolderError
-
     /// Adopts the group a running holder keeps, or returns nil when no holder answers on `socketPath`.
     public static func adopt(socketPath: String) throws -> FanotifyGroup? {
         try DescriptorHolder.adopt(socketPath: socketPath, accept: isFanotify).map(FanotifyGroup.init(adopting:))

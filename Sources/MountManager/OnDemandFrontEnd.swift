@@ -103,17 +103,6 @@ public struct FrontEndPaths: Sendable {
 
 /// Probes the kernel and starts the chosen front end.
 public enum FrontEndSelector {
-    public enum SelectionError: Error, CustomStringConvertible {
-        case unavailable(FrontEndChoice, reason: String)
-
-        public var description: String {
-            switch self {
-            case .unavailable(let choice, let reason):
-                return "front end \(choice.rawValue) is not available here: \(reason); set ondemand.front_end = \"auto\" or \"eager\""
-            }
-        }
-    }
-
     public static func start(
         _ choice: FrontEndChoice, paths: FrontEndPaths, filler: any RangeFiller, logger: Logger
     ) throws -> any OnDemandFrontEnd {

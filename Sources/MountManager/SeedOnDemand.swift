@@ -35,7 +35,7 @@ public final class SeedOnDemand: OnDemandFrontEnd {
             adopting: CachefilesDevice.init(adopting:),
             open: {
                 guard FileSystem.exists(paths.seedDevice) else {
-                    throw FrontEndSelector.SelectionError.unavailable(
+                    throw FrontEndError.unavailable(
                         .seed,
                         reason: "\(paths.seedDevice) does not exist (no released kernel has the seed devnode); "
                             + "set ondemand.seed_device (--seed-device) to an emulation's socket")
@@ -67,7 +67,7 @@ public final class SeedOnDemand: OnDemandFrontEnd {
         let registration = SeedFrontEnd.Registration(
             id: file.id, volumeKey: CachefilesNaming.volumeKey(domain: file.domain), cookieKey: file.cookieKey, size: file.size)
         let path = frontEnd.backingPath(for: registration)
-        guard path == file.path else { throw SeedServeError.pathMismatch(blobID: file.cookieKey, expected: path, found: file.path) }
+        guard path == file.path else { throw FrontEndError.pathMismatch(blobID: file.cookieKey, expected: path, found: file.path) }
         try frontEnd.register(registration)
     }
 
@@ -102,18 +102,5 @@ public final class SeedOnDemand: OnDemandFrontEnd {
         }
         DescriptorHolder.release(socketPath: paths.seedHolderSocket)
         frontEnd.device.close()
-    }
-}
-
-/// A blob the seed front end cannot serve, with the paths at fault.
-public enum SeedServeError: Error, Equatable, Sendable, CustomStringConvertible {
-    case pathMismatch(blobID: String, expected: String, found: String)
-
-    public var description: String {
-        switch self {
-        case .pathMismatch(let blobID, let expected, let found):
-            return "blob \(blobID): the seed devnode names its backing file \(expected), but it is at \(found); "
-                + "the service root must be the devnode's dir (re-pull the image)"
-        }
     }
 }

@@ -29,20 +29,20 @@ public struct SeedRequest: Equatable, Sendable {
     }
 
     /// Parses one read of the devnode; the path ends at its first NUL (or at 255 bytes).
-    public static func parse(_ bytes: [UInt8]) throws(SeedRequestError) -> SeedRequest {
-        guard bytes.count == size else { throw .wrongSize(bytes.count) }
+    public static func parse(_ bytes: [UInt8]) throws(FrontEndError) -> SeedRequest {
+        guard bytes.count == size else { throw .badRequestSize(bytes.count) }
         let field = bytes[pathOffset..<(pathOffset + pathCapacity)]
         let name = field.prefix { $0 != 0 }
-        guard !name.isEmpty, !name.contains(UInt8(ascii: "/")) else { throw .badPath(Array(name)) }
+        guard !name.isEmpty, !name.contains(UInt8(ascii: "/")) else { throw .badRequestPath(Array(name)) }
         return SeedRequest(
             id: bytes.loadLE(UInt64.self, at: 0), offset: bytes.loadLE(UInt64.self, at: 8),
             length: bytes.loadLE(UInt64.self, at: 16), path: String(decoding: name, as: UTF8.self))
     }
 
     /// The wire form (what the devnode, or its emulation, hands to a read).
-    public func encoded() throws(SeedRequestError) -> [UInt8] {
+    public func encoded() throws(FrontEndError) -> [UInt8] {
         let name = Array(path.utf8)
-        guard !name.isEmpty, name.count < Self.pathCapacity else { throw .badPath(name) }
+        guard !name.isEmpty, name.count < Self.pathCapacity else { throw .badRequestPath(name) }
         var bytes = [UInt8](repeating: 0, count: Self.size)
         bytes.storeLE(id, at: 0)
         bytes.storeLE(offset, at: 8)
@@ -50,10 +50,4 @@ public struct SeedRequest: Equatable, Sendable {
         bytes.replaceSubrange(Self.pathOffset..<(Self.pathOffset + name.count), with: name)
         return bytes
     }
-}
-
-/// A request that cannot be served, with the value at fault.
-public enum SeedRequestError: Error, Equatable, Sendable {
-    case wrongSize(Int)
-    case badPath([UInt8])
 }

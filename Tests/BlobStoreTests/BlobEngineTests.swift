@@ -272,7 +272,7 @@ struct BlobEngineTests {
             id: 3, rafs: setup.rafs, backingPath: setup.backing,
             source: FileRangeSource(path: ImageFixtures.blob, fault: .delay(.seconds(600))))
         let started = ContinuousClock.now
-        await #expect(throws: FetchError.self) { try await engine.ensure(blobID: 3, offset: 0, length: 4096) }
+        await #expect(throws: BlobStoreError.self) { try await engine.ensure(blobID: 3, offset: 0, length: 4096) }
         // The source would answer after 600 s: returning well before that proves the reader was released by the
         // timeout (the bound is loose so that a loaded CI machine does not make it flaky).
         #expect(ContinuousClock.now - started < .seconds(120))

@@ -58,10 +58,10 @@ struct CachefilesNamingTests {
     @Test func volumeKeyAndValidation() throws {
         #expect(CachefilesNaming.volumeKey(domain: "d1") == "erofs,d1")
         try CachefilesNaming.validate(volumeKey: "erofs,d1", cookieKey: Array(repeating: 0x41, count: 252))
-        #expect(throws: CachefilesNaming.Error.self) {
+        #expect(throws: BlobStoreError.self) {
             try CachefilesNaming.validate(volumeKey: "erofs,d1", cookieKey: Array(repeating: 0x41, count: 253))
         }
-        #expect(throws: CachefilesNaming.Error.self) {
+        #expect(throws: BlobStoreError.self) {
             try CachefilesNaming.validate(volumeKey: String(repeating: "v", count: 256), cookieKey: [])
         }
     }

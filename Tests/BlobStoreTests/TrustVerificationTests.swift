@@ -99,7 +99,7 @@ struct TrustVerificationTests {
         let engine = BlobEngine(logger: Logger(label: "test"))
         try engine.register(id: 1, rafs: blob, backingPath: backing, source: FileRangeSource(path: blob.path))
         #expect(!engine.isPresent(blobID: 1, offset: 20480, length: 4096))
-        await #expect(throws: FetchError.undescribedRange(blob: 1, offset: 20480, length: 4096, deviceSize: blob.deviceSize)) {
+        await #expect(throws: BlobStoreError.undescribedRange(blob: 1, offset: 20480, length: 4096, deviceSize: blob.deviceSize)) {
             try await engine.ensure(blobID: 1, offset: 20480, length: 4096)
         }
         // Described ranges are still served, verified.

@@ -43,6 +43,6 @@ struct CachefilesMessageTests {
 
     @Test("malformed messages are errors, never crashes", arguments: malformed)
     func rejects(bytes: [UInt8]) {
-        #expect(throws: CachefilesMessageError.self) { try CachefilesMessage.parse(bytes) }
+        #expect(throws: KernelError.self) { try CachefilesMessage.parse(bytes) }
     }
 }

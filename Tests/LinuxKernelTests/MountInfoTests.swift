@@ -24,7 +24,7 @@ struct MountInfoTests {
 
     @Test("a malformed line is an error naming it", arguments: ["36 35 98:0 / /mnt rw", "x y 1:2 / /m rw - ext4 /dev/x rw"])
     func malformed(_ line: String) {
-        #expect(throws: MountInfoError.malformedLine(1, line)) { try MountInfo.parse(line) }
+        #expect(throws: KernelError.malformedMountInfo(line: 1, text: line)) { try MountInfo.parse(line) }
     }
 
     @Test("the real /proc/self/mountinfo parses and has /")
@@ -60,6 +60,6 @@ struct MountInfoTests {
         #expect(entry.mountOptions.contains("ro"))
         try Mounter.unmount(dir + "/dst")
         #expect(!MountInfo.isMountPoint(dir + "/dst", in: try MountInfo.read()))
-        #expect(throws: MountError.self) { try Mounter.unmount(dir + "/dst") }
+        #expect(throws: KernelError.self) { try Mounter.unmount(dir + "/dst") }
     }
 }

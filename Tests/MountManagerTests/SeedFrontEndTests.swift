@@ -209,10 +209,10 @@ struct SeedFrontEndTests {
         #expect(bytes[0] == UInt8(truncatingIfNeeded: id) && bytes[8] == UInt8(truncatingIfNeeded: offset))
         #expect(Array(bytes[24..<(24 + path.utf8.count)]) == Array(path.utf8) && bytes[24 + path.utf8.count] == 0)
         #expect(try SeedRequest.parse(bytes) == request)
-        #expect(throws: SeedRequestError.wrongSize(279)) { try SeedRequest.parse(Array(bytes.prefix(279))) }
+        #expect(throws: FrontEndError.badRequestSize(279)) { try SeedRequest.parse(Array(bytes.prefix(279))) }
         var slash = bytes
         slash[24] = UInt8(ascii: "/")
-        #expect(throws: SeedRequestError.self) { try SeedRequest.parse(slash) }
+        #expect(throws: FrontEndError.self) { try SeedRequest.parse(slash) }
     }
 }
 

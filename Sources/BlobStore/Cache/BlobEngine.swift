@@ -44,7 +44,7 @@ public final class BlobEngine: Sendable {
     /// against the file's holes. A blob registered already (two pulls sharing it, racing) keeps its state
     /// and in-flight fetches and gains `source` as another place to fetch from.
     public func register(id: Int64, rafs: RafsBlob, backingPath: String, source: any BlobRangeSource, bitmap: [UInt8] = []) throws {
-        guard rafs.hasAllDigests else { throw FetchError.unverifiable(blob: id) }
+        guard rafs.hasAllDigests else { throw BlobStoreError.unverifiable(blob: id) }
         if let existing = blobs.withLock({ $0[id] }) {
             existing.add(source)
             return
@@ -111,10 +111,10 @@ public final class BlobEngine: Sendable {
     /// A timed-out reader is released; the fetch itself goes on for whoever else waits on it.
     /// A range the image does not describe (no chunk under some 4 KiB block of it) is refused at once.
     public func ensure(blobID: Int64, offset: UInt64, length: UInt64) async throws {
-        guard let blob = blobs.withLock({ $0[blobID] }) else { throw FetchError.unknownBlob(blobID) }
+        guard let blob = blobs.withLock({ $0[blobID] }) else { throw BlobStoreError.unknownBlob(blobID) }
         guard blob.rafs.describes(offset: offset, length: length) else {
             metrics.recordFailure()
-            throw FetchError.undescribedRange(blob: blobID, offset: offset, length: length, deviceSize: blob.rafs.deviceSize)
+            throw BlobStoreError.undescribedRange(blob: blobID, offset: offset, length: length, deviceSize: blob.rafs.deviceSize)
         }
         let timeout = settings.readerTimeout
         // A sequential reader's next window starts streaming now, alongside this range's own fetch.
@@ -123,7 +123,7 @@ public final class BlobEngine: Sendable {
             let once = ResumeOnce(continuation)
             let timer = Task {
                 try await Task.sleep(for: timeout)
-                once.resume(.failure(FetchError.timedOut(blob: blobID, offset: offset, length: length, after: timeout)))
+                once.resume(.failure(BlobStoreError.timedOut(blob: blobID, offset: offset, length: length, after: timeout)))
             }
             Task {
                 do {
@@ -214,15 +214,15 @@ public final class BlobEngine: Sendable {
 
     /// Fetches every missing chunk of the blob in the background, yielding to on-demand work.
     public func prefetch(blobID: Int64) async throws {
-        guard let blob = blobs.withLock({ $0[blobID] }) else { throw FetchError.unknownBlob(blobID) }
+        guard let blob = blobs.withLock({ $0[blobID] }) else { throw BlobStoreError.unknownBlob(blobID) }
         try await ensureUnbounded(blobID: blobID, offset: 0, length: blob.rafs.entry.uncompressedSize, priority: .prefetch)
     }
 
     func ensureUnbounded(blobID: Int64, offset: UInt64, length: UInt64, priority: FetchScheduler.Priority) async throws {
-        guard let blob = blobs.withLock({ $0[blobID] }) else { throw FetchError.unknownBlob(blobID) }
+        guard let blob = blobs.withLock({ $0[blobID] }) else { throw BlobStoreError.unknownBlob(blobID) }
         let size = blob.rafs.entry.uncompressedSize
         guard offset <= blob.rafs.deviceSize else {
-            throw FetchError.rangeOutsideBlob(blob: blobID, offset: offset, length: length, size: size)
+            throw BlobStoreError.rangeOutsideBlob(blob: blobID, offset: offset, length: length, size: size)
         }
         let wanted = blob.rafs.chunks(coveringUncompressed: offset, length: min(length, blob.rafs.deviceSize - offset))
         var waits: [ChunkFetch] = []
@@ -324,7 +324,7 @@ public final class BlobEngine: Sendable {
             do {
                 try await source.stream(offset: offset, length: bytes, background: priority == .background, into: decoder)
                 if decoder.decoded < remaining.count {
-                    throw FetchError.shortRead(blob: blob.id, offset: offset, expected: bytes, got: Int(decoder.received))
+                    throw BlobStoreError.shortRead(blob: blob.id, offset: offset, expected: bytes, got: Int(decoder.received))
                 }
                 failure = nil
             } catch {

@@ -59,8 +59,9 @@ public struct FetchSettings: Equatable, Sendable {
     public init() {}
 }
 
-/// Why a range could not be made present.
-public enum FetchError: Error, Equatable, Sendable, CustomStringConvertible {
+/// Why the blob store could not make a range present, or would not name a backing file: one enum for the
+/// library (image refusals are the catalog's `CatalogError`), each case with the blob or key at fault.
+public enum BlobStoreError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownBlob(Int64)
     case rangeOutsideBlob(blob: Int64, offset: UInt64, length: UInt64, size: UInt64)
     case shortRead(blob: Int64, offset: UInt64, expected: UInt64, got: Int)
@@ -68,6 +69,9 @@ public enum FetchError: Error, Equatable, Sendable, CustomStringConvertible {
     /// Part of the range is in no chunk: the image never described those bytes, so nobody may read them.
     case undescribedRange(blob: Int64, offset: UInt64, length: UInt64, deviceSize: UInt64)
     case timedOut(blob: Int64, offset: UInt64, length: UInt64, after: Duration)
+    /// A cachefiles key the kernel would refuse (`CachefilesNaming`).
+    case volumeKeyTooLong(String)
+    case cookieKeyTooLong([UInt8])
 
     public var description: String {
         switch self {
@@ -82,6 +86,10 @@ public enum FetchError: Error, Equatable, Sendable, CustomStringConvertible {
                 "blob \(blob): range \(offset)+\(length) holds bytes no chunk of the image describes (device of \(deviceSize) bytes); refused rather than read as a hole"
         case .timedOut(let blob, let offset, let length, let after):
             return "blob \(blob): range \(offset)+\(length) was not fetched within \(after)"
+        case .volumeKeyTooLong(let key):
+            return "cachefiles volume key \(key) is longer than the kernel's \(CachefilesNaming.maximumVolumeKeyLength) bytes"
+        case .cookieKeyTooLong(let key):
+            return "cachefiles cookie key of \(key.count) bytes is longer than the kernel's \(CachefilesNaming.maximumCookieKeyLength)"
         }
     }
 }

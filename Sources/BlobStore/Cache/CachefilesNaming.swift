@@ -22,12 +22,6 @@ public enum CachefilesNaming {
     /// Longest volume key fscache accepts (NAME_MAX).
     public static let maximumVolumeKeyLength = 255
 
-    /// A key the kernel would refuse, with the key at fault.
-    public enum Error: Swift.Error, Equatable, Sendable {
-        case volumeKeyTooLong(String)
-        case cookieKeyTooLong([UInt8])
-    }
-
     /// The EROFS volume key for a mount with `domain_id=<domain>` (or, without a domain, `fsid=<domain>`).
     public static func volumeKey(domain: String) -> String {
         "erofs,\(domain)"
@@ -45,7 +39,7 @@ public enum CachefilesNaming {
     }
 
     /// Throws when the kernel could not have made a name for these keys.
-    public static func validate(volumeKey: String, cookieKey: [UInt8]) throws(Error) {
+    public static func validate(volumeKey: String, cookieKey: [UInt8]) throws(BlobStoreError) {
         guard volumeKey.utf8.count <= maximumVolumeKeyLength else { throw .volumeKeyTooLong(volumeKey) }
         guard cookieKey.count <= maximumCookieKeyLength else { throw .cookieKeyTooLong(cookieKey) }
     }

@@ -22,7 +22,7 @@ public struct RegistryBlobSource: BlobRangeSource {
     public func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
         let start = Int64(clamping: offset)
         let (end, overflow) = start.addingReportingOverflow(Int64(clamping: length))
-        guard !overflow else { throw FetchError.shortRead(blob: 0, offset: offset, expected: length, got: 0) }
+        guard !overflow else { throw BlobStoreError.shortRead(blob: 0, offset: offset, expected: length, got: 0) }
         return try await client.fetchBlobRange(registry: registry, repository: repository, digest: digest, range: start..<end)
     }
 
@@ -32,7 +32,7 @@ public struct RegistryBlobSource: BlobRangeSource {
     public func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
         let start = Int64(clamping: offset)
         let (end, overflow) = start.addingReportingOverflow(Int64(clamping: length))
-        guard !overflow else { throw FetchError.shortRead(blob: 0, offset: offset, expected: length, got: 0) }
+        guard !overflow else { throw BlobStoreError.shortRead(blob: 0, offset: offset, expected: length, got: 0) }
         let stop = ConsumerStop()
         do {
             try await client.streamBlobRange(
