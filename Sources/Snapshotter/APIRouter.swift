@@ -30,16 +30,18 @@ struct APIResponse: Sendable {
 final class APIRouter: Sendable {
     let service: SnapshotService
     let images: ImageService?
+    let conversions: ConversionService?
     let reconciler: Reconciler
     let logger: Logger
     let status: @Sendable () throws -> StatusResponse
 
     init(
-        service: SnapshotService, images: ImageService? = nil, reconciler: Reconciler, logger: Logger,
-        status: @escaping @Sendable () throws -> StatusResponse
+        service: SnapshotService, images: ImageService? = nil, conversions: ConversionService? = nil, reconciler: Reconciler,
+        logger: Logger, status: @escaping @Sendable () throws -> StatusResponse
     ) {
         self.service = service
         self.images = images
+        self.conversions = conversions
         self.reconciler = reconciler
         self.logger = logger
         self.status = status
@@ -55,10 +57,11 @@ final class APIRouter: Sendable {
     func handleAsync(_ request: APIRequest) async -> APIResponse {
         await respond(request) {
             try Self.checkPrivilege(request, try Self.split(request.uri).0)
-            guard let images = self.images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }
             if request.uri.hasPrefix("/v1/convert") {
-                return try self.json(try await images.convert(try self.decode(ConvertRequest.self, request)), status: 201)
+                return try self.json(
+                    try await self.requireConversions().convert(try self.decode(ConvertRequest.self, request)), status: 201)
             }
+            guard let images = self.images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }
             let body = try self.decode(PullRequest.self, request)
             let result = try await images.pull(body.reference)
             return try self.json(result, status: result.pulled ? 201 : 200)
@@ -155,7 +158,7 @@ final class APIRouter: Sendable {
             return try json(PullsResponse(pulls: try requireImages().pullsInFlight()))
         case ["v1", "inspect"]:
             try allow(method, ["POST"], request)
-            return try json(try requireImages().inspect(try decode(InspectRequest.self, request)))
+            return try json(try requireConversions().inspect(try decode(InspectRequest.self, request)))
         case ["v1", "convert"]:
             throw MethodNotAllowed(method: method, uri: request.uri, allowed: ["POST"])
         case ["v1", "images", "pull"]:
@@ -207,6 +210,11 @@ final class APIRouter: Sendable {
     }
 
     // MARK: - Helpers
+
+    private func requireConversions() throws -> ConversionService {
+        guard let conversions else { throw APIError(.unimplemented, "conversion is not enabled in this daemon") }
+        return conversions
+    }
 
     private func requireImages() throws -> ImageService {
         guard let images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }

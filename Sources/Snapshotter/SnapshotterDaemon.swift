@@ -94,10 +94,10 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
             FrontEndChoice(rawValue: settings.frontEnd) ?? .auto,
             paths: FrontEndPaths(root: settings.root, holderBinary: Self.holderBinary(), seedDevice: settings.seedDevice),
             filler: EngineFiller(engine: engine), logger: logger)
+        let client = RegistryClient(configuration: try Self.registryConfiguration(settings), logger: logger)
         let images = ImageService(
-            root: settings.root, database: database,
-            client: RegistryClient(configuration: try Self.registryConfiguration(settings), logger: logger),
-            engine: engine, frontEnd: frontEnd, kernelReadaheadKilobytes: settings.kernelReadaheadKilobytes,
+            root: settings.root, database: database, client: client, engine: engine, frontEnd: frontEnd,
+            kernelReadaheadKilobytes: settings.kernelReadaheadKilobytes,
             prefetchOnPull: settings.prefetchOnPull, logger: logger)
         try await images.start()
         ProcessLimits.releaseFreedMemory()
@@ -111,7 +111,8 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         case .inherited(_, let name): socketDescription = "socket-activated \(name)"
         }
         let started = monotonicNanoseconds()
-        let router = APIRouter(service: service, images: images, reconciler: reconciler, logger: logger) {
+        let conversions = ConversionService(root: settings.root, client: client, logger: logger)
+        let router = APIRouter(service: service, images: images, conversions: conversions, reconciler: reconciler, logger: logger) {
             let counts = try service.catalog.countsByKind()
             var snapshots = Dictionary(uniqueKeysWithValues: SnapshotKind.allCases.map { ($0.rawValue, 0) })
             snapshots.merge(counts) { $1 }

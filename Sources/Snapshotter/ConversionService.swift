@@ -12,9 +12,19 @@ import Glibc
 import Musl
 #endif
 
-/// `convert` and `inspect`, run by the daemon for snapctl (which knows only the API types).
-extension ImageService {
+/// `convert` and `inspect`, run by the daemon for snapctl (which knows only the API types). Needs no image
+/// store: a conversion reads and writes OCI layouts (or a registry) in a work directory under `tmp/`.
+final class ConversionService: Sendable {
     static let registryPrefix = "docker://"
+    let root: String
+    let client: RegistryClient
+    let logger: Logger
+
+    init(root: String, client: RegistryClient, logger: Logger) {
+        self.root = root
+        self.client = client
+        self.logger = logger
+    }
 
     /// Converts an OCI image to the nydus-style layout; either end is a layout directory or `docker://REF`.
     func convert(_ request: ConvertRequest) async throws -> ConvertResponse {
