@@ -1,7 +1,8 @@
 // swift-tools-version:6.1
 //
 // ondemand-snapshotter: a nydus-style on-demand container snapshotter.
-// Dependencies point one way: ctl -> SnapshotterAPI; Snapshotter -> MountManager -> BlobStore -> LinuxKernel.
+// Dependencies point one way (architecture/dependencies.txt, checked by scripts/check-imports.py): ctl -> SnapshotterAPI;
+// Snapshotter -> MountManager -> BlobStore -> {Catalog, RAFSBuilder, OCIRegistry} -> {RAFS, Archive, OCI} -> Digests, LinuxKernel.
 
 import PackageDescription
 
