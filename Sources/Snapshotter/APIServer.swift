@@ -20,20 +20,6 @@ enum ListenerSource: Sendable {
     case inherited(fd: Int32, name: String)
 }
 
-enum APIServerError: Error, CustomStringConvertible {
-    case socketInUse(String)
-    case cannotPrepareSocket(String, SyscallError)
-
-    var description: String {
-        switch self {
-        case .socketInUse(let path):
-            return "another process is serving \(path); stop it first or choose another --socket"
-        case .cannotPrepareSocket(let path, let error):
-            return "cannot prepare the API socket \(path): \(error)"
-        }
-    }
-}
-
 /// HTTP/1.1 with JSON bodies over a Unix socket (NIO). Each connection is checked with SO_PEERCRED; each
 /// request runs on the blocking pool through the router; bodies over the limit get 413 unread.
 final class APIServer: Service {
@@ -144,7 +130,7 @@ final class APIServer: Service {
             do {
                 try FileSystem.chmod(path, 0o600)
             } catch {
-                throw APIServerError.cannotPrepareSocket(path, error)
+                throw DaemonError.cannotPrepareSocket(path, error)
             }
             logger.info("API listening", metadata: ["api.socket": "\(path)"])
         case .inherited(let fd, let name):
@@ -170,12 +156,12 @@ final class APIServer: Service {
         do {
             try FileSystem.makeDirectories(directory, mode: 0o700)
         } catch {
-            throw APIServerError.cannotPrepareSocket(path, error)
+            throw DaemonError.cannotPrepareSocket(path, error)
         }
         guard FileSystem.exists(path) else { return }
         if let probe = try? UnixSocket.dial(path) {
             close(probe)
-            throw APIServerError.socketInUse(path)
+            throw DaemonError.socketInUse(path)
         }
     }
 

@@ -47,7 +47,7 @@ struct DaemonConfig: Equatable, Sendable {
     var containerdLimits = ContainerdConnectionLimits()
 
     /// Reads a config file over the defaults. Unknown keys are errors, so typos do not pass silently.
-    static func load(path: String, over base: DaemonConfig = DaemonConfig()) throws(ConfigError) -> DaemonConfig {
+    static func load(path: String, over base: DaemonConfig = DaemonConfig()) throws(DaemonError) -> DaemonConfig {
         let bytes: [UInt8]
         do {
             bytes = try FileSystem.readFile(path)
@@ -65,7 +65,7 @@ struct DaemonConfig: Equatable, Sendable {
 
     init() {}
 
-    private init(document: TOMLValue, path: String, base: DaemonConfig) throws(ConfigError) {
+    private init(document: TOMLValue, path: String, base: DaemonConfig) throws(DaemonError) {
         self = base
         let reader = ConfigReader(path: path)
         let top = try reader.table(document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd"])
@@ -79,7 +79,7 @@ struct DaemonConfig: Equatable, Sendable {
                 ])
             if let value = table["socket"] { socket = try reader.string(value, at: "api.socket") }
             if let value = table["allowed_uids"] {
-                allowedUIDs = try reader.array(value, at: "api.allowed_uids").map { item throws(ConfigError) in
+                allowedUIDs = try reader.array(value, at: "api.allowed_uids").map { item throws(DaemonError) in
                     UInt32(try reader.integer(item, at: "api.allowed_uids", range: 0...Int64(UInt32.max)))
                 }
             }
@@ -151,7 +151,7 @@ struct DaemonConfig: Equatable, Sendable {
     }
 
     /// Checks values that no type can express; returns the first problem.
-    func validate() throws(ConfigError) {
+    func validate() throws(DaemonError) {
         guard root.hasPrefix("/") else { throw .invalid(key: "root", reason: "must be an absolute path, got \(root)") }
         guard socket.hasPrefix("/") else {
             throw .invalid(key: "api.socket", reason: "must be an absolute path, got \(socket)")
@@ -174,33 +174,11 @@ struct DaemonConfig: Equatable, Sendable {
     }
 }
 
-enum ConfigError: Error, Equatable, CustomStringConvertible {
-    case unreadable(path: String, reason: String)
-    case syntax(path: String, error: TOMLError)
-    case unknownKey(path: String, key: String)
-    case wrongType(path: String, key: String, expected: String, found: String)
-    case outOfRange(path: String, key: String, value: Int64, range: ClosedRange<Int64>)
-    case invalid(key: String, reason: String)
-
-    var description: String {
-        switch self {
-        case .unreadable(let path, let reason): return "cannot read config \(path): \(reason)"
-        case .syntax(let path, let error): return "config \(path): \(error)"
-        case .unknownKey(let path, let key): return "config \(path): unknown key \(key)"
-        case .wrongType(let path, let key, let expected, let found):
-            return "config \(path): \(key) must be a \(expected), not a \(found)"
-        case .outOfRange(let path, let key, let value, let range):
-            return "config \(path): \(key) = \(value) is outside \(range.lowerBound)...\(range.upperBound)"
-        case .invalid(let key, let reason): return "config: \(key) \(reason)"
-        }
-    }
-}
-
 /// Typed access to TOML values with errors that name the file and key.
 private struct ConfigReader {
     let path: String
 
-    func table(_ value: TOMLValue, at key: String, known: Set<String>) throws(ConfigError) -> [String: TOMLValue] {
+    func table(_ value: TOMLValue, at key: String, known: Set<String>) throws(DaemonError) -> [String: TOMLValue] {
         guard let table = value.table else {
             throw .wrongType(path: path, key: key, expected: "table", found: value.typeName)
         }
@@ -210,28 +188,28 @@ private struct ConfigReader {
         return table
     }
 
-    func string(_ value: TOMLValue, at key: String) throws(ConfigError) -> String {
+    func string(_ value: TOMLValue, at key: String) throws(DaemonError) -> String {
         guard let string = value.string else {
             throw .wrongType(path: path, key: key, expected: "string", found: value.typeName)
         }
         return string
     }
 
-    func boolean(_ value: TOMLValue, at key: String) throws(ConfigError) -> Bool {
+    func boolean(_ value: TOMLValue, at key: String) throws(DaemonError) -> Bool {
         guard let boolean = value.boolean else {
             throw .wrongType(path: path, key: key, expected: "boolean", found: value.typeName)
         }
         return boolean
     }
 
-    func array(_ value: TOMLValue, at key: String) throws(ConfigError) -> [TOMLValue] {
+    func array(_ value: TOMLValue, at key: String) throws(DaemonError) -> [TOMLValue] {
         guard let array = value.array else {
             throw .wrongType(path: path, key: key, expected: "array", found: value.typeName)
         }
         return array
     }
 
-    func integer(_ value: TOMLValue, at key: String, range: ClosedRange<Int64>) throws(ConfigError) -> Int64 {
+    func integer(_ value: TOMLValue, at key: String, range: ClosedRange<Int64>) throws(DaemonError) -> Int64 {
         guard let integer = value.integer else {
             throw .wrongType(path: path, key: key, expected: "integer", found: value.typeName)
         }

@@ -16,7 +16,7 @@ func classifiedAPIError(_ error: any Error) -> APIError? {
     case let error as BuildError: return .invalidArgument("\(error)")
     case let error as OCIError: return .invalidArgument("\(error)")
     case let error as ImageFormatError: return .invalidArgument("the image is malformed: \(error)")
-    case let error as ImageVerificationError: return .failedPrecondition("\(error)")
+    case let error as DaemonError: return .failedPrecondition("\(error)")
     default: return nil
     }
 }

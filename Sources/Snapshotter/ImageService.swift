@@ -254,22 +254,3 @@ final class ImageService: Sendable {
         return images.contains { MountInfo.isMountPoint(mountPoint(of: $0.id), in: table) }
     }
 }
-
-/// Why an image recorded in the catalog is not served after a restart.
-enum ImageVerificationError: Error, CustomStringConvertible {
-    case bootstrapChanged(path: String, recorded: String, found: String)
-    case chunkMapChanged(blobID: String, domain: String, recorded: String, found: String)
-    case undescribed(ErofsImage.UndescribedRange)
-
-    var description: String {
-        switch self {
-        case .bootstrapChanged(let path, let recorded, let found):
-            return "bootstrap \(path) has sha256 \(found), not the \(recorded) recorded when it was pulled; remove and pull the image again"
-        case .chunkMapChanged(let blobID, let domain, let recorded, let found):
-            return
-                "blob \(blobID) (domain \(domain)) now has chunk map \(found), not the \(recorded) its images were served with; remove and pull the image again"
-        case .undescribed(let range):
-            return "the image cannot be served without an on-demand front end: \(range)"
-        }
-    }
-}

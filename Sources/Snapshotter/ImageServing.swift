@@ -97,7 +97,7 @@ final class ImageServing: Sendable {
             let found = try await runBlocking { try ImagePuller.sha256(ofFile: image.bootstrapPath) }
             if let recorded = image.bootstrapDigest {
                 guard found == recorded else {
-                    throw ImageVerificationError.bootstrapChanged(path: image.bootstrapPath, recorded: recorded, found: found)
+                    throw DaemonError.bootstrapChanged(path: image.bootstrapPath, recorded: recorded, found: found)
                 }
             } else {
                 try await runBlocking { try self.catalog.setBootstrapDigest(imageID: image.id, digest: found) }
@@ -112,7 +112,7 @@ final class ImageServing: Sendable {
             }
             let rafs = try RafsBlob(path: blob.metaPath, entry: bootstrap.blobs[position], chunkTable: chunkTable)
             if let recorded = blob.chunkMap, recorded != rafs.commitment {
-                throw ImageVerificationError.chunkMapChanged(
+                throw DaemonError.chunkMapChanged(
                     blobID: blob.blobID, domain: blob.domain, recorded: recorded, found: rafs.commitment)
             }
             opened.append((blob, position, rafs))
@@ -124,7 +124,7 @@ final class ImageServing: Sendable {
             // describes would read a hole as zeros, so the image is refused instead.
             let devices = Dictionary(uniqueKeysWithValues: opened.map { (UInt16($0.position + 1), $0.rafs) })
             if let undescribed = try await runBlocking({ try bootstrap.firstUndescribedRange(blobs: devices) }) {
-                throw ImageVerificationError.undescribed(undescribed)
+                throw DaemonError.undescribed(undescribed)
             }
         }
         let fileEnds = bootstrap.superBlock.inodeCount <= Self.inlineIndexInodes ? try bootstrap.fileDataEnds() : nil

@@ -249,23 +249,13 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
 final class RootLock: Sendable {
     let fd: Int32
 
-    enum LockError: Error, CustomStringConvertible {
-        case held(root: String, owner: String)
-        var description: String {
-            switch self {
-            case .held(let root, let owner):
-                return "another snapshotterd (\(owner)) is using \(root); stop it or choose another --root"
-            }
-        }
-    }
-
     init(root: String) throws {
         let path = FileSystem.join(root, "snapshotterd.lock")
         fd = try retryingSyscall("open", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let owner = (try? FileSystem.readFile(path)).map { "pid " + String(decoding: $0, as: UTF8.self) } ?? "unknown pid"
             close(fd)
-            throw LockError.held(root: root, owner: owner.trimmingCharacters(in: " \n"))
+            throw DaemonError.held(root: root, owner: owner.trimmingCharacters(in: " \n"))
         }
         let pid = Array(String(getpid()).utf8)
         _ = ftruncate(fd, 0)

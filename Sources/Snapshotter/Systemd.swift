@@ -23,30 +23,16 @@ enum Systemd {
         return .microseconds(Int64(usec / 2))
     }
 
-    enum ActivationError: Error, CustomStringConvertible {
-        case notAStreamUnixSocket(fd: Int32)
-        case tooMany(Int32)
-
-        var description: String {
-            switch self {
-            case .notAStreamUnixSocket(let fd):
-                return "socket activation passed fd \(fd), which is not a listening Unix stream socket"
-            case .tooMany(let count):
-                return "socket activation passed \(count) sockets; snapshotterd.socket should have exactly one ListenStream"
-            }
-        }
-    }
-
     /// The listening socket systemd passed (LISTEN_FDS/LISTEN_PID), if any. Unsets the variables so children
     /// do not inherit them.
     static func activatedSocket() throws -> ListenerSource? {
         let names = getenv("LISTEN_FDNAMES").map { String(cString: $0) } ?? "snapshotterd.socket"
         let count = sd_listen_fds(1)
         guard count > 0 else { return nil }
-        guard count == 1 else { throw ActivationError.tooMany(count) }
+        guard count == 1 else { throw DaemonError.tooMany(count) }
         let fd = csystemd_listen_fds_start()
         guard sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
-            throw ActivationError.notAStreamUnixSocket(fd: fd)
+            throw DaemonError.notAStreamUnixSocket(fd: fd)
         }
         return .inherited(fd: fd, name: names.split(separator: ":").first.map(String.init) ?? names)
     }
