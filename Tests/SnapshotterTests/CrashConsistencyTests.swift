@@ -115,8 +115,9 @@ struct CrashConsistencyTests {
         #expect(recorded.count == mounted.count, "after a crash at \(point): images \(recorded), image mounts \(mounted)")
         #expect(recorded == (["rmi.committed", "pull.fetched"].contains(point) ? [] : [reference]))
         if recorded.isEmpty {
-            // Nothing of the image is left but its sparse backing files (issue 17's collector takes those).
-            let leftovers = ["tmp", "blobs", "images"].flatMap { directory in
+            // Nothing of the image is left: not its bootstrap or metas, nor its sparse backing files and device
+            // links under cache/.
+            let leftovers = ["tmp", "blobs", "images", "cache"].flatMap { directory in
                 Self.files(under: daemon.root + "/" + directory)
             }
             #expect(leftovers.isEmpty, "left after a crash at \(point): \(leftovers)")
@@ -141,6 +142,30 @@ struct CrashConsistencyTests {
         try #require(mounted.status == 0, "cannot mount a tmpfs: \(mounted.output)")
         try daemon.start()
         #expect(Self.mountPoints(under: daemon.root + "/mnt").isEmpty, "still mounted: \(Self.mountPoints(under: daemon.root + "/mnt"))")
+    }
+
+    /// On db90a6b nothing removed backing files or device links under cache/ that no blob row named: every
+    /// pull cut short before it recorded, and every removal cut short after it committed, leaked them.
+    @Test("start-up removes blob backing files and device links no blob names, and only those")
+    func strayBackingFilesAreRemoved() throws {
+        let daemon = try DaemonHarness("straycache", arguments: ["--front-end", "eager"])
+        defer { daemon.tearDown() }
+        try daemon.start()
+        daemon.stop()
+        let volume = daemon.root + "/cache/Ierofs,ondemand-snapshotter/@5a"
+        try FileSystem.makeDirectories(volume)
+        let blobID = String(repeating: "ab", count: 32)
+        let stray = volume + "/D" + blobID
+        let foreign = volume + "/Dimage-7"  // a name this store never gives a blob: not ours to remove
+        for path in [stray, foreign] { FileManager.default.createFile(atPath: path, contents: Data([1, 2, 3])) }
+        try FileSystem.makeDirectories(daemon.root + "/cache/by-id")
+        let link = daemon.root + "/cache/by-id/" + blobID
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: "../Ierofs,ondemand-snapshotter/@5a/D" + blobID)
+        try daemon.start()
+        #expect(!FileManager.default.fileExists(atPath: stray), "the stray backing file survived start-up")
+        #expect((try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == nil, "the stray device link survived start-up")
+        #expect(FileManager.default.fileExists(atPath: foreign))
+        #expect(daemon.log().contains("removed what interrupted pulls and removals left"))
     }
 
     /// On main the second caller got "image ... is being pulled already" (and containerd's path polled).

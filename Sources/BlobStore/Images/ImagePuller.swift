@@ -502,11 +502,12 @@ public final class ImagePuller: Sendable {
 
     /// Start-up only (no pull runs): removes what pulls and removals cut short by a crash left behind: the
     /// work directories under `tmp/`, meta files and partial metas no blob row names, bootstrap directories no
-    /// image names and partial bootstraps. Backing files under `cache/` are left alone (the cachefiles
-    /// front end shares that tree with the kernel). Returns the paths removed.
+    /// image names and partial bootstraps, and blob backing files and device links under `cache/` no blob row
+    /// names. Returns the paths removed.
     /// `images`: the catalog's images, read once by the caller.
     public func sweepLeftovers(images: [ImageRecord]) throws -> [String] {
-        let metas = Set(try catalog.allBlobs().map(\.metaPath))
+        let blobs = try catalog.allBlobs()
+        let metas = Set(blobs.map(\.metaPath))
         let bootstraps = Set(images.map(\.bootstrapPath))
         var removed: [String] = []
         func remove(_ path: String) {
@@ -543,10 +544,50 @@ public final class ImagePuller: Sendable {
                 remove(FileSystem.join(directory, inner))
             }
         }
+        // cache/: backing files and device links of blobs no catalog row names (a pull cut short before it
+        // recorded them, a removal cut short after it committed). Their bytes were only ever trusted through
+        // a row's bitmap, so nothing is lost. Only names this store makes are touched: a blob's backing file
+        // `D<64 hex digits>` (the seed devnode's kernel shares this tree and names bootstraps otherwise) and
+        // the links under `by-id/`. Directories are left: the next pull of the volume reuses them.
+        let backingFiles = Set(blobs.map(\.backingPath))
+        let deviceLinks = Set(blobs.map { layout.deviceLink(blobID: $0.blobID, domain: $0.domain) })
+        sweep(layout.cacheDirectory, depth: 0) { path, isLink in
+            if isLink { return !deviceLinks.contains(path) }
+            return Self.isBlobBackingName(FileSystem.lastComponent(path)) && !backingFiles.contains(path)
+        } remove: {
+            remove($0)
+        }
         if !removed.isEmpty {
             logger.notice("removed what interrupted pulls and removals left", metadata: ["leftover.count": "\(removed.count)"])
         }
         return removed
+    }
+
+    /// `D` and a sha256 blob id: the name `CachefilesNaming` gives a blob's backing file.
+    static func isBlobBackingName(_ name: String) -> Bool {
+        let bytes = Array(name.utf8)
+        return bytes.count == 65 && bytes[0] == UInt8(ascii: "D")
+            && bytes.dropFirst().allSatisfy {
+                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
+            }
+    }
+
+    /// Walks `directory` without following symlinks (cache/ is three levels deep: `I<volume>/@<fan>/D<blob>`,
+    /// `by-id[/<domain>]/<blob>`) and removes each file or symlink `isLeftover` names.
+    private func sweep(
+        _ directory: String, depth: Int, isLeftover: (String, Bool) -> Bool, remove: (String) -> Void
+    ) {
+        guard depth < 4 else { return }
+        for name in (try? FileSystem.listDirectory(directory)) ?? [] {
+            let path = FileSystem.join(directory, name)
+            guard let st = try? FileSystem.lstat(path) else { continue }
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR: sweep(path, depth: depth + 1, isLeftover: isLeftover, remove: remove)
+            case S_IFREG: if isLeftover(path, false) { remove(path) }
+            case S_IFLNK: if isLeftover(path, true) { remove(path) }
+            default: continue
+            }
+        }
     }
 
     /// Creates the empty sparse backing file of a blob unless it exists; never replaces one, so that a
