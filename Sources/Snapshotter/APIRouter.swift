@@ -172,7 +172,8 @@ final class APIRouter: Sendable {
             return try json(EmptyResponse())
         case ["v1", "cleanup"]:
             try allow(method, ["POST"], request)
-            return try json(CleanupResponse(removed: reconciler.cleanup()))
+            // Snapshot directories the catalog does not know, then the image store's garbage.
+            return try json(CleanupResponse(removed: try reconciler.cleanup() + (try images?.collectGarbage() ?? [])))
         default:
             break
         }

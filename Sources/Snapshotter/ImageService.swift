@@ -32,6 +32,8 @@ final class ImageService: Sendable {
     /// The pull under way per reference: a second caller for the same reference awaits it instead of
     /// pulling again (single flight), through serving and mounting, so both see one finished image.
     private let inFlight = Mutex<[String: Task<PullResponse, any Error>]>([:])
+    /// Whether `collectGarbage` is sweeping: pulls are refused meanwhile (taken under `inFlight`'s lock first).
+    private let collecting = Mutex(false)
     /// Images start-up could not verify or serve, by reference, with the reason: not mounted, not served
     /// (their readers get EIO), reported by `status` until removed.
     private let failed = Mutex<[String: String]>([:])
@@ -111,8 +113,11 @@ final class ImageService: Sendable {
     /// Concurrent calls for the same reference share one pull; the work goes on if the first caller leaves.
     func pull(_ reference: String, knownManifestDigest: String? = nil) async throws -> PullResponse {
         let key = (try? ImageReference(parsing: reference).description) ?? reference
-        let task = inFlight.withLock { tasks in
+        let task = try inFlight.withLock { tasks in
             if let running = tasks[key] { return running }
+            guard !collecting.withLock({ $0 }) else {
+                throw APIError(.unavailable, "garbage collection is running; pull \(reference) again in a moment")
+            }
             let task = Task {
                 defer { _ = self.inFlight.withLock { $0.removeValue(forKey: key) } }
                 return try await self.pullOnce(reference, knownManifestDigest: knownManifestDigest)
@@ -162,6 +167,23 @@ final class ImageService: Sendable {
         // A pull (a conversion above all) leaves freed buffers in malloc's arenas: give them back.
         if pulled { ProcessLimits.releaseFreedMemory() }
         return PullResponse(image: try info(image), pulled: pulled)
+    }
+
+    /// Blocking: the start-up sweep (`ImagePuller.sweepLeftovers`) run now, for `snapctl cleanup` (`gc`).
+    /// Refused while a pull runs (its files are not recorded yet); pulls are refused while it sweeps. The
+    /// work directories of this daemon's running conversions are kept.
+    func collectGarbage() throws -> [String] {
+        try inFlight.withLock { tasks in
+            guard tasks.isEmpty else {
+                throw APIError.failedPrecondition(
+                    "pulls are running (\(tasks.keys.sorted().joined(separator: ", "))); run cleanup when they have finished")
+            }
+            collecting.withLock { $0 = true }
+        }
+        defer { collecting.withLock { $0 = false } }
+        let images = try catalog.images()
+        let ownConversions = "convert-\(getpid())-"
+        return try puller.sweepLeftovers(images: images) { !$0.hasPrefix(ownConversions) }
     }
 
     func pullsInFlight() -> [PullStatus] {

@@ -190,7 +190,14 @@ struct Usage: ParsableCommand {
 }
 
 struct Cleanup: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Remove on-disk leftovers the catalog does not know.")
+    static let configuration = CommandConfiguration(
+        abstract: "Remove on-disk leftovers the catalog does not know (snapshot directories, image-store garbage).",
+        discussion: """
+            Removes snapshot directories no snapshot owns, and image-store files no image or blob names: work \
+            directories of interrupted pulls, stray metas and bootstraps, and blob backing files and device links \
+            under cache/. Refused while a pull runs.
+            """,
+        aliases: ["gc"])
     @OptionGroup var global: GlobalOptions
 
     func run() throws {

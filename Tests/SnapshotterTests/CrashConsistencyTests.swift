@@ -168,6 +168,49 @@ struct CrashConsistencyTests {
         #expect(daemon.log().contains("removed what interrupted pulls and removals left"))
     }
 
+    /// On db90a6b `snapctl cleanup` removed unknown snapshot directories only, and `gc` did not exist: the image
+    /// store's garbage stayed until a restart (and backing files for ever).
+    @Test("snapctl gc removes the image store's garbage while the daemon serves, and keeps every recorded file")
+    func garbageCollectionWhileServing() throws {
+        let daemon = try DaemonHarness("gcrun", arguments: ["--front-end", "eager"])
+        let registry = try HostileRegistry()
+        defer {
+            daemon.tearDown()
+            registry.stop()
+        }
+        let content = RegistryTestSupport.randomBytes(1 << 20, seed: 6)
+        let image = try NydusTestImage(directory: daemon.directory + "/image", files: ["bin/tool": content])
+        try CraftedImages.publish(image, to: registry, repository: "app", tag: "v1")
+        try daemon.start()
+        let pulled = try daemon.client().pull(reference: "\(registry.host)/app:v1").image
+        let strayID = String(repeating: "cd", count: 32)
+        let strays = [
+            daemon.root + "/cache/Ierofs,ondemand-snapshotter/@11/D" + strayID, daemon.root + "/blobs/" + strayID + ".meta",
+            daemon.root + "/images/" + strayID + "/image.boot", daemon.root + "/tmp/pull-interrupted/layer",
+        ]
+        for path in strays {
+            try FileSystem.makeDirectories(FileSystem.parentPath(path))
+            FileManager.default.createFile(atPath: path, contents: Data([9]))
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: DaemonHarness.snapctlPath)
+        process.arguments = ["--socket", daemon.socket, "gc"]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0, "snapctl gc: \(printed)")
+        for path in strays {
+            #expect(!FileManager.default.fileExists(atPath: path), "\(path) survived gc")
+        }
+        #expect(printed.contains(strayID))
+        // The pulled image lost nothing: its files are there and its content reads back through its mount.
+        for blob in pulled.blobs { #expect(FileManager.default.fileExists(atPath: blob.backingFile), "\(blob.backingFile) was removed") }
+        let read = try Data(contentsOf: URL(fileURLWithPath: pulled.mountpoint + "/bin/tool"))
+        #expect(read == Data(content))
+    }
+
     /// On main the second caller got "image ... is being pulled already" (and containerd's path polled).
     @Test("concurrent pulls of one reference do the work once and all succeed")
     func identicalPullsShareOneFlight() throws {

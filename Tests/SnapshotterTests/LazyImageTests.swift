@@ -421,6 +421,42 @@ struct LazyImageTests {
 
     /// A reader going through a directory's files in a row reads ahead across them, but not into the next
     /// directory's files.
+    /// A pull's files are on disk before its records are: a collection in between would take them.
+    @Test("snapctl gc is refused while a pull runs, and the pull completes", .timeLimit(.minutes(3)))
+    func garbageCollectionWaitsForPulls() async throws {
+        let setup = try await Setup("lazy-gcpull", frontEnd: "fanotify", bigMiB: 4)
+        defer { setup.tearDown() }
+        try setup.setProxyMode("slow")
+        let client = try setup.harness.client()
+        let reference = setup.reference
+        // snapctl in its own process: a blocking call in a detached task can wait long for a thread of the
+        // cooperative pool when other suites hold them.
+        let pull = Process()
+        pull.executableURL = URL(fileURLWithPath: DaemonHarness.snapctlPath)
+        pull.arguments = ["--socket", setup.harness.socket, "pull", reference]
+        pull.standardOutput = FileHandle.nullDevice
+        pull.standardError = FileHandle.nullDevice
+        try pull.run()
+        defer { if pull.isRunning { pull.terminate() } }
+        // Wait (on the daemon's own report, with a generous deadline) until the pull is under way.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try client.pulls().isEmpty, pull.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        try #require(try !client.pulls().isEmpty, "the pull never showed up in /v1/pulls")
+        #expect {
+            _ = try client.cleanup()
+        } throws: { error in
+            (error as? APIError)?.kind == .failedPrecondition
+        }
+        try setup.setProxyMode("pass")
+        while pull.isRunning, ContinuousClock.now < deadline + .seconds(60) { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!pull.isRunning && pull.terminationStatus == 0, "snapctl pull did not succeed")
+        // With nothing running, the same call goes through and leaves the image whole.
+        _ = try client.cleanup()
+        let target = try setup.pullAndMount(key: "afterGC")
+        let big = setup.image.files["usr/lib/big.bin"]!
+        #expect(try Self.read(target + "/usr/lib/big.bin").get() == big)
+    }
+
     @Test("read-ahead across files stops at the end of the reader's directory", .timeLimit(.minutes(3)))
     func readAheadStopsAtDirectoryEnd() async throws {
         let setup = try await Setup("readahead-dir", frontEnd: "fanotify", bigMiB: 4, readahead: 8 << 20)

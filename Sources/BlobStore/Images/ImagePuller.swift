@@ -500,12 +500,13 @@ public final class ImagePuller: Sendable {
         return hasher.finalize().hexString
     }
 
-    /// Start-up only (no pull runs): removes what pulls and removals cut short by a crash left behind: the
+    /// With no pull running (start-up, or `snapctl cleanup` with pulls held off): removes what pulls and removals cut short by a crash left behind: the
     /// work directories under `tmp/`, meta files and partial metas no blob row names, bootstrap directories no
     /// image names and partial bootstraps, and blob backing files and device links under `cache/` no blob row
     /// names. Returns the paths removed.
     /// `images`: the catalog's images, read once by the caller.
-    public func sweepLeftovers(images: [ImageRecord]) throws -> [String] {
+    /// `removingTemporary`: which entries of `tmp/` may go (at run time, not those of running conversions).
+    public func sweepLeftovers(images: [ImageRecord], removingTemporary: (String) -> Bool = { _ in true }) throws -> [String] {
         let blobs = try catalog.allBlobs()
         let metas = Set(blobs.map(\.metaPath))
         let bootstraps = Set(images.map(\.bootstrapPath))
@@ -518,7 +519,7 @@ public final class ImagePuller: Sendable {
                 logger.warning("leftover not removed", metadata: ["file.path": "\(path)", "error": "\(error)"])
             }
         }
-        for name in (try? FileSystem.listDirectory(layout.temporaryDirectory)) ?? [] {
+        for name in (try? FileSystem.listDirectory(layout.temporaryDirectory)) ?? [] where removingTemporary(name) {
             remove(FileSystem.join(layout.temporaryDirectory, name))
         }
         // blobs/<id>.meta, blobs/<domain>/<id>.meta and their partial candidates.
