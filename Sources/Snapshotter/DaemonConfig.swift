@@ -35,6 +35,8 @@ struct DaemonConfig: Equatable, Sendable {
     var kernelReadaheadKilobytes = ImageService.defaultKernelReadaheadKilobytes
     /// Whether a pulled image's prefetch table (files read at start-up) is fetched in the background at once.
     var prefetchOnPull = true
+    /// Seconds between garbage collections of the image store (0 = only at start-up and on `snapctl gc`).
+    var gcIntervalSeconds = 3600
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -68,7 +70,8 @@ struct DaemonConfig: Equatable, Sendable {
     private init(document: TOMLValue, path: String, base: DaemonConfig) throws(DaemonError) {
         self = base
         let reader = ConfigReader(path: path)
-        let top = try reader.table(document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd"])
+        let top = try reader.table(
+            document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd", "cache"])
         if let value = top["root"] { root = try reader.string(value, at: "root") }
         if let api = top["api"] {
             let table = try reader.table(
@@ -142,6 +145,12 @@ struct DaemonConfig: Equatable, Sendable {
                 containerdLimits.idleTimeout = .seconds(try reader.integer(value, at: "containerd.idle_timeout_seconds", range: 1...86400))
             }
         }
+        if let cache = top["cache"] {
+            let table = try reader.table(cache, at: "cache", known: ["gc_interval_seconds"])
+            if let value = table["gc_interval_seconds"] {
+                gcIntervalSeconds = Int(try reader.integer(value, at: "cache.gc_interval_seconds", range: 0...(7 * 86400)))
+            }
+        }
         if let daemon = top["daemon"] {
             let table = try reader.table(daemon, at: "daemon", known: ["blocking_threads"])
             if let value = table["blocking_threads"] {
@@ -164,6 +173,9 @@ struct DaemonConfig: Equatable, Sendable {
         }
         guard FrontEndChoice(rawValue: frontEnd) != nil else {
             throw .invalid(key: "ondemand.front_end", reason: "must be auto, fanotify, cachefiles, eager or seed, got \(frontEnd)")
+        }
+        guard gcIntervalSeconds >= 0 else {
+            throw .invalid(key: "cache.gc_interval_seconds", reason: "must be 0 (off) or a number of seconds, got \(gcIntervalSeconds)")
         }
         guard seedDevice.hasPrefix("/") else {
             throw .invalid(key: "ondemand.seed_device", reason: "must be an absolute path, got \(seedDevice)")

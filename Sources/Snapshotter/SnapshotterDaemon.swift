@@ -61,6 +61,9 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "Bytes fetched ahead of sequential readers (0 = off).")
     var readaheadBytes: Int?
 
+    @Option(help: "Seconds between garbage collections of the image store (0 = only at start-up and on snapctl gc).")
+    var gcInterval: Int?
+
     @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")
     var containerdSocket: String?
 
@@ -157,6 +160,12 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
                     service: ContainerdProxyServer(
                         socketPath: settings.containerdSocket, backend: backend, limits: settings.containerdLimits, logger: logger)))
         }
+        if settings.gcIntervalSeconds > 0 {
+            services.append(
+                .init(
+                    service: GarbageCollectorService(
+                        images: images, interval: .seconds(settings.gcIntervalSeconds), threadPool: threadPool, logger: logger)))
+        }
         if let interval = Systemd.watchdogPingInterval() {
             services.append(.init(service: WatchdogService(interval: interval, logger: logger)))
         }
@@ -198,6 +207,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         if let seedDevice { settings.seedDevice = Self.absolute(seedDevice) }
         if let readerTimeout { settings.readerTimeoutSeconds = readerTimeout }
         if let readaheadBytes { settings.readaheadBytes = readaheadBytes }
+        if let gcInterval { settings.gcIntervalSeconds = gcInterval }
         if let containerdSocket { settings.containerdSocket = containerdSocket.isEmpty ? "" : Self.absolute(containerdSocket) }
         settings.root = Self.absolute(settings.root)
         settings.socket = Self.absolute(settings.socket)

@@ -211,6 +211,21 @@ struct CrashConsistencyTests {
         #expect(read == Data(content))
     }
 
+    /// On db90a6b nothing collected garbage between start-ups.
+    @Test("the timer collects garbage while the daemon runs (cache.gc_interval_seconds)")
+    func garbageCollectionOnATimer() async throws {
+        let daemon = try DaemonHarness("gctimer", arguments: ["--front-end", "eager", "--gc-interval", "1"])
+        defer { daemon.tearDown() }
+        try daemon.start()
+        let stray = daemon.root + "/cache/Ierofs,ondemand-snapshotter/@3c/D" + String(repeating: "3c", count: 32)
+        try FileSystem.makeDirectories(FileSystem.parentPath(stray))
+        FileManager.default.createFile(atPath: stray, contents: Data([7]))
+        let deadline = ContinuousClock.now + .seconds(60)
+        while FileManager.default.fileExists(atPath: stray), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        #expect(!FileManager.default.fileExists(atPath: stray), "a minute passed and the timer never took the stray file")
+        #expect(daemon.log().contains("garbage collected"))
+    }
+
     /// On main the second caller got "image ... is being pulled already" (and containerd's path polled).
     @Test("concurrent pulls of one reference do the work once and all succeed")
     func identicalPullsShareOneFlight() throws {
