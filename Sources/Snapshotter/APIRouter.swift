@@ -148,7 +148,7 @@ final class APIRouter: Sendable {
         case ["metrics"]:
             try allow(method, ["GET"], request)
             var text = images?.engine.metrics.prometheusText() ?? ""
-            if let images { text += images.frontEndMetrics() }
+            if let images { text += images.frontEndMetrics() + (try images.cacheMetrics()) }
             return APIResponse(status: 200, body: Array(text.utf8), contentType: "text/plain; version=0.0.4")
         case ["v1", "images"]:
             try allow(method, ["GET"], request)

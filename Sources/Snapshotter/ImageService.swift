@@ -268,6 +268,33 @@ final class ImageService: Sendable {
         return text
     }
 
+    /// What the image store holds, for `/metrics`: per image its size and local bytes (the engine's chunk
+    /// state), and for the cache the bytes its backing files occupy on disk (allocated blocks, as `du`).
+    func cacheMetrics() throws -> String {
+        var text = "# HELP snapshotter_image_size_bytes Uncompressed bytes of an image's blobs.\n"
+        text += "# TYPE snapshotter_image_size_bytes gauge\n"
+        var local = "# HELP snapshotter_image_local_bytes Bytes of an image's blobs present on this host.\n"
+        local += "# TYPE snapshotter_image_local_bytes gauge\n"
+        for image in try statuses() {
+            let label = Self.labelValue(image.reference)
+            text += "snapshotter_image_size_bytes{image=\"\(label)\"} \(image.size)\n"
+            local += "snapshotter_image_local_bytes{image=\"\(label)\"} \(image.localBytes)\n"
+        }
+        var onDisk: Int64 = 0
+        for blob in try catalog.allBlobs() {
+            if let st = try? FileSystem.lstat(blob.backingPath) { onDisk += Int64(st.st_blocks) * 512 }
+        }
+        text += local
+        text += "# HELP snapshotter_cache_disk_bytes Bytes the blobs' backing files occupy on disk.\n"
+        text += "# TYPE snapshotter_cache_disk_bytes gauge\nsnapshotter_cache_disk_bytes \(onDisk)\n"
+        return text
+    }
+
+    /// A Prometheus label value: backslash, double quote and newline escaped.
+    static func labelValue(_ text: String) -> String {
+        text.replacing("\\", with: "\\\\").replacing("\"", with: "\\\"").replacing("\n", with: "\\n")
+    }
+
     /// Whether any image is mounted: a stopping daemon then leaves the fanotify group with its holder. Under a
     /// front end whose images we never mount (seed), every pulled image counts: its readers are out of our sight.
     func hasMountedImages() -> Bool {

@@ -210,6 +210,14 @@ struct LazyImageTests {
         let metrics = try setup.harness.client().metrics()
         #expect(metrics.contains("snapshotter_fetch_bytes_total"))
         #expect(metrics.contains("snapshotter_front_end_info{front_end=\"fanotify\"} 1"))
+        // What the store holds: the image's local bytes as status reports them, and the blocks on disk.
+        let name = try #require(status.images?.first?.reference)
+        let localLine = metrics.split(separator: "\n").first { $0.hasPrefix("snapshotter_image_local_bytes{image=\"\(name)\"} ") }
+        let reportedLocal = localLine.flatMap { Int64($0.split(separator: " ").last ?? "") }
+        #expect(reportedLocal.map { $0 > 0 } == true, "no local bytes for \(name) in /metrics")
+        let diskLine = metrics.split(separator: "\n").first { $0.hasPrefix("snapshotter_cache_disk_bytes ") }
+        let onDisk = diskLine.flatMap { Int64($0.split(separator: " ").last ?? "") } ?? 0
+        #expect(onDisk >= reportedLocal ?? 0, "the backing files occupy \(onDisk) bytes, fewer than the \(reportedLocal ?? 0) present")
     }
 
     @Test("kill -9 and SIGTERM while readers wait: no reader sees zeros; a restarted daemon completes them", .timeLimit(.minutes(5)))
