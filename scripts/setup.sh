@@ -4,6 +4,7 @@ set -euo pipefail
 
 packages=(
   pkg-config            # system-library targets resolve through pkg-config
+  g++                   # libstdc++ headers: TOMLKit compiles toml++ (C++17)
   libsqlite3-dev        # catalog
   libsystemd-dev        # sd_notify, socket activation
   zlib1g-dev            # gzip layers

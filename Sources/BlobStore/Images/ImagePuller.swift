@@ -564,13 +564,9 @@ public final class ImagePuller: Sendable {
         return removed
     }
 
-    /// `D` and a sha256 blob id: the name `CachefilesNaming` gives a blob's backing file.
+    /// `D` and a sha256 blob id (as `Digest` parses one): the name `CachefilesNaming` gives a blob's backing file.
     static func isBlobBackingName(_ name: String) -> Bool {
-        let bytes = Array(name.utf8)
-        return bytes.count == 65 && bytes[0] == UInt8(ascii: "D")
-            && bytes.dropFirst().allSatisfy {
-                (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0)
-            }
+        name.hasPrefix("D") && (try? Digest(parsing: Digest.sha256Algorithm + ":" + name.dropFirst())) != nil
     }
 
     /// Walks `directory` without following symlinks (cache/ is three levels deep: `I<volume>/@<fan>/D<blob>`,
