@@ -246,7 +246,7 @@ let package = Package(
         .testTarget(
             name: "BlobStoreTests",
             dependencies: [
-                "BlobStore", "Catalog", "RAFS", "TestFixtures", .product(name: "Logging", package: "swift-log"),
+                "BlobStore", "Catalog", "LinuxKernel", "RAFS", "TestFixtures", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

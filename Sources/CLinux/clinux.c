@@ -9,6 +9,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/ioctl.h>
 #include <malloc.h>
 #include <sys/resource.h>
@@ -81,6 +82,10 @@ int clinux_recv_fd(int socket, char *tag) {
 
 int clinux_seek_data(void) { return SEEK_DATA; }
 int clinux_seek_hole(void) { return SEEK_HOLE; }
+
+int clinux_punch_hole(int fd, long long offset, long long length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)offset, (off_t)length);
+}
 
 int clinux_lower_thread_priority(int nice) {
     id_t self = (id_t)gettid();

@@ -100,6 +100,12 @@ public enum Catalog {
                 """,
             rebuildsTables: true
         ),
+        // Pinned images keep every chunk of their blobs whatever the cache budget.
+        Migration(
+            version: 4,
+            name: "image pins",
+            sql: "ALTER TABLE images ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;"
+        ),
     ]
 
     /// The cachefiles domain (and cache directory) shared by images whose blobs agree.

@@ -1,3 +1,5 @@
+import CSQLite
+
 /// Errors of the catalog: the database's own (each carrying the statement or file at fault and SQLite's
 /// message), and the image operations a transaction refused (each naming the image and what blocks it).
 public enum CatalogError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -54,6 +56,16 @@ public enum CatalogError: Error, Equatable, Sendable, CustomStringConvertible {
         switch self {
         case .open(_, let code, _), .prepare(_, let code, _), .execute(_, let code, _): return code & 0xff
         default: return nil
+        }
+    }
+}
+
+extension CatalogError {
+    /// SQLite found the disk full (SQLITE_FULL, in the primary result code).
+    public var isDiskFull: Bool {
+        switch self {
+        case .open(_, let code, _), .prepare(_, let code, _), .execute(_, let code, _): return code & 0xff == SQLITE_FULL
+        default: return false
         }
     }
 }

@@ -22,6 +22,8 @@ public struct ImageRecord: Equatable, Sendable {
     /// The cachefiles domain its blobs live in (`Catalog.sharedDomain` unless its blobs conflict there).
     public var domain: String
     public var createdNanoseconds: Int64
+    /// Pinned (`snapctl pin`): its blobs' chunks are never evicted to stay inside the cache budget.
+    public var pinned: Bool = false
     /// The image's blobs in device-table order.
     public var blobs: [BlobRecord]
 }
@@ -134,6 +136,26 @@ public struct ImageCatalog: Sendable {
             return try conn.query(Self.imageColumns + " ORDER BY reference").map { row in
                 try Self.image(row: row, blobs: blobsByImage[try row.int(0)] ?? [])
             }
+        }
+    }
+
+    /// Pins or unpins an image (its blobs' chunks are never evicted while pinned); returns it.
+    public func setPinned(reference: String, _ pinned: Bool) throws -> ImageRecord {
+        try database.write { conn in
+            try conn.execute("UPDATE images SET pinned = ? WHERE reference = ?", [.integer(pinned ? 1 : 0), .text(reference)])
+            guard let image = try Self.image(conn, where: "reference = ?", [.text(reference)]) else {
+                throw CatalogError.notFound(reference: reference)
+            }
+            return image
+        }
+    }
+
+    /// Row ids of the blobs of pinned images.
+    public func pinnedBlobs() throws -> Set<Int64> {
+        try database.read { conn in
+            Set(
+                try conn.query("SELECT DISTINCT ib.blob_id FROM image_blobs ib JOIN images i ON i.id = ib.image_id WHERE i.pinned != 0")
+                    .map { try $0.int(0) })
         }
     }
 
@@ -315,7 +337,7 @@ public struct ImageCatalog: Sendable {
     }
 
     static let imageColumns =
-        "SELECT id, reference, manifest_digest, format, bootstrap_path, created_ns, bootstrap_digest, domain FROM images"
+        "SELECT id, reference, manifest_digest, format, bootstrap_path, created_ns, bootstrap_digest, domain, pinned FROM images"
 
     /// An image row (`imageColumns`) with its blobs.
     static func image(row: SQLRow, blobs: [BlobRecord]) throws -> ImageRecord {
@@ -326,7 +348,7 @@ public struct ImageCatalog: Sendable {
         return ImageRecord(
             id: try row.int(0), reference: try row.string(1), manifestDigest: try row.string(2), format: format,
             bootstrapPath: try row.string(4), bootstrapDigest: try row.optionalString(6), domain: try row.string(7),
-            createdNanoseconds: try row.int(5), blobs: blobs)
+            createdNanoseconds: try row.int(5), pinned: try row.int(8) != 0, blobs: blobs)
     }
 
     static func image(_ conn: SQLConnection, where clause: String, _ parameters: [SQLValue]) throws -> ImageRecord? {

@@ -87,6 +87,8 @@ public struct SnapshotBackendError: Error, Sendable, Equatable, CustomStringConv
         case failedPrecondition
         case invalidArgument
         case unimplemented
+        /// No space left (containerd's errdefs has no class for it; gRPC's ResourceExhausted says it).
+        case resourceExhausted
         /// Anything else (storage, mount failures): containerd sees Internal.
         case `internal`
     }

@@ -130,7 +130,7 @@ public struct SnapshotsService: Containerd_Services_Snapshots_V1_Snapshots.Simpl
     }
 
     /// containerd's errdefs <-> gRPC table: NotFound, AlreadyExists, FailedPrecondition,
-    /// InvalidArgument, Unimplemented; the rest is Internal.
+    /// InvalidArgument, Unimplemented; a full disk is ResourceExhausted; the rest is Internal.
     public static func rpcError(_ error: SnapshotBackendError) -> RPCError {
         let code: RPCError.Code
         switch error.kind {
@@ -139,6 +139,7 @@ public struct SnapshotsService: Containerd_Services_Snapshots_V1_Snapshots.Simpl
         case .failedPrecondition: code = .failedPrecondition
         case .invalidArgument: code = .invalidArgument
         case .unimplemented: code = .unimplemented
+        case .resourceExhausted: code = .resourceExhausted
         case .internal: code = .internalError
         }
         return RPCError(code: code, message: error.message)

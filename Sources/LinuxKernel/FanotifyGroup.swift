@@ -65,6 +65,17 @@ public final class FanotifyGroup: @unchecked Sendable {
         }
     }
 
+    /// Removes the ignore mask `ignore` set on `path`'s inode; a file without one is fine (ENOENT).
+    public func unignore(_ path: String) throws(SyscallError) {
+        do {
+            try retryingSyscall("fanotify_mark(unignore)", path) {
+                fanotify_mark(fd, UInt32(FAN_MARK_REMOVE) | UInt32(FAN_MARK_IGNORED_MASK), UInt64(FAN_PRE_ACCESS), AT_FDCWD, path)
+            }
+        } catch  where error.errno == ENOENT {
+            return
+        }
+    }
+
     public func unmarkMount(_ path: String) throws(SyscallError) {
         try retryingSyscall("fanotify_mark(remove)", path) {
             fanotify_mark(fd, UInt32(FAN_MARK_REMOVE) | UInt32(FAN_MARK_MOUNT), UInt64(FAN_PRE_ACCESS), AT_FDCWD, path)

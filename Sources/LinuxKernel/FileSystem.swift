@@ -1,3 +1,5 @@
+import CLinux
+
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Musl)
@@ -209,6 +211,20 @@ public enum FileSystem {
                 pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset) + off_t(done))
             }
         }
+    }
+
+    /// Frees the blocks under `[offset, offset + length)` of an open file (fallocate PUNCH_HOLE, size kept):
+    /// the range reads as zeros and SEEK_HOLE finds it. `path` names the file in errors.
+    public static func punchHole(_ fd: Int32, offset: UInt64, length: UInt64, path: String) throws(SyscallError) {
+        try retryingSyscall("fallocate(PUNCH_HOLE)", path) { clinux_punch_hole(fd, Int64(offset), Int64(length)) }
+    }
+
+    /// Size and free space of the filesystem holding `path` (statvfs), in bytes.
+    public static func capacity(of path: String) throws(SyscallError) -> (total: UInt64, available: UInt64) {
+        var info = statvfs()
+        try retryingSyscall("statvfs", path) { statvfs(path, &info) }
+        let unit = UInt64(info.f_frsize)
+        return (UInt64(info.f_blocks) * unit, UInt64(info.f_bavail) * unit)
     }
 
     /// Writes a file through a temp name, fsync and rename, so readers see the old or the new content.

@@ -60,6 +60,8 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
 
     public func withdraw(id: BackingFileID) { frontEnd.unregister(id: id) }
     public func complete(id: BackingFileID) {}
+    /// The kernel reads its own copy in `fscache/`; ours is only the engine's source for READs.
+    public func prepareEviction(id: BackingFileID) -> Bool { true }
 
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         CachefilesFrontEnd.erofsMount(fsid: fsid, domainID: domain)

@@ -110,6 +110,20 @@ public final class FanotifyFrontEnd: Sendable {
         }
     }
 
+    /// Chunks of the file are about to be evicted: the ignore mark `ignore` set (now or by a predecessor sharing
+    /// the group) is removed, so reads of the coming holes raise events again. True when the file has no ignore
+    /// mark afterwards; an unregistered file is refused (we could not answer its events).
+    public func rearm(id: BackingFileID) -> Bool {
+        guard let file = state.withLock({ state in state.keys[id]?.first.flatMap { state.files[$0] } }) else { return false }
+        do {
+            try group.unignore(watchedPath(for: file.path))
+            return true
+        } catch {
+            logger.warning("cannot re-arm events for a blob; its chunks are kept", metadata: ["file": "\(id)", "error": "\(error)"])
+            return false
+        }
+    }
+
     public func unregister(id: BackingFileID) {
         state.withLock { state in
             for key in state.keys.removeValue(forKey: id) ?? [] { state.files[key] = nil }

@@ -22,6 +22,10 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
     func withdraw(id: BackingFileID)
     /// Every chunk of the file is local: reads need not ask any more.
     func complete(id: BackingFileID)
+    /// Chunks of the file are about to be evicted (holes punched): after this returns true, a read of any
+    /// evicted range must come to the front end again, never read the hole. False: the file must keep its
+    /// chunks (the kernel reads it with no on-demand path, or could not be re-armed).
+    func prepareEviction(id: BackingFileID) -> Bool
     /// The EROFS mount of an image: `devices` are backing files under `cache/` in device-table order, all of
     /// the cachefiles domain `domain`.
     func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount
@@ -144,6 +148,8 @@ public final class EagerFrontEnd: OnDemandFrontEnd {
     public func serve(_ file: BackingFile) throws {}
     public func withdraw(id: BackingFileID) {}
     public func complete(id: BackingFileID) {}
+    /// EROFS reads the backing files directly, with nobody to ask on a hole: nothing may be evicted.
+    public func prepareEviction(id: BackingFileID) -> Bool { false }
     /// EROFS reads the complete backing files directly.
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         .fileBackedErofs(bootstrap: bootstrap, devices: devices)
@@ -211,6 +217,7 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     public func serve(_ file: BackingFile) throws { try frontEnd.register(file) }
     public func withdraw(id: BackingFileID) { frontEnd.unregister(id: id) }
     public func complete(id: BackingFileID) { frontEnd.ignore(id: id) }
+    public func prepareEviction(id: BackingFileID) -> Bool { frontEnd.rearm(id: id) }
     /// EROFS names each backing file through the watched bind mount, where the group sees its reads.
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         .fileBackedErofs(bootstrap: bootstrap, devices: devices.map(frontEnd.watchedPath(for:)))

@@ -73,6 +73,8 @@ public final class SeedOnDemand: OnDemandFrontEnd {
 
     public func withdraw(id: BackingFileID) { frontEnd.unregister(id: id) }
     public func complete(id: BackingFileID) {}
+    /// The devnode's kernel checks for holes itself before each read (cachefiles' semantics), and asks for them.
+    public func prepareEviction(id: BackingFileID) -> Bool { true }
 
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         SeedFrontEnd.erofsMount(bootstrapID: fsid)

@@ -29,7 +29,7 @@ final class BlobSink: BodySink, @unchecked Sendable {
         self.path = path
         self.expectedSize = expectedSize
         do { writer = try PipelinedBlobWriter(path: path, expectedSize: expectedSize) } catch {
-            throw .io(path: path, reason: error.description)
+            throw .writing(path, error)
         }
     }
 
@@ -72,7 +72,7 @@ final class BlobSink: BodySink, @unchecked Sendable {
             return false
         }
         do { try writer.append(data) } catch {
-            failure = .io(path: path, reason: error.description)
+            failure = .writing(path, error)
             return false
         }
         written += Int64(data.count)
@@ -81,6 +81,6 @@ final class BlobSink: BodySink, @unchecked Sendable {
 
     /// Flushes the file to disk and returns the digest of everything written.
     func finish() throws(RegistryError) -> Digest {
-        do { return Digest(sha256: try writer.finish()) } catch { throw .io(path: path, reason: error.description) }
+        do { return Digest(sha256: try writer.finish()) } catch { throw .writing(path, error) }
     }
 }

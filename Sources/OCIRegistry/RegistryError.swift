@@ -1,4 +1,11 @@
+import LinuxKernel
 import OCI
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
 
 /// Errors of the registry client. Each case carries the value at fault and reads as advice to a user.
 public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
@@ -23,6 +30,8 @@ public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
     case tokenFetchFailed(realm: String, status: Int, reason: String)
     case invalidConfiguration(path: String, reason: String)
     case io(path: String, reason: String)
+    /// The file system had no room for a download (ENOSPC, or EDQUOT under a quota); nothing was kept.
+    case noSpace(path: String, reason: String)
     case cancelled(url: String)
 
     public var description: String {
@@ -47,6 +56,7 @@ public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
             return "token request to \(realm) failed with \(status): \(reason); check credentials for the registry"
         case .invalidConfiguration(let path, let reason): return "invalid registry configuration \(path): \(reason)"
         case .io(let path, let reason): return "\(path): \(reason)"
+        case .noSpace(let path, let reason): return "no space left for \(path): \(reason); free space on its file system"
         case .cancelled(let url): return "transfer from \(url) was cancelled"
         }
     }
@@ -62,5 +72,13 @@ public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
     private static func render(_ errors: [ServerError]) -> String {
         guard !errors.isEmpty else { return "" }
         return " (" + errors.map { "\($0.code)" + ($0.message.map { ": \($0)" } ?? "") }.joined(separator: "; ") + ")"
+    }
+}
+
+extension RegistryError {
+    /// A failed write of a local file: `noSpace` when the disk is full, `io` otherwise.
+    static func writing(_ path: String, _ error: SyscallError) -> RegistryError {
+        error.errno == ENOSPC || error.errno == EDQUOT
+            ? .noSpace(path: path, reason: error.description) : .io(path: path, reason: error.description)
     }
 }

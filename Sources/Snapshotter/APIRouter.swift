@@ -166,6 +166,13 @@ final class APIRouter: Sendable {
         case ["v1", "images", "prefetch"]:
             try allow(method, ["POST"], request)
             return try json(try requireImages().prefetch(try decode(PrefetchRequest.self, request)), status: 202)
+        case ["v1", "images", "pin"]:
+            try allow(method, ["POST"], request)
+            let body = try decode(PinRequest.self, request)
+            return try json(try requireImages().pin(body.reference, pinned: body.pinned))
+        case ["v1", "usage"]:
+            try allow(method, ["GET"], request)
+            return try json(try requireImages().usage())
         case ["v1", "images", "remove"]:
             try allow(method, ["POST"], request)
             try requireImages().remove(try decode(PullRequest.self, request).reference)
@@ -199,7 +206,7 @@ final class APIRouter: Sendable {
             return try json(MountsResponse(mounts: service.mounts(key: key).map(Self.spec)))
         case ["usage"]:
             try allow(method, ["GET"], request)
-            return try json(service.usage(key: key))
+            return try json(try images?.usage(ofSnapshot: key, in: service) ?? service.usage(key: key))
         case ["mount"]:
             try allow(method, ["POST"], request)
             let body = try decode(MountRequest.self, request)

@@ -90,7 +90,7 @@ final class ContainerdBackend: SnapshotBackend {
 
     func usage(key: String) async throws(SnapshotBackendError) -> ProxyUsage {
         try await blocking {
-            let usage = try self.service.usage(key: key)
+            let usage = try self.images.usage(ofSnapshot: key, in: self.service)
             return ProxyUsage(size: usage.size, inodes: usage.inodes)
         }
     }
@@ -171,6 +171,7 @@ final class ContainerdBackend: SnapshotBackend {
         case .failedPrecondition: return SnapshotBackendError(.failedPrecondition, api.message)
         case .invalidArgument: return SnapshotBackendError(.invalidArgument, api.message)
         case .unimplemented: return SnapshotBackendError(.unimplemented, api.message)
+        case .resourceExhausted: return SnapshotBackendError(.resourceExhausted, api.message)
         case .permissionDenied, .unavailable, .internal: return SnapshotBackendError(.internal, api.message)
         }
     }

@@ -37,6 +37,12 @@ struct DaemonConfig: Equatable, Sendable {
     var prefetchOnPull = true
     /// Seconds between garbage collections of the image store (0 = only at start-up and on `snapctl gc`).
     var gcIntervalSeconds = 3600
+    /// Budget of the backing files' chunk bytes (0 = none); the smaller of this and `cacheMaxPercent` applies.
+    var cacheMaxBytes: Int64 = 0
+    /// Budget as a percentage of the cache's filesystem size (0 = none).
+    var cacheMaxPercent = 0
+    /// Chunks read or written within this many seconds are never evicted.
+    var evictionGraceSeconds = Int(FetchSettings().evictionGrace.components.seconds)
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -146,9 +152,19 @@ struct DaemonConfig: Equatable, Sendable {
             }
         }
         if let cache = top["cache"] {
-            let table = try reader.table(cache, at: "cache", known: ["gc_interval_seconds"])
+            let table = try reader.table(
+                cache, at: "cache", known: ["gc_interval_seconds", "max_bytes", "max_percent", "eviction_grace_seconds"])
             if let value = table["gc_interval_seconds"] {
                 gcIntervalSeconds = Int(try reader.integer(value, at: "cache.gc_interval_seconds", range: 0...(7 * 86400)))
+            }
+            if let value = table["max_bytes"] {
+                cacheMaxBytes = try reader.integer(value, at: "cache.max_bytes", range: 0...Int64.max)
+            }
+            if let value = table["max_percent"] {
+                cacheMaxPercent = Int(try reader.integer(value, at: "cache.max_percent", range: 0...100))
+            }
+            if let value = table["eviction_grace_seconds"] {
+                evictionGraceSeconds = Int(try reader.integer(value, at: "cache.eviction_grace_seconds", range: 1...3600))
             }
         }
         if let daemon = top["daemon"] {
@@ -176,6 +192,12 @@ struct DaemonConfig: Equatable, Sendable {
         }
         guard gcIntervalSeconds >= 0 else {
             throw .invalid(key: "cache.gc_interval_seconds", reason: "must be 0 (off) or a number of seconds, got \(gcIntervalSeconds)")
+        }
+        guard cacheMaxBytes >= 0, (0...100).contains(cacheMaxPercent) else {
+            throw .invalid(key: "cache.max_bytes", reason: "must be 0 (no budget) or a byte count, and max_percent 0 to 100")
+        }
+        guard evictionGraceSeconds >= 1 else {
+            throw .invalid(key: "cache.eviction_grace_seconds", reason: "must be at least 1, got \(evictionGraceSeconds)")
         }
         guard seedDevice.hasPrefix("/") else {
             throw .invalid(key: "ondemand.seed_device", reason: "must be an absolute path, got \(seedDevice)")

@@ -1,13 +1,22 @@
+import BlobStore
 import Catalog
+import LinuxKernel
 import OCI
 import OCIRegistry
 import RAFS
 import RAFSBuilder
 import SnapshotterAPI
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The API's view of an error from any layer (the JSON API and the containerd backend share it); nil for
 /// errors no layer classifies, which callers report as internal.
 func classifiedAPIError(_ error: any Error) -> APIError? {
+    if let full = diskFullError(error) { return full }
     switch error {
     case let error as APIError: return error
     case let error as SnapshotError: return error.apiError
@@ -19,6 +28,23 @@ func classifiedAPIError(_ error: any Error) -> APIError? {
     case let error as DaemonError: return .failedPrecondition("\(error)")
     default: return nil
     }
+}
+
+/// A full disk, whichever layer met it: a write that got ENOSPC or EDQUOT, the engine after eviction, SQLite's
+/// SQLITE_FULL. The daemon keeps serving; the caller learns why and what to do.
+func diskFullError(_ error: any Error) -> APIError? {
+    let full: Bool
+    switch error {
+    case let error as SyscallError: full = error.errno == ENOSPC || error.errno == EDQUOT
+    case let error as BlobStoreError:
+        if case .diskFull = error { full = true } else { full = false }
+    case let error as CatalogError: full = error.isDiskFull
+    case let error as RegistryError:
+        if case .noSpace = error { full = true } else { full = false }
+    default: full = false
+    }
+    guard full else { return nil }
+    return APIError(.resourceExhausted, "no space left on the daemon's disk: \(error); free space, unpin images or lower cache.max_bytes")
 }
 
 extension CatalogError {

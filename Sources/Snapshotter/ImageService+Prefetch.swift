@@ -1,5 +1,6 @@
 import BlobStore
 import Catalog
+import LinuxKernel
 import Logging
 import OCI
 import RAFS
@@ -29,6 +30,7 @@ extension ImageService {
                 ranges.append(PrefetchRange(blob: blob.id, offset: 0, length: UInt64(max(0, blob.uncompressedSize))))
             }
         }
+        try checkSpace(for: ranges, image: name)
         schedule(ranges, image: name, reason: "requested")
         return PrefetchResponse(ranges: ranges.count, bytes: ranges.reduce(UInt64(0)) { $0 + $1.length })
     }
@@ -43,6 +45,20 @@ extension ImageService {
         let ranges = try Self.ranges(of: files, in: bootstrap, image: image)
         schedule(ranges, image: image.reference, reason: "prefetch table")
         return ranges.reduce(UInt64(0)) { $0 + $1.length }
+    }
+
+    /// Refuses a prefetch the cache's file system has no room for, after evicting what may go: the caller
+    /// learns it now (resource_exhausted), instead of the fetches failing one by one in the background.
+    func checkSpace(for ranges: [PrefetchRange], image: String) throws {
+        let needed = ranges.reduce(UInt64(0)) { $0 + engine.missingBytes(blobID: $1.blob, offset: $1.offset, length: $1.length) }
+        let available = try FileSystem.capacity(of: puller.layout.cacheDirectory).available
+        guard needed > available else { return }
+        let freed = engine.evictBlocking(bytes: needed - available)
+        guard needed > available + freed else { return }
+        throw APIError(
+            .resourceExhausted,
+            "prefetching \(image) needs \(needed) bytes; \(available) are free on the cache's file system and \(freed) could be evicted; free space, unpin images or prefetch fewer files"
+        )
     }
 
     struct PrefetchRange {

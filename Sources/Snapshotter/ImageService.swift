@@ -56,7 +56,10 @@ final class ImageService: Sendable {
         self.frontEnd = frontEnd
         self.logger = logger
         catalog = ImageCatalog(database: database)
-        engine.onComplete { [frontEnd] id in frontEnd.complete(id: .blob(id)) }
+        // Under a budget, complete blobs keep raising events: their reads are what orders eviction.
+        let budgeted = engine.settings.cacheBudgetBytes != nil
+        engine.onComplete { [frontEnd] id in if !budgeted { frontEnd.complete(id: .blob(id)) } }
+        engine.onEvict { [frontEnd] id in frontEnd.prepareEviction(id: .blob(id)) }
         puller = ImagePuller(layout: ImageStoreLayout(root: root), catalog: catalog, client: client, logger: logger)
         serving = ImageServing(
             root: root, catalog: catalog, layout: puller.layout, engine: engine, frontEnd: frontEnd, client: client,
@@ -75,6 +78,11 @@ final class ImageService: Sendable {
     func start() async throws {
         // One read of the catalog serves the clean-up passes and the serving below.
         let images = try await runBlocking { try self.catalog.images() }
+        engine.setPinned(Set(images.filter(\.pinned).flatMap { $0.blobs.map(\.id) }))
+        if engine.settings.cacheBudgetBytes != nil, frontEnd.traits.needsCompleteBlobs {
+            logger.warning(
+                "the cache budget cannot be kept: the \(frontEnd.name) front end serves complete blobs and nothing can be evicted")
+        }
         _ = try await runBlocking { try self.serving.unmountUnrecordedImages(recorded: images) }
         _ = try await runBlocking { try self.puller.sweepLeftovers(images: images) }
         // Verification (hashing bootstraps, reading and checking blob metas) is independent per image: it runs
@@ -95,6 +103,11 @@ final class ImageService: Sendable {
         }
         let resumed = try await frontEnd.resumeInFlight()
         frontEnd.startServing()
+        // A budget lowered since the last run, or a cache that grew past it before a crash: back inside it,
+        // in the background (a pass blocks only itself).
+        if engine.settings.cacheBudgetBytes != nil {
+            Task.detached(priority: .background) { [engine] in _ = try? await runBlocking { engine.enforceBudget() } }
+        }
         if resumed > 0 { logger.notice("completed reads a previous daemon left waiting", metadata: ["fanotify.count": "\(resumed)"]) }
         // One read of mountinfo for all images: it has a line per mount, so one read per image is quadratic.
         let mounted = Set(try await runBlocking { try MountInfo.read() }.map(\.mountPoint))
@@ -183,7 +196,10 @@ final class ImageService: Sendable {
         defer { collecting.withLock { $0 = false } }
         let images = try catalog.images()
         let ownConversions = "convert-\(getpid())-"
-        return try puller.sweepLeftovers(images: images) { !$0.hasPrefix(ownConversions) }
+        let removed = try puller.sweepLeftovers(images: images) { !$0.hasPrefix(ownConversions) }
+        // A round also brings the cache back inside its budget (a budget lowered, chunks the grace kept).
+        engine.enforceBudget()
+        return removed
     }
 
     func pullsInFlight() -> [PullStatus] {
@@ -280,13 +296,14 @@ final class ImageService: Sendable {
             text += "snapshotter_image_size_bytes{image=\"\(label)\"} \(image.size)\n"
             local += "snapshotter_image_local_bytes{image=\"\(label)\"} \(image.localBytes)\n"
         }
-        var onDisk: Int64 = 0
-        for blob in try catalog.allBlobs() {
-            if let st = try? FileSystem.lstat(blob.backingPath) { onDisk += Int64(st.st_blocks) * 512 }
-        }
+        let cache = try cacheStatus()
         text += local
         text += "# HELP snapshotter_cache_disk_bytes Bytes the blobs' backing files occupy on disk.\n"
-        text += "# TYPE snapshotter_cache_disk_bytes gauge\nsnapshotter_cache_disk_bytes \(onDisk)\n"
+        text += "# TYPE snapshotter_cache_disk_bytes gauge\nsnapshotter_cache_disk_bytes \(cache.diskBytes)\n"
+        text += "# HELP snapshotter_cache_present_bytes Uncompressed chunk bytes present in the backing files.\n"
+        text += "# TYPE snapshotter_cache_present_bytes gauge\nsnapshotter_cache_present_bytes \(cache.presentBytes)\n"
+        text += "# HELP snapshotter_cache_budget_bytes The cache budget (0: none).\n"
+        text += "# TYPE snapshotter_cache_budget_bytes gauge\nsnapshotter_cache_budget_bytes \(cache.budgetBytes ?? 0)\n"
         return text
     }
 

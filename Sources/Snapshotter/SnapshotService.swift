@@ -136,6 +136,14 @@ final class SnapshotService: Sendable {
         return SnapshotUsage(size: usage.bytes, inodes: usage.inodes)
     }
 
+    /// The image and labels of a committed snapshot that stands for a layer of a pulled image (a remote
+    /// snapshot: its files are the image's, stored in the image's blobs); nil for every other snapshot.
+    func imageLayer(key: String) throws -> (imageID: Int64, labels: [String: String])? {
+        guard let record = try catalog.snapshot(key: key).map(SnapshotRecord.init) else { throw SnapshotError.notFound(key: key) }
+        guard record.kind == .committed, let imageID = record.imageID else { return nil }
+        return (imageID, record.labels)
+    }
+
     // MARK: - Change
 
     func commit(name: String, key: String, labels: [String: String]) throws {

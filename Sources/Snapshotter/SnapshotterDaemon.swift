@@ -64,6 +64,15 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "Seconds between garbage collections of the image store (0 = only at start-up and on snapctl gc).")
     var gcInterval: Int?
 
+    @Option(help: "Budget of the cache's chunk bytes; least recently used chunks are evicted beyond it (0 = none).")
+    var cacheMaxBytes: Int64?
+
+    @Option(help: "Budget as a percentage of the cache filesystem's size (0 = none).")
+    var cacheMaxPercent: Int?
+
+    @Option(help: "Seconds a chunk stays safe from eviction after it was read or written (at least 1).")
+    var evictionGrace: Int?
+
     @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")
     var containerdSocket: String?
 
@@ -92,6 +101,8 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         fetchSettings.minimumFetchBytes = UInt64(settings.minimumFetchBytes)
         fetchSettings.maximumConcurrentFetches = settings.maximumConcurrentFetches
         fetchSettings.readaheadBytes = UInt64(settings.readaheadBytes)
+        fetchSettings.cacheBudgetBytes = try Self.cacheBudget(settings)
+        fetchSettings.evictionGrace = .seconds(settings.evictionGraceSeconds)
         let engine = BlobEngine(settings: fetchSettings, store: CatalogChunkStore(database: database), logger: logger)
         let frontEnd = try FrontEndSelector.start(
             FrontEndChoice(rawValue: settings.frontEnd) ?? .auto,
@@ -132,6 +143,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
                 leftovers: try reconciler.leftovers()
             )
             status.images = try images.statuses()
+            status.cache = try images.cacheStatus()
             return status
         }
         let others = settings.allowedUIDs.filter { $0 != 0 }
@@ -208,11 +220,26 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         if let readerTimeout { settings.readerTimeoutSeconds = readerTimeout }
         if let readaheadBytes { settings.readaheadBytes = readaheadBytes }
         if let gcInterval { settings.gcIntervalSeconds = gcInterval }
+        if let cacheMaxBytes { settings.cacheMaxBytes = cacheMaxBytes }
+        if let cacheMaxPercent { settings.cacheMaxPercent = cacheMaxPercent }
+        if let evictionGrace { settings.evictionGraceSeconds = evictionGrace }
         if let containerdSocket { settings.containerdSocket = containerdSocket.isEmpty ? "" : Self.absolute(containerdSocket) }
         settings.root = Self.absolute(settings.root)
         settings.socket = Self.absolute(settings.socket)
         try settings.validate()
         return settings
+    }
+
+    /// The budget in bytes: the smaller of `cache.max_bytes` and `cache.max_percent` of the filesystem that
+    /// holds the cache; nil when neither is set.
+    static func cacheBudget(_ settings: DaemonConfig) throws -> UInt64? {
+        var budget: UInt64?
+        if settings.cacheMaxBytes > 0 { budget = UInt64(settings.cacheMaxBytes) }
+        if settings.cacheMaxPercent > 0 {
+            let share = try FileSystem.capacity(of: settings.root).total / 100 * UInt64(settings.cacheMaxPercent)
+            budget = min(budget ?? share, share)
+        }
+        return budget
     }
 
     /// `snapshotterd-fdholder` next to this executable.

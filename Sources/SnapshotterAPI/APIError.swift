@@ -6,6 +6,8 @@ public enum ErrorKind: String, Codable, Sendable {
     case invalidArgument = "invalid_argument"
     case permissionDenied = "permission_denied"
     case unimplemented
+    /// No space left on the daemon's disk, even after evicting what could go.
+    case resourceExhausted = "resource_exhausted"
     case unavailable
     case `internal`
 
@@ -18,6 +20,7 @@ public enum ErrorKind: String, Codable, Sendable {
         case .invalidArgument: return 400
         case .permissionDenied: return 403
         case .unimplemented: return 501
+        case .resourceExhausted: return 507
         case .unavailable: return 503
         case .internal: return 500
         }

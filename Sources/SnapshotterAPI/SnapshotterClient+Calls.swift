@@ -99,6 +99,16 @@ extension SnapshotterClient {
         try call("POST", "/v1/inspect", body: request)
     }
 
+    /// Pins (or unpins) an image: its chunks are never evicted while pinned.
+    public func pin(reference: String, pinned: Bool = true) throws -> ImageUsage {
+        try call("POST", "/v1/images/pin", body: PinRequest(reference: reference, pinned: pinned))
+    }
+
+    /// The cache per image and in total, with the budget.
+    public func usage() throws -> UsageResponse {
+        try call("GET", "/v1/usage")
+    }
+
     public func prefetch(reference: String, paths: [String]? = nil) throws -> PrefetchResponse {
         try call("POST", "/v1/images/prefetch", body: PrefetchRequest(reference: reference, paths: paths))
     }

@@ -182,6 +182,8 @@ public struct StatusResponse: Codable, Sendable {
     public var snapshots: [String: Int]
     public var mounts: [ActiveMount]
     public var leftovers: [Leftover]
+    /// The cache against its budget.
+    public var cache: CacheStatus?
 
     public init(
         version: String,
@@ -208,7 +210,7 @@ public struct StatusResponse: Codable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case version, pid, root, socket, snapshots, mounts, leftovers, images
+        case version, pid, root, socket, snapshots, mounts, leftovers, images, cache
         case uptimeSeconds = "uptime_seconds"
         case frontEnd = "front_end"
         case catalogSchema = "catalog_schema"
@@ -499,5 +501,81 @@ public struct PrefetchResponse: Codable, Sendable {
     public init(ranges: Int, bytes: UInt64) {
         self.ranges = ranges
         self.bytes = bytes
+    }
+}
+
+// MARK: - Cache
+
+/// The image store's cache against its budget (`status`, `usage`).
+public struct CacheStatus: Codable, Equatable, Sendable {
+    /// Budget of chunk bytes; nil: none (the cache grows until images are removed).
+    public var budgetBytes: Int64?
+    /// Uncompressed chunk bytes present in the backing files.
+    public var presentBytes: Int64
+    /// Blocks the backing files occupy on disk (as `du`).
+    public var diskBytes: Int64
+    /// Bytes evicted since the daemon started.
+    public var evictedBytes: Int64
+    /// Whether chunks can be evicted under this front end (eager serves complete files with nobody to ask).
+    public var evictable: Bool
+
+    public init(budgetBytes: Int64?, presentBytes: Int64, diskBytes: Int64, evictedBytes: Int64, evictable: Bool) {
+        self.budgetBytes = budgetBytes
+        self.presentBytes = presentBytes
+        self.diskBytes = diskBytes
+        self.evictedBytes = evictedBytes
+        self.evictable = evictable
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case evictable
+        case budgetBytes = "budget_bytes"
+        case presentBytes = "present_bytes"
+        case diskBytes = "disk_bytes"
+        case evictedBytes = "evicted_bytes"
+    }
+}
+
+/// One image's share of the cache (`snapctl usage`). Blobs shared by images count in each of them.
+public struct ImageUsage: Codable, Equatable, Sendable {
+    public var reference: String
+    /// Uncompressed bytes of its blobs.
+    public var size: Int64
+    /// Of `size`, the bytes present.
+    public var presentBytes: Int64
+    /// Blocks its blobs' backing files occupy on disk.
+    public var diskBytes: Int64
+    public var pinned: Bool
+
+    public init(reference: String, size: Int64, presentBytes: Int64, diskBytes: Int64, pinned: Bool) {
+        self.reference = reference
+        self.size = size
+        self.presentBytes = presentBytes
+        self.diskBytes = diskBytes
+        self.pinned = pinned
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case reference, size, pinned
+        case presentBytes = "present_bytes"
+        case diskBytes = "disk_bytes"
+    }
+}
+
+public struct UsageResponse: Codable, Equatable, Sendable {
+    public var images: [ImageUsage]
+    public var cache: CacheStatus
+    public init(images: [ImageUsage], cache: CacheStatus) {
+        self.images = images
+        self.cache = cache
+    }
+}
+
+public struct PinRequest: Codable, Sendable {
+    public var reference: String
+    public var pinned: Bool
+    public init(reference: String, pinned: Bool) {
+        self.reference = reference
+        self.pinned = pinned
     }
 }

@@ -173,12 +173,18 @@ struct Update: ParsableCommand {
 }
 
 struct Usage: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Bytes and inodes of a snapshot's own layer.")
+    static let configuration = CommandConfiguration(
+        abstract: "The image cache per image and in total, against its budget; with KEY, bytes and inodes of a snapshot's own layer.")
     @OptionGroup var global: GlobalOptions
-    @Argument var key: String
+    @Argument(help: "A snapshot key (omit it for the image cache).") var key: String?
 
     func run() throws {
         try perform {
+            guard let key else {
+                let usage = try global.client().usage()
+                if global.json { Output.printJSON(usage) } else { Output.usage(usage) }
+                return
+            }
             let usage = try global.client().usage(key: key)
             if global.json {
                 Output.printJSON(usage)

@@ -92,6 +92,37 @@ struct RemoveImage: ParsableCommand {
     }
 }
 
+struct Pin: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pin an image: its chunks are never evicted to keep the cache inside its budget (cache.max_bytes).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference.") var reference: String
+
+    func run() throws {
+        try perform {
+            let usage = try global.client().pin(reference: reference, pinned: true)
+            if global.json {
+                Output.printJSON(usage)
+            } else {
+                print("pinned \(usage.reference) (\(Output.bytes(usage.presentBytes)) present)")
+            }
+        }
+    }
+}
+
+struct Unpin: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Unpin an image: its chunks may be evicted again.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference.") var reference: String
+
+    func run() throws {
+        try perform {
+            let usage = try global.client().pin(reference: reference, pinned: false)
+            if global.json { Output.printJSON(usage) } else { print("unpinned \(usage.reference)") }
+        }
+    }
+}
+
 struct Metrics: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Print the daemon's Prometheus metrics.")
     @OptionGroup var global: GlobalOptions

@@ -64,6 +64,7 @@ enum Output {
         for mount in status.mounts { print("  \(mount.target) <- \(mount.snapshot)") }
         print("leftovers:  \(status.leftovers.count)\(status.leftovers.isEmpty ? "" : " (snapctl cleanup removes them)")")
         for leftover in status.leftovers { print("  \(leftover.path): \(leftover.reason)") }
+        if let cache = status.cache { print("cache:      \(cacheLine(cache))") }
         let images = status.images ?? []
         print("images:     \(images.count)")
         for image in images {
@@ -75,6 +76,22 @@ enum Output {
                 "  \(image.reference): \(bytes(image.localBytes)) of \(bytes(image.size)) local (\(image.percentLocal)%), \(bytes(image.bytesFetched)) fetched"
             )
         }
+    }
+
+    static func cacheLine(_ cache: CacheStatus) -> String {
+        var line = "\(bytes(cache.presentBytes)) present, \(bytes(cache.diskBytes)) on disk, budget "
+        line += cache.budgetBytes.map { bytes($0) } ?? "none"
+        if cache.budgetBytes != nil && !cache.evictable { line += " (not kept: this front end cannot evict)" }
+        if cache.evictedBytes > 0 { line += ", \(bytes(cache.evictedBytes)) evicted" }
+        return line
+    }
+
+    static func usage(_ usage: UsageResponse) {
+        let rows = usage.images.map { image in
+            [image.reference, bytes(image.size), bytes(image.presentBytes), bytes(image.diskBytes), image.pinned ? "yes" : "no"]
+        }
+        table(["REFERENCE", "SIZE", "PRESENT", "ON DISK", "PINNED"], rows)
+        print("cache: \(cacheLine(usage.cache))")
     }
 
     static func images(_ images: [ImageInfo]) {

@@ -16,7 +16,7 @@ public struct Snapctl: ParsableCommand {
         subcommands: [
             Prepare.self, View.self, Mounts.self, Mount.self, Unmount.self, Commit.self, Remove.self, List.self,
             Stat.self, Update.self, Usage.self, Cleanup.self, Status.self, Pull.self, Images.self, RemoveImage.self, Metrics.self,
-            Convert.self, Inspect.self, Prefetch.self,
+            Convert.self, Inspect.self, Prefetch.self, Pin.self, Unpin.self,
         ]
     )
 
@@ -59,6 +59,7 @@ func exitCode(for kind: ErrorKind) -> Int32 {
     case .failedPrecondition: return 5
     case .invalidArgument: return 6
     case .permissionDenied: return 7
+    case .resourceExhausted: return 8
     default: return 1
     }
 }

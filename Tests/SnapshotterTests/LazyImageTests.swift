@@ -26,10 +26,11 @@ struct LazyImageTests {
         /// Read-ahead is off unless asked for: most tests count exactly which chunks each read fetches.
         init(
             _ name: String, frontEnd: String, bigMiB: Int = 24, readahead: Int = 0, prefetch: [String] = [],
-            chunkSize: UInt32 = 1 << 20
+            chunkSize: UInt32 = 1 << 20, daemonArguments: [String] = [], beforeStart: (DaemonHarness) throws -> Void = { _ in }
         ) async throws {
             harness = try DaemonHarness(
-                name, arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", String(readahead)])
+                name,
+                arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", String(readahead)] + daemonArguments)
             let registry = try TestRegistry()
             self.registry = registry
             do {
@@ -45,6 +46,7 @@ struct LazyImageTests {
                     chunkSize: chunkSize, prefetch: prefetch)
                 try await image.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "lazy", tag: "v1")
                 reference = "127.0.0.1:\(proxy.port)/lazy:v1"
+                try beforeStart(harness)
                 try harness.start()
             } catch {
                 // A scenario that cannot start stops what it started: no registry or proxy outlives the test.

@@ -4,6 +4,12 @@ import Logging
 import RAFS
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The on-demand fetch engine: `ensure(blob, offset, length)` returns once that uncompressed range of the
 /// blob's backing file holds verified data.
 ///
@@ -15,10 +21,11 @@ import Synchronization
 public final class BlobEngine: Sendable {
     public let settings: FetchSettings
     public let metrics = EngineMetrics()
-    private let blobs = Mutex<[Int64: LazyBlob]>([:])
+    let blobs = Mutex<[Int64: LazyBlob]>([:])
     private let scheduler: FetchScheduler
-    private let store: (any ChunkStateStore)?
-    private let logger: Logger
+    let store: (any ChunkStateStore)?
+    let logger: Logger
+    let space = CacheSpace()
     /// A closure kept in a struct: a bare function type read through `Mutex.withLock`'s inout argument is
     /// wrapped in two more reabstraction thunks on every read, so its calls grew slower with each one
     /// (start-up with 10,000 complete blobs spent most of its time in the chain).
@@ -60,6 +67,7 @@ public final class BlobEngine: Sendable {
             winner.add(source)
             return
         }
+        space.add(stored: blob.state.withLock { $0.presentBytes })
         if present.allSatisfy({ $0 }) { completion.withLock { $0 }?.call(id) }
     }
 
@@ -78,7 +86,8 @@ public final class BlobEngine: Sendable {
     }
 
     public func unregister(id: Int64) {
-        _ = blobs.withLock { $0.removeValue(forKey: id) }
+        guard let blob = blobs.withLock({ $0.removeValue(forKey: id) }) else { return }
+        space.remove(stored: blob.state.withLock { $0.presentBytes })
     }
 
     /// Bytes of the blob's chunk data that are local, and the total of its chunks (alignment gaps between
@@ -99,7 +108,13 @@ public final class BlobEngine: Sendable {
         guard let blob = blobs.withLock({ $0[blobID] }), let wanted = blob.rafs.describedChunks(offset: offset, length: length) else {
             return false
         }
-        let present = blob.state.withLock { state in wanted.allSatisfy { state.present[Int($0.index)] } }
+        let present = blob.state.withLock { state in
+            guard wanted.allSatisfy({ state.present[Int($0.index)] }) else { return false }
+            // The front end answers at once and the kernel reads these bytes next: eviction's grace starts now.
+            let now = monotonicNanoseconds()
+            for chunk in wanted { state.lastUsed[Int(chunk.index)] = now }
+            return true
+        }
         if present {
             metrics.recordHits(wanted.count)
             readAhead(blobID: blobID, offset: offset, length: length)
@@ -229,10 +244,12 @@ public final class BlobEngine: Sendable {
         let started = blob.state.withLock { state -> [[Int]] in
             var missing: [Int] = []
             var hits = 0
+            let now = monotonicNanoseconds()
             for chunk in wanted {
                 let index = Int(chunk.index)
                 if state.present[index] {
                     hits += 1
+                    state.lastUsed[index] = now
                 } else if let running = state.inFlight[chunk.index] {
                     waits.append(running)
                 } else {
@@ -294,16 +311,21 @@ public final class BlobEngine: Sendable {
     private func fetch(_ run: [Int], of blob: LazyBlob, priority: FetchScheduler.Priority) async {
         let queued = monotonicNanoseconds()
         await scheduler.acquire(priority)
-        let started = monotonicNanoseconds()
         let chunks = run.map { blob.rafs.chunks[$0] }
+        // Room on disk for what this run writes, made by evicting when the cache is at its budget.
+        let reservation = chunks.reduce(UInt64(0)) { $0 + UInt64($1.uncompressedSize) }
+        await reserve(reservation)
+        let started = monotonicNanoseconds()
         let start = chunks[0].compressedOffset
         let length = chunks[chunks.count - 1].compressedEnd - start
         let chunkReady: @Sendable (BlobChunkInfo) -> Void = { chunk in
             let fetch = blob.state.withLock { state -> ChunkFetch? in
+                state.lastUsed[Int(chunk.index)] = monotonicNanoseconds()
                 if !state.present[Int(chunk.index)] {
                     state.present[Int(chunk.index)] = true
                     state.presentCount += 1
                     state.presentBytes += UInt64(chunk.uncompressedSize)
+                    self.space.add(stored: UInt64(chunk.uncompressedSize))
                 }
                 return state.inFlight.removeValue(forKey: chunk.index)
             }
@@ -316,9 +338,16 @@ public final class BlobEngine: Sendable {
         var decoded = 0
         var received: UInt64 = 0
         var decoder = RunDecoder(blob: blob, chunks: chunks, chunkReady: chunkReady)
-        for (attempt, source) in sources.enumerated() {
+        var freedForDiskFull = false
+        var attempts = Array(sources.enumerated())
+        var attemptIndex = 0
+        while attemptIndex < attempts.count {
+            let (attempt, source) = attempts[attemptIndex]
+            attemptIndex += 1
             let remaining = Array(chunks[decoded...])
-            if attempt > 0 { decoder = RunDecoder(blob: blob, chunks: remaining, chunkReady: chunkReady) }
+            if attempt > 0 || decoded > 0 || freedForDiskFull {
+                decoder = RunDecoder(blob: blob, chunks: remaining, chunkReady: chunkReady)
+            }
             let offset = remaining[0].compressedOffset
             let bytes = remaining[remaining.count - 1].compressedEnd - offset
             do {
@@ -336,6 +365,27 @@ public final class BlobEngine: Sendable {
                 if attempt > 0 { blob.prefer(source) }
                 break
             }
+            if Self.isDiskFull(error) {
+                // Another source cannot help: free space by evicting (once), then this source again.
+                guard !freedForDiskFull else {
+                    failure = BlobStoreError.diskFull(blob: blob.id, reason: "\(error)")
+                    break
+                }
+                freedForDiskFull = true
+                // Room for what the run still has to write (whole blocks), from the least recently used chunks;
+                // the chunks this run just wrote are within the grace and stay.
+                let needed = chunks[decoded...].reduce(UInt64(0)) { $0 + (UInt64($1.uncompressedSize) + 4095) / 4096 * 4096 }
+                let freed = await evict(bytes: needed)
+                logger.warning(
+                    "disk full while writing chunks; evicted and retrying",
+                    metadata: ["blob.id": "\(blob.id)", "cache.evicted_bytes": "\(freed)", "error": "\(error)"])
+                guard freed > 0 else {
+                    failure = BlobStoreError.diskFull(blob: blob.id, reason: "\(error)")
+                    break
+                }
+                attempts.insert((attempt, source), at: attemptIndex)
+                continue
+            }
             if attempt + 1 < sources.count {
                 logger.warning(
                     "fetch failed; trying the blob's next source",
@@ -343,6 +393,7 @@ public final class BlobEngine: Sendable {
             }
         }
         await scheduler.release()
+        space.release(reserved: reservation)
         let fetchedBytes = received
         let (completed, undelivered) = blob.state.withLock { state -> (Bool, [ChunkFetch]) in
             state.bytesFetched += fetchedBytes
@@ -379,6 +430,14 @@ public final class BlobEngine: Sendable {
                 logger.warning("chunk state not saved", metadata: ["blob.id": "\(blob.id)", "error": "\(error)"])
             }
         }
+    }
+}
+
+extension BlobEngine {
+    /// Whether a write failed for want of space (ENOSPC, or EDQUOT under a quota).
+    static func isDiskFull(_ error: any Error) -> Bool {
+        guard let error = error as? SyscallError else { return false }
+        return error.errno == ENOSPC || error.errno == EDQUOT
     }
 }
 

@@ -55,6 +55,12 @@ public struct FetchSettings: Equatable, Sendable {
     public var maximumFetchBytes: UInt64 = 8 << 20
     /// A reader waiting longer than this gets an error (EIO at the front end) instead of hanging.
     public var readerTimeout: Duration = .seconds(30)
+    /// Uncompressed chunk bytes the backing files may hold (nil: no budget). Beyond it, least recently used
+    /// chunks of unpinned blobs are evicted (holes punched) before a fetch writes.
+    public var cacheBudgetBytes: UInt64?
+    /// A chunk read or written within this long is never evicted: a front end that answered "present" for it
+    /// may have a kernel read of it still to come.
+    public var evictionGrace: Duration = .seconds(5)
 
     public init() {}
 }
@@ -72,6 +78,8 @@ public enum BlobStoreError: Error, Equatable, Sendable, CustomStringConvertible 
     /// A cachefiles key the kernel would refuse (`CachefilesNaming`).
     case volumeKeyTooLong(String)
     case cookieKeyTooLong([UInt8])
+    /// The filesystem has no room for the chunks, even after evicting what could be evicted.
+    case diskFull(blob: Int64, reason: String)
 
     public var description: String {
         switch self {
@@ -90,6 +98,9 @@ public enum BlobStoreError: Error, Equatable, Sendable, CustomStringConvertible 
             return "cachefiles volume key \(key) is longer than the kernel's \(CachefilesNaming.maximumVolumeKeyLength) bytes"
         case .cookieKeyTooLong(let key):
             return "cachefiles cookie key of \(key.count) bytes is longer than the kernel's \(CachefilesNaming.maximumCookieKeyLength)"
+        case .diskFull(let blob, let reason):
+            return
+                "blob \(blob): no space left for its chunks after evicting what could go (\(reason)); free space on the cache's filesystem, or unpin images or lower cache.max_bytes"
         }
     }
 }

@@ -11,6 +11,12 @@ public final class EngineMetrics: Sendable {
         public var failures: UInt64 = 0
         public var latencyBuckets = [UInt64](repeating: 0, count: EngineMetrics.bucketBounds.count + 1)
         public var latencySumSeconds: Double = 0
+        public var chunksEvicted: UInt64 = 0
+        public var bytesEvicted: UInt64 = 0
+        public var evictionPasses: UInt64 = 0
+        /// Passes that could not free what was wanted (everything left pinned, in use or in its grace).
+        public var evictionsShort: UInt64 = 0
+        public var evictionSeconds: Double = 0
     }
 
     /// Upper bounds of the fetch-latency buckets, in seconds.
@@ -25,6 +31,16 @@ public final class EngineMetrics: Sendable {
     func recordHits(_ count: Int) { state.withLock { $0.hits += UInt64(count) } }
     func recordMisses(_ count: Int) { state.withLock { $0.misses += UInt64(count) } }
     func recordFailure() { state.withLock { $0.failures += 1 } }
+
+    func recordEviction(chunks: Int, bytes: UInt64, nanoseconds: UInt64, short: Bool) {
+        state.withLock { state in
+            state.chunksEvicted += UInt64(chunks)
+            state.bytesEvicted += bytes
+            state.evictionPasses += 1
+            if short { state.evictionsShort += 1 }
+            state.evictionSeconds += Double(nanoseconds) / 1e9
+        }
+    }
 
     func recordFetch(bytes: Int, chunks: Int, seconds: Double) {
         state.withLock { state in
@@ -52,6 +68,16 @@ public final class EngineMetrics: Sendable {
         counter("chunk_hits_total", "Chunks a reader needed that were already local.", s.hits)
         counter("chunk_misses_total", "Chunks a reader needed that had to be fetched.", s.misses)
         counter("fetch_failures_total", "Fetches that failed (network, digest, timeout).", s.failures)
+        counter(
+            "evicted_chunks_total", "Chunks evicted from backing files to stay inside the cache budget or free a full disk.",
+            s.chunksEvicted)
+        counter("evicted_bytes_total", "Uncompressed bytes evicted.", s.bytesEvicted)
+        counter("eviction_passes_total", "Eviction passes.", s.evictionPasses)
+        counter(
+            "eviction_short_total", "Eviction passes that freed less than wanted (the rest pinned, in use or recent).", s.evictionsShort)
+        lines.append("# HELP \(prefix)_eviction_seconds_total Time spent choosing and punching evicted chunks.")
+        lines.append("# TYPE \(prefix)_eviction_seconds_total counter")
+        lines.append("\(prefix)_eviction_seconds_total \(s.evictionSeconds)")
         let name = "\(prefix)_fetch_duration_seconds"
         lines.append("# HELP \(name) Latency of one ranged GET including verification and write.")
         lines.append("# TYPE \(name) histogram")

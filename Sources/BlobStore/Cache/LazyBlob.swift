@@ -26,8 +26,12 @@ final class LazyBlob: Sendable {
         var readaheadWindow: UInt64 = 0
         /// The fetch each missing chunk is waiting on, so concurrent readers share one GET per chunk.
         var inFlight: [UInt32: ChunkFetch] = [:]
-        /// Whether the engine has reported this blob complete (once per registration).
+        /// Whether the engine has reported this blob complete (once per registration, and again after an
+        /// eviction made it incomplete).
         var completionReported = false
+        /// When each chunk was last read or written, or registered present (monotonic nanoseconds):
+        /// the eviction order, and the grace that keeps just-answered ranges on disk.
+        var lastUsed: [UInt64]
 
         /// Neither local nor being fetched: nothing brings chunk `index` unless somebody asks for it.
         func isIdle(_ index: Int) -> Bool { !present[index] && inFlight[UInt32(index)] == nil }
@@ -61,7 +65,9 @@ final class LazyBlob: Sendable {
         for (position, index) in order.enumerated() { positions[index] = position }
         storedPosition = positions
         fd = try retryingSyscall("open", backingPath) { open(backingPath, O_RDWR | O_CLOEXEC) }
-        var initial = State(present: present)
+        // Chunks found present count as used now: a predecessor daemon may have answered a read of them just
+        // before it stopped, and the kernel's read may still be coming (the grace covers it).
+        var initial = State(present: present, lastUsed: [UInt64](repeating: monotonicNanoseconds(), count: present.count))
         for (index, isPresent) in present.enumerated() where isPresent {
             initial.presentCount += 1
             initial.presentBytes += UInt64(rafs.chunks[index].uncompressedSize)
@@ -106,6 +112,35 @@ final class LazyBlob: Sendable {
     /// Writes one verified chunk at its uncompressed offset.
     func write(_ data: UnsafeRawBufferPointer, at offset: UInt64) throws(SyscallError) {
         try FileSystem.writeAll(fd, data, at: offset, path: backingPath)
+    }
+
+    /// Evicts the chunks at `indexes` that are present, not being fetched and last used at or before
+    /// `usedBefore`: marks each missing and punches its blocks, under the state lock, so no reader or fetch can
+    /// see it present once its bytes are going. Uncompressed offsets are 4 KiB aligned and chunks do not
+    /// overlap, so the punched range (rounded up to whole blocks, which makes it a hole SEEK_HOLE finds after a
+    /// crash) holds no other chunk's bytes. Returns what was freed; stops at the first failed punch.
+    func evict(_ indexes: [Int], usedBefore cutoff: UInt64) -> (chunks: Int, bytes: UInt64, error: SyscallError?) {
+        state.withLock { state in
+            var freed = (chunks: 0, bytes: UInt64(0), error: SyscallError?.none)
+            for index in indexes where state.present[index] && state.inFlight[UInt32(index)] == nil && state.lastUsed[index] <= cutoff {
+                let chunk = rafs.chunks[index]
+                let end = (chunk.uncompressedEnd + 4095) / 4096 * 4096
+                do throws(SyscallError) {
+                    try FileSystem.punchHole(
+                        fd, offset: chunk.uncompressedOffset, length: end - chunk.uncompressedOffset, path: backingPath)
+                } catch {
+                    freed.error = error
+                    break
+                }
+                state.present[index] = false
+                state.presentCount -= 1
+                state.presentBytes -= UInt64(chunk.uncompressedSize)
+                freed.chunks += 1
+                freed.bytes += UInt64(chunk.uncompressedSize)
+            }
+            if freed.chunks > 0 { state.completionReported = false }
+            return freed
+        }
     }
 
     var bitmap: [UInt8] {

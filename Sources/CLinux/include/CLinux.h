@@ -64,6 +64,10 @@ int clinux_seek_hole(void);
 /// sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE): starts writeback of a range without waiting.
 int clinux_start_writeback(int fd, long long offset, long long length);
 
+/// fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length): frees the blocks of a range (it
+/// reads as zeros and SEEK_HOLE finds it) without changing the file's size. 0, or -1 with errno set.
+int clinux_punch_hole(int fd, long long offset, long long length);
+
 /// O_DIRECT (also hidden by glibc without _GNU_SOURCE).
 int clinux_o_direct(void);
 

@@ -1,0 +1,222 @@
+import Foundation
+import Glibc
+import LinuxKernel
+import Logging
+import Synchronization
+import TestFixtures
+import Testing
+
+@testable import BlobStore
+@testable import RAFS
+
+/// A store whose saves fail: the catalog was unreachable (or the daemon died) between a punch and its save.
+final class FailingStateStore: ChunkStateStore {
+    struct Down: Error {}
+    func save(blobID: Int64, bitmap: [UInt8]) throws { throw Down() }
+}
+
+@Suite("Cache budget: eviction of least recently used chunks, pins, grace, full disks")
+struct CacheBudgetTests {
+    struct Setup {
+        let directory: String
+        let rafs: RafsBlob
+        let expected: [UInt8]
+        /// Uncompressed bytes of the blob's chunks: what one complete blob holds against the budget.
+        var chunkBytes: UInt64 { rafs.chunks.reduce(0) { $0 + UInt64($1.uncompressedSize) } }
+
+        /// A fresh sparse backing file for blob `id` (the fixture's blob, registered under several ids).
+        func backing(_ id: Int64, in directory: String? = nil) throws -> String {
+            let path = (directory ?? self.directory) + "/backing-\(id)"
+            FileManager.default.createFile(atPath: path, contents: nil)
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+            try handle.truncate(atOffset: rafs.deviceSize)
+            try handle.close()
+            return path
+        }
+    }
+
+    static func setUp(_ label: String) throws -> Setup {
+        let directory = try ImageFixtures.scratchDirectory(label)
+        let image = try ErofsImage(path: ImageFixtures.bootstrap)
+        let rafs = try RafsBlob(image: image, index: 0, directory: ImageFixtures.directory)
+        let materialized = directory + "/expected"
+        _ = try rafs.materialize(to: materialized)
+        return Setup(directory: directory, rafs: rafs, expected: try ImageFixtures.bytes(materialized))
+    }
+
+    static func engine(budget: UInt64?, grace: Duration = .zero, store: (any ChunkStateStore)? = nil) -> BlobEngine {
+        var settings = FetchSettings()
+        settings.cacheBudgetBytes = budget
+        settings.evictionGrace = grace
+        settings.readaheadBytes = 0
+        return BlobEngine(settings: settings, store: store, logger: Logger(label: "test"))
+    }
+
+    /// Whether the file has blocks allocated (a file whose chunks were all punched out has none).
+    static func holdsData(_ path: String) throws -> Bool {
+        try FileSystem.lstat(path).st_blocks > 0
+    }
+
+    @Test(
+        "over budget, the least recently used blob's chunks are punched out before a fetch writes; reading them again fetches and verifies them"
+    )
+    func leastRecentlyUsedGoes() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("budget-lru")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let source = FileRangeSource(path: ImageFixtures.blob)
+        let store = MemoryStateStore()
+        let engine = Self.engine(budget: 2 * setup.chunkBytes, store: store)
+        var paths: [Int64: String] = [:]
+        for id in Int64(1)...3 {
+            paths[id] = try setup.backing(id)
+            try engine.register(id: id, rafs: setup.rafs, backingPath: paths[id]!, source: source)
+        }
+        let size = setup.rafs.deviceSize
+        try await engine.ensure(blobID: 1, offset: 0, length: size)
+        try await engine.ensure(blobID: 2, offset: 0, length: size)
+        // Blob 1 is read again: blob 2 is now the least recently used.
+        #expect(engine.isPresent(blobID: 1, offset: 0, length: size))
+        try await engine.ensure(blobID: 3, offset: 0, length: size)
+
+        // The pass frees down to 90% of the budget: all of blob 2, then the oldest of blob 1, never blob 3.
+        #expect(engine.progress(blobID: 2)?.present == 0, "the least recently used blob goes first")
+        #expect(engine.progress(blobID: 3)?.present == setup.chunkBytes)
+        #expect(engine.cacheUsage.storedBytes <= 2 * setup.chunkBytes)
+        #expect(try !Self.holdsData(paths[2]!), "evicted chunks are holes on disk")
+        #expect(store.saved.withLock { $0[2] } == [0], "the catalog learns the chunks are gone")
+        #expect(engine.metrics.snapshot.chunksEvicted >= UInt64(setup.rafs.chunks.count))
+
+        // Read again: fetched (one more GET), verified, the same bytes; now blob 1 is the oldest and goes.
+        let before = source.requestCount
+        try await engine.ensure(blobID: 2, offset: 0, length: size)
+        #expect(source.requestCount == before + 1)
+        #expect(try ImageFixtures.bytes(paths[2]!) == setup.expected)
+        #expect(engine.progress(blobID: 1)?.present == 0, "blob 1 was read before blob 3 was written: it goes next")
+        #expect(engine.cacheUsage.storedBytes <= 2 * setup.chunkBytes)
+        for id in Int64(1)...3 {
+            try await engine.ensure(blobID: id, offset: 0, length: size)
+            #expect(try ImageFixtures.bytes(paths[id]!) == setup.expected, "blob \(id) reads back whole after evictions")
+        }
+    }
+
+    @Test("pinned blobs, chunks used within the grace and refused blobs keep every chunk, whatever the budget")
+    func keptChunks() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("budget-kept")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let source = FileRangeSource(path: ImageFixtures.blob)
+        let size = setup.rafs.deviceSize
+
+        let pinned = Self.engine(budget: setup.chunkBytes)
+        for id in Int64(1)...2 { try pinned.register(id: id, rafs: setup.rafs, backingPath: try setup.backing(id), source: source) }
+        pinned.setPinned([1])
+        try await pinned.ensure(blobID: 1, offset: 0, length: size)
+        try await pinned.ensure(blobID: 2, offset: 0, length: size)
+        #expect(pinned.progress(blobID: 1)?.present == setup.chunkBytes, "a pinned blob is never evicted")
+        #expect(pinned.progress(blobID: 2)?.present == setup.chunkBytes, "readers are served over budget rather than failed")
+        #expect(pinned.metrics.snapshot.evictionsShort >= 1)
+
+        let recent = Self.engine(budget: setup.chunkBytes, grace: .seconds(600))
+        for id in Int64(3)...4 { try recent.register(id: id, rafs: setup.rafs, backingPath: try setup.backing(id), source: source) }
+        try await recent.ensure(blobID: 3, offset: 0, length: size)
+        try await recent.ensure(blobID: 4, offset: 0, length: size)
+        #expect(recent.progress(blobID: 3)?.present == setup.chunkBytes, "a chunk just read may still be read by the kernel")
+
+        let refused = Self.engine(budget: setup.chunkBytes)
+        refused.onEvict { $0 != 5 }
+        for id in Int64(5)...6 { try refused.register(id: id, rafs: setup.rafs, backingPath: try setup.backing(id), source: source) }
+        try await refused.ensure(blobID: 5, offset: 0, length: size)
+        try await refused.ensure(blobID: 6, offset: 0, length: size)
+        #expect(refused.progress(blobID: 5)?.present == setup.chunkBytes, "the front end could not re-arm blob 5")
+        #expect(try ImageFixtures.bytes(try #require(Optional(setup.directory + "/backing-5"))) == setup.expected)
+    }
+
+    @Test("chunks being fetched are never evicted; they land whole and verified")
+    func inFlightStays() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("budget-inflight")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let ordered = setup.rafs.chunks.sorted { $0.compressedOffset < $1.compressedOffset }
+        let gated = GatedStreamSource(path: ImageFixtures.blob, splitAt: ordered[0].compressedEnd)
+        let engine = Self.engine(budget: nil)
+        let path = try setup.backing(1)
+        try engine.register(id: 1, rafs: setup.rafs, backingPath: path, source: gated)
+        let reader = Task { try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize) }
+        // The first chunk lands; the second waits at the gate, in flight.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while engine.progress(blobID: 1)?.present == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let freed = await engine.evict(bytes: UInt64.max)
+        #expect(freed == UInt64(ordered[0].uncompressedSize), "only the chunk that landed may go")
+        gated.release()
+        await #expect(throws: Never.self) { try await reader.value }
+        #expect(engine.progress(blobID: 1)?.present == UInt64(ordered[1].uncompressedSize))
+        try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize)
+        #expect(try ImageFixtures.bytes(path) == setup.expected)
+    }
+
+    @Test("a crash between the punch and the saved bitmap: the next start finds the holes and fetches the chunks again")
+    func crashAfterPunch() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("budget-crash")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let source = FileRangeSource(path: ImageFixtures.blob)
+        let path = try setup.backing(1)
+        let engine = Self.engine(budget: nil, store: FailingStateStore())
+        try engine.register(id: 1, rafs: setup.rafs, backingPath: path, source: source)
+        try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize)
+        #expect(await engine.evict(bytes: UInt64.max) == setup.chunkBytes)
+
+        // The catalog still says both chunks are present.
+        let restarted = Self.engine(budget: nil)
+        try restarted.register(id: 1, rafs: setup.rafs, backingPath: path, source: source, bitmap: [0b11])
+        #expect(restarted.progress(blobID: 1)?.present == 0, "a punched chunk is never taken for present")
+        try await restarted.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize)
+        #expect(try ImageFixtures.bytes(path) == setup.expected)
+    }
+
+    @Test("a full disk: the engine evicts and retries; with nothing to evict the reader gets diskFull, and nothing stored is lost")
+    func diskFull() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        try #require(getuid() == 0, "mounting a small tmpfs needs root")
+        let setup = try Self.setUp("budget-full")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        // Room for one blob's chunks and a little more, not for two.
+        let small = setup.directory + "/small"
+        try FileManager.default.createDirectory(atPath: small, withIntermediateDirectories: true)
+        let room = (setup.chunkBytes + 4095) / 4096 * 4096 + 4096
+        try Mounter.mount(KernelMount(type: "tmpfs", source: "tmpfs", options: ["size=\(room)"]), at: small)
+        defer { try? Mounter.unmount(small, detach: true) }
+        let source = FileRangeSource(path: ImageFixtures.blob)
+        // A short grace: the chunks a fetch has just written must not be evicted to make room for its others.
+        let grace = Duration.milliseconds(300)
+        let engine = Self.engine(budget: nil, grace: grace)
+        for id in Int64(1)...2 {
+            try engine.register(id: id, rafs: setup.rafs, backingPath: try setup.backing(id, in: small), source: source)
+        }
+        let size = setup.rafs.deviceSize
+
+        try await engine.ensure(blobID: 1, offset: 0, length: size)
+        // Blob 1's chunks age past the grace (the property under test is time-based).
+        try await Task.sleep(for: grace * 2)
+        try await engine.ensure(blobID: 2, offset: 0, length: size)
+        #expect(engine.progress(blobID: 1)?.present == 0, "blob 1 was evicted to make room")
+        #expect(try ImageFixtures.bytes(small + "/backing-2") == setup.expected)
+
+        engine.setPinned([2])
+        try await Task.sleep(for: grace * 2)
+        _ = await engine.evict(bytes: UInt64.max)
+        #expect(engine.progress(blobID: 1)?.present == 0)
+        await #expect {
+            try await engine.ensure(blobID: 1, offset: 0, length: size)
+        } throws: { error in
+            guard case .diskFull(let blob, _) = error as? BlobStoreError else { return false }
+            return blob == 1
+        }
+        #expect(engine.progress(blobID: 2)?.present == setup.chunkBytes, "what was stored stays")
+        #expect(try ImageFixtures.bytes(small + "/backing-2") == setup.expected)
+        engine.setPinned([])
+        try await engine.ensure(blobID: 1, offset: 0, length: size)
+        #expect(try ImageFixtures.bytes(small + "/backing-1") == setup.expected)
+    }
+}

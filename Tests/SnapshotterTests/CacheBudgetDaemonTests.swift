@@ -1,0 +1,174 @@
+import Foundation
+import LinuxKernel
+import SnapshotterAPI
+import TestSupport
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The cache budget end to end: the real daemon, registry, kernel mounts (fanotify front end) and files.
+@Suite("Cache budget and full disks through the real daemon", .serialized)
+struct CacheBudgetDaemonTests {
+    typealias Setup = LazyImageTests.Setup
+
+    static func read(_ path: String) -> Result<[UInt8], SyscallError> { LazyImageTests.read(path) }
+
+    /// Waits (deadline one minute) until `condition` holds, polling the daemon.
+    static func wait(_ what: String, _ condition: () throws -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while try !condition() {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("timed out waiting until \(what)")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Reads every file of the image through `target` (page cache dropped first) and compares it.
+    static func checkAllFiles(_ setup: Setup, at target: String, _ note: String) {
+        let paths = setup.image.files.keys.map { target + "/" + $0 }
+        LazyImageTests.evict(paths)
+        for (path, bytes) in setup.image.files {
+            let result = Self.read(target + "/" + path)
+            switch result {
+            case .success(let read):
+                // Compared first: a failed expectation would print both arrays whole.
+                let same = read == bytes
+                let zeros = zip(read, bytes).filter { $0 == 0 && $1 != 0 }.count
+                #expect(same, "\(note): \(path) read back different bytes (\(zeros) zeros where data belongs)")
+            case .failure(let error): Issue.record("\(note): \(path): \(error)")
+            }
+        }
+    }
+
+    @Test(
+        "chunks evicted from a blob a predecessor told the kernel to ignore (complete) are fetched again on read, never read as holes",
+        .timeLimit(.minutes(5)))
+    func evictionRearmsCompleteBlobs() async throws {
+        let setup = try await Setup("budget-rearm", frontEnd: "fanotify", bigMiB: 8)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let client = setup.harness.client()
+        // No budget: reading everything completes the blob and the front end marks it ignored in the group.
+        Self.checkAllFiles(setup, at: target, "first read")
+        try await Self.wait("the image is complete") { try client.status().images?.first?.percentLocal == 100 }
+        #expect(setup.harness.stop() == 0)
+
+        // The next daemon (same fanotify group, kept by the holder) runs with a budget far below the image.
+        let budget = 2 << 20
+        setup.harness.extraArguments += ["--cache-max-bytes", "\(budget)", "--eviction-grace", "1"]
+        try setup.harness.start()
+        try await Self.wait("start-up brought the cache inside its budget") {
+            (try client.status().cache?.presentBytes ?? Int64.max) <= Int64(budget)
+        }
+        let usage = try client.usage()
+        #expect(usage.cache.budgetBytes == Int64(budget))
+        #expect(usage.cache.evictedBytes > 0)
+        #expect(usage.images.first?.diskBytes ?? Int64.max <= Int64(budget) + (1 << 20), "the holes are real: \(usage)")
+
+        // Every file reads back whole: evicted ranges come to the daemon, which fetches and verifies them.
+        let gets = setup.blobGets
+        Self.checkAllFiles(setup, at: target, "after eviction")
+        #expect(setup.blobGets > gets, "evicted chunks were fetched again")
+    }
+
+    @Test("a budget keeps the cache small while an image bigger than it is read; pinned images keep everything", .timeLimit(.minutes(5)))
+    func budgetAndPins() async throws {
+        let budget = 3 << 20
+        let setup = try await Setup(
+            "budget-pin", frontEnd: "fanotify", bigMiB: 10, daemonArguments: ["--cache-max-bytes", "\(budget)", "--eviction-grace", "1"])
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let client = setup.harness.client()
+        let status = try client.status()
+        #expect(status.cache?.budgetBytes == Int64(budget))
+        let shown = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "status"])
+        #expect(
+            shown.output.contains("budget 3.0 MiB") || shown.output.contains("budget 3 MiB"), "status shows the budget: \(shown.output)")
+
+        Self.checkAllFiles(setup, at: target, "read under a budget")
+        // Reads faster than the grace may take the cache over; a pass after the grace brings it back.
+        try await Self.wait("the cache is back inside its budget") {
+            (try client.status().cache?.presentBytes ?? Int64.max) <= Int64(budget)
+        }
+        Self.checkAllFiles(setup, at: target, "second read under a budget")
+        let metrics = try client.metrics()
+        #expect(metrics.contains("snapshotter_cache_budget_bytes \(budget)"))
+        #expect(!metrics.contains("snapshotter_evicted_chunks_total 0\n"))
+
+        // Pinned: everything read stays, also through a GC round (which enforces the budget at once).
+        let pinned = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "pin", setup.reference])
+        #expect(pinned.status == 0, "snapctl pin: \(pinned.output)")
+        Self.checkAllFiles(setup, at: target, "read while pinned")
+        _ = try client.cleanup()
+        let usage = try client.usage()
+        let image = try #require(usage.images.first)
+        #expect(image.pinned && image.presentBytes == image.size, "a pinned image loses nothing: \(image)")
+        let table = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "usage"])
+        #expect(table.output.contains("PINNED") && table.output.contains("yes"), "snapctl usage: \(table.output)")
+
+        // Unpinned, the next round evicts it back under the budget.
+        _ = try client.pin(reference: setup.reference, pinned: false)
+        try await Self.wait("unpinned chunks are evicted") {
+            _ = try client.cleanup()
+            return (try client.status().cache?.presentBytes ?? Int64.max) <= Int64(budget)
+        }
+    }
+
+    @Test(
+        "a full disk: readers get EIO, prefetch gets resource_exhausted, stored chunks stay readable, the daemon serves on and recovers",
+        .timeLimit(.minutes(5)))
+    func diskFull() async throws {
+        try #require(isRoot, "loop-mounting a small ext4 needs root")
+        var image = ""
+        let setup = try await Setup("budget-full", frontEnd: "fanotify", bigMiB: 12) { harness in
+            // The daemon's root on a 40 MiB ext4 of its own (fanotify refuses tmpfs).
+            image = harness.directory + "/small.ext4"
+            let made = try runCommand("/usr/bin/truncate", ["-s", "40M", image])
+            try #require(made.status == 0, "truncate: \(made.output)")
+            let formatted = try runCommand("/sbin/mkfs.ext4", ["-q", "-F", image])
+            try #require(formatted.status == 0, "mkfs.ext4: \(formatted.output)")
+            try FileManager.default.createDirectory(atPath: harness.root, withIntermediateDirectories: true)
+            let mounted = try runCommand("/usr/bin/mount", ["-o", "loop", image, harness.root])
+            try #require(mounted.status == 0, "mount -o loop: \(mounted.output)")
+        }
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "c1")
+        let client = setup.harness.client()
+        // Read the small files now: they are stored before the disk fills.
+        let smallFiles = setup.image.files.filter { $0.key.hasPrefix("etc/") }
+        for (path, bytes) in smallFiles { #expect(try Self.read(target + "/" + path).get() == bytes) }
+
+        // Fill the disk on purpose, leaving less than the big file needs.
+        let filler = setup.harness.root + "/filler"
+        let free = try FileSystem.capacity(of: setup.harness.root).available
+        let filled = try runCommand("/usr/bin/fallocate", ["-l", "\(free - (2 << 20))", filler])
+        try #require(filled.status == 0, "fallocate: \(filled.output)")
+
+        let big = setup.image.files["usr/lib/big.bin"]!
+        switch Self.read(target + "/usr/lib/big.bin") {
+        case .success(let bytes):
+            Issue.record("read \(bytes.count) bytes of a file that cannot fit: \(bytes == big ? "right" : "WRONG") bytes")
+        case .failure(let error): #expect(error.errno == EIO, "a reader gets EIO: \(error)")
+        }
+        #expect {
+            _ = try client.prefetch(reference: setup.reference)
+        } throws: { error in
+            (error as? APIError)?.kind == .resourceExhausted
+        }
+        // The daemon serves on: status answers, stored files read (also with the registry gone).
+        #expect(try client.status().images?.count == 1)
+        try setup.setProxyMode("fail")
+        LazyImageTests.evict(smallFiles.keys.map { target + "/" + $0 })
+        for (path, bytes) in smallFiles { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) lost") }
+        try setup.setProxyMode("pass")
+
+        // Space again: the same file reads whole.
+        try FileSystem.removeTree(filler)
+        LazyImageTests.evict([target + "/usr/lib/big.bin"])
+        #expect(try Self.read(target + "/usr/lib/big.bin").get() == big)
+    }
+}
