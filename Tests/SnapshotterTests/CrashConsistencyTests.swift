@@ -81,8 +81,11 @@ struct CrashConsistencyTests {
     }
 
     @Test(
-        "pull and rmi: kill -9 at each step leaves each recorded image mounted and no other",
-        arguments: ["pull.fetched", "pull.recorded", "rmi.unmounted", "rmi.committed"])
+        "pull and rmi: kill -9 at each step leaves each recorded image mounted and no other, and no file of a removed one",
+        arguments: [
+            "pull.fetched", "pull.recorded", "rmi.unmounted", "rmi.committed", "rmi.link-unlinked", "rmi.backing-unlinked",
+            "rmi.meta-unlinked", "rmi.bootstrap-removed",
+        ])
     func imageRemoval(point: String) throws {
         let daemon = try DaemonHarness("crashrmi", arguments: ["--front-end", "eager"])
         let registry = try HostileRegistry()
@@ -113,7 +116,8 @@ struct CrashConsistencyTests {
         let recorded = try daemon.client().images().map(\.reference)
         let mounted = Self.mountPoints(under: images)
         #expect(recorded.count == mounted.count, "after a crash at \(point): images \(recorded), image mounts \(mounted)")
-        #expect(recorded == (["rmi.committed", "pull.fetched"].contains(point) ? [] : [reference]))
+        let committedRemoval = removing && point != "rmi.unmounted"
+        #expect(recorded == (committedRemoval || point == "pull.fetched" ? [] : [reference]))
         if recorded.isEmpty {
             // Nothing of the image is left: not its bootstrap or metas, nor its sparse backing files and device
             // links under cache/.
@@ -209,6 +213,37 @@ struct CrashConsistencyTests {
         for blob in pulled.blobs { #expect(FileManager.default.fileExists(atPath: blob.backingFile), "\(blob.backingFile) was removed") }
         let read = try Data(contentsOf: URL(fileURLWithPath: pulled.mountpoint + "/bin/tool"))
         #expect(read == Data(content))
+    }
+
+    @Test("kill -9 in the middle of a gc sweep: the next start finishes it, and every recorded file is kept")
+    func garbageCollectionCrash() throws {
+        let daemon = try DaemonHarness("gccrash", arguments: ["--front-end", "eager"])
+        let registry = try HostileRegistry()
+        defer {
+            daemon.tearDown()
+            registry.stop()
+        }
+        let content = RegistryTestSupport.randomBytes(1 << 20, seed: 8)
+        let image = try NydusTestImage(directory: daemon.directory + "/image", files: ["bin/tool": content])
+        try CraftedImages.publish(image, to: registry, repository: "app", tag: "v1")
+        try daemon.start()
+        let pulled = try daemon.client().pull(reference: "\(registry.host)/app:v1").image
+        let strayID = String(repeating: "ef", count: 32)
+        let strays = [
+            daemon.root + "/cache/Ierofs,ondemand-snapshotter/@22/D" + strayID, daemon.root + "/blobs/" + strayID + ".meta",
+            daemon.root + "/images/" + strayID + "/image.boot", daemon.root + "/tmp/pull-cut/layer",
+        ]
+        // The strays appear while the daemon runs (a start-up would sweep them before the armed gc could).
+        try Self.crash(daemon, at: "gc.removed") {
+            for path in strays {
+                try FileSystem.makeDirectories(FileSystem.parentPath(path))
+                FileManager.default.createFile(atPath: path, contents: Data([9]))
+            }
+            _ = try daemon.client().cleanup()
+        }
+        for path in strays { #expect(!FileManager.default.fileExists(atPath: path), "\(path) survived the crash and the restart") }
+        for blob in pulled.blobs { #expect(FileManager.default.fileExists(atPath: blob.backingFile), "\(blob.backingFile) was removed") }
+        #expect(try Data(contentsOf: URL(fileURLWithPath: pulled.mountpoint + "/bin/tool")) == Data(content))
     }
 
     /// On db90a6b nothing collected garbage between start-ups.

@@ -132,6 +132,8 @@ final class LazyBlob: Sendable {
                     freed.error = error
                     break
                 }
+                // A crash here leaves the bitmap saying present over a hole: start-up's SEEK_HOLE check catches it.
+                CrashPoint.reach("evict.punched")
                 state.present[index] = false
                 state.presentCount -= 1
                 state.presentBytes -= UInt64(chunk.uncompressedSize)

@@ -444,13 +444,18 @@ public final class ImagePuller: Sendable {
         }
         CrashPoint.reach("rmi.committed")
         try beforeDeletingFiles(image, orphans)
+        // Each step below may be the last before a crash: start-up's sweep removes what the rest would have.
         for blob in orphans {
             unlink(layout.deviceLink(blobID: blob.blobID, domain: blob.domain))
+            CrashPoint.reach("rmi.link-unlinked")
             unlink(blob.backingPath)
+            CrashPoint.reach("rmi.backing-unlinked")
             unlink(blob.metaPath)
+            CrashPoint.reach("rmi.meta-unlinked")
         }
         if try catalog.imagesUsing(bootstrapPath: image.bootstrapPath) == 0 {
             try? FileSystem.removeTree(FileSystem.parentPath(image.bootstrapPath))
+            CrashPoint.reach("rmi.bootstrap-removed")
         }
         logger.info("image removed", metadata: ["image.reference": "\(name)", "image.orphan_blobs": "\(orphans.count)"])
         return image
@@ -515,6 +520,7 @@ public final class ImagePuller: Sendable {
             do {
                 try FileSystem.removeTree(path)
                 removed.append(path)
+                CrashPoint.reach("gc.removed")
             } catch {
                 logger.warning("leftover not removed", metadata: ["file.path": "\(path)", "error": "\(error)"])
             }
