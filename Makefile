@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-lazy-vm bench-coldstart bench-scale generate-proto clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-lazy-vm bench-coldstart bench-scale bench-disk generate-proto clean
 
 all: build
 
@@ -114,3 +114,10 @@ bench-scale: setup
 	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
 	$(SWIFT) build -c release --product ScaleBench $(BUILD_FLAGS)
 	.build/release/ScaleBench --daemon .build/release/snapshotterd
+
+## bench-disk: 4 images of 4x the cache budget read in turn with a hot set below it: peak disk use vs the budget, hot-set hit rate, eviction cost, hot-set throughput vs no budget
+bench-disk: setup
+	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product DiskBench $(BUILD_FLAGS)
+	.build/release/DiskBench 128 8

@@ -166,6 +166,13 @@ let package = Package(
         ),
 
         .executableTarget(
+            name: "DiskBench",
+            dependencies: ["SnapshotterAPI", "LinuxKernel", "TestSupport"],
+            path: "benchmarks/DiskBench",
+            swiftSettings: strict
+        ),
+
+        .executableTarget(
             name: "LazyBench",
             dependencies: ["RAFSBuilder", "RAFS", "OCI", "SnapshotterAPI", "LinuxKernel", "TestSupport"],
             path: "benchmarks/LazyBench",

@@ -41,8 +41,8 @@ struct DaemonConfig: Equatable, Sendable {
     var cacheMaxBytes: Int64 = 0
     /// Budget as a percentage of the cache's filesystem size (0 = none).
     var cacheMaxPercent = 0
-    /// Chunks read or written within this many seconds are never evicted.
-    var evictionGraceSeconds = Int(FetchSettings().evictionGrace.components.seconds)
+    /// Chunks read or written within this many milliseconds are never evicted.
+    var evictionGraceMilliseconds = Int(FetchSettings().evictionGrace.components.seconds) * 1000
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -153,7 +153,7 @@ struct DaemonConfig: Equatable, Sendable {
         }
         if let cache = top["cache"] {
             let table = try reader.table(
-                cache, at: "cache", known: ["gc_interval_seconds", "max_bytes", "max_percent", "eviction_grace_seconds"])
+                cache, at: "cache", known: ["gc_interval_seconds", "max_bytes", "max_percent", "eviction_grace_ms"])
             if let value = table["gc_interval_seconds"] {
                 gcIntervalSeconds = Int(try reader.integer(value, at: "cache.gc_interval_seconds", range: 0...(7 * 86400)))
             }
@@ -163,8 +163,8 @@ struct DaemonConfig: Equatable, Sendable {
             if let value = table["max_percent"] {
                 cacheMaxPercent = Int(try reader.integer(value, at: "cache.max_percent", range: 0...100))
             }
-            if let value = table["eviction_grace_seconds"] {
-                evictionGraceSeconds = Int(try reader.integer(value, at: "cache.eviction_grace_seconds", range: 1...3600))
+            if let value = table["eviction_grace_ms"] {
+                evictionGraceMilliseconds = Int(try reader.integer(value, at: "cache.eviction_grace_ms", range: 1...3_600_000))
             }
         }
         if let daemon = top["daemon"] {
@@ -196,8 +196,8 @@ struct DaemonConfig: Equatable, Sendable {
         guard cacheMaxBytes >= 0, (0...100).contains(cacheMaxPercent) else {
             throw .invalid(key: "cache.max_bytes", reason: "must be 0 (no budget) or a byte count, and max_percent 0 to 100")
         }
-        guard evictionGraceSeconds >= 1 else {
-            throw .invalid(key: "cache.eviction_grace_seconds", reason: "must be at least 1, got \(evictionGraceSeconds)")
+        guard evictionGraceMilliseconds >= 1 else {
+            throw .invalid(key: "cache.eviction_grace_ms", reason: "must be at least 1, got \(evictionGraceMilliseconds)")
         }
         guard seedDevice.hasPrefix("/") else {
             throw .invalid(key: "ondemand.seed_device", reason: "must be an absolute path, got \(seedDevice)")

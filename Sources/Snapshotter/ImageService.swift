@@ -302,6 +302,8 @@ final class ImageService: Sendable {
         text += "# TYPE snapshotter_cache_disk_bytes gauge\nsnapshotter_cache_disk_bytes \(cache.diskBytes)\n"
         text += "# HELP snapshotter_cache_present_bytes Uncompressed chunk bytes present in the backing files.\n"
         text += "# TYPE snapshotter_cache_present_bytes gauge\nsnapshotter_cache_present_bytes \(cache.presentBytes)\n"
+        text += "# HELP snapshotter_cache_peak_bytes The most chunk bytes the cache has held since the daemon started.\n"
+        text += "# TYPE snapshotter_cache_peak_bytes gauge\nsnapshotter_cache_peak_bytes \(engine.cacheUsage.peakStoredBytes)\n"
         text += "# HELP snapshotter_cache_budget_bytes The cache budget (0: none).\n"
         text += "# TYPE snapshotter_cache_budget_bytes gauge\nsnapshotter_cache_budget_bytes \(cache.budgetBytes ?? 0)\n"
         return text

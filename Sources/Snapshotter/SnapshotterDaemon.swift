@@ -70,8 +70,8 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "Budget as a percentage of the cache filesystem's size (0 = none).")
     var cacheMaxPercent: Int?
 
-    @Option(help: "Seconds a chunk stays safe from eviction after it was read or written (at least 1).")
-    var evictionGrace: Int?
+    @Option(help: "Milliseconds a chunk stays safe from eviction after it was read or written (default 2000).")
+    var evictionGraceMs: Int?
 
     @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")
     var containerdSocket: String?
@@ -102,7 +102,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         fetchSettings.maximumConcurrentFetches = settings.maximumConcurrentFetches
         fetchSettings.readaheadBytes = UInt64(settings.readaheadBytes)
         fetchSettings.cacheBudgetBytes = try Self.cacheBudget(settings)
-        fetchSettings.evictionGrace = .seconds(settings.evictionGraceSeconds)
+        fetchSettings.evictionGrace = .milliseconds(settings.evictionGraceMilliseconds)
         let engine = BlobEngine(settings: fetchSettings, store: CatalogChunkStore(database: database), logger: logger)
         let frontEnd = try FrontEndSelector.start(
             FrontEndChoice(rawValue: settings.frontEnd) ?? .auto,
@@ -222,7 +222,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         if let gcInterval { settings.gcIntervalSeconds = gcInterval }
         if let cacheMaxBytes { settings.cacheMaxBytes = cacheMaxBytes }
         if let cacheMaxPercent { settings.cacheMaxPercent = cacheMaxPercent }
-        if let evictionGrace { settings.evictionGraceSeconds = evictionGrace }
+        if let evictionGraceMs { settings.evictionGraceMilliseconds = evictionGraceMs }
         if let containerdSocket { settings.containerdSocket = containerdSocket.isEmpty ? "" : Self.absolute(containerdSocket) }
         settings.root = Self.absolute(settings.root)
         settings.socket = Self.absolute(settings.socket)

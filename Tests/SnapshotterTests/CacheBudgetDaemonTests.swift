@@ -59,7 +59,7 @@ struct CacheBudgetDaemonTests {
 
         // The next daemon (same fanotify group, kept by the holder) runs with a budget far below the image.
         let budget = 2 << 20
-        setup.harness.extraArguments += ["--cache-max-bytes", "\(budget)", "--eviction-grace", "1"]
+        setup.harness.extraArguments += ["--cache-max-bytes", "\(budget)", "--eviction-grace-ms", "1000"]
         try setup.harness.start()
         try await Self.wait("start-up brought the cache inside its budget") {
             (try client.status().cache?.presentBytes ?? Int64.max) <= Int64(budget)
@@ -79,7 +79,8 @@ struct CacheBudgetDaemonTests {
     func budgetAndPins() async throws {
         let budget = 3 << 20
         let setup = try await Setup(
-            "budget-pin", frontEnd: "fanotify", bigMiB: 10, daemonArguments: ["--cache-max-bytes", "\(budget)", "--eviction-grace", "1"])
+            "budget-pin", frontEnd: "fanotify", bigMiB: 10,
+            daemonArguments: ["--cache-max-bytes", "\(budget)", "--eviction-grace-ms", "1000"])
         defer { setup.tearDown() }
         let target = try setup.pullAndMount(key: "c1")
         let client = setup.harness.client()
@@ -142,6 +143,8 @@ struct CacheBudgetDaemonTests {
         let smallFiles = setup.image.files.filter { $0.key.hasPrefix("etc/") }
         for (path, bytes) in smallFiles { #expect(try Self.read(target + "/" + path).get() == bytes) }
 
+        // Pinned: a full disk may not evict them to make room (unpinned chunks would go, to be fetched again).
+        _ = try client.pin(reference: setup.reference)
         // Fill the disk on purpose, leaving less than the big file needs.
         let filler = setup.harness.root + "/filler"
         let free = try FileSystem.capacity(of: setup.harness.root).available
@@ -180,7 +183,7 @@ struct CacheBudgetDaemonTests {
         Self.checkAllFiles(setup, at: target, "first read")
         // Armed, with a budget below the image: the first chunk punched kills the daemon (start-up's own pass
         // or a gc round, once the grace has passed).
-        setup.harness.extraArguments += ["--cache-max-bytes", "\(1 << 20)", "--eviction-grace", "1"]
+        setup.harness.extraArguments += ["--cache-max-bytes", "\(1 << 20)", "--eviction-grace-ms", "1000"]
         setup.harness.stop()
         setup.harness.environment["SNAPSHOTTERD_CRASH_AT"] = "evict.punched"
         // Not waiting for readiness: start-up's own pass may kill it first.

@@ -60,7 +60,7 @@ public struct FetchSettings: Equatable, Sendable {
     public var cacheBudgetBytes: UInt64?
     /// A chunk read or written within this long is never evicted: a front end that answered "present" for it
     /// may have a kernel read of it still to come.
-    public var evictionGrace: Duration = .seconds(5)
+    public var evictionGrace: Duration = .seconds(2)
 
     public init() {}
 }

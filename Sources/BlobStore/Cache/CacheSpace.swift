@@ -18,6 +18,19 @@ final class CacheSpace: Sendable {
         var stored: UInt64 = 0
         /// Uncompressed bytes of the runs being fetched (reserved before they are written).
         var reserved: UInt64 = 0
+        /// The most `stored` has been since start: what the budget is judged by.
+        var peakStored: UInt64 = 0
+    }
+
+    /// What one eviction pass did, and why it could not do more.
+    struct PassOutcome {
+        var freed: UInt64 = 0
+        /// An earlier pass had made room already: nothing was needed.
+        var roomAlready = false
+        /// Evictable chunks kept only because they were used within the grace.
+        var recent = 0
+        /// When the first of those leaves the grace (monotonic nanoseconds).
+        var nextAgeOut: UInt64 = .max
     }
 
     /// Asked before a blob loses chunks; false keeps them all (see `BlobEngine.onEvict`).
@@ -33,7 +46,12 @@ final class CacheSpace: Sendable {
     /// Whether a pass is scheduled for when the chunks kept by the grace have aged out of it.
     let deferredPass = Mutex(false)
 
-    func add(stored bytes: UInt64) { accounting.withLock { $0.stored += bytes } }
+    func add(stored bytes: UInt64) {
+        accounting.withLock { state in
+            state.stored += bytes
+            state.peakStored = max(state.peakStored, state.stored)
+        }
+    }
     func remove(stored bytes: UInt64) { accounting.withLock { $0.stored -= min($0.stored, bytes) } }
     func release(reserved bytes: UInt64) { accounting.withLock { $0.reserved -= min($0.reserved, bytes) } }
 }
@@ -44,6 +62,8 @@ public struct CacheUsage: Equatable, Sendable {
     public var storedBytes: UInt64
     /// Bytes the fetches under way will write.
     public var reservedBytes: UInt64
+    /// The most chunk bytes the cache has held since the daemon started.
+    public var peakStoredBytes: UInt64
     /// The budget (nil: none).
     public var budgetBytes: UInt64?
 }
@@ -51,7 +71,9 @@ public struct CacheUsage: Equatable, Sendable {
 extension BlobEngine {
     public var cacheUsage: CacheUsage {
         let accounting = space.accounting.withLock { $0 }
-        return CacheUsage(storedBytes: accounting.stored, reservedBytes: accounting.reserved, budgetBytes: settings.cacheBudgetBytes)
+        return CacheUsage(
+            storedBytes: accounting.stored, reservedBytes: accounting.reserved, peakStoredBytes: accounting.peakStored,
+            budgetBytes: settings.cacheBudgetBytes)
     }
 
     /// The blobs whose chunks are never evicted (the blobs of pinned images), replacing the previous set.
@@ -69,23 +91,37 @@ extension BlobEngine {
 
     /// Before a fetch writes `bytes`: when they would take the cache over its budget, least recently used
     /// chunks are evicted down to the low-water mark (90% of the budget, so passes are rare), then the bytes are
-    /// reserved. Nothing evictable (all pinned, being read or fetched, or used within the grace) lets the cache
-    /// go over its budget rather than fail a reader; the metrics count it.
+    /// reserved. When what could go is still within its grace, the fetch waits for it to age out (the cache
+    /// churns faster than the grace: readers slow down rather than the disk fill up), at most twice the grace.
+    /// Only what can never go (pinned blobs, chunks being fetched) lets the cache exceed its budget; the metrics
+    /// count such passes.
     func reserve(_ bytes: UInt64) async {
         guard let budget = settings.cacheBudgetBytes else {
             space.accounting.withLock { $0.reserved += bytes }
             return
         }
-        let overBy = space.accounting.withLock { state -> UInt64 in
-            let wanted = state.stored + state.reserved + bytes
-            guard wanted > budget else {
-                state.reserved += bytes
-                return 0
+        let waitLimit = monotonicNanoseconds() + 2 * nanoseconds(settings.evictionGrace) + 100_000_000
+        while true {
+            let overBy = space.accounting.withLock { state -> UInt64 in
+                let wanted = state.stored + state.reserved + bytes
+                guard wanted > budget else {
+                    state.reserved += bytes
+                    return 0
+                }
+                return wanted - budget / 10 * 9
             }
-            return wanted - budget / 10 * 9
+            guard overBy > 0 else { return }
+            let outcome = (try? await runBlocking { self.evictNow(bytes: overBy, budget: budget, incoming: bytes) }) ?? .init()
+            if outcome.freed > 0 || outcome.roomAlready { continue }
+            let now = monotonicNanoseconds()
+            if outcome.recent > 0, now < waitLimit {
+                let until = min(max(outcome.nextAgeOut, now + 1_000_000), waitLimit)
+                try? await Task.sleep(for: .nanoseconds(Int64(until - now)))
+                continue
+            }
+            space.accounting.withLock { $0.reserved += bytes }
+            return
         }
-        guard overBy > 0 else { return }
-        _ = try? await runBlocking { self.evictNow(bytes: overBy, budget: budget, reserving: bytes) }
     }
 
     /// Blocking: when the cache is over its budget (a budget lowered, a restart, chunks the grace kept), evicts
@@ -93,20 +129,23 @@ extension BlobEngine {
     @discardableResult
     public func enforceBudget() -> UInt64 {
         guard let budget = settings.cacheBudgetBytes else { return 0 }
-        return evictNow(bytes: 0, budget: budget, reserving: 0)
+        let outcome = evictNow(bytes: 0, budget: budget, incoming: 0)
+        // Over budget with chunks the grace kept: look again once they have aged out of it.
+        if outcome.recent > 0, cacheUsage.storedBytes > budget { scheduleDeferredPass() }
+        return outcome.freed
     }
 
     /// Evicts least recently used chunks until `bytes` are freed or nothing more may go; returns the bytes
     /// freed. Chunks of pinned blobs, chunks being fetched and chunks used within `evictionGrace` stay.
     @discardableResult
     public func evict(bytes: UInt64) async -> UInt64 {
-        (try? await runBlocking { self.evictNow(bytes: bytes, budget: nil, reserving: 0) }) ?? 0
+        (try? await runBlocking { self.evictNow(bytes: bytes, budget: nil, incoming: 0).freed }) ?? 0
     }
 
     /// `evict(bytes:)` for callers already off the cooperative pool.
     @discardableResult
     public func evictBlocking(bytes: UInt64) -> UInt64 {
-        evictNow(bytes: bytes, budget: nil, reserving: 0)
+        evictNow(bytes: bytes, budget: nil, incoming: 0).freed
     }
 
     /// Uncompressed bytes of the chunks under a range that are neither present nor being fetched: what making
@@ -122,37 +161,33 @@ extension BlobEngine {
     }
 
     /// One eviction pass (blocking). With a `budget`, the pass first checks whether an earlier pass already made
-    /// room, and reserves `reserving` bytes at its end whatever it freed.
-    private func evictNow(bytes: UInt64, budget: UInt64?, reserving: UInt64) -> UInt64 {
+    /// room for `incoming` more bytes (then it frees nothing and says so).
+    private func evictNow(bytes: UInt64, budget: UInt64?, incoming: UInt64) -> CacheSpace.PassOutcome {
         space.passes.withLock { passes in
             passes += 1
-            defer {
-                if reserving > 0 { space.accounting.withLock { $0.reserved += reserving } }
-            }
             var wanted = bytes
             if let budget {
-                let current = space.accounting.withLock { $0.stored + $0.reserved } + reserving
-                guard current > budget else { return 0 }
+                let current = space.accounting.withLock { $0.stored + $0.reserved } + incoming
+                guard current > budget else { return CacheSpace.PassOutcome(roomAlready: true) }
                 wanted = current - budget / 10 * 9
             }
             let started = monotonicNanoseconds()
             let now = started
-            let grace =
-                UInt64(settings.evictionGrace.components.seconds) * 1_000_000_000
-                + UInt64(settings.evictionGrace.components.attoseconds / 1_000_000_000)
+            let grace = nanoseconds(settings.evictionGrace)
             let cutoff = now > grace ? now - grace : 0
             let pinned = space.pinned.withLock { $0 }
             let registered = blobs.withLock { Array($0.values) }
             // Every evictable chunk with when it was last used; the oldest go first.
             var candidates: [(used: UInt64, blob: Int, index: Int32)] = []
-            var recent = 0
+            var outcome = CacheSpace.PassOutcome()
             for (position, blob) in registered.enumerated() where !pinned.contains(blob.id) {
                 blob.state.withLock { state in
                     for index in state.present.indices where state.present[index] && state.inFlight[UInt32(index)] == nil {
                         if state.lastUsed[index] <= cutoff {
                             candidates.append((state.lastUsed[index], position, Int32(index)))
                         } else {
-                            recent += 1
+                            outcome.recent += 1
+                            outcome.nextAgeOut = min(outcome.nextAgeOut, state.lastUsed[index] + grace)
                         }
                     }
                 }
@@ -194,16 +229,19 @@ extension BlobEngine {
             }
             metrics.recordEviction(
                 chunks: freedChunks, bytes: freedBytes, nanoseconds: monotonicNanoseconds() - started, short: freedBytes < wanted)
-            // Over budget with chunks the grace kept: look again once they have aged out of it.
-            if budget != nil, freedBytes < wanted, recent > 0 { scheduleDeferredPass() }
             logger.debug(
                 "evicted",
                 metadata: [
                     "cache.evicted_bytes": "\(freedBytes)", "cache.evicted_chunks": "\(freedChunks)", "cache.wanted_bytes": "\(wanted)",
                     "cache.candidates": "\(candidates.count)",
                 ])
-            return freedBytes
+            outcome.freed = freedBytes
+            return outcome
         }
+    }
+
+    func nanoseconds(_ duration: Duration) -> UInt64 {
+        UInt64(duration.components.seconds) * 1_000_000_000 + UInt64(duration.components.attoseconds / 1_000_000_000)
     }
 
     /// One pass `evictionGrace` from now (at most one scheduled at a time): the cache returns inside its budget
