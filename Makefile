@@ -120,4 +120,4 @@ bench-disk: setup
 	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
 	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
 	$(SWIFT) build -c release --product DiskBench $(BUILD_FLAGS)
-	.build/release/DiskBench 128 8
+	.build/release/DiskBench 128 16

@@ -33,9 +33,9 @@ extension ImageService {
         var present: Int64 = 0
         var disk: Int64 = 0
         for blob in image.blobs {
-            let progress = engine.progress(blobID: blob.id)
-            size += progress.map { Int64($0.total) } ?? blob.uncompressedSize
-            present += progress.map { Int64($0.present) } ?? 0
+            let (total, local) = bytes(ofBlob: blob.id, recordedSize: blob.uncompressedSize)
+            size += total
+            present += local
             disk += Self.diskBytes(of: blob.backingPath)
         }
         return ImageUsage(reference: image.reference, size: size, presentBytes: present, diskBytes: disk, pinned: image.pinned)
@@ -68,6 +68,13 @@ extension ImageService {
 
     /// CRI's label naming the layer a snapshot is unpacked from.
     static let layerDigestLabel = "containerd.io/snapshot/cri.layer-digest"
+
+    /// A blob's chunk bytes and how many are present, per the engine (its recorded size, none present, when
+    /// the engine does not serve it).
+    func bytes(ofBlob id: Int64, recordedSize: Int64) -> (total: Int64, present: Int64) {
+        guard let progress = engine.progress(blobID: id) else { return (recordedSize, 0) }
+        return (Int64(progress.total), Int64(progress.present))
+    }
 
     /// Allocated bytes of a file (st_blocks, as `du`), 0 when it is gone.
     static func diskBytes(of path: String) -> Int64 {

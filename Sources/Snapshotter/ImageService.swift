@@ -243,9 +243,9 @@ final class ImageService: Sendable {
             var local: Int64 = 0
             var fetched: Int64 = 0
             for blob in image.blobs {
-                let progress = engine.progress(blobID: blob.id)
-                size += progress.map { Int64($0.total) } ?? blob.uncompressedSize
-                local += progress.map { Int64($0.present) } ?? 0
+                let (total, present) = bytes(ofBlob: blob.id, recordedSize: blob.uncompressedSize)
+                size += total
+                local += present
                 fetched += Int64(engine.bytesFetched(blobID: blob.id))
             }
             let percent = size > 0 ? (Double(local) * 100 / Double(size) * 10).rounded() / 10 : 100

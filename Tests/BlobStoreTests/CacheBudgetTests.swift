@@ -35,13 +35,10 @@ struct CacheBudgetTests {
         }
     }
 
+    /// The engine tests' fixture: the blob meta and the expected device bytes (backing files come per blob).
     static func setUp(_ label: String) throws -> Setup {
-        let directory = try ImageFixtures.scratchDirectory(label)
-        let image = try ErofsImage(path: ImageFixtures.bootstrap)
-        let rafs = try RafsBlob(image: image, index: 0, directory: ImageFixtures.directory)
-        let materialized = directory + "/expected"
-        _ = try rafs.materialize(to: materialized)
-        return Setup(directory: directory, rafs: rafs, expected: try ImageFixtures.bytes(materialized))
+        let base = try BlobEngineTests.setUp(label)
+        return Setup(directory: base.directory, rafs: base.rafs, expected: base.expected)
     }
 
     static func engine(budget: UInt64?, grace: Duration = .zero, store: (any ChunkStateStore)? = nil) -> BlobEngine {

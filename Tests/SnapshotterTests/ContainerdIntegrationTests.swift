@@ -142,6 +142,14 @@ struct ContainerdIntegrationTests {
         let output = try containerd.ctrOK(
             ["run", "--rm", "--snapshotter", Self.snapshotter, reference, "t1", "/bin/cat", "/etc/hello.txt"], namespace: "k8s.io")
         #expect(output.contains(BusyboxImage.hello))
+        // Remote snapshots report what the cache holds for their layers (they used to report their empty
+        // directories: 0 for every layer of a lazily served image).
+        let usage = try containerd.ctrOK(["snapshots", "--snapshotter", Self.snapshotter, "usage"], namespace: "k8s.io")
+        let sized = usage.split(separator: "\n").dropFirst().filter { line in
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+            return fields.count >= 3 && fields[1] != "0"
+        }
+        #expect(!sized.isEmpty, "every remote snapshot reports 0 bytes:\n\(usage)")
 
         let served = proxy.requests.compactMap { line -> Int64? in
             let words = line.split(separator: " ")
