@@ -41,6 +41,8 @@ func diskFullError(_ error: any Error) -> APIError? {
     case let error as CatalogError: full = error.isDiskFull
     case let error as RegistryError:
         if case .noSpace = error { full = true } else { full = false }
+    case let error as BuildError:
+        if case .io(_, let cause) = error { full = cause.errno == ENOSPC || cause.errno == EDQUOT } else { full = false }
     default: full = false
     }
     guard full else { return nil }

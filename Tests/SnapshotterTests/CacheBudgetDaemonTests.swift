@@ -13,7 +13,21 @@ import Glibc
 struct CacheBudgetDaemonTests {
     typealias Setup = LazyImageTests.Setup
 
-    static func read(_ path: String) -> Result<[UInt8], SyscallError> { LazyImageTests.read(path) }
+    /// A whole file, read on a thread of its own (`onOwnThread`).
+    static func read(_ path: String) async -> Result<[UInt8], SyscallError> {
+        (try? await onOwnThread { LazyImageTests.read(path) }) ?? .failure(SyscallError(call: "thread", errno: EAGAIN))
+    }
+
+    /// snapctl (or any tool) on a thread of its own.
+    static func run(_ path: String, _ arguments: [String]) async throws -> (status: Int32, output: String) {
+        try await onOwnThread { try runCommand(path, arguments) }
+    }
+
+    /// `Setup.pullAndMount` on a thread of its own.
+    static func pullAndMount(_ setup: Setup, key: String) async throws -> String {
+        nonisolated(unsafe) let setup = setup  // used by that thread alone until it returns
+        return try await onOwnThread { try setup.pullAndMount(key: key) }
+    }
 
     /// Waits (deadline one minute) until `condition` holds, polling the daemon.
     static func wait(_ what: String, _ condition: () throws -> Bool) async throws {
@@ -28,11 +42,11 @@ struct CacheBudgetDaemonTests {
     }
 
     /// Reads every file of the image through `target` (page cache dropped first) and compares it.
-    static func checkAllFiles(_ setup: Setup, at target: String, _ note: String) {
+    static func checkAllFiles(_ setup: Setup, at target: String, _ note: String) async {
         let paths = setup.image.files.keys.map { target + "/" + $0 }
         LazyImageTests.evict(paths)
         for (path, bytes) in setup.image.files {
-            let result = Self.read(target + "/" + path)
+            let result = await Self.read(target + "/" + path)
             switch result {
             case .success(let read):
                 // Compared first: a failed expectation would print both arrays whole.
@@ -50,10 +64,10 @@ struct CacheBudgetDaemonTests {
     func evictionRearmsCompleteBlobs() async throws {
         let setup = try await Setup("budget-rearm", frontEnd: "fanotify", bigMiB: 8)
         defer { setup.tearDown() }
-        let target = try setup.pullAndMount(key: "c1")
+        let target = try await Self.pullAndMount(setup, key: "c1")
         let client = setup.harness.client()
         // No budget: reading everything completes the blob and the front end marks it ignored in the group.
-        Self.checkAllFiles(setup, at: target, "first read")
+        await Self.checkAllFiles(setup, at: target, "first read")
         try await Self.wait("the image is complete") { try client.status().images?.first?.percentLocal == 100 }
         #expect(setup.harness.stop() == 0)
 
@@ -71,7 +85,7 @@ struct CacheBudgetDaemonTests {
 
         // Every file reads back whole: evicted ranges come to the daemon, which fetches and verifies them.
         let gets = setup.blobGets
-        Self.checkAllFiles(setup, at: target, "after eviction")
+        await Self.checkAllFiles(setup, at: target, "after eviction")
         #expect(setup.blobGets > gets, "evicted chunks were fetched again")
     }
 
@@ -82,33 +96,33 @@ struct CacheBudgetDaemonTests {
             "budget-pin", frontEnd: "fanotify", bigMiB: 10,
             daemonArguments: ["--cache-max-bytes", "\(budget)", "--eviction-grace-ms", "1000"])
         defer { setup.tearDown() }
-        let target = try setup.pullAndMount(key: "c1")
+        let target = try await Self.pullAndMount(setup, key: "c1")
         let client = setup.harness.client()
         let status = try client.status()
         #expect(status.cache?.budgetBytes == Int64(budget))
-        let shown = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "status"])
+        let shown = try await Self.run(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "status"])
         #expect(
             shown.output.contains("budget 3.0 MiB") || shown.output.contains("budget 3 MiB"), "status shows the budget: \(shown.output)")
 
-        Self.checkAllFiles(setup, at: target, "read under a budget")
+        await Self.checkAllFiles(setup, at: target, "read under a budget")
         // Reads faster than the grace may take the cache over; a pass after the grace brings it back.
         try await Self.wait("the cache is back inside its budget") {
             (try client.status().cache?.presentBytes ?? Int64.max) <= Int64(budget)
         }
-        Self.checkAllFiles(setup, at: target, "second read under a budget")
+        await Self.checkAllFiles(setup, at: target, "second read under a budget")
         let metrics = try client.metrics()
         #expect(metrics.contains("snapshotter_cache_budget_bytes \(budget)"))
         #expect(!metrics.contains("snapshotter_evicted_chunks_total 0\n"))
 
         // Pinned: everything read stays, also through a GC round (which enforces the budget at once).
-        let pinned = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "pin", setup.reference])
+        let pinned = try await Self.run(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "pin", setup.reference])
         #expect(pinned.status == 0, "snapctl pin: \(pinned.output)")
-        Self.checkAllFiles(setup, at: target, "read while pinned")
+        await Self.checkAllFiles(setup, at: target, "read while pinned")
         _ = try client.cleanup()
         let usage = try client.usage()
         let image = try #require(usage.images.first)
         #expect(image.pinned && image.presentBytes == image.size, "a pinned image loses nothing: \(image)")
-        let table = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "usage"])
+        let table = try await Self.run(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "usage"])
         #expect(table.output.contains("PINNED") && table.output.contains("yes"), "snapctl usage: \(table.output)")
 
         // Unpinned, the next round evicts it back under the budget.
@@ -137,22 +151,22 @@ struct CacheBudgetDaemonTests {
             try #require(mounted.status == 0, "mount -o loop: \(mounted.output)")
         }
         defer { setup.tearDown() }
-        let target = try setup.pullAndMount(key: "c1")
+        let target = try await Self.pullAndMount(setup, key: "c1")
         let client = setup.harness.client()
         // Read the small files now: they are stored before the disk fills.
         let smallFiles = setup.image.files.filter { $0.key.hasPrefix("etc/") }
-        for (path, bytes) in smallFiles { #expect(try Self.read(target + "/" + path).get() == bytes) }
+        for (path, bytes) in smallFiles { #expect(try await Self.read(target + "/" + path).get() == bytes) }
 
         // Pinned: a full disk may not evict them to make room (unpinned chunks would go, to be fetched again).
         _ = try client.pin(reference: setup.reference)
         // Fill the disk on purpose, leaving less than the big file needs.
         let filler = setup.harness.root + "/filler"
         let free = try FileSystem.capacity(of: setup.harness.root).available
-        let filled = try runCommand("/usr/bin/fallocate", ["-l", "\(free - (2 << 20))", filler])
+        let filled = try await Self.run("/usr/bin/fallocate", ["-l", "\(free - (2 << 20))", filler])
         try #require(filled.status == 0, "fallocate: \(filled.output)")
 
         let big = setup.image.files["usr/lib/big.bin"]!
-        switch Self.read(target + "/usr/lib/big.bin") {
+        switch await Self.read(target + "/usr/lib/big.bin") {
         case .success(let bytes):
             Issue.record("read \(bytes.count) bytes of a file that cannot fit: \(bytes == big ? "right" : "WRONG") bytes")
         case .failure(let error): #expect(error.errno == EIO, "a reader gets EIO: \(error)")
@@ -166,21 +180,21 @@ struct CacheBudgetDaemonTests {
         #expect(try client.status().images?.count == 1)
         try setup.setProxyMode("fail")
         LazyImageTests.evict(smallFiles.keys.map { target + "/" + $0 })
-        for (path, bytes) in smallFiles { #expect(try Self.read(target + "/" + path).get() == bytes, "\(path) lost") }
+        for (path, bytes) in smallFiles { #expect(try await Self.read(target + "/" + path).get() == bytes, "\(path) lost") }
         try setup.setProxyMode("pass")
 
         // Space again: the same file reads whole.
         try FileSystem.removeTree(filler)
         LazyImageTests.evict([target + "/usr/lib/big.bin"])
-        #expect(try Self.read(target + "/usr/lib/big.bin").get() == big)
+        #expect(try await Self.read(target + "/usr/lib/big.bin").get() == big)
     }
 
     @Test("kill -9 between an eviction's punch and its saved bitmap: after a restart every file reads back whole", .timeLimit(.minutes(5)))
     func crashWhileEvicting() async throws {
         let setup = try await Setup("budget-crash", frontEnd: "fanotify", bigMiB: 6)
         defer { setup.tearDown() }
-        let target = try setup.pullAndMount(key: "c1")
-        Self.checkAllFiles(setup, at: target, "first read")
+        let target = try await Self.pullAndMount(setup, key: "c1")
+        await Self.checkAllFiles(setup, at: target, "first read")
         // Armed, with a budget below the image: the first chunk punched kills the daemon (start-up's own pass
         // or a gc round, once the grace has passed).
         setup.harness.extraArguments += ["--cache-max-bytes", "\(1 << 20)", "--eviction-grace-ms", "1000"]
@@ -200,6 +214,14 @@ struct CacheBudgetDaemonTests {
         setup.harness.environment["SNAPSHOTTERD_CRASH_AT"] = nil
         setup.harness.extraArguments.removeLast(4)
         try setup.harness.start()
-        Self.checkAllFiles(setup, at: target, "after a crash mid-eviction")
+        await Self.checkAllFiles(setup, at: target, "after a crash mid-eviction")
+    }
+}
+
+/// Runs blocking work (a read through a mount, which may wait on fetches; snapctl) on a thread of its own: the
+/// cooperative pool has two threads on our machines, and other suites' tests need them.
+func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
     }
 }
