@@ -23,13 +23,15 @@ packages=(
   systemd               # systemd-analyze verify, systemd-socket-activate (tests)
   curl                  # curl --unix-socket in docs and benchmarks
   qemu-system-x86       # boots the 6.12 test kernel (cachefiles on-demand) under TCG: scripts/vm-test
-  e2fsprogs             # mkfs.ext4: the VM's cache disk (cachefiles needs a disk filesystem)
+  e2fsprogs             # mkfs.ext4: the VM's cache disk, and the small disk the disk-full tests fill
   iproute2              # ip: brings up the guest's loopback for its registry
   util-linux            # mount, fallocate (punching holes in the engine tests)
   sqlite3               # inspecting the catalog by hand
   containerd            # the real containerd 1.6 the proxy-plugin tests drive (ctr, proxy_plugins)
   runc                  # runtime for `ctr run` in those tests
   busybox-static        # a static busybox: the rootfs of the test images
+  umoci                 # OCI layouts as umoci writes them: the converter's ecosystem tests
+  libarchive-tools      # bsdtar: layers as libarchive writes them (converter tests)
 )
 
 missing=()

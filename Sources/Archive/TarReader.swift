@@ -160,11 +160,12 @@ public final class TarReader {
         return entry
     }
 
-    /// Normalizes a member path: strips `./` and leading slashes of `./`-style roots, collapses `//` and `.`;
-    /// refuses absolute paths, `..` components and NUL bytes.
+    /// Normalizes a member path (or a hard link's target, which names a member) to a path relative to the
+    /// layer's root: strips `./` and leading slashes, collapses `//` and `.`; refuses `..` components and NUL
+    /// bytes. A leading slash names the layer's root, as containerd and Docker apply layers: umoci writes the
+    /// root itself as `/` and `umoci insert` at a path writes absolute names.
     static func normalize(_ raw: String) throws(ArchiveError) -> String {
         if raw.utf8.contains(0) { throw .unsafePath(raw, reason: "contains a NUL byte") }
-        if raw.hasPrefix("/") { throw .unsafePath(raw, reason: "absolute paths are not allowed in layers") }
         var parts: [Substring] = []
         for part in raw.split(separator: "/", omittingEmptySubsequences: true) {
             if part == "." { continue }
@@ -227,6 +228,12 @@ public final class TarReader {
         while total > 0 {
             let want = Int(min(Int64(scratch.count), total))
             let n = try scratch.withUnsafeMutableBytes { try source.read(into: UnsafeMutableRawBufferPointer(rebasing: $0[0..<want])) }
+            if n == 0 && total <= padding {
+                // Every data byte is there; only the last entry's padding (and the end blocks) are missing, as in
+                // the layers umoci 0.4 writes: the archive ends here.
+                ended = true
+                break
+            }
             guard n > 0 else { throw ArchiveError.truncated(detail: "the archive ends inside an entry at byte \(offset)") }
             total -= Int64(n)
             offset += Int64(n)

@@ -112,7 +112,6 @@ struct BuilderPropertyTests {
         func isLayer(_ error: BuildError) -> Bool { if case .layer = error { return true } else { return false } }
         return [
             ("dot-dot path", tar([.file("../escape", [1])]), isLayer),
-            ("absolute path", tar([.file("/etc/passwd", [1])]), isLayer),
             ("hard link with ..", tar([.file("f", [1]), .hardlink("h", "../../etc/passwd")]), isLayer),
             ("truncated data", Array(valid[0..<(512 + 1000)]), isLayer),
             ("truncated header", Array(valid[0..<300]), isLayer),
@@ -138,7 +137,7 @@ struct BuilderPropertyTests {
         ]
     }
 
-    @Test("hostile layers are refused with typed errors", arguments: 0..<12)
+    @Test("hostile layers are refused with typed errors", arguments: 0..<11)
     func refusesHostile(_ index: Int) throws {
         let (name, bytes, matches) = Self.hostile()[index]
         let scratch = try ImageFixtures.scratchDirectory("builder-hostile")
