@@ -34,6 +34,12 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "Config file (TOML). An explicitly named file must exist.")
     var config: String?
 
+    @Option(
+        help: ArgumentHelp(
+            "Run one call (convert or inspect) without a daemon: its JSON request on stdin, its JSON answer on stdout.",
+            visibility: .hidden))
+    var offlineCall: String?
+
     @Option(help: "State directory (catalog, snapshots). Default /var/lib/ondemand-snapshotter.")
     var root: String?
 
@@ -79,6 +85,10 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
     public init() {}
 
     public func run() async throws {
+        if let offlineCall {
+            // snapctl's fallback when no daemon answers: the call runs here, in this process, and exits.
+            OfflineCall.exitProcess(await OfflineCall.run(offlineCall, registry: try Self.registryConfiguration(try resolveConfig())))
+        }
         let settings = try resolveConfig()
         let level = Logger.Level(rawValue: settings.logLevel) ?? .info
         LoggingSystem.bootstrap { label in StructuredLogHandler(label: label, level: level) }

@@ -134,8 +134,10 @@ struct Metrics: ParsableCommand {
 
 struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Convert an OCI image to the nydus RAFS v6 layout (bootstrap + chunked blobs), run by the daemon.",
-        discussion: "SRC and DST are OCI image layout directories, or docker://REF for a registry image.")
+        abstract: "Convert an OCI image to the nydus RAFS v6 layout (bootstrap + chunked blobs).",
+        discussion:
+            "SRC and DST are OCI image layout directories, or docker://REF for a registry image. Runs in the daemon, or in a snapshotterd process of its own when no daemon answers (or with --offline)."
+    )
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Source: an OCI layout directory or docker://REF.") var source: String
     @Argument(help: "Destination: an OCI layout directory (created) or docker://REF.") var destination: String
@@ -148,14 +150,17 @@ struct Convert: ParsableCommand {
         help:
             "A file or directory (absolute path in the image) containers read at start-up; repeatable. Recorded as the image's prefetch table: fetched in the background once the image is pulled."
     ) var prefetch: [String] = []
+    @Flag(help: "Run without the daemon, in a snapshotterd process of its own.") var offline = false
 
     func run() throws {
         func resolve(_ text: String) -> String { text.hasPrefix("docker://") ? text : absolutePath(text) }
         try perform {
-            let result = try global.client().convert(
-                ConvertRequest(
-                    source: resolve(source), destination: resolve(destination), sourceTag: sourceTag, tag: tag, chunkSize: chunkSize,
-                    compression: compression, prefetch: prefetch.isEmpty ? nil : prefetch))
+            let request = ConvertRequest(
+                source: resolve(source), destination: resolve(destination), sourceTag: sourceTag, tag: tag, chunkSize: chunkSize,
+                compression: compression, prefetch: prefetch.isEmpty ? nil : prefetch)
+            let result: ConvertResponse = try OfflineRunner.call("convert", request, offline: offline) {
+                try global.client().convert(request)
+            }
             if global.json {
                 Output.printJSON(result)
             } else {
@@ -177,11 +182,15 @@ struct Inspect: ParsableCommand {
     @Option(help: "Directory holding the image's blobs, named by blob id.") var blobs: String?
     @Flag(help: "Decompress every chunk of every blob found and check its digest; exit non-zero on the first mismatch.")
     var verify = false
+    @Flag(help: "Run without the daemon, in a snapshotterd process of its own (also what happens when none answers).")
+    var offline = false
 
     func run() throws {
         try perform {
-            let result = try global.client().inspect(
-                InspectRequest(bootstrap: absolutePath(bootstrap), blobs: blobs.map(absolutePath), verify: verify))
+            let request = InspectRequest(bootstrap: absolutePath(bootstrap), blobs: blobs.map(absolutePath), verify: verify)
+            let result: InspectResponse = try OfflineRunner.call("inspect", request, offline: offline) {
+                try global.client().inspect(request)
+            }
             if global.json {
                 Output.printJSON(result.entries)
             } else {

@@ -84,4 +84,45 @@ struct ConvertCommandTests {
         #expect(flipped.status != 0)
         #expect(flipped.output.contains(blobID) && flipped.output.contains("chunk"), "\(flipped.output)")
     }
+
+    /// On 68766fa both failed with "cannot connect to snapshotterd" (and the converter refused umoci's "/").
+    @Test("with no daemon: snapctl converts a layout umoci wrote and inspects the result; errors keep their kinds", .timeLimit(.minutes(3)))
+    func offline() throws {
+        let work = try RegistryTestSupport.tempDirectory("convert-offline")
+        defer { try? FileSystem.removeTree(work) }
+        let tree = work + "/tree"
+        try FileManager.default.createDirectory(atPath: tree + "/etc", withIntermediateDirectories: true)
+        try Data("offline\n".utf8).write(to: URL(fileURLWithPath: tree + "/etc/hostname"))
+        try Data(RegistryTestSupport.randomBytes(2 << 20, seed: 5)).write(to: URL(fileURLWithPath: tree + "/etc/data.bin"))
+        for arguments in [
+            ["init", "--layout", work + "/oci"], ["new", "--image", work + "/oci:v1"], ["insert", "--image", work + "/oci:v1", tree, "/"],
+        ] {
+            let made = try runCommand("/usr/bin/umoci", arguments)
+            try #require(made.status == 0, "umoci \(arguments): \(made.output)")
+        }
+        // A socket nobody listens on: the commands run in a snapshotterd process of their own.
+        let socket = ["--socket", work + "/nobody.sock"]
+        let converted = try runCommand(
+            DaemonHarness.snapctlPath, socket + ["convert", work + "/oci", work + "/nydus", "--source-tag", "v1", "--tag", "v1"])
+        #expect(converted.status == 0, "\(converted.output)")
+        #expect(converted.output.contains("converted") && converted.output.contains("no daemon answers"), "\(converted.output)")
+
+        let layout = try OCILayout(path: work + "/nydus")
+        let manifest = try JSONDecoder().decode(
+            ImageManifest.self, from: Data(try layout.readBlob(try #require(try layout.readIndex().manifests.first).digest)))
+        let boot = try #require(manifest.layers.last)
+        try FileManager.default.createDirectory(atPath: work + "/boot", withIntermediateDirectories: true)
+        let untar = try runCommand("/bin/tar", ["-xzf", layout.blobPath(boot.digest), "-C", work + "/boot"])
+        try #require(untar.status == 0, "\(untar.output)")
+        let inspected = try runCommand(
+            DaemonHarness.snapctlPath,
+            socket + ["inspect", "--offline", work + "/boot/image/image.boot", "--blobs", layout.sha256Directory, "--verify"])
+        #expect(inspected.status == 0, "\(inspected.output)")
+        #expect(inspected.output.contains("/etc/hostname") && inspected.output.contains("verified"), "\(inspected.output)")
+
+        let missing = try runCommand(DaemonHarness.snapctlPath, socket + ["convert", work + "/absent", work + "/out"])
+        #expect(missing.status != 0 && missing.output.contains(work + "/absent"), "\(missing.output)")
+        let relative = try runCommand(DaemonHarness.snapctlPath, socket + ["inspect", "--offline", "--json", "/no/such/image.boot"])
+        #expect(relative.status != 0 && relative.output.contains("/no/such/image.boot"), "\(relative.output)")
+    }
 }
