@@ -3,6 +3,7 @@ import TestFixtures
 import TestSupport
 import Testing
 
+@testable import Digests
 @testable import OCI
 @testable import RAFS
 @testable import RAFSBuilder
@@ -55,6 +56,7 @@ struct EcosystemLayoutTests {
     /// targets, and the same extended attributes.
     static func compareTrees(expected: String, actual: String) throws {
         let paths = BuilderFixtures.listing(expected)
+        #expect(paths.count >= 5, "the unpacked reference holds only \(paths.sorted())")
         #expect(BuilderFixtures.listing(actual) == paths, "the converted image lists other paths than the unpacked one")
         for path in paths.sorted() {
             let want = try Self.status(expected + "/" + path)
@@ -107,6 +109,140 @@ struct EcosystemLayoutTests {
 
         try Self.convertAndMount(layout: layout, tag: "v1", scratch: scratch) { mount in
             try Self.compareTrees(expected: scratch + "/bundle/rootfs", actual: mount)
+        }
+    }
+
+    /// An OCI layout holding `layers` (tar files, compressed as given: "gzip" or "zstd") under tag `tag`, with
+    /// the config's diff_ids computed from the uncompressed tars.
+    static func writeLayout(_ path: String, tag: String, layers: [(tar: String, compression: String)]) throws {
+        let layout = try OCILayout.create(at: path)
+        var descriptors: [Descriptor] = []
+        var diffIDs: [String] = []
+        for (tar, compression) in layers {
+            diffIDs.append(Digest.sha256(of: try ImageFixtures.bytes(tar)).description)
+            let compressed = tar + (compression == "zstd" ? ".zst" : ".gz")
+            let tool =
+                compression == "zstd"
+                ? ["zstd", "-q", "-f", "-o", compressed, tar] : ["sh", "-c", "gzip -n -c '\(tar)' > '\(compressed)'"]
+            try Self.run(tool[0], Array(tool.dropFirst()))
+            let type = compression == "zstd" ? MediaType.ociLayerZstd : MediaType.ociLayerGzip
+            descriptors.append(try layout.writeBlob(try ImageFixtures.bytes(compressed), mediaType: type))
+        }
+        let config = """
+            {"architecture":"amd64","os":"linux","config":{},"rootfs":{"type":"layers","diff_ids":[\(diffIDs.map { "\"\($0)\"" }.joined(separator: ","))]}}
+            """
+        let configDescriptor = try layout.writeBlob(Array(config.utf8), mediaType: MediaType.ociConfig)
+        var manifest = try layout.writeBlob(
+            try OCILayout.encode(ImageManifest(config: configDescriptor, layers: descriptors)), mediaType: MediaType.ociManifest)
+        manifest.annotations = [OCILayout.refNameAnnotation: tag]
+        try layout.writeIndex(ImageIndex(manifests: [manifest]))
+    }
+
+    /// A tree with what real images hold and simple archivers get wrong.
+    static func makeAwkwardTree(_ tree: String) throws {
+        let long =
+            "long/" + String(repeating: "d", count: 100) + "/" + String(repeating: "e", count: 100) + "/"
+            + String(repeating: "f", count: 90)
+        for directory in ["a", "b", "dev", "run", "tmp", long] {
+            try FileManager.default.createDirectory(atPath: tree + "/" + directory, withIntermediateDirectories: true)
+        }
+        try ImageFixtures.write(Array("deep\n".utf8), to: tree + "/" + long + "/file.txt")
+        try ImageFixtures.write(Array("named long\n".utf8), to: tree + "/a/" + String(repeating: "n", count: 150))
+        try ImageFixtures.write(RegistryTestSupport.randomBytes(1_500_000, seed: 21), to: tree + "/a/shared.bin")
+        try FileManager.default.linkItem(atPath: tree + "/a/shared.bin", toPath: tree + "/b/same-inode.bin")
+        try ImageFixtures.write(RegistryTestSupport.randomBytes(9000, seed: 22), to: tree + "/b/ping")
+        chmod(tree + "/b/ping", 0o4711)
+        chmod(tree + "/tmp", 0o1777)
+        try Self.run("setfattr", ["-n", "user.note", "-v", "kept", tree + "/a/shared.bin"])
+        // A version-2 file capability (cap_net_bind_service, effective), as setcap writes it.
+        try Self.run("setfattr", ["-n", "security.capability", "-v", "0x0100000200040000000000000000000000000000", tree + "/b/ping"])
+        try Self.run("mkfifo", [tree + "/run/fifo"])
+        try Self.run("mknod", [tree + "/dev/null", "c", "1", "3"])
+        try FileManager.default.createSymbolicLink(atPath: tree + "/b/abs", withDestinationPath: "/a/shared.bin")
+        try FileManager.default.createSymbolicLink(atPath: tree + "/b/rel", withDestinationPath: "../" + long + "/file.txt")
+        chown(tree + "/b/ping", 1000, 1000)
+    }
+
+    @Test(
+        "layers GNU tar and bsdtar write (GNU long names, PAX, hard links across directories, xattrs, capabilities, FIFOs, devices) convert to exactly what umoci unpacks; gzip and zstd alike",
+        .enabled(if: getuid() == 0))
+    func realArchivers() throws {
+        let scratch = try ImageFixtures.scratchDirectory("archivers")
+        defer { ImageFixtures.cleanup(scratch) }
+        try Self.makeAwkwardTree(scratch + "/tree")
+        let second = scratch + "/second"
+        try FileManager.default.createDirectory(atPath: second + "/opt/pax", withIntermediateDirectories: true)
+        try ImageFixtures.write(
+            Array("é and ü in a PAX name\n".utf8), to: second + "/opt/pax/" + "ünïcode-" + String(repeating: "x", count: 120))
+        let third = scratch + "/third"
+        try FileManager.default.createDirectory(atPath: third + "/srv", withIntermediateDirectories: true)
+        try ImageFixtures.write(RegistryTestSupport.randomBytes(300_000, seed: 23), to: third + "/srv/bsd.bin")
+        try Self.run("setfattr", ["-n", "user.by", "-v", "bsdtar", third + "/srv/bsd.bin"])
+
+        // Three archivers, three formats: GNU tar's gnu format, GNU tar's posix (PAX), bsdtar's default (PAX).
+        let gnu = scratch + "/gnu.tar"
+        let pax = scratch + "/pax.tar"
+        let bsd = scratch + "/bsd.tar"
+        try Self.run("tar", ["--format=gnu", "--xattrs", "--xattrs-include=*", "-C", scratch + "/tree", "-cf", gnu, "."])
+        try Self.run("tar", ["--format=posix", "--xattrs", "--xattrs-include=*", "-C", second, "-cf", pax, "."])
+        try Self.run("bsdtar", ["--xattrs", "-C", third, "-cf", bsd, "."])
+
+        var bootstraps: [String: [UInt8]] = [:]
+        for compression in ["gzip", "zstd"] {
+            let work = scratch + "/" + compression
+            try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+            let layers = try [gnu, pax, bsd].map { tar in
+                let copy = work + "/" + (tar as NSString).lastPathComponent
+                try FileManager.default.copyItem(atPath: tar, toPath: copy)
+                return (copy, compression)
+            }
+            try Self.writeLayout(work + "/oci", tag: "v1", layers: layers)
+            try Self.convertAndMount(layout: work + "/oci", tag: "v1", scratch: work) { mount in
+                if compression == "gzip" {
+                    try Self.run("umoci", ["unpack", "--image", work + "/oci:v1", work + "/bundle"])
+                    try Self.compareTrees(expected: work + "/bundle/rootfs", actual: mount)
+                }
+                // The hard link across directories is one inode, as the archive said.
+                #expect(try Self.status(mount + "/a/shared.bin").st_ino == Self.status(mount + "/b/same-inode.bin").st_ino)
+            }
+            bootstraps[compression] = try ImageFixtures.bytes(work + "/boot/image/image.boot")
+        }
+        #expect(bootstraps["gzip"] == bootstraps["zstd"], "the same tars compressed otherwise gave another image")
+    }
+
+    @Test(
+        "a layer umoci repack wrote (whiteouts of deleted files and directories) converts to exactly what umoci unpacks",
+        .enabled(if: getuid() == 0))
+    func umociWhiteouts() throws {
+        let scratch = try ImageFixtures.scratchDirectory("umoci-whiteouts")
+        defer { ImageFixtures.cleanup(scratch) }
+        let tree = scratch + "/tree"
+        for directory in ["etc/conf.d", "usr/share/doc/pkg", "var/cache/apt"] {
+            try FileManager.default.createDirectory(atPath: tree + "/" + directory, withIntermediateDirectories: true)
+        }
+        for (path, text) in [("etc/conf.d/a", "a"), ("etc/conf.d/b", "b"), ("usr/share/doc/pkg/README", "doc"), ("var/cache/apt/x", "x")] {
+            try ImageFixtures.write(Array(text.utf8), to: tree + "/" + path)
+        }
+        let layout = scratch + "/oci"
+        try Self.run("umoci", ["init", "--layout", layout])
+        try Self.run("umoci", ["new", "--image", layout + ":v1"])
+        try Self.run("umoci", ["insert", "--image", layout + ":v1", tree, "/"])
+        // A second layer as a user's edit makes it: a file and a whole directory deleted, a directory emptied
+        // and refilled, a file changed.
+        try Self.run("umoci", ["unpack", "--image", layout + ":v1", scratch + "/edit"])
+        let rootfs = scratch + "/edit/rootfs"
+        try FileManager.default.removeItem(atPath: rootfs + "/etc/conf.d/a")
+        try FileManager.default.removeItem(atPath: rootfs + "/usr/share/doc")
+        try FileManager.default.removeItem(atPath: rootfs + "/var/cache/apt")
+        try FileManager.default.createDirectory(atPath: rootfs + "/var/cache/apt", withIntermediateDirectories: true)
+        try ImageFixtures.write(Array("new".utf8), to: rootfs + "/var/cache/apt/y")
+        try ImageFixtures.write(Array("changed".utf8), to: rootfs + "/etc/conf.d/b")
+        try Self.run("umoci", ["repack", "--image", layout + ":v2", scratch + "/edit"])
+        try Self.run("umoci", ["unpack", "--image", layout + ":v2", scratch + "/bundle"])
+        try Self.convertAndMount(layout: layout, tag: "v2", scratch: scratch) { mount in
+            try Self.compareTrees(expected: scratch + "/bundle/rootfs", actual: mount)
+            #expect(!FileManager.default.fileExists(atPath: mount + "/usr/share/doc"))
+            #expect(!FileManager.default.fileExists(atPath: mount + "/var/cache/apt/x"))
         }
     }
 }
