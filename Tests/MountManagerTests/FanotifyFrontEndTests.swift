@@ -128,6 +128,8 @@ func readFile(_ path: String) async throws -> Data {
     try await offPool { try Data(contentsOf: URL(fileURLWithPath: path)) }
 }
 
+/// Time limits are generous: the front end runs fills on the cooperative pool, which in `swift test` is shared
+/// with every other suite (two threads here), some of which block it while they wait on daemons.
 @Suite("fanotify front end on the host kernel")
 struct FanotifyFrontEndTests {
     static var supported: Bool {
@@ -139,7 +141,7 @@ struct FanotifyFrontEndTests {
 
     static let files = ["big": 3 * 1024 * 1024 + 123, "medium": 200_000, "small": 5000, "tiny": 10]
 
-    @Test("a file-backed EROFS mount over a sparse blob reads correct bytes, fetching only what is read", .timeLimit(.minutes(1)))
+    @Test("a file-backed EROFS mount over a sparse blob reads correct bytes, fetching only what is read", .timeLimit(.minutes(3)))
     func lazyReads() async throws {
         try #require(Self.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
         let workspace = try FanotifyWorkspace()
@@ -180,7 +182,7 @@ struct FanotifyFrontEndTests {
         #expect(frontEnd.statistics.denied == 0)
     }
 
-    @Test("a failed fill gives the reader EIO, never zeros, and other files keep working", .timeLimit(.minutes(1)))
+    @Test("a failed fill gives the reader EIO, never zeros, and other files keep working", .timeLimit(.minutes(3)))
     func failedFill() async throws {
         try #require(Self.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
         let workspace = try FanotifyWorkspace()
@@ -277,7 +279,7 @@ struct FanotifyHandOverTests {
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("snapshotterd-fdholder").path
     }
 
-    @Test("a successor adopts the group from the holder and completes the event its predecessor left", .timeLimit(.minutes(1)))
+    @Test("a successor adopts the group from the holder and completes the event its predecessor left", .timeLimit(.minutes(3)))
     func takeOver() async throws {
         try #require(FanotifyFrontEndTests.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
         try #require(FileManager.default.isExecutableFile(atPath: Self.holderBinary), "snapshotterd-fdholder is not built")

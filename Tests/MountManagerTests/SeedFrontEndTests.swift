@@ -60,7 +60,7 @@ struct SeedFrontEndTests {
         }
     }
 
-    @Test("backing files are prepared sparse at full size where CachefilesNaming says", .timeLimit(.minutes(1)))
+    @Test("backing files are prepared sparse at full size where CachefilesNaming says", .timeLimit(.minutes(3)))
     func preparedFiles() throws {
         try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         let rig = try Rig()
@@ -77,7 +77,7 @@ struct SeedFrontEndTests {
         #expect(state.2)
     }
 
-    @Test("reads through the project's EROFS reader are served on demand and match the blob", .timeLimit(.minutes(1)))
+    @Test("reads through the project's EROFS reader are served on demand and match the blob", .timeLimit(.minutes(3)))
     func contentEquality() async throws {
         try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         let rig = try Rig()
@@ -96,7 +96,7 @@ struct SeedFrontEndTests {
         #expect(rig.frontEnd.statistics.failed == 0)
     }
 
-    @Test("a failed fill gives the reader EIO, quickly, and other files keep working", .timeLimit(.minutes(1)))
+    @Test("a failed fill gives the reader EIO, quickly, and other files keep working", .timeLimit(.minutes(3)))
     func failedFill() async throws {
         try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         let rig = try Rig(failing: 0..<4096)
@@ -118,7 +118,7 @@ struct SeedFrontEndTests {
         for path in working { #expect(try await rig.read(path) == rig.expected[path]) }
     }
 
-    @Test("a daemon that dies releases its readers with EIO instead of a hang", .timeLimit(.minutes(1)))
+    @Test("a daemon that dies releases its readers with EIO instead of a hang", .timeLimit(.minutes(3)))
     func daemonDeath() async throws {
         try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         let rig = try Rig()
@@ -157,7 +157,7 @@ struct SeedFrontEndTests {
         #expect(try successor.record(requests[1]) == 3)
     }
 
-    @Test("a successor completes the requests its predecessor journalled but never answered", .timeLimit(.minutes(1)))
+    @Test("a successor completes the requests its predecessor journalled but never answered", .timeLimit(.minutes(3)))
     func successorCompletesJournalled() async throws {
         try #require(NydusFixture.available, "needs the nydus fixture in ../shared/fixtures/nydus beside the checkout")
         var template = Array("/var/tmp/seed-test-XXXXXX".utf8CString)
