@@ -1,5 +1,6 @@
 /// Reads a tar stream entry by entry without extracting it: POSIX ustar, PAX extended headers (`x`, `g`:
-/// path, linkpath, size, uid, gid, mtime, SCHILY.xattr.*), GNU long names (`L`, `K`) and base-256 numbers.
+/// path, linkpath, size, uid, gid, mtime, SCHILY.xattr.*), GNU long names (`L`, `K`), base-256 numbers and GNU
+/// sparse files (old GNU `S` entries, PAX formats 0.1 and 1.0; see `SparseFile`).
 ///
 /// Hostile input is refused with a `ArchiveError`: bad checksums, absolute or `..` paths, sizes over the
 /// limit, an archive that ends inside an entry. Nothing is ever written anywhere.
@@ -9,11 +10,13 @@ public final class TarReader {
     /// add up to, and the most the global PAX records may hold, so that header after header cannot grow memory.
     public static let maximumMetadataSize: Int64 = 1 << 20
 
-    private let source: ByteSource
-    private let maximumEntrySize: Int64
-    private var offset: Int64 = 0
+    let source: ByteSource
+    let maximumEntrySize: Int64
+    var offset: Int64 = 0
     /// Data bytes of the current entry not yet read, and its padding.
-    private var remaining: Int64 = 0
+    var remaining: Int64 = 0
+    /// The current entry's holes and data segments when it is a GNU sparse file; nil otherwise.
+    var sparse: SparseFile?
     private var padding: Int64 = 0
     private var globalPAX: [String: [UInt8]] = [:]
     private var ended = false
@@ -77,12 +80,16 @@ public final class TarReader {
                 break
             }
             let records = globalPAX.merging(pax) { $1 }
-            return try makeEntry(fields, records: records, longName: longName, longLink: longLink, headerOffset: headerOffset)
+            // An old GNU sparse entry: its map is in the header and the extension blocks that follow it.
+            let gnuMap = fields.typeflag == UInt8(ascii: "S") ? try readGNUSparseMap(header, path: fields.name) : nil
+            return try makeEntry(
+                fields, records: records, longName: longName, longLink: longLink, headerOffset: headerOffset, gnuSparse: gnuMap)
         }
     }
 
     /// Reads the current entry's data; 0 at its end.
     public func readData(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        if sparse != nil { return try readSparseData(into: buffer) }
         guard remaining > 0 else { return 0 }
         let want = Int(min(Int64(buffer.count), remaining))
         let n = try source.read(into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<want]))
@@ -99,15 +106,18 @@ public final class TarReader {
         records raw: [String: [UInt8]],
         longName: String?,
         longLink: String?,
-        headerOffset: Int64
+        headerOffset: Int64,
+        gnuSparse: SparseFile?
     ) throws -> TarEntry {
         // Values stay bytes until here: xattr values are binary (capabilities, ACLs), the rest is text.
         let records = raw.mapValues { String(decoding: $0, as: UTF8.self) }
-        let rawPath = records["path"] ?? longName ?? fields.name
+        // PAX sparse files carry their real name apart (the header names a GNUSparseFile.<pid> stand-in).
+        let rawPath = records["GNU.sparse.name"] ?? records["path"] ?? longName ?? fields.name
         let rawLink = records["linkpath"] ?? longLink ?? fields.linkName
         let kind: TarEntry.Kind
         switch fields.typeflag {
         case 0, UInt8(ascii: "0"), UInt8(ascii: "7"): kind = rawPath.hasSuffix("/") ? .directory : .regular
+        case UInt8(ascii: "S"): kind = .regular
         case UInt8(ascii: "1"): kind = .hardlink
         case UInt8(ascii: "2"): kind = .symlink
         case UInt8(ascii: "3"): kind = .characterDevice
@@ -156,7 +166,13 @@ public final class TarReader {
         entry.size = kind == .regular ? size : 0
         remaining = size
         padding = (Int64(Self.blockSize) - size % Int64(Self.blockSize)) % Int64(Self.blockSize)
+        sparse = nil
         if kind != .regular { try skipRemainder() }
+        if kind == .regular, let map = try gnuSparse ?? sparseFile(records: records, path: rawPath) {
+            try map.check(storedSize: remaining, limit: maximumEntrySize, path: rawPath)
+            sparse = map
+            entry.size = map.realSize
+        }
         return entry
     }
 
@@ -242,7 +258,7 @@ public final class TarReader {
         padding = 0
     }
 
-    private func readBlock(allowEnd: Bool) throws -> [UInt8]? {
+    func readBlock(allowEnd: Bool) throws -> [UInt8]? {
         var block = [UInt8](repeating: 0, count: Self.blockSize)
         let n = try block.withUnsafeMutableBytes { try source.readFully(into: $0) }
         if n == 0 && allowEnd { return nil }

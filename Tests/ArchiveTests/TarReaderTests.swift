@@ -155,9 +155,51 @@ struct TarReaderTests {
         }
     }
 
+    /// On 35f716b sparse entries were refused outright ("unsupported entry type S").
+    @Test(
+        "GNU sparse files read back whole, holes as zeros: GNU tar's old format and PAX 1.0, and bsdtar",
+        arguments: ["gnu", "posix", "bsdtar"])
+    func sparseFiles(format: String) throws {
+        let directory = FileManager.default.temporaryDirectory.path + "/sparse-\(format)-\(getpid())"
+        try FileManager.default.createDirectory(atPath: directory + "/tree", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        // 6 MiB with data at its start, in its middle and at its very end; holes between (and more than 4 segments,
+        // so the old format needs an extension block).
+        let path = directory + "/tree/disk.img"
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        var expected = [UInt8](repeating: 0, count: 6 << 20)
+        for (index, at) in [0, 700_000, 1 << 20, 1_500_000, 2 << 20, 3_000_000, 4 << 20, (6 << 20) - 5000].enumerated() {
+            let bytes = [UInt8](repeating: UInt8(index + 1), count: 5000)
+            try handle.seek(toOffset: UInt64(at))
+            handle.write(Data(bytes))
+            expected.replaceSubrange(at..<(at + bytes.count), with: bytes)
+        }
+        try handle.close()
+        let tarPath = directory + "/layer.tar"
+        let process = Process()
+        if format == "bsdtar" {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/bsdtar")
+            process.arguments = ["--read-sparse", "-C", directory + "/tree", "-cf", tarPath, "disk.img"]
+        } else {
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/tar")
+            process.arguments = ["--format=\(format)", "--sparse", "-C", directory + "/tree", "-cf", tarPath, "disk.img"]
+        }
+        try process.run()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "\(format) could not write the archive")
+        let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: tarPath)))
+        #expect(bytes.count < 1 << 20, "the archive stores the holes (\(bytes.count) bytes): not a sparse archive")
+        let entries = try readAll(TarReader(MemoryByteSource(bytes), maximumEntrySize: 1 << 30))
+        let file = try #require(entries.first { $0.0.path == "disk.img" })
+        #expect(file.0.kind == .regular && file.0.size == Int64(expected.count))
+        let same = file.1 == expected
+        #expect(same, "\(format): the sparse file read back different bytes")
+    }
+
     enum Hostile: String, CaseIterable {
         case dotDot, nestedDotDot, truncatedData, truncatedHeader, badChecksum, absurdSize, absurdPAX
-        case hardlinkEscape, sparse, badGzip, nulInPath
+        case hardlinkEscape, sparse, sparseShort, badGzip, nulInPath
         /// PAX headers before one entry, each under the 1 MiB limit, that add up to over 1 MiB.
         case paxFlood
         /// Global PAX headers whose records accumulate over the whole archive.
@@ -178,7 +220,14 @@ struct TarReaderTests {
             tar.pax(["size": "99999999999999"], for: "f")
             tar.add("f")
         case .hardlinkEscape: tar.add("l", typeflag: "1", link: "../../etc/shadow")
-        case .sparse: tar.add("s", typeflag: "S")
+        case .sparse:
+            // Segments that overlap: a map no tool writes.
+            tar.pax(["GNU.sparse.map": "0,10,5,10", "GNU.sparse.size": "100", "GNU.sparse.major": "0", "GNU.sparse.minor": "1"], for: "s")
+            tar.add("s", data: [UInt8](repeating: 1, count: 20))
+        case .sparseShort:
+            // A map that claims more bytes than the entry stores.
+            tar.pax(["GNU.sparse.map": "0,10,50,30", "GNU.sparse.size": "100"], for: "s")
+            tar.add("s", data: [UInt8](repeating: 1, count: 20))
         case .badGzip: break
         case .nulInPath:
             tar.pax(["path": "a\u{0}b"], for: "f")

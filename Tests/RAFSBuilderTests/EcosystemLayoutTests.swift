@@ -161,10 +161,23 @@ struct EcosystemLayoutTests {
         try FileManager.default.createSymbolicLink(atPath: tree + "/b/abs", withDestinationPath: "/a/shared.bin")
         try FileManager.default.createSymbolicLink(atPath: tree + "/b/rel", withDestinationPath: "../" + long + "/file.txt")
         chown(tree + "/b/ping", 1000, 1000)
+        try Self.makeSparseFile(tree + "/b/disk.img", size: 3 << 20, dataAt: [0, 1_200_000, (3 << 20) - 4096])
+    }
+
+    /// A file with holes: `size` bytes, 4 KiB of data at each offset, holes elsewhere.
+    static func makeSparseFile(_ path: String, size: Int, dataAt offsets: [Int]) throws {
+        FileManager.default.createFile(atPath: path, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: UInt64(size))
+        for (index, offset) in offsets.enumerated() {
+            try handle.seek(toOffset: UInt64(offset))
+            handle.write(Data(RegistryTestSupport.randomBytes(4096, seed: UInt64(30 + index))))
+        }
+        try handle.close()
     }
 
     @Test(
-        "layers GNU tar and bsdtar write (GNU long names, PAX, hard links across directories, xattrs, capabilities, FIFOs, devices) convert to exactly what umoci unpacks; gzip and zstd alike",
+        "layers GNU tar and bsdtar write (GNU long names, PAX, sparse files, hard links across directories, xattrs, capabilities, FIFOs, devices) convert to exactly what umoci unpacks; gzip and zstd alike",
         .enabled(if: getuid() == 0))
     func realArchivers() throws {
         let scratch = try ImageFixtures.scratchDirectory("archivers")
@@ -178,14 +191,17 @@ struct EcosystemLayoutTests {
         try FileManager.default.createDirectory(atPath: third + "/srv", withIntermediateDirectories: true)
         try ImageFixtures.write(RegistryTestSupport.randomBytes(300_000, seed: 23), to: third + "/srv/bsd.bin")
         try Self.run("setfattr", ["-n", "user.by", "-v", "bsdtar", third + "/srv/bsd.bin"])
+        try Self.makeSparseFile(second + "/opt/pax/sparse.db", size: 2 << 20, dataAt: [8192, 1 << 20])
+        try Self.makeSparseFile(third + "/srv/sparse.bin", size: 1 << 20, dataAt: [4096 * 7])
 
         // Three archivers, three formats: GNU tar's gnu format, GNU tar's posix (PAX), bsdtar's default (PAX).
         let gnu = scratch + "/gnu.tar"
         let pax = scratch + "/pax.tar"
         let bsd = scratch + "/bsd.tar"
-        try Self.run("tar", ["--format=gnu", "--xattrs", "--xattrs-include=*", "-C", scratch + "/tree", "-cf", gnu, "."])
-        try Self.run("tar", ["--format=posix", "--xattrs", "--xattrs-include=*", "-C", second, "-cf", pax, "."])
-        try Self.run("bsdtar", ["--xattrs", "-C", third, "-cf", bsd, "."])
+        // Sparse files as each writes them: old GNU `S` entries, PAX 1.0 maps, bsdtar's PAX.
+        try Self.run("tar", ["--format=gnu", "--sparse", "--xattrs", "--xattrs-include=*", "-C", scratch + "/tree", "-cf", gnu, "."])
+        try Self.run("tar", ["--format=posix", "--sparse", "--xattrs", "--xattrs-include=*", "-C", second, "-cf", pax, "."])
+        try Self.run("bsdtar", ["--xattrs", "--read-sparse", "-C", third, "-cf", bsd, "."])
 
         var bootstraps: [String: [UInt8]] = [:]
         for compression in ["gzip", "zstd"] {
