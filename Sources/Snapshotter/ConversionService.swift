@@ -27,7 +27,8 @@ final class ConversionService: Sendable {
     }
 
     /// Converts an OCI image to the nydus-style layout; either end is a layout directory or `docker://REF`.
-    func convert(_ request: ConvertRequest) async throws -> ConvertResponse {
+    /// `progress` hears the build's phases (the offline call shows them on a terminal).
+    func convert(_ request: ConvertRequest, progress: (@Sendable (BuildProgress) -> Void)? = nil) async throws -> ConvertResponse {
         let started = monotonicNanoseconds()
         var options = ImageConverter.Options()
         if let chunkSize = request.chunkSize { options.build.chunkSize = chunkSize }
@@ -67,7 +68,7 @@ final class ConversionService: Sendable {
         let converter = ImageConverter(options: options, logger: logger)
         let input = source
         let output = destination
-        let result = try await runBlocking { try converter.convert(source: input, destination: output) }
+        let result = try await runBlocking { try converter.convert(source: input, destination: output, progress: progress) }
         if let pushTo { try await transfer.upload(layout: destination, manifest: result.manifestDescriptor, to: pushTo) }
         let blobs = result.build.blobs.map {
             BlobInfo(

@@ -2,6 +2,7 @@ import Foundation
 import LinuxKernel
 import Logging
 import OCIRegistry
+import RAFSBuilder
 import SnapshotterAPI
 
 #if canImport(Glibc)
@@ -30,7 +31,9 @@ enum OfflineCall {
             let output: Data
             switch name {
             case "convert":
-                output = try encoder.encode(try await service.convert(try JSONDecoder().decode(ConvertRequest.self, from: input)))
+                let request = try JSONDecoder().decode(ConvertRequest.self, from: input)
+                output = try encoder.encode(
+                    try await service.convert(request, progress: isatty(STDERR_FILENO) == 1 ? Self.showProgress : nil))
             case "inspect": output = try encoder.encode(try service.inspect(try JSONDecoder().decode(InspectRequest.self, from: input)))
             default: throw APIError.invalidArgument("unknown offline call \(name): convert or inspect")
             }
@@ -46,6 +49,19 @@ enum OfflineCall {
             FileHandle.standardOutput.write((try? encoder.encode(ErrorEnvelope(error: reported))) ?? Data())
             return 1
         }
+    }
+
+    /// One progress line on the terminal (stderr), rewritten in place; ended at `done`.
+    @Sendable static func showProgress(_ progress: BuildProgress) {
+        var line = "\r\u{1B}[K"
+        switch progress.phase {
+        case .layer:
+            line += "layer \(progress.layer + 1)/\(progress.layerCount): \(progress.entries) entries, \(progress.bytes >> 20) MiB read"
+        case .blob: line += "writing blobs: \(progress.entries) entries, \(progress.bytes >> 20) MiB"
+        case .bootstrap: line += "writing the bootstrap"
+        case .done: break
+        }
+        FileHandle.standardError.write(Data(line.utf8))
     }
 
     /// Ends the process (the daemon's services never start).

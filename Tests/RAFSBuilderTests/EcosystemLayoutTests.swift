@@ -270,10 +270,13 @@ struct EcosystemLayoutTests {
         defer { ImageFixtures.cleanup(scratch) }
         try Self.makeAwkwardTree(scratch + "/tree")
         let upper = scratch + "/upper"
-        for directory in ["a", "b"] { try FileManager.default.createDirectory(atPath: upper + "/" + directory, withIntermediateDirectories: true) }
+        for directory in ["a", "b"] {
+            try FileManager.default.createDirectory(atPath: upper + "/" + directory, withIntermediateDirectories: true)
+        }
         try ImageFixtures.write(Array("replaced\n".utf8), to: upper + "/a/shared.bin")
         try ImageFixtures.write([], to: upper + "/b/.wh.ping")
-        try Self.run("tar", ["--format=gnu", "--sparse", "--xattrs", "--xattrs-include=*", "-C", scratch + "/tree", "-cf", scratch + "/l1.tar", "."])
+        try Self.run(
+            "tar", ["--format=gnu", "--sparse", "--xattrs", "--xattrs-include=*", "-C", scratch + "/tree", "-cf", scratch + "/l1.tar", "."])
         try Self.run("tar", ["--format=posix", "-C", upper, "-cf", scratch + "/l2.tar", "."])
         try Self.writeLayout(scratch + "/oci", tag: "v1", layers: [(scratch + "/l1.tar", "gzip"), (scratch + "/l2.tar", "gzip")])
         // Out to docker save's format and back: skopeo writes the layers uncompressed.
