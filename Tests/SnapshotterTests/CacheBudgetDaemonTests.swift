@@ -144,7 +144,7 @@ struct CacheBudgetDaemonTests {
             image = harness.directory + "/small.ext4"
             let made = try runCommand("/usr/bin/truncate", ["-s", "40M", image])
             try #require(made.status == 0, "truncate: \(made.output)")
-            let formatted = try runCommand("/sbin/mkfs.ext4", ["-q", "-F", image])
+            let formatted = try runCommand("/sbin/mkfs.ext4", ["-q", "-F", "-m", "0", image])  // no root reserve: full means full
             try #require(formatted.status == 0, "mkfs.ext4: \(formatted.output)")
             try FileManager.default.createDirectory(atPath: harness.root, withIntermediateDirectories: true)
             let mounted = try runCommand("/usr/bin/mount", ["-o", "loop", image, harness.root])
@@ -187,6 +187,25 @@ struct CacheBudgetDaemonTests {
         try FileSystem.removeTree(filler)
         LazyImageTests.evict([target + "/usr/lib/big.bin"])
         #expect(try await Self.read(target + "/usr/lib/big.bin").get() == big)
+
+        // A pull onto a disk with no room at all: resource_exhausted, nothing of it left, and it works once
+        // there is room.
+        let other = try NydusTestImage(
+            directory: setup.harness.directory + "/other", files: ["etc/other": RegistryTestSupport.randomBytes(300_000, seed: 77)])
+        try await other.push(with: RegistryTestSupport.client(), registry: setup.registry.host, repository: "other", tag: "v1")
+        let otherReference = "127.0.0.1:\(setup.proxy.port)/other:v1"
+        let full = try await Self.run("/usr/bin/fallocate", ["-l", "\(try FileSystem.capacity(of: setup.harness.root).available)", filler])
+        try #require(full.status == 0, "fallocate: \(full.output)")
+        #expect {
+            _ = try client.pull(reference: otherReference)
+        } throws: { error in
+            (error as? APIError)?.kind == .resourceExhausted
+        }
+        #expect(try client.images().map(\.reference) == [setup.reference], "the failed pull left a record")
+        try FileSystem.removeTree(filler)
+        _ = try client.cleanup()
+        _ = try client.pull(reference: otherReference)
+        #expect(try client.images().count == 2)
     }
 
     @Test("kill -9 between an eviction's punch and its saved bitmap: after a restart every file reads back whole", .timeLimit(.minutes(5)))
