@@ -88,20 +88,10 @@ struct BuilderConverterTests {
         }
 
         // The bootstrap from the layer, the blobs from the layout: mount and compare.
-        try FileManager.default.createDirectory(atPath: scratch + "/boot", withIntermediateDirectories: true)
-        let untar = try ImageFixtures.run("/bin/tar", ["-xzf", layout.blobPath(boot.digest), "-C", scratch + "/boot"])
-        try #require(untar.status == 0, "\(untar.error)")
-        let bootstrap = scratch + "/boot/image/image.boot"
+        let bootstrap = try EcosystemLayoutTests.mountConverted(layout, manifest: manifest, scratch: scratch) { mount in
+            try BuilderMountTests.compare(mountPoint: mount, expected: ExpectedTree(layers: specs))
+        }
         let image = try ErofsImage(path: bootstrap)
-        var devices: [String] = []
-        for index in image.blobs.indices {
-            let blob = try RafsBlob(image: image, index: index, directory: layout.sha256Directory)
-            devices.append(scratch + "/dev\(index)")
-            try blob.materialize(to: devices[index])
-        }
-        try BuilderFixtures.withMount(bootstrap: bootstrap, devices: devices, at: scratch + "/mnt") {
-            try BuilderMountTests.compare(mountPoint: scratch + "/mnt", expected: ExpectedTree(layers: specs))
-        }
         let report = try ImageInspector.verify(bootstrap: bootstrap, blobsDirectory: layout.sha256Directory)
         #expect(report.blobsMissing.isEmpty && report.blobsChecked.count == image.blobs.count)
     }

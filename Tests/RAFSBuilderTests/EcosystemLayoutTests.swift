@@ -30,8 +30,15 @@ struct EcosystemLayoutTests {
         build.syncOutput = false
         let converter = ImageConverter(options: .init(build: build, sourceReference: tag, targetReference: tag + "-nydus"))
         let result = try converter.convert(source: layout, destination: scratch + "/nydus")
-        let converted = try OCILayout(path: scratch + "/nydus")
-        let boot = try #require(result.manifest.layers.last)
+        _ = try mountConverted(try OCILayout(path: scratch + "/nydus"), manifest: result.manifest, scratch: scratch) { try body($0) }
+    }
+
+    /// Mounts a converted image: the bootstrap from its last layer, the blobs materialized from the layout.
+    /// Returns the bootstrap's path.
+    static func mountConverted(
+        _ converted: OCILayout, manifest: ImageManifest, scratch: String, _ body: (String) throws -> Void
+    ) throws -> String {
+        let boot = try #require(manifest.layers.last)
         try FileManager.default.createDirectory(atPath: scratch + "/boot", withIntermediateDirectories: true)
         let untar = try ImageFixtures.run("/bin/tar", ["-xzf", converted.blobPath(boot.digest), "-C", scratch + "/boot"])
         try #require(untar.status == 0, "\(untar.error)")
@@ -44,6 +51,7 @@ struct EcosystemLayoutTests {
             try blob.materialize(to: devices[index])
         }
         try BuilderFixtures.withMount(bootstrap: bootstrap, devices: devices, at: scratch + "/mnt") { try body(scratch + "/mnt") }
+        return bootstrap
     }
 
     static func status(_ path: String) throws -> stat {
