@@ -165,6 +165,11 @@ public struct ImageCatalog: Sendable {
         public var blobs: [(id: Int64, uncompressedSize: Int64)]
     }
 
+    /// Every blob's backing file (no bitmaps: what usage walks).
+    public func backingPaths() throws -> [String] {
+        try database.read { conn in try conn.query("SELECT backing_path FROM blobs ORDER BY id").map { try $0.string(0) } }
+    }
+
     /// Every blob row.
     public func allBlobs() throws -> [BlobRecord] {
         try database.read { conn in try conn.query(Self.blobColumns + " ORDER BY id").map(Self.blob(row:)) }

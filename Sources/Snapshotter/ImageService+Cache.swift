@@ -41,10 +41,11 @@ extension ImageService {
         return ImageUsage(reference: image.reference, size: size, presentBytes: present, diskBytes: disk, pinned: image.pinned)
     }
 
-    /// Blocking (one lstat per blob): the cache against its budget.
-    func cacheStatus() throws -> CacheStatus {
+    /// The cache against its budget, from the engine's counters; with `walkingFiles` (blocking, one lstat per
+    /// blob) also the blocks its backing files occupy.
+    func cacheStatus(walkingFiles: Bool = true) throws -> CacheStatus {
         let usage = engine.cacheUsage
-        let disk = try catalog.allBlobs().reduce(Int64(0)) { $0 + Self.diskBytes(of: $1.backingPath) }
+        let disk = walkingFiles ? try catalog.backingPaths().reduce(Int64(0)) { $0 + Self.diskBytes(of: $1) } : nil
         return CacheStatus(
             budgetBytes: usage.budgetBytes.map { Int64(clamping: $0) }, presentBytes: Int64(clamping: usage.storedBytes), diskBytes: disk,
             evictedBytes: Int64(clamping: engine.metrics.snapshot.bytesEvicted), evictable: !frontEnd.traits.needsCompleteBlobs)

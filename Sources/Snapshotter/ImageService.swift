@@ -299,7 +299,7 @@ final class ImageService: Sendable {
         let cache = try cacheStatus()
         text += local
         text += "# HELP snapshotter_cache_disk_bytes Bytes the blobs' backing files occupy on disk.\n"
-        text += "# TYPE snapshotter_cache_disk_bytes gauge\nsnapshotter_cache_disk_bytes \(cache.diskBytes)\n"
+        text += "# TYPE snapshotter_cache_disk_bytes gauge\nsnapshotter_cache_disk_bytes \(cache.diskBytes ?? 0)\n"
         text += "# HELP snapshotter_cache_present_bytes Uncompressed chunk bytes present in the backing files.\n"
         text += "# TYPE snapshotter_cache_present_bytes gauge\nsnapshotter_cache_present_bytes \(cache.presentBytes)\n"
         text += "# HELP snapshotter_cache_peak_bytes The most chunk bytes the cache has held since the daemon started.\n"

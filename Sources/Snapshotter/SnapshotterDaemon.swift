@@ -153,7 +153,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
                 leftovers: try reconciler.leftovers()
             )
             status.images = try images.statuses()
-            status.cache = try images.cacheStatus()
+            status.cache = try images.cacheStatus(walkingFiles: false)
             return status
         }
         let others = settings.allowedUIDs.filter { $0 != 0 }

@@ -512,14 +512,15 @@ public struct CacheStatus: Codable, Equatable, Sendable {
     public var budgetBytes: Int64?
     /// Uncompressed chunk bytes present in the backing files.
     public var presentBytes: Int64
-    /// Blocks the backing files occupy on disk (as `du`).
-    public var diskBytes: Int64
+    /// Blocks the backing files occupy on disk (as `du`); nil in `status`, which stays cheap with thousands of
+    /// blobs (`usage` and `/metrics` walk the files).
+    public var diskBytes: Int64?
     /// Bytes evicted since the daemon started.
     public var evictedBytes: Int64
     /// Whether chunks can be evicted under this front end (eager serves complete files with nobody to ask).
     public var evictable: Bool
 
-    public init(budgetBytes: Int64?, presentBytes: Int64, diskBytes: Int64, evictedBytes: Int64, evictable: Bool) {
+    public init(budgetBytes: Int64?, presentBytes: Int64, diskBytes: Int64?, evictedBytes: Int64, evictable: Bool) {
         self.budgetBytes = budgetBytes
         self.presentBytes = presentBytes
         self.diskBytes = diskBytes

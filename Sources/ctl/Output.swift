@@ -79,7 +79,7 @@ enum Output {
     }
 
     static func cacheLine(_ cache: CacheStatus) -> String {
-        var line = "\(bytes(cache.presentBytes)) present, \(bytes(cache.diskBytes)) on disk, budget "
+        var line = "\(bytes(cache.presentBytes)) present" + (cache.diskBytes.map { ", \(bytes($0)) on disk" } ?? "") + ", budget "
         line += cache.budgetBytes.map { bytes($0) } ?? "none"
         if cache.budgetBytes != nil && !cache.evictable { line += " (not kept: this front end cannot evict)" }
         if cache.evictedBytes > 0 { line += ", \(bytes(cache.evictedBytes)) evicted" }
