@@ -16,6 +16,7 @@ import Musl
 /// store: a conversion reads and writes OCI layouts (or a registry) in a work directory under `tmp/`.
 final class ConversionService: Sendable {
     static let registryPrefix = "docker://"
+    static let dockerArchivePrefix = "docker-archive:"
     let root: String
     let client: RegistryClient
     let logger: Logger
@@ -53,6 +54,15 @@ final class ConversionService: Sendable {
             try await transfer.download(reference, to: source, tag: "source")
             options.sourceReference = "source"
             options.targetReference = request.tag ?? reference.tag ?? "latest"
+        } else if request.source.hasPrefix(Self.dockerArchivePrefix) {
+            // docker save's archive: imported into a layout first.
+            let archive = String(request.source.dropFirst(Self.dockerArchivePrefix.count))
+            try Self.requireAbsolute(archive, what: "docker-archive")
+            let imported = FileSystem.join(work, "source")
+            source = imported
+            let named = try await runBlocking { try DockerArchive.importLayout(archive: archive, into: imported, tag: "source") }
+            options.sourceReference = "source"
+            options.targetReference = request.tag ?? named.flatMap { try? ImageReference(parsing: $0).tag } ?? "latest"
         } else {
             try Self.requireAbsolute(source, what: "source")
         }

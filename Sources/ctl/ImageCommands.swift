@@ -136,10 +136,10 @@ struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert an OCI image to the nydus RAFS v6 layout (bootstrap + chunked blobs).",
         discussion:
-            "SRC and DST are OCI image layout directories, or docker://REF for a registry image. Runs in the daemon, or in a snapshotterd process of its own when no daemon answers (or with --offline)."
+            "SRC and DST are OCI image layout directories, or docker://REF for a registry image; SRC may also be docker-archive:PATH (docker save's tar). Runs in the daemon, or in a snapshotterd process of its own when no daemon answers (or with --offline)."
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Source: an OCI layout directory or docker://REF.") var source: String
+    @Argument(help: "Source: an OCI layout directory, docker://REF or docker-archive:PATH.") var source: String
     @Argument(help: "Destination: an OCI layout directory (created) or docker://REF.") var destination: String
     @Option(help: "ref.name of the source image when its layout holds several.") var sourceTag: String?
     @Option(help: "ref.name to give the converted image in the destination layout.") var tag: String?
@@ -153,7 +153,13 @@ struct Convert: ParsableCommand {
     @Flag(help: "Run without the daemon, in a snapshotterd process of its own.") var offline = false
 
     func run() throws {
-        func resolve(_ text: String) -> String { text.hasPrefix("docker://") ? text : absolutePath(text) }
+        func resolve(_ text: String) -> String {
+            if text.hasPrefix("docker://") { return text }
+            if text.hasPrefix("docker-archive:") {
+                return "docker-archive:" + absolutePath(String(text.dropFirst("docker-archive:".count)))
+            }
+            return absolutePath(text)
+        }
         try perform {
             let request = ConvertRequest(
                 source: resolve(source), destination: resolve(destination), sourceTag: sourceTag, tag: tag, chunkSize: chunkSize,

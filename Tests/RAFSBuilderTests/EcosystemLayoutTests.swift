@@ -295,5 +295,16 @@ struct EcosystemLayoutTests {
             try Self.compareTrees(expected: scratch + "/bundle/rootfs", actual: mount)
             #expect(!FileManager.default.fileExists(atPath: mount + "/b/ping"), "the whiteout of the upper layer")
         }
+        // The archive itself, read by our own importer, converts to the same tree.
+        let named = try DockerArchive.importLayout(archive: scratch + "/saved.tar", into: scratch + "/imported", tag: "v1")
+        #expect(named?.hasSuffix("app:v1") == true, "\(named ?? "no tag")")
+        try FileManager.default.createDirectory(atPath: scratch + "/direct", withIntermediateDirectories: true)
+        try Self.convertAndMount(layout: scratch + "/imported", tag: "v1", scratch: scratch + "/direct") { mount in
+            try Self.compareTrees(expected: scratch + "/bundle/rootfs", actual: mount)
+        }
+        // Not a docker-archive: a clear error, not a crash.
+        #expect(throws: BuildError.self) {
+            try DockerArchive.importLayout(archive: scratch + "/l2.tar", into: scratch + "/not-an-archive", tag: "v1")
+        }
     }
 }

@@ -120,6 +120,15 @@ struct ConvertCommandTests {
         #expect(inspected.status == 0, "\(inspected.output)")
         #expect(inspected.output.contains("/etc/hostname") && inspected.output.contains("verified"), "\(inspected.output)")
 
+        // docker save's format, straight from the archive (written here by skopeo).
+        let saved = try runCommand("/usr/bin/skopeo", ["copy", "oci:\(work)/oci:v1", "docker-archive:\(work)/saved.tar:app:v1"])
+        try #require(saved.status == 0, "skopeo: \(saved.output)")
+        let fromArchive = try runCommand(
+            DaemonHarness.snapctlPath, socket + ["convert", "docker-archive:" + work + "/saved.tar", work + "/from-archive"])
+        #expect(fromArchive.status == 0 && fromArchive.output.contains("converted"), "\(fromArchive.output)")
+        let archiveIndex = try OCILayout(path: work + "/from-archive").readIndex()
+        #expect(archiveIndex.manifests.first?.annotations?[OCILayout.refNameAnnotation] == "v1", "tagged as docker save named it")
+
         let missing = try runCommand(DaemonHarness.snapctlPath, socket + ["convert", work + "/absent", work + "/out"])
         #expect(missing.status != 0 && missing.output.contains(work + "/absent"), "\(missing.output)")
         let relative = try runCommand(DaemonHarness.snapctlPath, socket + ["inspect", "--offline", "--json", "/no/such/image.boot"])
