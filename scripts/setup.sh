@@ -25,7 +25,8 @@ packages=(
   qemu-system-x86       # boots the 6.12 test kernel (cachefiles on-demand) under TCG: scripts/vm-test
   e2fsprogs             # mkfs.ext4: the VM's cache disk, and the small disk the disk-full tests fill
   iproute2              # ip: brings up the guest's loopback for its registry
-  util-linux            # mount, fallocate (punching holes in the engine tests)
+  util-linux            # fallocate (punching holes in the engine tests, filling the disk-full tests' disk)
+  mount                 # mount(8) -o loop: the disk-full tests' small ext4
   sqlite3               # inspecting the catalog by hand
   containerd            # the real containerd 1.6 the proxy-plugin tests drive (ctr, proxy_plugins)
   runc                  # runtime for `ctr run` in those tests

@@ -25,6 +25,14 @@ public struct SyscallError: Error, Equatable, Sendable, CustomStringConvertible 
     }
 }
 
+extension SyscallError {
+    /// The file system had no room (ENOSPC), or the caller's quota none (EDQUOT).
+    public var isNoSpace: Bool { errno == ENOSPC || errno == EDQUOT }
+
+    /// Whether `error` is a `SyscallError` that `isNoSpace`.
+    public static func isNoSpace(_ error: any Error) -> Bool { (error as? SyscallError)?.isNoSpace ?? false }
+}
+
 /// Runs a libc call that returns -1 and sets errno on failure: retries EINTR, throws every other errno
 /// tagged with the call's name. The one syscall funnel of the project.
 @discardableResult

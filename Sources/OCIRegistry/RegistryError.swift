@@ -1,12 +1,6 @@
 import LinuxKernel
 import OCI
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
 /// Errors of the registry client. Each case carries the value at fault and reads as advice to a user.
 public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
     /// One entry of a distribution-spec JSON error body.
@@ -78,7 +72,7 @@ public enum RegistryError: Error, Sendable, Equatable, CustomStringConvertible {
 extension RegistryError {
     /// A failed write of a local file: `noSpace` when the disk is full, `io` otherwise.
     static func writing(_ path: String, _ error: SyscallError) -> RegistryError {
-        error.errno == ENOSPC || error.errno == EDQUOT
+        error.isNoSpace
             ? .noSpace(path: path, reason: error.description) : .io(path: path, reason: error.description)
     }
 }

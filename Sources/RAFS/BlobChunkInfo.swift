@@ -52,6 +52,9 @@ public struct BlobChunkInfo: Equatable, Sendable {
     public var isCompressed: Bool { flags.contains(.compressed) }
     public var compressedEnd: UInt64 { compressedOffset + UInt64(compressedSize) }
     public var uncompressedEnd: UInt64 { uncompressedOffset + UInt64(uncompressedSize) }
+    /// The chunk's uncompressed bytes rounded up to whole 4 KiB blocks: what it takes on disk. Uncompressed
+    /// offsets are block aligned and chunks do not overlap, so these blocks hold no other chunk's bytes.
+    public var blockAlignedSize: UInt64 { (UInt64(uncompressedSize) + 4095) / 4096 * 4096 }
 
     public init(
         index: UInt32, compressedOffset: UInt64, compressedSize: UInt32, uncompressedOffset: UInt64,

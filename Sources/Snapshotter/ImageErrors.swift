@@ -7,12 +7,6 @@ import RAFS
 import RAFSBuilder
 import SnapshotterAPI
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
 /// The API's view of an error from any layer (the JSON API and the containerd backend share it); nil for
 /// errors no layer classifies, which callers report as internal.
 func classifiedAPIError(_ error: any Error) -> APIError? {
@@ -35,14 +29,14 @@ func classifiedAPIError(_ error: any Error) -> APIError? {
 func diskFullError(_ error: any Error) -> APIError? {
     let full: Bool
     switch error {
-    case let error as SyscallError: full = error.errno == ENOSPC || error.errno == EDQUOT
+    case let error as SyscallError: full = error.isNoSpace
     case let error as BlobStoreError:
         if case .diskFull = error { full = true } else { full = false }
     case let error as CatalogError: full = error.isDiskFull
     case let error as RegistryError:
         if case .noSpace = error { full = true } else { full = false }
     case let error as BuildError:
-        if case .io(_, let cause) = error { full = cause.errno == ENOSPC || cause.errno == EDQUOT } else { full = false }
+        if case .io(_, let cause) = error { full = cause.isNoSpace } else { full = false }
     default: full = false
     }
     guard full else { return nil }

@@ -4,12 +4,6 @@ import Logging
 import RAFS
 import Synchronization
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Musl)
-import Musl
-#endif
-
 /// The on-demand fetch engine: `ensure(blob, offset, length)` returns once that uncompressed range of the
 /// blob's backing file holds verified data.
 ///
@@ -331,67 +325,30 @@ public final class BlobEngine: Sendable {
             }
             fetch?.settle(.success(()))
         }
-        // The blob's sources in order of preference (its images' registries, or a local copy): a source that
-        // fails (unreachable, or bytes that do not verify) hands what it did not deliver to the next one.
         let sources = blob.sources
-        var failure: (any Error)?
-        var decoded = 0
-        var received: UInt64 = 0
-        var decoder = RunDecoder(blob: blob, chunks: chunks, chunkReady: chunkReady)
-        var freedForDiskFull = false
-        var attempts = Array(sources.enumerated())
-        var attemptIndex = 0
-        while attemptIndex < attempts.count {
-            let (attempt, source) = attempts[attemptIndex]
-            attemptIndex += 1
-            let remaining = Array(chunks[decoded...])
-            if attempt > 0 || decoded > 0 || freedForDiskFull {
-                decoder = RunDecoder(blob: blob, chunks: remaining, chunkReady: chunkReady)
+        var outcome = await stream(chunks[...], of: blob, from: sources[...], priority: priority, chunkReady: chunkReady)
+        if let error = outcome.failure, SyscallError.isNoSpace(error) {
+            // No other source can help a full disk: free room for what the run still has to write (whole blocks)
+            // from the least recently used chunks, once (the chunks this run just wrote are within the grace and
+            // stay), then try again from the source that met it.
+            let needed = chunks[outcome.decoded...].reduce(UInt64(0)) { $0 + $1.blockAlignedSize }
+            let freed = await evict(bytes: needed)
+            logger.warning(
+                "disk full while writing chunks; evicted and retrying",
+                metadata: ["blob.id": "\(blob.id)", "cache.evicted_bytes": "\(freed)", "error": "\(error)"])
+            if freed > 0 {
+                let retry = await stream(
+                    chunks[outcome.decoded...], of: blob, from: sources[outcome.failedSource...], priority: priority, chunkReady: chunkReady
+                )
+                outcome = RunOutcome(
+                    decoded: outcome.decoded + retry.decoded, received: outcome.received + retry.received, failure: retry.failure,
+                    failedSource: retry.failedSource, decoder: retry.decoder)
             }
-            let offset = remaining[0].compressedOffset
-            let bytes = remaining[remaining.count - 1].compressedEnd - offset
-            do {
-                try await source.stream(offset: offset, length: bytes, background: priority == .background, into: decoder)
-                if decoder.decoded < remaining.count {
-                    throw BlobStoreError.shortRead(blob: blob.id, offset: offset, expected: bytes, got: Int(decoder.received))
-                }
-                failure = nil
-            } catch {
-                failure = error
-            }
-            decoded += decoder.decoded
-            received += decoder.received
-            guard let error = failure else {
-                if attempt > 0 { blob.prefer(source) }
-                break
-            }
-            if Self.isDiskFull(error) {
-                // Another source cannot help: free space by evicting (once), then this source again.
-                guard !freedForDiskFull else {
-                    failure = BlobStoreError.diskFull(blob: blob.id, reason: "\(error)")
-                    break
-                }
-                freedForDiskFull = true
-                // Room for what the run still has to write (whole blocks), from the least recently used chunks;
-                // the chunks this run just wrote are within the grace and stay.
-                let needed = chunks[decoded...].reduce(UInt64(0)) { $0 + (UInt64($1.uncompressedSize) + 4095) / 4096 * 4096 }
-                let freed = await evict(bytes: needed)
-                logger.warning(
-                    "disk full while writing chunks; evicted and retrying",
-                    metadata: ["blob.id": "\(blob.id)", "cache.evicted_bytes": "\(freed)", "error": "\(error)"])
-                guard freed > 0 else {
-                    failure = BlobStoreError.diskFull(blob: blob.id, reason: "\(error)")
-                    break
-                }
-                attempts.insert((attempt, source), at: attemptIndex)
-                continue
-            }
-            if attempt + 1 < sources.count {
-                logger.warning(
-                    "fetch failed; trying the blob's next source",
-                    metadata: ["blob.id": "\(blob.id)", "fetch.decoded": "\(decoded)", "error": "\(error)"])
+            if let error = outcome.failure, SyscallError.isNoSpace(error) {
+                outcome.failure = BlobStoreError.diskFull(blob: blob.id, reason: "\(error)")
             }
         }
+        let (failure, decoded, received, decoder) = (outcome.failure, outcome.decoded, outcome.received, outcome.decoder)
         await scheduler.release()
         space.release(reserved: reservation)
         let fetchedBytes = received
@@ -434,10 +391,56 @@ public final class BlobEngine: Sendable {
 }
 
 extension BlobEngine {
-    /// Whether a write failed for want of space (ENOSPC, or EDQUOT under a quota).
-    static func isDiskFull(_ error: any Error) -> Bool {
-        guard let error = error as? SyscallError else { return false }
-        return error.errno == ENOSPC || error.errno == EDQUOT
+    /// What streaming a run from the blob's sources did.
+    struct RunOutcome {
+        /// Chunks of the run written, from its start.
+        var decoded = 0
+        var received: UInt64 = 0
+        var failure: (any Error)?
+        /// Index (in the blob's source list) of the source that failed last.
+        var failedSource = 0
+        /// The last source's decoder: its timings are the fetch's.
+        var decoder: RunDecoder
+    }
+
+    /// Streams `chunks` from `sources` (the blob's, in order of preference: its images' registries, or a local
+    /// copy), each with one ranged GET: a source that fails (unreachable, or bytes that do not verify) hands what
+    /// it did not deliver to the next one. A full disk stops at once: no source can help it.
+    func stream(
+        _ chunks: ArraySlice<BlobChunkInfo>, of blob: LazyBlob, from sources: ArraySlice<any BlobRangeSource>,
+        priority: FetchScheduler.Priority, chunkReady: @escaping @Sendable (BlobChunkInfo) -> Void
+    ) async -> RunOutcome {
+        var outcome = RunOutcome(decoder: RunDecoder(blob: blob, chunks: Array(chunks), chunkReady: chunkReady))
+        for index in sources.indices {
+            let remaining = Array(chunks.dropFirst(outcome.decoded))
+            if index > sources.startIndex { outcome.decoder = RunDecoder(blob: blob, chunks: remaining, chunkReady: chunkReady) }
+            let decoder = outcome.decoder
+            let offset = remaining[0].compressedOffset
+            let bytes = remaining[remaining.count - 1].compressedEnd - offset
+            do {
+                try await sources[index].stream(offset: offset, length: bytes, background: priority == .background, into: decoder)
+                if decoder.decoded < remaining.count {
+                    throw BlobStoreError.shortRead(blob: blob.id, offset: offset, expected: bytes, got: Int(decoder.received))
+                }
+                outcome.failure = nil
+            } catch {
+                outcome.failure = error
+                outcome.failedSource = index
+            }
+            outcome.decoded += decoder.decoded
+            outcome.received += decoder.received
+            guard let error = outcome.failure else {
+                if index > 0 { blob.prefer(sources[index]) }
+                break
+            }
+            if SyscallError.isNoSpace(error) { break }
+            if index + 1 < sources.endIndex {
+                logger.warning(
+                    "fetch failed; trying the blob's next source",
+                    metadata: ["blob.id": "\(blob.id)", "fetch.decoded": "\(outcome.decoded)", "error": "\(error)"])
+            }
+        }
+        return outcome
     }
 }
 

@@ -42,7 +42,7 @@ final class CacheSpace: Sendable {
     let pinned = Mutex<Set<Int64>>([])
     let handler = Mutex<EvictionHandler?>(nil)
     /// One eviction pass at a time: a second fetch over budget waits for the first pass, then finds room.
-    let passes = Mutex(0)
+    let passLock = Mutex(())
     /// Whether a pass is scheduled for when the chunks kept by the grace have aged out of it.
     let deferredPass = Mutex(false)
 
@@ -155,7 +155,7 @@ extension BlobEngine {
         let chunks = blob.rafs.chunks(coveringUncompressed: offset, length: min(length, blob.rafs.deviceSize - offset))
         return blob.state.withLock { state in
             chunks.reduce(UInt64(0)) { sum, chunk in
-                state.isIdle(Int(chunk.index)) ? sum + (UInt64(chunk.uncompressedSize) + 4095) / 4096 * 4096 : sum
+                state.isIdle(Int(chunk.index)) ? sum + chunk.blockAlignedSize : sum
             }
         }
     }
@@ -163,8 +163,7 @@ extension BlobEngine {
     /// One eviction pass (blocking). With a `budget`, the pass first checks whether an earlier pass already made
     /// room for `incoming` more bytes (then it frees nothing and says so).
     private func evictNow(bytes: UInt64, budget: UInt64?, incoming: UInt64) -> CacheSpace.PassOutcome {
-        space.passes.withLock { passes in
-            passes += 1
+        space.passLock.withLock { _ in
             var wanted = bytes
             if let budget {
                 let current = space.accounting.withLock { $0.stored + $0.reserved } + incoming

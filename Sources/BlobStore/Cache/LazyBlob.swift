@@ -116,18 +116,16 @@ final class LazyBlob: Sendable {
 
     /// Evicts the chunks at `indexes` that are present, not being fetched and last used at or before
     /// `usedBefore`: marks each missing and punches its blocks, under the state lock, so no reader or fetch can
-    /// see it present once its bytes are going. Uncompressed offsets are 4 KiB aligned and chunks do not
-    /// overlap, so the punched range (rounded up to whole blocks, which makes it a hole SEEK_HOLE finds after a
-    /// crash) holds no other chunk's bytes. Returns what was freed; stops at the first failed punch.
+    /// see it present once its bytes are going. The punched range is the chunk's whole blocks
+    /// (`blockAlignedSize`: no other chunk's bytes, and a hole SEEK_HOLE finds after a crash). Returns what was
+    /// freed; stops at the first failed punch.
     func evict(_ indexes: [Int], usedBefore cutoff: UInt64) -> (chunks: Int, bytes: UInt64, error: SyscallError?) {
         state.withLock { state in
             var freed = (chunks: 0, bytes: UInt64(0), error: SyscallError?.none)
             for index in indexes where state.present[index] && state.inFlight[UInt32(index)] == nil && state.lastUsed[index] <= cutoff {
                 let chunk = rafs.chunks[index]
-                let end = (chunk.uncompressedEnd + 4095) / 4096 * 4096
                 do throws(SyscallError) {
-                    try FileSystem.punchHole(
-                        fd, offset: chunk.uncompressedOffset, length: end - chunk.uncompressedOffset, path: backingPath)
+                    try FileSystem.punchHole(fd, offset: chunk.uncompressedOffset, length: chunk.blockAlignedSize, path: backingPath)
                 } catch {
                     freed.error = error
                     break
