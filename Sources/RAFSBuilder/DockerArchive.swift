@@ -40,10 +40,7 @@ public enum DockerArchive {
         while let entry = try reader.next() {
             switch entry.kind {
             case .hardlink: links[entry.path] = entry.linkTarget
-            case .symlink:
-                let base = (entry.path as NSString).deletingLastPathComponent
-                let joined = entry.linkTarget.hasPrefix("/") ? entry.linkTarget : base + "/" + entry.linkTarget
-                links[entry.path] = (joined as NSString).standardizingPath.trimmingPrefix("/").description
+            case .symlink: links[entry.path] = resolve(entry.linkTarget, from: entry.path)
             default: break
             }
             guard entry.kind == .regular else { continue }
@@ -97,6 +94,17 @@ public enum DockerArchive {
         manifest.annotations = [OCILayout.refNameAnnotation: tag]
         try layout.writeIndex(ImageIndex(manifests: [manifest]))
         return image.repoTags?.first
+    }
+
+    /// A symlink's target as a member path: relative to the link's directory (an absolute one to the archive's
+    /// root), `.` and `..` resolved by name; `..` never climbs above the root. (Foundation's `standardizingPath`
+    /// leaves `..` in relative paths.)
+    static func resolve(_ target: String, from link: String) -> String {
+        var parts = target.hasPrefix("/") ? [] : link.split(separator: "/").dropLast().map(String.init)
+        for part in target.split(separator: "/") where part != "." {
+            if part == ".." { _ = parts.popLast() } else { parts.append(String(part)) }
+        }
+        return parts.joined(separator: "/")
     }
 
     /// A layer's media type from its first bytes: gzip, zstd, or a plain tar.

@@ -307,4 +307,36 @@ struct EcosystemLayoutTests {
             try DockerArchive.importLayout(archive: scratch + "/l2.tar", into: scratch + "/not-an-archive", tag: "v1")
         }
     }
+
+    /// docker 25+ saves an OCI layout and keeps the legacy names as symlinks (`<id>/layer.tar` ->
+    /// `../blobs/sha256/<hex>`); `manifest.json` may name either.
+    @Test("a docker-archive whose manifest names layers through symlinks (docker 25's legacy names) imports")
+    func dockerArchiveSymlinks() throws {
+        let scratch = try ImageFixtures.scratchDirectory("docker-archive-links")
+        defer { ImageFixtures.cleanup(scratch) }
+        let tree = scratch + "/tree"
+        try FileManager.default.createDirectory(atPath: tree, withIntermediateDirectories: true)
+        try ImageFixtures.write(Array("linked layer\n".utf8), to: tree + "/hello")
+        try Self.run("tar", ["--format=posix", "-C", tree, "-cf", scratch + "/layer.tar", "."])
+        let layer = try ImageFixtures.bytes(scratch + "/layer.tar")
+        let hex = Digest.sha256(of: layer).encoded
+        let config = Array(#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:\#(hex)"]}}"#.utf8)
+        let configHex = Digest.sha256(of: config).encoded
+        let archive = scratch + "/archive"
+        try FileManager.default.createDirectory(atPath: archive + "/blobs/sha256", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: archive + "/legacy", withIntermediateDirectories: true)
+        try ImageFixtures.write(layer, to: archive + "/blobs/sha256/" + hex)
+        try ImageFixtures.write(config, to: archive + "/blobs/sha256/" + configHex)
+        try FileManager.default.createSymbolicLink(atPath: archive + "/legacy/layer.tar", withDestinationPath: "../blobs/sha256/" + hex)
+        let manifest = #"[{"Config":"blobs/sha256/\#(configHex)","RepoTags":["app:v2"],"Layers":["legacy/layer.tar"]}]"#
+        try ImageFixtures.write(Array(manifest.utf8), to: archive + "/manifest.json")
+        try Self.run("tar", ["-C", archive, "-cf", scratch + "/saved.tar", "."])
+
+        let named = try DockerArchive.importLayout(archive: scratch + "/saved.tar", into: scratch + "/imported", tag: "v2")
+        #expect(named == "app:v2")
+        try Self.convertAndMount(layout: scratch + "/imported", tag: "v2", scratch: scratch) { mount in
+            let read = try ImageFixtures.bytes(mount + "/hello")
+            #expect(read == Array("linked layer\n".utf8))
+        }
+    }
 }
