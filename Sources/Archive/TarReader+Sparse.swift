@@ -132,11 +132,13 @@ extension TarReader {
 
     /// Format 1.0's map: decimal lines at the start of the data, in whole blocks (counted out of `remaining`).
     private func readSparseMapFromData(path: String) throws -> [SparseFile.Segment] {
-        var text: [UInt8] = []
+        var mapBytes: Int64 = 0
         var numbers: [Int64] = []
+        var line: [UInt8] = []
         var wanted = 1
+        // Each block's lines are parsed once, as it arrives; a number may span two blocks.
         while numbers.count < wanted {
-            guard remaining >= Int64(Self.blockSize), text.count < Int(Self.maximumMetadataSize) else {
+            guard remaining >= Int64(Self.blockSize), mapBytes < Self.maximumMetadataSize else {
                 throw ArchiveError.badPAXRecord(path: path, detail: "the GNU sparse 1.0 map does not end within the entry")
             }
             var block = [UInt8](repeating: 0, count: Self.blockSize)
@@ -146,27 +148,23 @@ extension TarReader {
             }
             remaining -= Int64(n)
             offset += Int64(n)
-            text += block
-            // Parse the complete lines read so far.
-            numbers = []
-            var line: [UInt8] = []
-            for byte in text {
-                guard byte != UInt8(ascii: "\n") else {
-                    guard let value = Int64(String(decoding: line, as: UTF8.self)), value >= 0 else {
-                        throw ArchiveError.badPAXRecord(path: path, detail: "the GNU sparse 1.0 map holds a non-number")
-                    }
-                    numbers.append(value)
-                    line = []
-                    if numbers.count == 1 {
-                        guard value <= Int64(SparseFile.maximumSegments) else {
-                            throw ArchiveError.badPAXRecord(path: path, detail: "more than \(SparseFile.maximumSegments) sparse segments")
-                        }
-                        wanted = 1 + 2 * Int(value)
-                    }
-                    if numbers.count == wanted { break }
+            mapBytes += Int64(n)
+            for byte in block where numbers.count < wanted {
+                guard byte == UInt8(ascii: "\n") else {
+                    line.append(byte)
                     continue
                 }
-                line.append(byte)
+                guard let value = Int64(String(decoding: line, as: UTF8.self)), value >= 0 else {
+                    throw ArchiveError.badPAXRecord(path: path, detail: "the GNU sparse 1.0 map holds a non-number")
+                }
+                numbers.append(value)
+                line = []
+                if numbers.count == 1 {
+                    guard value <= Int64(SparseFile.maximumSegments) else {
+                        throw ArchiveError.badPAXRecord(path: path, detail: "more than \(SparseFile.maximumSegments) sparse segments")
+                    }
+                    wanted = 1 + 2 * Int(value)
+                }
             }
         }
         return stride(from: 1, to: numbers.count, by: 2).map { SparseFile.Segment(offset: numbers[$0], length: numbers[$0 + 1]) }
