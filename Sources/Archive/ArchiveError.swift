@@ -7,6 +7,8 @@ public enum ArchiveError: Error, Equatable, Sendable, CustomStringConvertible {
     case unsupportedEntry(path: String, typeflag: UInt8)
     case badPAXRecord(path: String, detail: String)
     case decompression(format: String, detail: String)
+    /// A gzip checkpoint index that is malformed, or a stream that cannot be indexed.
+    case badGzipIndex(detail: String)
 
     public var description: String {
         switch self {
@@ -19,6 +21,7 @@ public enum ArchiveError: Error, Equatable, Sendable, CustomStringConvertible {
             return "tar entry \(path.debugDescription) has unsupported type \(Character(Unicode.Scalar(typeflag)))"
         case .badPAXRecord(let path, let detail): return "bad PAX header for \(path.debugDescription): \(detail)"
         case .decompression(let format, let detail): return "cannot decompress the \(format) layer: \(detail)"
+        case .badGzipIndex(let detail): return "gzip index: \(detail)"
         }
     }
 }

@@ -10,9 +10,12 @@ public final class GzipByteSource: ByteSource {
     private var inputEnded = false
     private var betweenMembers = false
     private var finished = false
+    /// Records checkpoints at deflate block boundaries when set (inflating then stops at each boundary).
+    private let recorder: GzipIndexRecorder?
 
-    public init(_ input: ByteSource) throws(ArchiveError) {
+    public init(_ input: ByteSource, recording recorder: GzipIndexRecorder? = nil) throws(ArchiveError) {
         self.input = input
+        self.recorder = recorder
         let code = czlib_inflate_init_gzip(&stream)
         guard code == Z_OK else {
             inputBuffer.deallocate()
@@ -51,12 +54,14 @@ public final class GzipByteSource: ByteSource {
             }
             stream.next_out = outputBase.assumingMemoryBound(to: Bytef.self)
             stream.avail_out = UInt32(output.count)
-            let code = inflate(&stream, Z_NO_FLUSH)
+            let code = inflate(&stream, recorder == nil ? Z_NO_FLUSH : Z_BLOCK)
             let produced = output.count - Int(stream.avail_out)
             switch code {
             case Z_OK, Z_BUF_ERROR:
                 betweenMembers = false
+                record()
             case Z_STREAM_END:
+                recorder?.memberEnded(compressed: UInt64(stream.total_in), uncompressed: UInt64(stream.total_out))
                 betweenMembers = true
                 inflateReset(&stream)
             default:
@@ -66,5 +71,18 @@ public final class GzipByteSource: ByteSource {
             if produced > 0 { return produced }
         }
         return 0
+    }
+
+    /// At a block boundary that is not the end of the last block (zlib sets bit 7 of `data_type` there, bit 6
+    /// while in the last block, and the low bits to the unused bits of the last input byte), hands the
+    /// recorder the position and, when it takes a checkpoint, the window.
+    private func record() {
+        guard let recorder, stream.data_type & 128 != 0, stream.data_type & 64 == 0 else { return }
+        recorder.boundary(compressed: UInt64(stream.total_in), uncompressed: UInt64(stream.total_out), bits: UInt8(stream.data_type & 7)) {
+            var window = [UInt8](repeating: 0, count: GzipIndex.windowSize)
+            var length: UInt32 = 0
+            let code = window.withUnsafeMutableBufferPointer { inflateGetDictionary(&stream, $0.baseAddress, &length) }
+            return code == Z_OK ? Array(window[0..<Int(length)]) : []
+        }
     }
 }

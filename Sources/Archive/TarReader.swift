@@ -87,6 +87,10 @@ public final class TarReader {
         }
     }
 
+    /// Offset in the (uncompressed) archive of the current entry's next data byte, or nil for a sparse entry,
+    /// whose data is not one run of the archive.
+    public var dataOffset: Int64? { sparse == nil ? offset : nil }
+
     /// Reads the current entry's data; 0 at its end.
     public func readData(into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
         if sparse != nil { return try readSparseData(into: buffer) }

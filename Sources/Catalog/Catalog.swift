@@ -106,6 +106,19 @@ public enum Catalog {
             name: "image pins",
             sql: "ALTER TABLE images ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0;"
         ),
+        // Blobs served from a gzip index of a plain image's layer, and the indexes this host trusts.
+        Migration(
+            version: 5,
+            name: "gzip-indexed blobs",
+            sql: """
+                ALTER TABLE blobs ADD COLUMN source_layer TEXT;
+                CREATE TABLE trusted_indexes (
+                    digest TEXT PRIMARY KEY,
+                    subject TEXT NOT NULL,
+                    created_ns INTEGER NOT NULL
+                );
+                """
+        ),
     ]
 
     /// The cachefiles domain (and cache directory) shared by images whose blobs agree.

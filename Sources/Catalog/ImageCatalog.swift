@@ -51,6 +51,9 @@ public struct BlobRecord: Equatable, Sendable {
     public var metaPath: String
     /// Chunk presence bitmap (bit i = chunk i verified and written).
     public var present: [UInt8]
+    /// For a blob served from a gzip index: the digest of the image layer whose gzip stream holds its stored
+    /// bytes (the layer's uncompressed tar); its index is `metaPath` + `.gzidx`.
+    public var sourceLayer: String? = nil
 }
 
 /// What a pull hands to the catalog: image row plus its blobs (new ones are inserted, known ones shared).
@@ -87,11 +90,14 @@ public struct NewBlob: Sendable {
     public var uncompressedSize: Int64
     public var backingPath: String
     public var metaPath: String
+    /// See `BlobRecord.sourceLayer`.
+    public var sourceLayer: String?
 
     public init(
         blobID: String, chunkMap: String, registry: String?, repository: String?, storedSize: Int64, uncompressedSize: Int64,
-        backingPath: String, metaPath: String
+        backingPath: String, metaPath: String, sourceLayer: String? = nil
     ) {
+        self.sourceLayer = sourceLayer
         self.blobID = blobID
         self.chunkMap = chunkMap
         self.registry = registry
@@ -127,15 +133,32 @@ public struct ImageCatalog: Sendable {
             for row in try conn.query(
                 """
                 SELECT b.id, b.blob_id, b.domain, b.chunk_map, b.registry, b.repository, b.stored_size, b.uncompressed_size,
-                       b.backing_path, b.meta_path, b.present, ib.image_id
+                       b.backing_path, b.meta_path, b.present, b.source_layer, ib.image_id
                 FROM image_blobs ib JOIN blobs b ON b.id = ib.blob_id ORDER BY ib.image_id, ib.position
                 """)
             {
-                blobsByImage[try row.int(11), default: []].append(try Self.blob(row: row))
+                blobsByImage[try row.int(12), default: []].append(try Self.blob(row: row))
             }
             return try conn.query(Self.imageColumns + " ORDER BY reference").map { row in
                 try Self.image(row: row, blobs: blobsByImage[try row.int(0)] ?? [])
             }
+        }
+    }
+
+    /// Records that this host trusts the gzip index artifact `digest` for the image manifest `subject` (it
+    /// built the index from the digest-checked layers, or its user named it).
+    public func trustIndex(digest: String, subject: String) throws {
+        try database.write { conn in
+            try conn.execute(
+                "INSERT OR REPLACE INTO trusted_indexes (digest, subject, created_ns) VALUES (?, ?, ?)",
+                [.text(digest), .text(subject), .integer(wallClockNanoseconds())])
+        }
+    }
+
+    /// Whether `digest` is a trusted index of the image manifest `subject`.
+    public func isTrustedIndex(digest: String, subject: String) throws -> Bool {
+        try database.read { conn in
+            try !conn.query("SELECT 1 FROM trusted_indexes WHERE digest = ? AND subject = ?", [.text(digest), .text(subject)]).isEmpty
         }
     }
 
@@ -249,13 +272,13 @@ public struct ImageCatalog: Sendable {
                     try conn.execute(
                         """
                         INSERT INTO blobs (blob_id, domain, chunk_map, registry, repository, stored_size, uncompressed_size, backing_path,
-                                           meta_path, created_ns)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                           meta_path, created_ns, source_layer)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                         [
                             .text(blob.blobID), .text(new.domain), .text(blob.chunkMap), SQLValue(blob.registry), SQLValue(blob.repository),
                             .integer(blob.storedSize), .integer(blob.uncompressedSize), .text(blob.backingPath), .text(blob.metaPath),
-                            .integer(now),
+                            .integer(now), SQLValue(blob.sourceLayer),
                         ])
                     id = conn.lastInsertRowID
                     created.insert(id)
@@ -330,7 +353,8 @@ public struct ImageCatalog: Sendable {
     // MARK: - Rows
 
     static let blobColumns = """
-        SELECT id, blob_id, domain, chunk_map, registry, repository, stored_size, uncompressed_size, backing_path, meta_path, present
+        SELECT id, blob_id, domain, chunk_map, registry, repository, stored_size, uncompressed_size, backing_path, meta_path, present,
+               source_layer
         FROM blobs
         """
 
@@ -338,7 +362,8 @@ public struct ImageCatalog: Sendable {
         BlobRecord(
             id: try row.int(0), blobID: try row.string(1), domain: try row.string(2), chunkMap: try row.optionalString(3),
             registry: try row.optionalString(4), repository: try row.optionalString(5), storedSize: try row.int(6),
-            uncompressedSize: try row.int(7), backingPath: try row.string(8), metaPath: try row.string(9), present: try row.blob(10))
+            uncompressedSize: try row.int(7), backingPath: try row.string(8), metaPath: try row.string(9), present: try row.blob(10),
+            sourceLayer: try row.optionalString(11))
     }
 
     static let imageColumns =
@@ -362,7 +387,7 @@ public struct ImageCatalog: Sendable {
         let blobs = try conn.query(
             """
             SELECT b.id, b.blob_id, b.domain, b.chunk_map, b.registry, b.repository, b.stored_size, b.uncompressed_size, b.backing_path,
-                   b.meta_path, b.present
+                   b.meta_path, b.present, b.source_layer
             FROM image_blobs ib JOIN blobs b ON b.id = ib.blob_id WHERE ib.image_id = ? ORDER BY ib.position
             """, [.integer(id)]
         ).map(blob(row:))

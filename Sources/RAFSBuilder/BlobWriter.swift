@@ -15,6 +15,11 @@ import Musl
 ///
 /// Chunks are appended in order; each gets a 4 KiB-aligned uncompressed offset. The file is written under a
 /// temporary name, hashed as it goes, and renamed to its sha256 (the blob id) when finished.
+///
+/// A blob whose chunk data is *stored elsewhere* (a gzip-indexed layer: its stored form is the layer's
+/// uncompressed tar, fetched through the layer's gzip index) gets only the sections after the data: they are
+/// written at the tar's size, the data region stays a hole, there is no `image.blob` section, and the blob id
+/// is the sha256 of the layer's digest and those sections.
 final class BlobWriter {
     /// Builder ordinal of the blob (the layer it comes from).
     let ordinal: Int
@@ -31,6 +36,10 @@ final class BlobWriter {
     /// File offset of each chunk's first use, for the bootstrap's chunk table.
     private(set) var fileOffsets: [UInt64] = []
     private var finished = false
+    /// Set for a blob whose data lies elsewhere: the digest of the layer that holds it.
+    let storedElsewhere: String?
+    /// File offset of `pending`'s first byte.
+    private var flushedTo: UInt64 = 0
 
     static let blockSize: UInt64 = 4096
     static let features: RafsBlobEntry.Features = [.aligned, .inlinedChunkDigest, .hasTarHeader, .hasToc, .capTarToc]
@@ -40,10 +49,12 @@ final class BlobWriter {
     static let maximumUncompressedOffset: UInt64 = 1 << 44
     private static let flushThreshold = 4 << 20
 
-    init(ordinal: Int, directory: String, compression: ChunkCompression, level: Int) throws(BuildError) {
+    init(ordinal: Int, directory: String, compression: ChunkCompression, level: Int, storedElsewhere: String? = nil) throws(BuildError) {
         self.ordinal = ordinal
-        self.compression = compression
+        self.compression = storedElsewhere == nil ? compression : .none
         self.level = level
+        self.storedElsewhere = storedElsewhere
+        if let storedElsewhere { hasher.update(Array("zran:\(storedElsewhere)".utf8)) }
         let path = directory + "/.blob-\(ordinal).partial"
         partialPath = path
         do throws(SyscallError) {
@@ -63,8 +74,9 @@ final class BlobWriter {
 
     /// Appends one chunk: `stored` are the bytes written (compressed, or the raw data when `compressed` is
     /// false), `size` the uncompressed length.
+    /// `storedAt`: for a blob whose data lies elsewhere, where the chunk's bytes are (nothing is written).
     func append(
-        stored: UnsafeRawBufferPointer, size: Int, compressed: Bool, digest: [UInt8], fileOffset: UInt64
+        stored: UnsafeRawBufferPointer, size: Int, compressed: Bool, digest: [UInt8], fileOffset: UInt64, storedAt: UInt64? = nil
     ) throws(BuildError) -> ChunkLocation {
         guard chunks.count < Self.maximumChunks else {
             throw .formatLimit(reason: "blob \(ordinal) would have more than \(Self.maximumChunks) chunks")
@@ -75,9 +87,17 @@ final class BlobWriter {
             throw .formatLimit(reason: "blob \(ordinal) would exceed the 40-bit compressed / 44-bit uncompressed offsets")
         }
         let info = BlobChunkInfo(
-            index: UInt32(chunks.count), compressedOffset: position, compressedSize: UInt32(stored.count),
+            index: UInt32(chunks.count), compressedOffset: storedAt ?? position, compressedSize: UInt32(stored.count),
             uncompressedOffset: uncompressedEnd, uncompressedSize: UInt32(size), flags: compressed ? .compressed : [])
-        try write(stored)
+        if let storedAt {
+            guard storedElsewhere != nil, storedAt >= position, storedAt + UInt64(stored.count) < Self.maximumCompressedOffset else {
+                throw .formatLimit(reason: "blob \(ordinal): chunk stored at \(storedAt) lies before the previous one or out of range")
+            }
+            position = storedAt + UInt64(stored.count)
+            flushedTo = position
+        } else {
+            try write(stored)
+        }
         uncompressedEnd = (uncompressedEnd + UInt64(size) + Self.blockSize - 1) / Self.blockSize * Self.blockSize
         chunks.append(info)
         digests.append(digest)
@@ -99,37 +119,41 @@ final class BlobWriter {
         guard !pending.isEmpty else { return }
         let (fd, path) = (self.fd, partialPath)
         pending.withUnsafeBytes { hasher.update($0) }
-        var done = 0
-        while done < pending.count {
-            do throws(SyscallError) {
-                done += try retryingSyscall("write", path) {
-                    pending.withUnsafeBytes { raw in Glibc.write(fd, raw.baseAddress.map { $0 + done }, raw.count - done) }
-                }
-            } catch {
-                throw .io(path: path, error)
-            }
+        do throws(SyscallError) {
+            try FileSystem.writeAll(fd, pending, at: flushedTo, path: path)
+        } catch {
+            throw .io(path: path, error)
         }
+        flushedTo += UInt64(pending.count)
         pending.removeAll(keepingCapacity: true)
     }
 
     /// Writes the meta sections and the ToC, syncs, and renames the blob to `<directory>/<blob id>`. Returns
     /// nil (and removes the file) when no chunk was ever appended: nydus does not emit empty blobs.
-    func finish(directory: String, sync: Bool) throws(BuildError) -> (summary: BlobSummary, path: String)? {
+    /// `storedSize`: for a blob whose data lies elsewhere, the size of that data (the layer's uncompressed tar).
+    func finish(directory: String, sync: Bool, storedSize: UInt64? = nil) throws(BuildError) -> (summary: BlobSummary, path: String)? {
         guard !chunks.isEmpty else {
             finished = true
             unlink(partialPath)
             return nil
         }
-        let dataSize = position
         var toc: [UInt8] = []
-
-        // image.blob: the chunk data. Like nydus, its digest covers the data and its trailing tar header.
-        try write(RafsEncoding.tarHeader(name: "image.blob", size: dataSize))
-        try flush()
-        let imageBlobDigest = hasher.peek()
-        toc += RafsEncoding.tocEntry(
-            name: "image.blob", compression: .none, digest: imageBlobDigest, compressedOffset: 0, compressedSize: dataSize,
-            uncompressedSize: uncompressedEnd)
+        if storedElsewhere != nil {
+            guard let storedSize, storedSize >= position else {
+                throw .formatLimit(reason: "blob \(ordinal): its data ends at \(position), past the stored size \(storedSize ?? 0)")
+            }
+            position = storedSize
+            flushedTo = storedSize
+        } else {
+            // image.blob: the chunk data. Like nydus, its digest covers the data and its trailing tar header.
+            let dataSize = position
+            try write(RafsEncoding.tarHeader(name: "image.blob", size: dataSize))
+            try flush()
+            let imageBlobDigest = hasher.peek()
+            toc += RafsEncoding.tocEntry(
+                name: "image.blob", compression: .none, digest: imageBlobDigest, compressedOffset: 0, compressedSize: dataSize,
+                uncompressedSize: uncompressedEnd)
+        }
 
         // blob.meta: the chunk-info array, compressed like the chunks when that helps, then its header.
         var infos = LittleEndianWriter(count: chunks.count * BlobChunkInfo.v1Size)

@@ -47,6 +47,10 @@ public struct BuildOptions: Sendable {
     /// bootstrap's RAFS v6 prefetch table (their nids, as nydus's `--prefetch-policy fs` does), so that a
     /// snapshotter fetches them in the background as soon as the image is pulled.
     public var prefetchPaths: [String] = []
+    /// Set: build a gzip index of each layer instead of storing its data (see `GzipIndexedBuild`). Each layer
+    /// must be one gzip member and name its digest; its blob holds only meta, its chunks' stored offsets are
+    /// offsets in the layer's uncompressed tar, and a checkpoint is kept about every this many tar bytes.
+    public var gzipIndexSpan: UInt64? = nil
 
     public static let minimumChunkSize: UInt32 = 4096
     public static let maximumChunkSize: UInt32 = 16 << 20
@@ -72,8 +76,13 @@ public struct BuildOptions: Sendable {
 /// One layer to build from: a tar file, plain, gzip or zstd (detected from its first bytes).
 public struct LayerInput: Sendable, Hashable {
     public var path: String
+    /// The layer's digest, as its manifest names it: needed by gzip-indexed builds, which name blobs after it.
+    public var digest: String?
 
-    public init(path: String) { self.path = path }
+    public init(path: String, digest: String? = nil) {
+        self.path = path
+        self.digest = digest
+    }
 }
 
 /// Progress reports during a build.
@@ -106,6 +115,11 @@ public struct BuiltBlob: Sendable, Equatable, Codable {
     /// Size of the uncompressed blob (the device the kernel reads).
     public var uncompressedSize: UInt64
     public var chunkCount: Int
+    /// Gzip-indexed builds: the encoded `GzipIndex` of the layer (`<blob id>.gzidx` beside the blob), the layer's
+    /// digest, and where the blob's meta sections start (before it, the blob file is a hole).
+    public var gzipIndexPath: String? = nil
+    public var layerDigest: String? = nil
+    public var metaStart: UInt64? = nil
 }
 
 /// What a build produced.

@@ -17,6 +17,8 @@ final class ChunkPipeline {
         var inode: TreeInode
         var position: Int
         var fileOffset: UInt64
+        /// Where the chunk's bytes already lie when its blob's data is stored elsewhere.
+        var storedAt: UInt64?
     }
 
     /// Hash and compression result of one pending chunk.
@@ -63,8 +65,10 @@ final class ChunkPipeline {
     }
 
     /// Queues chunk `position` of `inode` (its bytes at `fileOffset`); flushes into `blob` when a batch is full.
-    func add(_ data: [UInt8], inode: TreeInode, position: Int, fileOffset: UInt64, blob: BlobWriter) throws(BuildError) {
-        pending.append(Pending(data: data, inode: inode, position: position, fileOffset: fileOffset))
+    func add(
+        _ data: [UInt8], inode: TreeInode, position: Int, fileOffset: UInt64, storedAt: UInt64? = nil, blob: BlobWriter
+    ) throws(BuildError) {
+        pending.append(Pending(data: data, inode: inode, position: position, fileOffset: fileOffset, storedAt: storedAt))
         pendingBytes += data.count
         if pendingBytes >= batchBytes || pending.count >= 4096 { try flush(into: blob) }
     }
@@ -110,7 +114,7 @@ final class ChunkPipeline {
                 location = try withBytes(bytes) { (raw) throws(BuildError) in
                     try blob.append(
                         stored: raw, size: item.data.count, compressed: processed.compressed != nil, digest: processed.digest,
-                        fileOffset: item.fileOffset)
+                        fileOffset: item.fileOffset, storedAt: item.storedAt)
                 }
                 stored[key] = location
             }

@@ -27,6 +27,8 @@ public struct ImageBuilder: Sendable {
         layers: [LayerInput], outputDirectory: String, progress: (@Sendable (BuildProgress) -> Void)? = nil
     ) throws(BuildError) -> BuildResult {
         try options.validate()
+        var options = options
+        if options.gzipIndexSpan != nil { options.compression = .none }
         do throws(SyscallError) { try FileSystem.makeDirectories(outputDirectory) } catch { throw .io(path: outputDirectory, error) }
         let tree = MergedTree(options: options)
         let pipeline = try ChunkPipeline(options: options)
@@ -34,15 +36,22 @@ public struct ImageBuilder: Sendable {
         var fileBytes: UInt64 = 0
         var report = BuildProgress(phase: .layer, layer: 0, layerCount: layers.count, entries: 0, bytes: 0)
         var buffer = [UInt8]()
+        var indexes: [Int: GzipIndex] = [:]
 
         for (index, layer) in layers.enumerated() {
             report.layer = index
             progress?(report)
+            var indexed = try options.gzipIndexSpan.map { (span) throws(BuildError) in
+                try GzipIndexedLayer(layer, ordinal: index, span: span)
+            }
             let writer = try BlobWriter(
-                ordinal: index, directory: outputDirectory, compression: options.compression, level: options.zstdLevel)
+                ordinal: index, directory: outputDirectory, compression: options.compression, level: options.zstdLevel,
+                storedElsewhere: indexed?.digest)
             let reader: TarReader
             do {
-                reader = try TarReader.open(path: layer.path, maximumEntrySize: options.maximumFileSize)
+                reader =
+                    try indexed?.reader(maximumEntrySize: options.maximumFileSize)
+                    ?? TarReader.open(path: layer.path, maximumEntrySize: options.maximumFileSize)
             } catch {
                 throw Self.wrap(error, layer: index, path: layer.path)
             }
@@ -60,8 +69,9 @@ public struct ImageBuilder: Sendable {
                 for position in 0..<count {
                     let length = Int(min(chunkSize, inode.size - offset))
                     buffer = [UInt8](repeating: 0, count: length)
+                    let storedAt = try indexed?.dataOffset(of: reader, path: entry.path)
                     try fill(&buffer, from: reader, layer: index, path: layer.path)
-                    try pipeline.add(buffer, inode: inode, position: position, fileOffset: offset, blob: writer)
+                    try pipeline.add(buffer, inode: inode, position: position, fileOffset: offset, storedAt: storedAt, blob: writer)
                     offset += UInt64(length)
                 }
                 fileBytes += inode.size
@@ -69,6 +79,7 @@ public struct ImageBuilder: Sendable {
                 if report.entries % 4096 == 0 { progress?(report) }
             }
             try pipeline.flush(into: writer)
+            if let indexed { indexes[index] = try indexed.finish() }
             writers.append(writer)
             logger?.debug("layer read", metadata: ["layer.index": "\(index)", "layer.chunks": "\(writer.chunkCount)"])
         }
@@ -80,13 +91,22 @@ public struct ImageBuilder: Sendable {
         var built: [BuiltBlob] = []
         var tableIndex: [Int: UInt32] = [:]
         for writer in writers {
-            guard let (summary, path) = try writer.finish(directory: outputDirectory, sync: options.syncOutput) else { continue }
+            let gzipIndex = indexes[writer.ordinal]
+            guard
+                let (summary, path) = try writer.finish(
+                    directory: outputDirectory, sync: options.syncOutput, storedSize: gzipIndex?.uncompressedSize)
+            else { continue }
             tableIndex[writer.ordinal] = UInt32(finished.count)
             finished.append((summary, writer))
-            built.append(
-                BuiltBlob(
-                    blobID: summary.blobID, path: path, layer: writer.ordinal, compressedSize: summary.compressedSize,
-                    uncompressedSize: summary.uncompressedSize, chunkCount: Int(summary.chunkCount)))
+            var blob = BuiltBlob(
+                blobID: summary.blobID, path: path, layer: writer.ordinal, compressedSize: summary.compressedSize,
+                uncompressedSize: summary.uncompressedSize, chunkCount: Int(summary.chunkCount))
+            if let gzipIndex {
+                blob.gzipIndexPath = try GzipIndexedLayer.write(gzipIndex, beside: path)
+                blob.layerDigest = writer.storedElsewhere
+                blob.metaStart = summary.metaOffset
+            }
+            built.append(blob)
         }
 
         report.phase = .bootstrap

@@ -50,7 +50,7 @@ final class APIRouter: Sendable {
     /// Routes that wait on the network run as tasks, not on the blocking pool.
     func isAsync(_ request: APIRequest) -> Bool {
         let path = request.uri.split(separator: "?").first ?? ""
-        return request.method == "POST" && (path == "/v1/images/pull" || path == "/v1/convert")
+        return request.method == "POST" && (path == "/v1/images/pull" || path == "/v1/convert" || path == "/v1/images/index")
     }
 
     /// `POST /v1/images/pull`.
@@ -62,6 +62,9 @@ final class APIRouter: Sendable {
                     try await self.requireConversions().convert(try self.decode(ConvertRequest.self, request)), status: 201)
             }
             guard let images = self.images else { throw APIError(.unimplemented, "images are not enabled in this daemon") }
+            if request.uri.hasPrefix("/v1/images/index") {
+                return try self.json(try await images.index(try self.decode(IndexRequest.self, request)), status: 201)
+            }
             let body = try self.decode(PullRequest.self, request)
             let result = try await images.pull(body.reference)
             return try self.json(result, status: result.pulled ? 201 : 200)
@@ -161,7 +164,7 @@ final class APIRouter: Sendable {
             return try json(try requireConversions().inspect(try decode(InspectRequest.self, request)))
         case ["v1", "convert"]:
             throw MethodNotAllowed(method: method, uri: request.uri, allowed: ["POST"])
-        case ["v1", "images", "pull"]:
+        case ["v1", "images", "pull"], ["v1", "images", "index"]:
             throw MethodNotAllowed(method: method, uri: request.uri, allowed: ["POST"])
         case ["v1", "images", "prefetch"]:
             try allow(method, ["POST"], request)

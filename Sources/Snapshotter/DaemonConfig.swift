@@ -2,6 +2,7 @@ import BlobStore
 import ContainerdProxy
 import LinuxKernel
 import MountManager
+import OCI
 import TOML
 
 /// The daemon's settings: built-in defaults, then the TOML file, then command-line flags.
@@ -43,6 +44,9 @@ struct DaemonConfig: Equatable, Sendable {
     var cacheMaxPercent = 0
     /// Chunks read or written within this many milliseconds are never evicted.
     var evictionGraceMilliseconds = Int(FetchSettings().evictionGrace.components.seconds) * 1000
+    /// Gzip indexes of plain images: look for them at pull, which to trust (`local` or `repository`), and
+    /// index digests trusted in any case.
+    var gzipIndexPolicy = GzipIndexPolicy()
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -77,7 +81,7 @@ struct DaemonConfig: Equatable, Sendable {
         self = base
         let reader = ConfigReader(path: path)
         let top = try reader.table(
-            document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd", "cache"])
+            document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd", "cache", "zran"])
         if let value = top["root"] { root = try reader.string(value, at: "root") }
         if let api = top["api"] {
             let table = try reader.table(
@@ -165,6 +169,26 @@ struct DaemonConfig: Equatable, Sendable {
             }
             if let value = table["eviction_grace_ms"] {
                 evictionGraceMilliseconds = Int(try reader.integer(value, at: "cache.eviction_grace_ms", range: 1...3_600_000))
+            }
+        }
+        if let zran = top["zran"] {
+            let table = try reader.table(zran, at: "zran", known: ["discover", "trust", "trusted_indexes"])
+            if let value = table["discover"] { gzipIndexPolicy.discover = try reader.boolean(value, at: "zran.discover") }
+            if let value = table["trust"] {
+                let text = try reader.string(value, at: "zran.trust")
+                guard let trust = GzipIndexPolicy.Trust(rawValue: text) else {
+                    throw .invalid(key: "zran.trust", reason: "must be local or repository, got \(text)")
+                }
+                gzipIndexPolicy.trust = trust
+            }
+            if let value = table["trusted_indexes"] {
+                for item in try reader.array(value, at: "zran.trusted_indexes") {
+                    let text = try reader.string(item, at: "zran.trusted_indexes")
+                    guard (try? Digest(parsing: text)) != nil else {
+                        throw .invalid(key: "zran.trusted_indexes", reason: "\(text) is not a digest (sha256:<64 hex digits>)")
+                    }
+                    gzipIndexPolicy.trustedDigests.insert(text)
+                }
             }
         }
         if let daemon = top["daemon"] {

@@ -6,6 +6,7 @@ import MountManager
 import OCI
 import OCIRegistry
 import RAFS
+import RAFSBuilder
 import SnapshotterAPI
 import Synchronization
 
@@ -47,7 +48,8 @@ final class ImageService: Sendable {
 
     init(
         root: String, database: Database, client: RegistryClient, engine: BlobEngine, frontEnd: any OnDemandFrontEnd,
-        kernelReadaheadKilobytes: Int = ImageService.defaultKernelReadaheadKilobytes, prefetchOnPull: Bool = true, logger: Logger
+        kernelReadaheadKilobytes: Int = ImageService.defaultKernelReadaheadKilobytes, prefetchOnPull: Bool = true,
+        gzipIndexPolicy: GzipIndexPolicy = GzipIndexPolicy(), logger: Logger
     ) {
         self.root = root
         self.prefetchOnPull = prefetchOnPull
@@ -60,7 +62,8 @@ final class ImageService: Sendable {
         let budgeted = engine.settings.cacheBudgetBytes != nil
         engine.onComplete { [frontEnd] id in if !budgeted { frontEnd.complete(id: .blob(id)) } }
         engine.onEvict { [frontEnd] id in frontEnd.prepareEviction(id: .blob(id)) }
-        puller = ImagePuller(layout: ImageStoreLayout(root: root), catalog: catalog, client: client, logger: logger)
+        puller = ImagePuller(
+            layout: ImageStoreLayout(root: root), catalog: catalog, client: client, gzipIndexPolicy: gzipIndexPolicy, logger: logger)
         serving = ImageServing(
             root: root, catalog: catalog, layout: puller.layout, engine: engine, frontEnd: frontEnd, client: client,
             kernelReadaheadKilobytes: kernelReadaheadKilobytes, logger: logger)
@@ -202,6 +205,30 @@ final class ImageService: Sendable {
         return removed
     }
 
+    /// Builds and pushes the gzip index of a plain image in a registry (`GzipIndexPublisher`), and trusts it
+    /// here: it was made from the image's digest-checked layers.
+    func index(_ request: IndexRequest) async throws -> IndexResponse {
+        let work = FileSystem.join(puller.layout.temporaryDirectory, "convert-\(getpid())-index-\(UInt32.random(in: 0...UInt32.max))")
+        defer { try? FileSystem.removeTree(work) }
+        let key = "index " + request.reference
+        defer { _ = pulls.withLock { $0.removeValue(forKey: key) } }
+        let catalog = self.catalog
+        let published = try await GzipIndexPublisher(client: client, logger: logger).publish(
+            request.reference, span: request.spanBytes ?? ZranIndexBuilder.defaultSpan, work: work,
+            trust: { index, image in try catalog.trustIndex(digest: index, subject: image) }
+        ) { progress in
+            self.pulls.withLock {
+                $0[key] = PullProgress(
+                    reference: key, phase: progress.phase, bytesDone: progress.bytesDone, bytesTotal: progress.bytesTotal)
+            }
+        }
+        return IndexResponse(
+            reference: published.reference, imageDigest: published.imageDigest, indexDigest: published.indexDigest,
+            layers: published.layers,
+            layerBytes: published.layerBytes, indexBytes: published.indexBytes, checkpoints: published.checkpoints,
+            seconds: published.seconds)
+    }
+
     func pullsInFlight() -> [PullStatus] {
         pulls.withLock {
             $0.values.map { PullStatus(reference: $0.reference, phase: $0.phase, bytesDone: $0.bytesDone, bytesTotal: $0.bytesTotal) }
@@ -261,8 +288,10 @@ final class ImageService: Sendable {
                 localBytes: progress.map { Int64($0.present) } ?? 0,
                 backingFile: blob.backingPath)
         }
+        // Served from a gzip index: a plain image started lazily, its blobs inflated from its own layers.
+        let format = image.blobs.contains { $0.sourceLayer != nil } ? "gzip-indexed" : image.format.rawValue
         return ImageInfo(
-            reference: image.reference, digest: image.manifestDigest, format: image.format.rawValue, blobs: blobs,
+            reference: image.reference, digest: image.manifestDigest, format: format, blobs: blobs,
             size: blobs.reduce(0) { $0 + $1.uncompressedSize }, localBytes: blobs.reduce(0) { $0 + $1.localBytes },
             mountpoint: mountPoint(of: image.id), createdAt: RFC3339.format(nanoseconds: image.createdNanoseconds))
     }

@@ -185,6 +185,12 @@ final class ImageServing: Sendable {
         -> any BlobRangeSource
     {
         guard let registry, let repository else { return LocalBlobSource(path: blob.metaPath) }
+        if let layer = blob.sourceLayer {
+            // Stored bytes inflated from the image layer's gzip stream, through the blob's gzip index.
+            return GzipIndexedBlobSource(
+                layer: RegistryBlobSource(client: client, registry: registry, repository: repository, digest: try Digest(parsing: layer)),
+                indexPath: ImagePuller.gzipIndexPath(metaPath: blob.metaPath))
+        }
         return RegistryBlobSource(
             client: client, registry: registry, repository: repository, digest: try Digest(parsing: "sha256:" + blob.blobID))
     }

@@ -122,7 +122,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         let images = ImageService(
             root: settings.root, database: database, client: client, engine: engine, frontEnd: frontEnd,
             kernelReadaheadKilobytes: settings.kernelReadaheadKilobytes,
-            prefetchOnPull: settings.prefetchOnPull, logger: logger)
+            prefetchOnPull: settings.prefetchOnPull, gzipIndexPolicy: settings.gzipIndexPolicy, logger: logger)
         try await images.start()
         ProcessLimits.releaseFreedMemory()
 

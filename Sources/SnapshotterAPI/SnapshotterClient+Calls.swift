@@ -71,6 +71,10 @@ extension SnapshotterClient {
         try call("POST", "/v1/images/pull", body: PullRequest(reference: reference))
     }
 
+    public func index(reference: String, spanBytes: UInt64? = nil) throws -> IndexResponse {
+        try call("POST", "/v1/images/index", body: IndexRequest(reference: reference, spanBytes: spanBytes))
+    }
+
     public func images() throws -> [ImageInfo] {
         let response: ImagesResponse = try call("GET", "/v1/images")
         return response.images

@@ -227,6 +227,45 @@ public struct PullRequest: Codable, Sendable {
     }
 }
 
+/// `POST /v1/images/index`: build and push the gzip index of a plain image (lazy start without conversion).
+public struct IndexRequest: Codable, Sendable {
+    public var reference: String
+    /// Tar bytes between checkpoints (default 2 MiB).
+    public var spanBytes: UInt64?
+
+    public init(reference: String, spanBytes: UInt64? = nil) {
+        self.reference = reference
+        self.spanBytes = spanBytes
+    }
+}
+
+/// What `POST /v1/images/index` pushed.
+public struct IndexResponse: Codable, Sendable, Equatable {
+    public var reference: String
+    public var imageDigest: String
+    /// The index artifact's manifest digest (what another host lists in `zran.trusted_indexes`).
+    public var indexDigest: String
+    public var layers: Int
+    public var layerBytes: Int64
+    public var indexBytes: Int64
+    public var checkpoints: Int
+    public var seconds: Double
+
+    public init(
+        reference: String, imageDigest: String, indexDigest: String, layers: Int, layerBytes: Int64, indexBytes: Int64, checkpoints: Int,
+        seconds: Double
+    ) {
+        self.reference = reference
+        self.imageDigest = imageDigest
+        self.indexDigest = indexDigest
+        self.layers = layers
+        self.layerBytes = layerBytes
+        self.indexBytes = indexBytes
+        self.checkpoints = checkpoints
+        self.seconds = seconds
+    }
+}
+
 /// One pulled image as `GET /v1/images` lists it.
 public struct ImageInfo: Codable, Equatable, Sendable {
     public var reference: String

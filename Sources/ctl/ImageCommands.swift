@@ -17,35 +17,7 @@ struct Pull: ParsableCommand {
     @Flag(help: "Never show the progress line (it shows on a terminal by default).") var quiet = false
 
     func run() throws {
-        let showProgress = !quiet && !global.json && isatty(STDERR_FILENO) == 1
-        let done = Atomic<Bool>(false)
-        let socket = global.socket
-        let reference = reference
-        let watcher = DispatchSemaphore(value: 0)
-        if showProgress {
-            DispatchQueue(label: "snapctl.progress").async {
-                let client = SnapshotterClient(socketPath: socket)
-                while !done.load(ordering: .acquiring) {
-                    if let pull = try? client.pulls().first(where: {
-                        $0.reference.hasSuffix(reference) || reference.hasSuffix($0.reference)
-                    }) {
-                        var line = "\r\u{1B}[K\(pull.reference): \(pull.phase)"
-                        if pull.bytesTotal > 0 { line += " \(Output.bytes(pull.bytesDone))/\(Output.bytes(pull.bytesTotal))" }
-                        writeStandardError(line)
-                    }
-                    usleep(200_000)
-                }
-                writeStandardError("\r\u{1B}[K")
-                watcher.signal()
-            }
-        }
-        /// Ends the progress line once (before the result is printed, or when the pull fails).
-        func stopProgress() {
-            let wasDone = done.exchange(true, ordering: .acquiringAndReleasing)
-            if showProgress && !wasDone { watcher.wait() }
-        }
-        defer { stopProgress() }
-        try perform {
+        try withProgressLine(matching: reference, quiet: quiet, global: global) { stopProgress in
             let result = try global.client().pull(reference: reference)
             stopProgress()
             if global.json {
@@ -59,6 +31,67 @@ struct Pull: ParsableCommand {
             }
         }
     }
+}
+
+struct Index: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract:
+            "Build the gzip index of a plain OCI image (gzip layers) and push it to the image's repository: pulls then start the image lazily, fetching ranges of its own layers, without converting it. This daemon trusts the index it built; other hosts list its digest in zran.trusted_indexes."
+    )
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Image reference, e.g. 127.0.0.1:5000/app:latest.") var reference: String
+    @Option(help: "MiB of tar between checkpoints (smaller: less inflated per cold read, larger index).") var spanMib: UInt64 = 2
+    @Flag(help: "Never show the progress line (it shows on a terminal by default).") var quiet = false
+
+    func validate() throws {
+        guard (1...64).contains(spanMib) else { throw ValidationError("--span-mib must be 1 to 64") }
+    }
+
+    func run() throws {
+        try withProgressLine(matching: "index " + reference, quiet: quiet, global: global) { stopProgress in
+            let result = try global.client().index(reference: reference, spanBytes: spanMib << 20)
+            stopProgress()
+            if global.json {
+                Output.printJSON(result)
+            } else {
+                print(
+                    "indexed: \(result.reference) \(result.imageDigest): index \(result.indexDigest) (\(result.layers) layers, \(Output.bytes(result.layerBytes)) read, \(Output.bytes(result.indexBytes)) pushed, \(result.checkpoints) checkpoints, \(Double(Int(result.seconds * 10)) / 10) s)"
+                )
+            }
+        }
+    }
+}
+
+/// Runs `body` (a long call) while a line on stderr shows the daemon's progress of the task whose name ends
+/// like `name` (pulls and index builds are listed by `GET /v1/pulls`), on a terminal unless `quiet` or `--json`.
+/// `body` gets a function that ends the line before the result is printed.
+func withProgressLine(matching name: String, quiet: Bool, global: GlobalOptions, _ body: (() -> Void) throws -> Void) throws {
+    let showProgress = !quiet && !global.json && isatty(STDERR_FILENO) == 1
+    let done = Atomic<Bool>(false)
+    let socket = global.socket
+    let watcher = DispatchSemaphore(value: 0)
+    if showProgress {
+        DispatchQueue(label: "snapctl.progress").async {
+            let client = SnapshotterClient(socketPath: socket)
+            while !done.load(ordering: .acquiring) {
+                if let pull = try? client.pulls().first(where: { $0.reference.hasSuffix(name) || name.hasSuffix($0.reference) }) {
+                    var line = "\r\u{1B}[K\(pull.reference): \(pull.phase)"
+                    if pull.bytesTotal > 0 { line += " \(Output.bytes(pull.bytesDone))/\(Output.bytes(pull.bytesTotal))" }
+                    writeStandardError(line)
+                }
+                usleep(200_000)
+            }
+            writeStandardError("\r\u{1B}[K")
+            watcher.signal()
+        }
+    }
+    /// Ends the progress line once (before the result is printed, or when the call fails).
+    func stopProgress() {
+        let wasDone = done.exchange(true, ordering: .acquiringAndReleasing)
+        if showProgress && !wasDone { watcher.wait() }
+    }
+    defer { stopProgress() }
+    try perform { try body(stopProgress) }
 }
 
 func writeStandardError(_ text: String) {

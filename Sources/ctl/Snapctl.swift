@@ -16,7 +16,7 @@ public struct Snapctl: ParsableCommand {
         subcommands: [
             Prepare.self, View.self, Mounts.self, Mount.self, Unmount.self, Commit.self, Remove.self, List.self,
             Stat.self, Update.self, Usage.self, Cleanup.self, Status.self, Pull.self, Images.self, RemoveImage.self, Metrics.self,
-            Convert.self, Inspect.self, Prefetch.self, Pin.self, Unpin.self,
+            Convert.self, Inspect.self, Index.self, Prefetch.self, Pin.self, Unpin.self,
         ]
     )
 

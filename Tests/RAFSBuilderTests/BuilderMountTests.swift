@@ -121,7 +121,7 @@ struct BuilderMountTests {
         var options = BuildOptions(chunkSize: UInt32(chunkSize), compression: compression)
         options.syncOutput = false
         let result = try ImageBuilder(options: options).build(
-            layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out")
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/out")
         // Layer 2 stores only new chunks; all three layers have some.
         #expect(result.blobs.count == 3)
         #expect(result.dedupedChunks >= 3)

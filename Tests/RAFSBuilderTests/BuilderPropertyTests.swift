@@ -27,7 +27,7 @@ struct BuilderPropertyTests {
         defer { ImageFixtures.cleanup(scratch) }
         let layers = try BuilderFixtures.writeLayers(
             BuilderMountTests.layers(chunkSize: 1 << 16), in: scratch, compressions: ["gzip", "none", "zstd"])
-        let inputs = layers.map(LayerInput.init(path:))
+        let inputs = layers.map({ LayerInput(path: $0) })
         let first = try ImageBuilder(options: Self.options(chunkSize: 1 << 16)).build(layers: inputs, outputDirectory: scratch + "/one")
         let second = try ImageBuilder(options: Self.options(chunkSize: 1 << 16)).build(layers: inputs, outputDirectory: scratch + "/two")
         #expect(try ImageFixtures.bytes(first.bootstrapPath) == ImageFixtures.bytes(second.bootstrapPath))
@@ -51,7 +51,7 @@ struct BuilderPropertyTests {
         ]
         let layers = try BuilderFixtures.writeLayers(specs, in: scratch)
         let result = try ImageBuilder(options: Self.options(chunkSize: UInt32(chunk))).build(
-            layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out")
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/out")
         // Layer 0: 3 data chunks + 1 zero chunk (the other 3 zero chunks dedup); layers 1 and 2 add nothing.
         #expect(result.blobs.count == 1)
         #expect(result.blobs.first?.chunkCount == 4)
@@ -77,7 +77,7 @@ struct BuilderPropertyTests {
         let layers = try BuilderFixtures.writeLayers(specs, in: scratch)
         let phases = PhaseLog()
         let result = try ImageBuilder(options: Self.options()).build(
-            layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out", progress: { phases.add($0.phase) })
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/out", progress: { phases.add($0.phase) })
         #expect(result.blobs.isEmpty)
         #expect(phases.all.last == .done && phases.all.contains(.layer) && phases.all.contains(.bootstrap))
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch + "/out") == [ImageBuilder.bootstrapName])
@@ -163,7 +163,7 @@ struct BuilderPropertyTests {
         defer { ImageFixtures.cleanup(scratch) }
         let layers = try BuilderFixtures.writeLayers(BuilderMountTests.layers(chunkSize: 1 << 20), in: scratch)
         let result = try ImageBuilder(options: Self.options()).build(
-            layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out")
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/out")
         let devices = try BuilderFixtures.materialize(result: result, into: scratch)
         let image = try ErofsImage(path: result.bootstrapPath)
         let dump = try #require(ImageFixtures.tool("dump.erofs"))
@@ -193,7 +193,8 @@ extension BuilderPropertyTests {
         let layers = try BuilderFixtures.writeLayers(BuilderMountTests.layers(chunkSize: 1 << 20), in: scratch)
         var options = Self.options()
         options.prefetchPaths = ["/usr/bin/tool", "/data", "/usr/bin/tool"]
-        let result = try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out")
+        let result = try ImageBuilder(options: options).build(
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/out")
         let image = try ErofsImage(path: result.bootstrapPath)
         #expect(image.rafs?.prefetchTableSize == 8, "two distinct paths, one u32 nid each")
         let table = try image.prefetchTable()
@@ -210,15 +211,15 @@ extension BuilderPropertyTests {
 
         // Without a table there is nothing to prefetch; a path the image lacks is refused with its name.
         let plain = try ImageBuilder(options: Self.options()).build(
-            layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/plain")
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/plain")
         #expect(try ErofsImage(path: plain.bootstrapPath).prefetchFiles().isEmpty)
         options.prefetchPaths = ["/no/such/file"]
         #expect {
-            try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/bad")
+            try ImageBuilder(options: options).build(layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/bad")
         } throws: { "\($0)".contains("/no/such/file") }
         options.prefetchPaths = ["relative/path"]
         #expect(throws: BuildError.self) {
-            try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/rel")
+            try ImageBuilder(options: options).build(layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/rel")
         }
     }
 
@@ -229,7 +230,8 @@ extension BuilderPropertyTests {
         let layers = try BuilderFixtures.writeLayers(BuilderMountTests.layers(chunkSize: 1 << 20), in: scratch)
         var options = Self.options()
         options.prefetchPaths = ["/usr/bin/tool"]
-        let result = try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out")
+        let result = try ImageBuilder(options: options).build(
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/out")
         let offset = Int(try #require(ErofsImage(path: result.bootstrapPath).rafs).prefetchTableOffset)
         var bytes = try ImageFixtures.bytes(result.bootstrapPath)
         for index in 0..<4 { bytes[offset + index] = 0xFF }

@@ -43,7 +43,8 @@ struct BuilderRealTreeTests {
         var options = BuildOptions()
         options.syncOutput = false
         let started = Date()
-        let result = try ImageBuilder(options: options).build(layers: layers.map(LayerInput.init(path:)), outputDirectory: scratch + "/out")
+        let result = try ImageBuilder(options: options).build(
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/out")
         let built = Date().timeIntervalSince(started)
         #expect(result.blobs.count == 3)
         #expect(result.fileBytes > 100 << 20)

@@ -66,6 +66,8 @@ public enum RegistryTestScripts {
                     buffered = b"" if buffered is not None else None
                     if not chunk:
                         break
+                    if active == "flipall" and is_blob and resp.status in (200, 206):
+                        b = bytearray(chunk); b[len(b) // 2] ^= 0xFF; chunk = bytes(b)
                     if active == "flip" and is_blob and resp.status in (200, 206) and not flipped:
                         b = bytearray(chunk); b[len(b) // 2] ^= 0xFF; chunk = bytes(b); flipped = True
                     if active == "drop" and is_blob and count == 1 and sent + len(chunk) >= total // 2:

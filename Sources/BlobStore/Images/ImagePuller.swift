@@ -105,17 +105,23 @@ public final class ImagePuller: Sendable {
     public let layout: ImageStoreLayout
     public let catalog: ImageCatalog
     public let client: RegistryClient
-    private let logger: Logger
+    let logger: Logger
+    /// Which gzip indexes of plain images are used (lazy start without conversion).
+    public let gzipIndexPolicy: GzipIndexPolicy
     private let pulling = Mutex<Set<String>>([])
     /// Pulls under way and whether a removal is: a removal picks orphan files in its transaction and deletes
     /// them after, so a pull must not reuse those files in between. Removals wait for pulls under way, and
     /// pulls that start meanwhile wait for the removal (which takes milliseconds).
     private let activity = Mutex<(pulls: Int, removing: Bool)>((0, false))
 
-    public init(layout: ImageStoreLayout, catalog: ImageCatalog, client: RegistryClient, logger: Logger) {
+    public init(
+        layout: ImageStoreLayout, catalog: ImageCatalog, client: RegistryClient, gzipIndexPolicy: GzipIndexPolicy = GzipIndexPolicy(),
+        logger: Logger
+    ) {
         self.layout = layout
         self.catalog = catalog
         self.client = client
+        self.gzipIndexPolicy = gzipIndexPolicy
         self.logger = logger
     }
 
@@ -167,6 +173,11 @@ public final class ImagePuller: Sendable {
         try FileSystem.makeDirectory(work, mode: 0o700)
         defer { try? FileSystem.removeTree(work) }
         guard let parts = NydusLayout.split(manifest) else {
+            if let indexed = try await pullGzipIndexed(
+                reference, name: name, manifestDigest: manifestDigest, manifest: manifest, work: work, progress: progress)
+            {
+                return indexed
+            }
             return try await pullConverting(
                 reference, name: name, manifestDigest: manifestDigest, manifest: manifest, work: work, progress: progress)
         }
@@ -451,6 +462,7 @@ public final class ImagePuller: Sendable {
             unlink(blob.backingPath)
             CrashPoint.reach("rmi.backing-unlinked")
             unlink(blob.metaPath)
+            unlink(Self.gzipIndexPath(metaPath: blob.metaPath))
             CrashPoint.reach("rmi.meta-unlinked")
         }
         if try catalog.imagesUsing(bootstrapPath: image.bootstrapPath) == 0 {
@@ -513,7 +525,8 @@ public final class ImagePuller: Sendable {
     /// `removingTemporary`: which entries of `tmp/` may go (at run time, not those of running conversions).
     public func sweepLeftovers(images: [ImageRecord], removingTemporary: (String) -> Bool = { _ in true }) throws -> [String] {
         let blobs = try catalog.allBlobs()
-        let metas = Set(blobs.map(\.metaPath))
+        // A gzip-indexed blob's index lies beside its meta.
+        let metas = Set(blobs.map(\.metaPath) + blobs.filter { $0.sourceLayer != nil }.map { Self.gzipIndexPath(metaPath: $0.metaPath) })
         let bootstraps = Set(images.map(\.bootstrapPath))
         var removed: [String] = []
         func remove(_ path: String) {

@@ -1,0 +1,91 @@
+import Archive
+import LinuxKernel
+import Synchronization
+
+/// The stored bytes of a blob built from a gzip index (`ZranIndexBuilder`): its stored form is an image
+/// layer's uncompressed tar, which exists only inside the layer's gzip stream. A range of the tar is served by
+/// one ranged GET of the layer from the checkpoint before the range to the one after it, inflated as it
+/// arrives; the engine then checks each chunk of it against the digest the bootstrap holds, as for any blob.
+public struct GzipIndexedBlobSource: BlobRangeSource {
+    /// Where the layer's gzip bytes come from (its registry).
+    public let layer: any BlobRangeSource
+    /// The encoded `GzipIndex`, read at the first fetch.
+    public let indexPath: String
+    private let index = IndexCache()
+
+    public init(layer: any BlobRangeSource, indexPath: String) {
+        self.layer = layer
+        self.indexPath = indexPath
+    }
+
+    public var identity: String { "gzip-index:" + layer.identity }
+
+    public func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
+        let collected = Collector()
+        try await stream(offset: offset, length: length, background: false, into: collected)
+        return collected.bytes
+    }
+
+    public func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
+        let index = try await loadIndex()
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= index.uncompressedSize else {
+            throw BlobStoreError.rangeOutsideBlob(blob: 0, offset: offset, length: length, size: index.uncompressedSize)
+        }
+        let checkpoint = index.checkpoints[index.checkpoint(before: offset)]
+        let start = checkpoint.fetchStart
+        let stop = index.compressedEnd(covering: end)
+        let inflating = try InflatingConsumer(checkpoint: checkpoint, start: offset, length: length, downstream: consumer)
+        try await layer.stream(offset: start, length: stop - start, background: background, into: inflating)
+        let remaining = inflating.remaining
+        guard remaining == 0 else {
+            throw BlobStoreError.shortRead(blob: 0, offset: offset, expected: length, got: Int(length - remaining))
+        }
+    }
+
+    private func loadIndex() async throws -> GzipIndex {
+        if let loaded = index.value { return loaded }
+        let path = indexPath
+        let loaded = try await runBlocking { () throws -> GzipIndex in
+            try GzipIndex(decoding: try FileSystem.readFile(path))
+        }
+        index.value = loaded
+        return loaded
+    }
+}
+
+/// The decoded index, shared by copies of the source.
+private final class IndexCache: Sendable {
+    private let stored = Mutex<GzipIndex?>(nil)
+    var value: GzipIndex? {
+        get { stored.withLock { $0 } }
+        set { stored.withLock { $0 = newValue } }
+    }
+}
+
+/// Feeds the layer's compressed bytes to the inflater and the inflated range on to the engine's decoder.
+private final class InflatingConsumer: StoredBytesConsumer, @unchecked Sendable {
+    // @unchecked: a transfer hands its pieces over in order, one call after the other (never concurrently), and
+    // `remaining` is read only after the transfer has returned; the inflater is touched nowhere else.
+    private let inflater: GzipRangeInflater
+    private let downstream: any StoredBytesConsumer
+
+    init(checkpoint: GzipCheckpoint, start: UInt64, length: UInt64, downstream: any StoredBytesConsumer) throws {
+        inflater = try GzipRangeInflater(from: checkpoint, start: start, length: length)
+        self.downstream = downstream
+    }
+
+    var remaining: UInt64 { inflater.remaining }
+
+    func receive(_ bytes: UnsafeRawBufferPointer) throws {
+        guard !inflater.isDone else { return }
+        try inflater.feed(bytes) { try downstream.receive($0) }
+    }
+}
+
+/// Gathers streamed bytes (for `read`).
+private final class Collector: StoredBytesConsumer {
+    private let stored = Mutex<[UInt8]>([])
+    var bytes: [UInt8] { stored.withLock { $0 } }
+    func receive(_ bytes: UnsafeRawBufferPointer) throws { stored.withLock { $0.append(contentsOf: bytes) } }
+}

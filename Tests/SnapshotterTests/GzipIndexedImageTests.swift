@@ -1,0 +1,99 @@
+import BlobStore
+import Foundation
+import LinuxKernel
+import Logging
+import OCI
+import SnapshotterAPI
+import TestSupport
+import Testing
+
+/// Plain OCI images (gzip layers, as skopeo pushes them) started lazily from a gzip index, through the real
+/// daemon, kernel (fanotify) and `docker-registry` 2.8, which has no referrers API (the tag fallback is used).
+@Suite("Gzip-indexed plain images through the real daemon, kernel and registry", .serialized)
+struct GzipIndexedImageTests {
+    /// Pushes the setup's plain image (skopeo compresses its layer with gzip) as `repository:v1` and returns its
+    /// reference through the counting proxy.
+    static func pushPlain(_ setup: LazyImageTests.Setup, repository: String) throws -> String {
+        try RegistryTestSupport.run(
+            RegistryTestSupport.skopeoBinary,
+            [
+                "--insecure-policy", "copy", "--dest-tls-verify=false", "oci:\(setup.image.sourceLayout):v1",
+                "docker://\(setup.registry.host)/\(repository):v1",
+            ])
+        return "127.0.0.1:\(setup.proxy.port)/\(repository):v1"
+    }
+
+    @Test(
+        "snapctl index pushes a gzip index; a pull then mounts the plain image without fetching its layer, and reads fetch ranges of it, verified",
+        .timeLimit(.minutes(5)))
+    func lazyStart() async throws {
+        let setup = try await LazyImageTests.Setup("gzidx", frontEnd: "fanotify", bigMiB: 12)
+        defer { setup.tearDown() }
+        let reference = try Self.pushPlain(setup, repository: "plain")
+        let indexed = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "--json", "index", reference])
+        try #require(indexed.status == 0, "snapctl index failed: \(indexed.output)\n\(setup.harness.log())")
+        let published = try JSONDecoder().decode(IndexResponse.self, from: Data(indexed.output.utf8))
+        #expect(published.layers == 1 && published.checkpoints >= 5, "a 12 MiB layer at a 2 MiB span: \(published)")
+        #expect(published.indexBytes < published.layerBytes / 2, "the index is small beside the layer: \(published)")
+
+        let servedBefore = setup.blobBytesServed
+        let pulled = try setup.harness.client().pull(reference: reference)
+        #expect(pulled.pulled && pulled.image.format == "gzip-indexed", "\(pulled.image)\n\(setup.harness.log())")
+        #expect(pulled.image.localBytes == 0, "nothing of the layer is local after the pull")
+        let pullBytes = setup.blobBytesServed - servedBefore
+        let layerBytes = published.layerBytes
+        #expect(pullBytes < layerBytes / 2, "the pull fetched \(pullBytes) bytes of blobs; the layer has \(layerBytes)")
+
+        _ = try setup.harness.client().prepare(key: "z1", image: reference)
+        let target = setup.harness.directory + "/z1"
+        _ = try setup.harness.client().mount(key: "z1", target: target)
+        // One small file: a range of the layer, not the layer.
+        let small = try #require(setup.image.files.filter { $0.value.count < 64 << 10 }.sorted { $0.key < $1.key }.first)
+        let (bytesBefore, getsBefore) = (setup.blobBytesServed, setup.blobGets)
+        #expect(try LazyImageTests.read(target + "/" + small.key).get() == small.value, "\(small.key) differs")
+        try await setup.waitForRegistryQuiet()
+        let readBytes = setup.blobBytesServed - bytesBefore
+        #expect(setup.blobGets > getsBefore, "reading \(small.key) fetched nothing: it was local already")
+        #expect(readBytes < layerBytes / 2, "reading \(small.key) fetched \(readBytes) of \(layerBytes) bytes")
+        // Every file, byte for byte.
+        for (path, bytes) in setup.image.files { #expect(try LazyImageTests.read(target + "/" + path).get() == bytes, "\(path) differs") }
+
+        // A registry that now answers with corrupted bytes: a reader of what is not local gets EIO, never other
+        // bytes (the chunk digests of the trusted index are checked after inflating).
+        try setup.harness.client().unmount(target: target)
+        _ = try setup.harness.client().remove(key: "z1")
+        try setup.harness.client().removeImage(reference: reference)
+        _ = try setup.harness.client().pull(reference: reference)
+        _ = try setup.harness.client().prepare(key: "z2", image: reference)
+        let second = setup.harness.directory + "/z2"
+        _ = try setup.harness.client().mount(key: "z2", target: second)
+        try setup.setProxyMode("flipall")
+        let big = try #require(setup.image.files.max { $0.value.count < $1.value.count })
+        switch LazyImageTests.read(second + "/" + big.key) {
+        case .success(let bytes):
+            Issue.record("a corrupted layer range was served: \(bytes.count) bytes, equal: \(bytes == big.value)")
+        case .failure(let error): #expect(error.errno == EIO, "\(error)")
+        }
+        try setup.setProxyMode("pass")
+        #expect(try LazyImageTests.read(second + "/" + big.key).get() == big.value, "after the registry recovers")
+    }
+
+    @Test("an index this host did not build nor trust is ignored: the image is fetched whole and converted", .timeLimit(.minutes(5)))
+    func untrustedIndexIgnored() async throws {
+        let setup = try await LazyImageTests.Setup("gzuntrusted", frontEnd: "fanotify", bigMiB: 4)
+        defer { setup.tearDown() }
+        let reference = try Self.pushPlain(setup, repository: "other")
+        // Someone else pushes an index (here: a genuine one, but not one this daemon built or was told to trust).
+        let work = setup.harness.directory + "/publish"
+        let published = try await GzipIndexPublisher(client: RegistryTestSupport.client(), logger: Logger(label: "test")).publish(
+            "\(setup.registry.host)/other:v1", work: work)
+        #expect(published.indexDigest.hasPrefix("sha256:"))
+        let pulled = try setup.harness.client().pull(reference: reference)
+        #expect(pulled.image.format == "converted", "an untrusted index was used: \(pulled.image.format)")
+        #expect(setup.harness.log().contains("gzip index ignored"))
+        _ = try setup.harness.client().prepare(key: "u1", image: reference)
+        let target = setup.harness.directory + "/u1"
+        _ = try setup.harness.client().mount(key: "u1", target: target)
+        for (path, bytes) in setup.image.files { #expect(try LazyImageTests.read(target + "/" + path).get() == bytes, "\(path) differs") }
+    }
+}
