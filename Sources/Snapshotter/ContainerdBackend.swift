@@ -124,7 +124,9 @@ final class ContainerdBackend: SnapshotBackend {
         do {
             // Layers of one image can be prepared concurrently (containerd 2.2's parallel unpack): `ImageService.pull`
             // joins them into one pull.
-            _ = try await images.pull(layer.imageReference, knownManifestDigest: layer.manifestDigest)
+            // A plain image's layer is remote only if a trusted gzip index serves the image; otherwise containerd
+            // downloads and unpacks it itself, and nothing is fetched twice.
+            _ = try await images.pull(layer.imageReference, knownManifestDigest: layer.manifestDigest, lazyOnly: layer.role == .plainLayer)
         } catch CatalogError.notAnImage(let reference, let reason) {
             logger.info(
                 "layer not servable lazily; containerd unpacks it",
@@ -183,13 +185,16 @@ final class ContainerdBackend: SnapshotBackend {
 /// transfer service with `enable_remote_snapshot_annotations`, or from clients that add the labels
 /// themselves; `ctr image pull` never does, so its layers are unpacked as plain ones.
 struct RemoteLayer: Equatable {
-    enum Role: String { case bootstrap, blob }
+    /// `plainLayer`: a layer of a plain OCI image (CRI names its digest), remote when a gzip index serves it.
+    enum Role: String { case bootstrap, blob, plainLayer }
 
     static let targetLabel = "containerd.io/snapshot.ref"
     /// CRI's label, and the shorter one some clients (overlaybd's, ours by hand) set.
     static let imageLabels = ["containerd.io/snapshot/cri.image-ref", "containerd.io/snapshot/image-ref"]
     /// The manifest containerd resolved the image to (CRI sets it alongside the image reference).
     static let manifestDigestLabel = "containerd.io/snapshot/cri.manifest-digest"
+    /// The compressed digest of the layer being unpacked (CRI sets it for every layer).
+    static let layerDigestLabel = "containerd.io/snapshot/cri.layer-digest"
 
     var target: String
     var imageReference: String
@@ -204,6 +209,8 @@ struct RemoteLayer: Equatable {
             role = .bootstrap
         } else if labels[NydusLayout.blobAnnotation] == "true" {
             role = .blob
+        } else if let digest = labels[Self.layerDigestLabel], !digest.isEmpty {
+            role = .plainLayer
         } else {
             return nil
         }

@@ -165,4 +165,51 @@ struct ContainerdIntegrationTests {
         #expect(ctrPull.status != 0)
         #expect(ctrPull.output.contains("no processor for media-type"))
     }
+
+    @Test("plain gzip image with a gzip index through CRI: remote snapshots, run reads ranges of the original layer")
+    func gzipIndexedImage() async throws {
+        let registry = try TestRegistry()
+        defer { registry.stop() }
+        let proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
+        defer { proxy.stop() }
+        let work = try RegistryTestSupport.tempDirectory("ctd-gzidx")
+        defer { try? FileSystem.removeTree(work) }
+        // 24 MiB no start-up path reads: what a lazy start must not download.
+        let image = try BusyboxImage(directory: work, extraFiles: ["data/big.bin": RegistryTestSupport.randomBytes(24 << 20, seed: 9)])
+        // skopeo compresses the layer with gzip on the way to the registry, as image tools push plain images.
+        try RegistryTestSupport.run(
+            RegistryTestSupport.skopeoBinary,
+            ["--insecure-policy", "copy", "--dest-tls-verify=false", "oci:\(image.layout):\(image.tag)", "docker://\(registry.host)/test/plain:v1"])
+        let reference = "127.0.0.1:\(proxy.port)/test/plain:v1"
+
+        let daemon = try DaemonHarness("ctd-gzidx")
+        defer { daemon.tearDown() }
+        try daemon.start()
+        let indexed = try daemon.client().index(reference: reference)
+        let layerBytes = indexed.layerBytes
+        let servedBeforeRun = proxy.requests.filter { $0.hasPrefix("SENT ") }.count
+        let containerd = try ContainerdHarness(
+            "gzidx", proxySocket: daemon.containerdSocket, cri: true, plainHTTPRegistries: ["127.0.0.1:\(proxy.port)"])
+        defer { containerd.tearDown() }
+        try containerd.start()
+
+        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: containerd.address), transportSecurity: .plaintext)
+        let pulled = try await withGRPCClient(transport: transport) { client in
+            try await Runtime_V1_ImageService.Client(wrapping: client).pullImage(.with { $0.image.image = reference })
+        }
+        #expect(!pulled.imageRef.isEmpty)
+        #expect(try daemon.client().images().first?.format == "gzip-indexed", "\(daemon.log().suffix(2000))")
+        let snapshots = try daemon.client().list()
+        #expect(!snapshots.isEmpty && snapshots.allSatisfy { $0.kind == .committed && $0.labels["containerd.io/snapshot.ref"] != nil })
+
+        let output = try containerd.ctrOK(
+            ["run", "--rm", "--snapshotter", Self.snapshotter, reference, "z1", "/bin/cat", "/etc/hello.txt"], namespace: "k8s.io")
+        #expect(output.contains(BusyboxImage.hello))
+        let served = proxy.requests.dropFirst(servedBeforeRun).compactMap { line -> Int64? in
+            let words = line.split(separator: " ")
+            return words.first == "SENT" && words.count > 1 && line.contains("/blobs/") ? Int64(words[1]) : nil
+        }.reduce(0, +)
+        print("gzip-indexed image: layer of \(layerBytes) bytes, \(served) bytes of blobs served for pull + run")
+        #expect(served * 4 < layerBytes, "the registry served \(served) of the layer's \(layerBytes) bytes")
+    }
 }

@@ -132,7 +132,7 @@ public final class ImagePuller: Sendable {
     /// as `knownManifestDigest`: when the catalog holds that manifest under this reference, nothing is asked
     /// of the registry.
     public func pull(
-        _ text: String, platform: Platform = .current, knownManifestDigest: String? = nil,
+        _ text: String, platform: Platform = .current, knownManifestDigest: String? = nil, lazyOnly: Bool = false,
         progress: @escaping @Sendable (PullProgress) -> Void = { _ in }
     ) async throws -> (image: ImageRecord, newBlobs: Set<Int64>, pulled: Bool) {
         let reference = try ImageReference(parsing: text)
@@ -177,6 +177,9 @@ public final class ImagePuller: Sendable {
                 reference, name: name, manifestDigest: manifestDigest, manifest: manifest, work: work, progress: progress)
             {
                 return indexed
+            }
+            if lazyOnly {
+                throw CatalogError.notAnImage(reference: name, reason: "a plain image without a trusted gzip index cannot be served lazily")
             }
             return try await pullConverting(
                 reference, name: name, manifestDigest: manifestDigest, manifest: manifest, work: work, progress: progress)
