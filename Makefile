@@ -78,7 +78,7 @@ bench-registry: setup
 	$(SWIFT) build -c release --product RegistryBench $(BUILD_FLAGS)
 	.build/release/RegistryBench 256 3
 
-## bench-convert: ~300 MB of /usr built by mkfs.erofs --chunksize=1048576 and by our tar -> RAFS v6 builder, as a ratio
+## bench-convert: ~300 MB of /usr built by mkfs.erofs --chunksize=1048576 and by our tar -> RAFS v6 builder, as a ratio; then its gzip index build vs gzip -d
 bench-convert: setup
 	$(SWIFT) build -c release --product ConvertBench $(BUILD_FLAGS)
 	.build/release/ConvertBench 3

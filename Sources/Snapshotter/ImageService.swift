@@ -149,7 +149,8 @@ final class ImageService: Sendable {
     private func pullOnce(_ reference: String, knownManifestDigest: String?, lazyOnly: Bool) async throws -> PullResponse {
         let key = reference
         defer { _ = pulls.withLock { $0.removeValue(forKey: key) } }
-        let (image, newBlobs, pulled) = try await puller.pull(reference, knownManifestDigest: knownManifestDigest, lazyOnly: lazyOnly) { progress in
+        let (image, newBlobs, pulled) = try await puller.pull(reference, knownManifestDigest: knownManifestDigest, lazyOnly: lazyOnly) {
+            progress in
             self.pulls.withLock { $0[key] = progress }
         }
         // Recorded, not yet served nor mounted: start-up serves and mounts every recorded image.

@@ -179,7 +179,10 @@ struct ContainerdIntegrationTests {
         // skopeo compresses the layer with gzip on the way to the registry, as image tools push plain images.
         try RegistryTestSupport.run(
             RegistryTestSupport.skopeoBinary,
-            ["--insecure-policy", "copy", "--dest-tls-verify=false", "oci:\(image.layout):\(image.tag)", "docker://\(registry.host)/test/plain:v1"])
+            [
+                "--insecure-policy", "copy", "--dest-tls-verify=false", "oci:\(image.layout):\(image.tag)",
+                "docker://\(registry.host)/test/plain:v1",
+            ])
         let reference = "127.0.0.1:\(proxy.port)/test/plain:v1"
 
         let daemon = try DaemonHarness("ctd-gzidx")

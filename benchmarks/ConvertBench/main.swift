@@ -94,3 +94,39 @@ print(summary)
 print(String(format: "mkfs.erofs --chunksize=1048576: %.2f s, %.1f MB/s", mkfsBest, megabytes / mkfsBest))
 print(String(format: "ImageBuilder (tar -> RAFS v6):   %.2f s, %.1f MB/s", oursBest, megabytes / oursBest))
 print(String(format: "ratio ours/mkfs: %.2f", mkfsBest / oursBest))
+
+// Gzip index (zran) build of the same tree as a gzip layer vs `gzip -d` of it: the index build inflates the
+// layer once (stopping at every deflate block boundary), reads its tar and hashes every chunk; the reference
+// only inflates.
+guard run("/bin/gzip", ["-6", "-k", "-n", scratch + "/tree.tar"]) == 0 else { fail("gzip failed") }
+let gzipped = scratch + "/tree.tar.gz"
+_ = run("/bin/cat", [gzipped])
+var gunzipBest = Double.infinity
+var indexBest = Double.infinity
+var indexSummary = ""
+for round in 0..<rounds {
+    let started = now()
+    guard run("/bin/gzip", ["-d", "-c", gzipped]) == 0 else { fail("gzip -d failed") }
+    gunzipBest = min(gunzipBest, now() - started)
+    var builder = ZranIndexBuilder()
+    builder.options.syncOutput = false
+    let output = scratch + "/zran-\(round)"
+    let begun = now()
+    do {
+        let layer = LayerInput(path: gzipped, digest: "sha256:" + String(repeating: "0", count: 64))
+        let result = try builder.build(layers: [layer], workDirectory: output)
+        indexBest = min(indexBest, now() - begun)
+        let packageBytes = result.packages.reduce(0) { $0 + $1.bytes.count }
+        indexSummary = String(
+            format: "gzip index: layer %.1f MB, index %.2f MB (bootstrap %.2f MB + package %.2f MB), span %d MiB",
+            Double((try? FileSystem.lstat(gzipped).st_size) ?? 0) / 1e6, Double(packageBytes + result.bootstrapLayer.count) / 1e6,
+            Double(result.bootstrapLayer.count) / 1e6, Double(packageBytes) / 1e6, Int(ZranIndexBuilder.defaultSpan >> 20))
+    } catch {
+        fail("index build failed: \(error)")
+    }
+    try? FileSystem.removeTree(output)
+}
+print(indexSummary)
+print(String(format: "gzip -d (reference):            %.2f s, %.1f MB/s of tar", gunzipBest, megabytes / gunzipBest))
+print(String(format: "gzip index build:               %.2f s, %.1f MB/s of tar", indexBest, megabytes / indexBest))
+print(String(format: "ratio index build / gzip -d: %.2f (goal <= 1.5)", indexBest / gunzipBest))
