@@ -94,6 +94,8 @@ public struct RegistryConfiguration: Sendable {
     public var userAgent = "ondemand-snapshotter"
     /// Chunk size of chunked uploads (PATCH); blobs up to this size go up in one PUT.
     public var uploadChunkBytes = 16 << 20
+    /// Credentials learned at run time (CRI pulls), shared by copies of this configuration.
+    public var pullCredentials = PullCredentialStore()
 
     public init() {}
 
@@ -141,7 +143,7 @@ public struct RegistryConfiguration: Sendable {
         guard endpointHost == defaultEndpoint(for: registry).host else {
             return hosts[endpointHost]?.credentials ?? dockerConfig.credentials(for: endpointHost)
         }
-        return hosts[registry]?.credentials ?? hosts[endpointHost]?.credentials
+        return hosts[registry]?.credentials ?? hosts[endpointHost]?.credentials ?? pullCredentials.credentials(for: registry)
             ?? dockerConfig.credentials(for: registry) ?? dockerConfig.credentials(for: endpointHost)
     }
 

@@ -47,6 +47,10 @@ struct DaemonConfig: Equatable, Sendable {
     /// Gzip indexes of plain images: look for them at pull, which to trust (`local` or `repository`), and
     /// index digests trusted in any case.
     var gzipIndexPolicy = GzipIndexPolicy()
+    /// The CRI image-service proxy's socket (kubelet's `--image-service-endpoint`); empty: off. It forwards to
+    /// containerd's CRI socket `criUpstreamSocket` and keeps the registry credentials of each pull.
+    var criImageProxySocket = ""
+    var criUpstreamSocket = "/run/containerd/containerd.sock"
     /// containerd-style `certs.d` directory for mirrors and TLS (used when it exists).
     var registryHostsDirectory = "/etc/containerd/certs.d"
     /// Docker's config.json for credentials (used when it exists); empty means `$DOCKER_CONFIG` or `~/.docker`.
@@ -81,7 +85,7 @@ struct DaemonConfig: Equatable, Sendable {
         self = base
         let reader = ConfigReader(path: path)
         let top = try reader.table(
-            document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd", "cache", "zran"])
+            document, at: "", known: ["root", "api", "log", "daemon", "ondemand", "registry", "containerd", "cache", "zran", "cri"])
         if let value = top["root"] { root = try reader.string(value, at: "root") }
         if let api = top["api"] {
             let table = try reader.table(
@@ -171,6 +175,11 @@ struct DaemonConfig: Equatable, Sendable {
                 evictionGraceMilliseconds = Int(try reader.integer(value, at: "cache.eviction_grace_ms", range: 1...3_600_000))
             }
         }
+        if let cri = top["cri"] {
+            let table = try reader.table(cri, at: "cri", known: ["image_proxy_socket", "containerd_socket"])
+            if let value = table["image_proxy_socket"] { criImageProxySocket = try reader.string(value, at: "cri.image_proxy_socket") }
+            if let value = table["containerd_socket"] { criUpstreamSocket = try reader.string(value, at: "cri.containerd_socket") }
+        }
         if let zran = top["zran"] {
             let table = try reader.table(zran, at: "zran", known: ["discover", "trust", "trusted_indexes"])
             if let value = table["discover"] { gzipIndexPolicy.discover = try reader.boolean(value, at: "zran.discover") }
@@ -207,6 +216,10 @@ struct DaemonConfig: Equatable, Sendable {
         }
         guard socket.utf8.count < 108 else {
             throw .invalid(key: "api.socket", reason: "is longer than a Unix socket path may be (107 bytes)")
+        }
+        for (key, path) in [("cri.image_proxy_socket", criImageProxySocket), ("cri.containerd_socket", criUpstreamSocket)]
+        where !(path.isEmpty || (path.hasPrefix("/") && path.utf8.count < 108)) {
+            throw .invalid(key: key, reason: "must be empty or an absolute path under 108 bytes, got \(path)")
         }
         guard containerdSocket.isEmpty || (containerdSocket.hasPrefix("/") && containerdSocket.utf8.count < 108) else {
             throw .invalid(key: "containerd.socket", reason: "must be empty or an absolute path under 108 bytes, got \(containerdSocket)")

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import BlobStore
 import Catalog
 import ContainerdProxy
@@ -6,6 +7,7 @@ import LinuxKernel
 import Logging
 import MountManager
 import NIOPosix
+import OCI
 import OCIRegistry
 import ServiceLifecycle
 import SnapshotterAPI
@@ -81,6 +83,12 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
 
     @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")
     var containerdSocket: String?
+
+    @Option(help: "Serve Kubernetes' CRI image service on this socket (kubelet --image-service-endpoint), forwarding to containerd and keeping each pull's registry credentials. Off by default.")
+    var criImageSocket: String?
+
+    @Option(help: "containerd's CRI socket the image-service proxy forwards to (default /run/containerd/containerd.sock).")
+    var criUpstreamSocket: String?
 
     public init() {}
 
@@ -182,6 +190,16 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
                     service: ContainerdProxyServer(
                         socketPath: settings.containerdSocket, backend: backend, limits: settings.containerdLimits, logger: logger)))
         }
+        if !settings.criImageProxySocket.isEmpty {
+            let (store, credentialLogger) = (client.configuration.pullCredentials, logger)
+            services.append(
+                .init(
+                    service: CRIImageProxy(
+                        socketPath: settings.criImageProxySocket, upstreamPath: settings.criUpstreamSocket, logger: logger
+                    ) { credentials in
+                        Self.learn(credentials, into: store, logger: credentialLogger)
+                    }))
+        }
         if settings.gcIntervalSeconds > 0 {
             services.append(
                 .init(
@@ -234,10 +252,31 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
         if let cacheMaxPercent { settings.cacheMaxPercent = cacheMaxPercent }
         if let evictionGraceMs { settings.evictionGraceMilliseconds = evictionGraceMs }
         if let containerdSocket { settings.containerdSocket = containerdSocket.isEmpty ? "" : Self.absolute(containerdSocket) }
+        if let criImageSocket { settings.criImageProxySocket = criImageSocket.isEmpty ? "" : Self.absolute(criImageSocket) }
+        if let criUpstreamSocket { settings.criUpstreamSocket = Self.absolute(criUpstreamSocket) }
         settings.root = Self.absolute(settings.root)
         settings.socket = Self.absolute(settings.socket)
         try settings.validate()
         return settings
+    }
+
+    /// Keeps a CRI pull's credentials for the registry of its image (Docker Hub's short names included).
+    static func learn(_ credentials: CRICredentials, into store: PullCredentialStore, logger: Logger) {
+        guard let reference = try? ImageReference(parsing: credentials.image) else { return }
+        var username = credentials.username
+        var password = credentials.password
+        if username.isEmpty, !credentials.auth.isEmpty, let decoded = Data(base64Encoded: credentials.auth).map({ [UInt8]($0) }),
+            let colon = decoded.firstIndex(of: UInt8(ascii: ":"))
+        {
+            username = String(decoding: decoded[..<colon], as: UTF8.self)
+            password = String(decoding: decoded[(colon + 1)...], as: UTF8.self)
+        }
+        store.set(
+            RegistryCredentials(
+                username: username, password: password, identityToken: credentials.identityToken.isEmpty ? nil : credentials.identityToken,
+                registryToken: credentials.registryToken.isEmpty ? nil : credentials.registryToken),
+            for: reference.registry)
+        logger.info("registry credentials from a CRI pull kept", metadata: ["registry.host": "\(reference.registry)"])
     }
 
     /// The budget in bytes: the smaller of `cache.max_bytes` and `cache.max_percent` of the filesystem that

@@ -70,6 +70,16 @@ public enum RegistryTestSupport {
         throw TestFailure("nothing listens on 127.0.0.1:\(port) after \(timeoutSeconds) s")
     }
 
+    /// Waits (up to `timeoutSeconds`) for `path` to exist: a socket a daemon creates once it listens.
+    public static func waitForPath(_ path: String, timeoutSeconds: Double = 30) throws {
+        let deadline = Date().addingTimeInterval(timeoutSeconds)
+        while Date() < deadline {
+            if FileManager.default.fileExists(atPath: path) { return }
+            usleep(50_000)
+        }
+        throw TestFailure("\(path) did not appear within \(timeoutSeconds) s")
+    }
+
     public struct TestFailure: Error, CustomStringConvertible {
         public let description: String
         public init(_ d: String) { description = d }

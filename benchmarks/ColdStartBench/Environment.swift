@@ -73,8 +73,12 @@ final class Environment {
     var proxySocket: String { directory + "/ondemand.sock" }
     private var processes: [Process] = []
 
-    init(directory: String, daemonBinary: String, registry: BenchRegistry) throws {
+    /// The daemon's config file (`/dev/null`: defaults).
+    let daemonConfig: String
+
+    init(directory: String, daemonBinary: String, registry: BenchRegistry, daemonConfig: String = "/dev/null") throws {
         self.directory = directory
+        self.daemonConfig = daemonConfig
         self.daemonBinary = daemonBinary
         self.registry = registry
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
@@ -88,7 +92,7 @@ final class Environment {
                 daemonBinary,
                 [
                     "--root", directory + "/ondemand", "--socket", directory + "/api.sock", "--containerd-socket", proxySocket,
-                    "--config", "/dev/null", "--log-level", ProcessInfo.processInfo.environment["COLDSTART_LOG_LEVEL"] ?? "warning",
+                    "--config", daemonConfig, "--log-level", ProcessInfo.processInfo.environment["COLDSTART_LOG_LEVEL"] ?? "warning",
                 ], logPath: directory + "/snapshotterd.log"))
         try Tools.wait(seconds: 30, "snapshotterd") { FileManager.default.fileExists(atPath: proxySocket) }
 

@@ -7,7 +7,9 @@
 // it prints "ready". Everything runs on 127.0.0.1: Debian's docker-registry (access log on, to count
 // bytes), Debian's containerd 1.6 + runc in a temp root, snapshotterd as its `ondemand` proxy plugin.
 // A second lazy run uses the same image converted with a prefetch table naming the start-up set
-// (`snapctl convert --prefetch`), against a daemon and containerd of its own.
+// (`snapctl convert --prefetch`), against a daemon and containerd of its own. A third runs the image
+// unconverted (gzip layers, as skopeo pushes it) with a gzip index (`snapctl index`), also against a daemon
+// and containerd of its own.
 //
 // A cold start happens once per containerd and daemon, and one container start on these shared machines
 // varies by +-0.2 s, so the whole comparison is repeated `--runs` times, each run with a fresh containerd
@@ -16,11 +18,13 @@
 // Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16] [--runs 3]
 // COLDSTART_METRICS=1 prints the daemon's /metrics after the lazy run; COLDSTART_LOG_LEVEL sets its and containerd's log level.
 
+import BlobStore
 import CRIClient
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import LinuxKernel
+import Logging
 import RAFSBuilder
 import SwiftProtobuf
 import TestSupport
@@ -82,6 +86,9 @@ struct Figures {
     var oursWarm = 0.0
     var hinted = 0.0
     var hintedBytes: Int64 = 0
+    var zran = 0.0
+    var zranPull = 0.0
+    var zranBytes: Int64 = 0
 }
 
 let command =
@@ -100,7 +107,7 @@ func settleDisk() {
 }
 
 /// One cold start on each side, each with a containerd (and snapshotterd) that has never seen the image.
-func measure(run: Int, work: String, registry: BenchRegistry, daemonBinary: String) async throws -> Figures {
+func measure(run: Int, work: String, registry: BenchRegistry, daemonBinary: String, zranConfig: String) async throws -> Figures {
     var figures = Figures()
     let environment = try Environment(directory: work + "/run\(run)", daemonBinary: daemonBinary, registry: registry)
     defer { environment.tearDown() }
@@ -160,6 +167,21 @@ func measure(run: Int, work: String, registry: BenchRegistry, daemonBinary: Stri
     figures.hinted = now() - start
     figures.hintedBytes = registry.bytesSent() - mark
     guard hintedOutput.contains("ready") else { throw BenchFailure(description: "ondemand run (prefetch table) printed \(hintedOutput)") }
+    // The unconverted image (gzip layers) with its gzip index: the layer's ranges are inflated from checkpoints.
+    let third = try Environment(
+        directory: work + "/run\(run)-zran", daemonBinary: daemonBinary, registry: registry, daemonConfig: zranConfig)
+    defer { third.tearDown() }
+    try third.startDaemonAndContainerd()
+    let gzipReference = "\(registry.host)/bench/gz:v1"
+    settleDisk()
+    mark = registry.bytesSent()
+    start = now()
+    try await third.criPull(gzipReference)
+    figures.zranPull = now() - start
+    let zranOutput = try third.ctr(["run", "--rm", "--snapshotter", "ondemand", gzipReference, "z1"] + command, namespace: "k8s.io")
+    figures.zran = now() - start
+    figures.zranBytes = registry.bytesSent() - mark
+    guard zranOutput.contains("ready") else { throw BenchFailure(description: "ondemand run (gzip index) printed \(zranOutput)") }
     if let hold = ProcessInfo.processInfo.environment["COLDSTART_HOLD"] {
         // For a look by hand: this run's processes stay up until the file `hold` is removed.
         FileManager.default.createFile(atPath: hold, contents: Data("\(work)/run\(run)\n".utf8))
@@ -185,7 +207,9 @@ func cleanUp(_ registry: BenchRegistry, _ work: String) {
     try? FileSystem.removeTree(work)
 }
 
+let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
 var runs: [Figures] = []
+var indexFigures = ""
 do {
     print("building a \(settings.imageMiB) MiB image with a \(settings.startupFiles) MiB start-up set ...")
     let image = try LargeImage(directory: work + "/image", imageMiB: settings.imageMiB, startupFiles: settings.startupFiles)
@@ -199,18 +223,36 @@ do {
     _ = try ImageConverter(options: hinted).convert(source: image.layout, destination: work + "/nydus-prefetch")
 
     try registry.start()
+    // The unconverted image as image tools push it (skopeo compresses the layer with gzip), first: once the
+    // uncompressed layer is in the registry, skopeo would reuse it instead.
+    try Tools.run(
+        "/usr/bin/skopeo",
+        [
+            "--insecure-policy", "copy", "--dest-tls-verify=false", "--dest-compress-format", "gzip", "oci:\(image.layout):v1",
+            "docker://\(registry.host)/bench/gz:v1",
+        ])
     try Tools.push(layout: image.layout, to: "\(registry.host)/bench/oci:v1")
     try Tools.push(layout: work + "/nydus", to: "\(registry.host)/bench/nydus:v1")
     try Tools.push(layout: work + "/nydus-prefetch", to: "\(registry.host)/bench/nydus-prefetch:v1")
+    // The gzip index of the unconverted image, which the zran side's daemons trust by digest (as hosts that did
+    // not build it would).
+    let published = try await GzipIndexPublisher(client: RegistryTestSupport.client(), logger: Logger(label: "bench")).publish(
+        "\(registry.host)/bench/gz:v1", work: work + "/index")
+    indexFigures = String(
+        format: "gzip index: %@ of a %@ layer, built in %.1f s", mib(published.indexBytes), mib(published.layerBytes), published.seconds)
+    print(indexFigures)
+    let zranConfig = work + "/zran.toml"
+    try "[zran]\ntrusted_indexes = [\"\(published.indexDigest)\"]\n".write(toFile: zranConfig, atomically: true, encoding: .utf8)
 
     for run in 1...settings.runs {
-        let figures = try await measure(run: run, work: work, registry: registry, daemonBinary: daemonBinary)
+        let figures = try await measure(
+            run: run, work: work, registry: registry, daemonBinary: daemonBinary, zranConfig: work + "/zran.toml")
         print(
             String(
                 format:
-                    "run %d: overlayfs %.2f s (pull+unpack %.2f s), ondemand %.2f s (pull %.2f s), with prefetch table %.2f s; %.1fx, %.1fx",
-                run, figures.baseline, figures.baselinePull, figures.ours, figures.oursPull, figures.hinted,
-                figures.baseline / figures.ours, figures.baseline / figures.hinted))
+                    "run %d: overlayfs %.2f s (pull+unpack %.2f s), ondemand %.2f s (pull %.2f s), with prefetch table %.2f s, unconverted + gzip index %.2f s (pull %.2f s); %.1fx, %.1fx, %.1fx",
+                run, figures.baseline, figures.baselinePull, figures.ours, figures.oursPull, figures.hinted, figures.zran, figures.zranPull,
+                figures.baseline / figures.ours, figures.baseline / figures.hinted, figures.baseline / figures.zran))
         runs.append(figures)
     }
 } catch {
@@ -219,7 +261,6 @@ do {
 }
 cleanUp(registry, work)
 
-let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
 let baseline = median(runs.map(\.baseline))
 let ours = median(runs.map(\.ours))
 let hintedSeconds = median(runs.map(\.hinted))
@@ -257,3 +298,17 @@ print(
     String(
         format: "  ratio with a prefetch table: %.1fx faster (runs: %@), %.1fx fewer bytes", baseline / hintedSeconds, perRun(\.hinted),
         Double(baselineBytes) / Double(max(hintedBytes, 1))))
+let zranSeconds = median(runs.map(\.zran))
+let zranBytes = runs.map(\.zranBytes).max() ?? 0
+print(
+    String(
+        format: "  ondemand, unconverted image + gzip index: %6.2f s  (pull %.2f s)  registry sent %@", zranSeconds,
+        median(runs.map(\.zranPull)), mib(zranBytes)))
+print(
+    String(
+        format: "  ratio unconverted + gzip index vs overlayfs: %.1fx faster (runs: %@; goal >= 30x), %.1fx fewer bytes",
+        baseline / zranSeconds, perRun(\.zran), Double(baselineBytes) / Double(max(zranBytes, 1))))
+print(
+    String(
+        format: "  speed of unconverted + gzip index relative to the converted (RAFS) image: %.2f (goal >= 0.7)", ours / zranSeconds))
+print("  \(indexFigures)")
