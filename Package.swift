@@ -254,7 +254,8 @@ let package = Package(
         .testTarget(
             name: "BlobStoreTests",
             dependencies: [
-                "BlobStore", "Catalog", "LinuxKernel", "RAFS", "TestFixtures", .product(name: "Logging", package: "swift-log"),
+                "BlobStore", "Catalog", "LinuxKernel", "RAFS", "RAFSBuilder", "TestFixtures",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

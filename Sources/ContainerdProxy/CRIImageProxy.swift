@@ -157,7 +157,9 @@ public struct CRIImageProxy: Service {
             var kept = Metadata()
             for (key, value) in metadata {
                 let lower = key.lowercased()
-                guard !lower.hasPrefix(":"), !lower.hasPrefix("grpc-"), !["content-type", "te", "user-agent"].contains(lower) else { continue }
+                guard !lower.hasPrefix(":"), !lower.hasPrefix("grpc-"), !["content-type", "te", "user-agent"].contains(lower) else {
+                    continue
+                }
                 switch value {
                 case .string(let text): kept.addString(text, forKey: key)
                 case .binary(let bytes): kept.addBinary(bytes, forKey: key)
@@ -180,7 +182,8 @@ public struct CRIImageProxy: Service {
                     var options = CallOptions.defaults
                     options.waitForReady = true
                     let response = try await upstream.unary(
-                        request: ClientRequest(message: single.message, metadata: Self.forwardable(single.metadata)), descriptor: descriptor,
+                        request: ClientRequest(message: single.message, metadata: Self.forwardable(single.metadata)),
+                        descriptor: descriptor,
                         serializer: RawBytes(), deserializer: RawBytes(), options: options
                     ) { response -> ServerResponse<[UInt8]> in
                         switch response.accepted {

@@ -1,8 +1,8 @@
 import ArgumentParser
-import Foundation
 import BlobStore
 import Catalog
 import ContainerdProxy
+import Foundation
 import LinuxKernel
 import Logging
 import MountManager
@@ -84,7 +84,10 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")
     var containerdSocket: String?
 
-    @Option(help: "Serve Kubernetes' CRI image service on this socket (kubelet --image-service-endpoint), forwarding to containerd and keeping each pull's registry credentials. Off by default.")
+    @Option(
+        help:
+            "Serve Kubernetes' CRI image service on this socket (kubelet --image-service-endpoint), forwarding to containerd and keeping each pull's registry credentials. Off by default."
+    )
     var criImageSocket: String?
 
     @Option(help: "containerd's CRI socket the image-service proxy forwards to (default /run/containerd/containerd.sock).")

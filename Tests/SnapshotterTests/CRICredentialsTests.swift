@@ -55,7 +55,9 @@ struct CRICredentialsTests {
         }
     }
 
-    @Test("a pull with image pull secrets through the proxy gets remote snapshots from a registry that requires auth; straight to containerd it cannot")
+    @Test(
+        "a pull with image pull secrets through the proxy gets remote snapshots from a registry that requires auth; straight to containerd it cannot"
+    )
     func credentialsReachTheDaemon() async throws {
         let (user, password) = ("kube", "s3cret-pull")
         let registry = try TestRegistry(auth: .htpasswd(user: user, password: password))
@@ -82,7 +84,9 @@ struct CRICredentialsTests {
         let criProxy = work + "/cri-image.sock"
         let daemon = try DaemonHarness(
             "cri-auth",
-            arguments: ["--containerd-socket", snapshotterSocket, "--cri-image-socket", criProxy, "--cri-upstream-socket", containerd.address])
+            arguments: [
+                "--containerd-socket", snapshotterSocket, "--cri-image-socket", criProxy, "--cri-upstream-socket", containerd.address,
+            ])
         defer { daemon.tearDown() }
         try daemon.start()
         try containerd.start()
@@ -116,8 +120,11 @@ struct CRICredentialsTests {
         var output = ""
         for attempt in 1...3 where !output.contains(BusyboxImage.hello) {
             output = try containerd.ctrOK(
-                ["run", "--rm", "--snapshotter", ContainerdHarness.snapshotter, "\(registry.host)/secret/app:v1", "s\(attempt)", "/bin/cat",
-                 "/etc/hello.txt"], namespace: "k8s.io")
+                [
+                    "run", "--rm", "--snapshotter", ContainerdHarness.snapshotter, "\(registry.host)/secret/app:v1", "s\(attempt)",
+                    "/bin/cat",
+                    "/etc/hello.txt",
+                ], namespace: "k8s.io")
         }
         #expect(output.contains(BusyboxImage.hello))
         // Other image-service calls pass through unchanged.

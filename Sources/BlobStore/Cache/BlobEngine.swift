@@ -268,8 +268,9 @@ public final class BlobEngine: Sendable {
         for fetch in waits { try await fetch.wait() }
     }
 
-    /// Groups missing chunks into runs that are contiguous in the stored blob, grown with following missing
-    /// chunks up to the minimum fetch size and capped at the maximum.
+    /// Groups missing chunks into runs that are contiguous in the stored blob, up to small gaps
+    /// (`maximumFetchGapBytes`: bytes fetched and dropped), grown with following missing chunks up to the minimum
+    /// fetch size and capped at the maximum.
     private func runs(of missing: [Int], in blob: LazyBlob, state: LazyBlob.State, cap: UInt64) -> [[Int]] {
         let chunks = blob.rafs.chunks
         let ordered = missing.sorted { blob.storedPosition[$0] < blob.storedPosition[$1] }
@@ -287,12 +288,21 @@ public final class BlobEngine: Sendable {
                 let candidate = chunks[next]
                 let wantedNext = wanted.contains(next) && !taken.contains(next)
                 let growing = bytes < settings.minimumFetchBytes && state.isIdle(next)
-                guard candidate.compressedOffset == last.compressedEnd, wantedNext || growing,
-                    bytes + UInt64(candidate.compressedSize) <= max(cap, UInt64(chunks[index].compressedSize))
+                guard candidate.compressedOffset >= last.compressedEnd else { break }
+                let gap = candidate.compressedOffset - last.compressedEnd
+                guard wantedNext || growing else {
+                    // Not wanted here (local, on its way, or past the growth): stepped over while the gap it makes
+                    // stays small, so that the wanted chunks after it come in the same GET.
+                    guard candidate.compressedEnd - last.compressedEnd <= settings.maximumFetchGapBytes else { break }
+                    position += 1
+                    continue
+                }
+                guard gap <= settings.maximumFetchGapBytes,
+                    bytes + gap + UInt64(candidate.compressedSize) <= max(cap, UInt64(chunks[index].compressedSize))
                 else { break }
                 run.append(next)
                 taken.insert(next)
-                bytes += UInt64(candidate.compressedSize)
+                bytes += gap + UInt64(candidate.compressedSize)
                 position += 1
             }
             runs.append(run)

@@ -53,6 +53,10 @@ public struct FetchSettings: Equatable, Sendable {
     public var readaheadBytes: UInt64 = 16 << 20
     /// Upper bound of one merged ranged GET.
     public var maximumFetchBytes: UInt64 = 8 << 20
+    /// Stored bytes a run may skip between two of its chunks (fetched and dropped): one GET instead of two
+    /// when chunks are separated by a little unwanted data (a tar header between two files of a gzip-indexed
+    /// blob, a small chunk that is already local).
+    public var maximumFetchGapBytes: UInt64 = 64 << 10
     /// A reader waiting longer than this gets an error (EIO at the front end) instead of hanging.
     public var readerTimeout: Duration = .seconds(30)
     /// Uncompressed chunk bytes the backing files may hold (nil: no budget). Beyond it, least recently used

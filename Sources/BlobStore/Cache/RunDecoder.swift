@@ -16,6 +16,8 @@ final class RunDecoder: StoredBytesConsumer {
         /// Index into `chunks` of the next chunk to decode.
         var next = 0
         var received: UInt64 = 0
+        /// Stored offset of the next byte to arrive.
+        var position: UInt64 = 0
         /// When the first stored byte arrived (monotonic ns), 0 before.
         var firstByteAt: UInt64 = 0
         /// Nanoseconds spent taking pieces in (copying, decompressing, verifying, writing), and writing alone.
@@ -31,11 +33,13 @@ final class RunDecoder: StoredBytesConsumer {
     private let storedCapacity: Int
     private let scratchCapacity: Int
 
-    /// `chunks` in stored order, each starting where the previous one ends.
+    /// `chunks` in stored order, each starting at or after the end of the previous one (bytes between them are
+    /// dropped); the bytes to come start at the first chunk's stored offset.
     init(blob: LazyBlob, chunks: [BlobChunkInfo], chunkReady: @escaping @Sendable (BlobChunkInfo) -> Void) {
         self.blob = blob
         self.chunks = chunks
         self.chunkReady = chunkReady
+        state.withLock { $0.position = chunks.first?.compressedOffset ?? 0 }
         storedCapacity = chunks.map { Int($0.compressedSize) }.max() ?? 0
         scratchCapacity = chunks.filter(\.isCompressed).map { Int($0.uncompressedSize) }.max() ?? 0
     }
@@ -73,11 +77,19 @@ final class RunDecoder: StoredBytesConsumer {
             while state.next < chunks.count {
                 let chunk = chunks[state.next]
                 let size = Int(chunk.compressedSize)
+                // Bytes before the chunk (a gap the run steps over) are dropped.
+                if filled == 0, chunk.compressedOffset > state.position {
+                    let skip = Int(min(chunk.compressedOffset - state.position, UInt64(rest.count)))
+                    rest = UnsafeRawBufferPointer(rebasing: rest[skip...])
+                    state.position += UInt64(skip)
+                    if chunk.compressedOffset > state.position { break }
+                }
                 if chunk.isCompressed, scratch.isEmpty { scratch = [UInt8](repeating: 0, count: scratchCapacity) }
                 if filled == 0, rest.count >= size {
                     let piece = UnsafeRawBufferPointer(rebasing: rest[0..<size])
                     state.writing += try scratch.withUnsafeMutableBytes { try decode(chunk, stored: piece, scratch: $0) }
                     state.next += 1
+                    state.position += UInt64(size)
                     rest = UnsafeRawBufferPointer(rebasing: rest[size...])
                     continue
                 }
@@ -89,6 +101,7 @@ final class RunDecoder: StoredBytesConsumer {
                         .copyMemory(from: UnsafeRawBufferPointer(rebasing: rest[0..<take]))
                 }
                 filled += take
+                state.position += UInt64(take)
                 rest = UnsafeRawBufferPointer(rebasing: rest[take...])
                 if filled == size {
                     filled = 0

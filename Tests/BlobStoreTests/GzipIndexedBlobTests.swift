@@ -1,0 +1,105 @@
+import Foundation
+import Glibc
+import Logging
+import RAFSBuilder
+import Synchronization
+import TestFixtures
+import Testing
+
+@testable import BlobStore
+@testable import RAFS
+
+/// A gzip-indexed blob through the engine: its stored form is a layer's uncompressed tar, and its chunks are
+/// the files' data in it, separated by tar headers.
+@Suite struct GzipIndexedBlobTests {
+    struct Built {
+        var directory: String
+        var tar: String
+        var rafs: RafsBlob
+        var blob: BuiltBlob
+    }
+
+    /// A GNU tar of `count` files of 50,000 bytes each, gzip'd, indexed with a 64 KiB span.
+    static func build(_ label: String, count: Int) throws -> Built {
+        let directory = try ImageFixtures.scratchDirectory(label)
+        let tree = directory + "/tree"
+        try FileManager.default.createDirectory(atPath: tree + "/files", withIntermediateDirectories: true)
+        for index in 0..<count {
+            var state = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15
+            let bytes = (0..<50_000).map { _ -> UInt8 in
+                state = state &* 6_364_136_223_846_793_005 &+ 1
+                return UInt8(truncatingIfNeeded: state >> 33)
+            }
+            try ImageFixtures.write(bytes, to: tree + "/files/f\(index)")
+        }
+        let tar = directory + "/layer.tar"
+        #expect(try ImageFixtures.run("/bin/tar", ["--format=gnu", "--sort=name", "-C", tree, "-cf", tar, "."]).status == 0)
+        #expect(try ImageFixtures.run("/bin/gzip", ["-k", "-n", tar]).status == 0)
+        var builder = ZranIndexBuilder(span: 64 << 10)
+        builder.options.syncOutput = false
+        let result = try builder.build(
+            layers: [LayerInput(path: tar + ".gz", digest: "sha256:" + String(repeating: "a", count: 64))],
+            workDirectory: directory + "/index")
+        let image = try ErofsImage(path: result.bootstrapPath)
+        let blob = try #require(result.build.blobs.first)
+        let rafs = try RafsBlob(path: blob.path, entry: image.blobs[0], chunkTable: try image.rafsChunkTable())
+        return Built(directory: directory, tar: tar, rafs: rafs, blob: blob)
+    }
+
+    static func backing(_ built: Built, _ name: String) throws -> String {
+        let path = built.directory + "/" + name
+        #expect(FileManager.default.createFile(atPath: path, contents: nil))
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        try handle.truncate(atOffset: built.rafs.deviceSize)
+        try handle.close()
+        return path
+    }
+
+    /// Each chunk's bytes in the backing file are the tar's bytes at its stored offset.
+    static func expectChunks(_ built: Built, in backing: String) throws {
+        let tar = try ImageFixtures.bytes(built.tar)
+        let device = try ImageFixtures.bytes(backing)
+        for chunk in built.rafs.chunks {
+            let stored = Array(tar[Int(chunk.compressedOffset)..<Int(chunk.compressedEnd)])
+            let written = Array(device[Int(chunk.uncompressedOffset)..<Int(chunk.uncompressedEnd)])
+            #expect(stored == written, "chunk \(chunk.index)")
+        }
+    }
+
+    /// On 53e90ff each file was a GET of its own: runs had to be contiguous in the stored blob, and the tar
+    /// header before each file broke them (through the gzip index, each GET also inflated from a checkpoint).
+    @Test("files separated by tar headers come in one GET; through the gzip index, the same bytes, inflated")
+    func oneGetAcrossTarHeaders() async throws {
+        let built = try Self.build("gzblob", count: 6)
+        defer { ImageFixtures.cleanup(built.directory) }
+        #expect(built.rafs.chunks.count == 6)
+        var settings = FetchSettings()
+        settings.readaheadBytes = 0
+        let plain = FileRangeSource(path: built.tar)
+        let engine = BlobEngine(settings: settings, logger: Logger(label: "test"))
+        let first = try Self.backing(built, "backing-plain")
+        try engine.register(id: 1, rafs: built.rafs, backingPath: first, source: plain)
+        try await engine.ensure(blobID: 1, offset: 0, length: built.rafs.deviceSize)
+        #expect(plain.requestCount == 1, "\(plain.requests.withLock { $0 })")
+        try Self.expectChunks(built, in: first)
+
+        // The same blob from the gzip layer through its index.
+        let gzipped = FileRangeSource(path: built.tar + ".gz")
+        let indexed = GzipIndexedBlobSource(layer: gzipped, indexPath: try #require(built.blob.gzipIndexPath))
+        let second = try Self.backing(built, "backing-indexed")
+        let other = BlobEngine(settings: settings, logger: Logger(label: "test"))
+        try other.register(id: 2, rafs: built.rafs, backingPath: second, source: indexed)
+        try await other.ensure(blobID: 2, offset: 0, length: built.rafs.deviceSize)
+        #expect(gzipped.requestCount == 1)
+        try Self.expectChunks(built, in: second)
+
+        // A corrupted gzip range is an error, never bytes.
+        let corrupt = FileRangeSource(path: built.tar + ".gz", fault: .flipByte(at: 40_000))
+        let third = try Self.backing(built, "backing-corrupt")
+        let failing = BlobEngine(settings: settings, logger: Logger(label: "test"))
+        try failing.register(
+            id: 3, rafs: built.rafs, backingPath: third, source: GzipIndexedBlobSource(layer: corrupt, indexPath: built.blob.gzipIndexPath!)
+        )
+        await #expect(throws: (any Error).self) { try await failing.ensure(blobID: 3, offset: 0, length: built.rafs.deviceSize) }
+    }
+}
