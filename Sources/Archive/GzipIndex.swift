@@ -45,6 +45,12 @@ public struct GzipCheckpoint: Equatable, Sendable {
 ///           +29 reserved            3
 ///     then the windows, in checkpoint order
 public struct GzipIndex: Equatable, Sendable {
+    public static func == (lhs: GzipIndex, rhs: GzipIndex) -> Bool {
+        lhs.span == rhs.span && lhs.compressedSize == rhs.compressedSize && lhs.uncompressedSize == rhs.uncompressedSize
+            && lhs.checkpoints == rhs.checkpoints && lhs.windowLocations.map(\.offset) == rhs.windowLocations.map(\.offset)
+            && lhs.windowLocations.map(\.size) == rhs.windowLocations.map(\.size)
+    }
+
     public static let magic = Array("ODGZIDX1".utf8)
     public static let headerSize = 40
     public static let entrySize = 32
@@ -107,9 +113,33 @@ public struct GzipIndex: Equatable, Sendable {
         return bytes
     }
 
+    /// Where each checkpoint's window lies in the encoding, when decoded with `windows: false` (the windows
+    /// are then read one at a time, by whoever holds the encoding); empty otherwise.
+    public private(set) var windowLocations: [(offset: UInt64, size: Int)] = []
+
     /// Decodes and checks an encoding: checkpoints in increasing order inside the stream, the first at the
     /// start of the output, windows inside the encoding and no larger than what precedes their checkpoint.
     public init(decoding bytes: [UInt8]) throws(ArchiveError) {
+        try self.init(decodingTable: bytes, encodedSize: UInt64(bytes.count))
+        checkpoints = zip(checkpoints, windowLocations).map { checkpoint, location in
+            var full = checkpoint
+            full.window = Array(bytes[Int(location.offset)..<Int(location.offset) + location.size])
+            return full
+        }
+        windowLocations = []
+    }
+
+    /// The size of the header and table of an encoding whose first bytes are `prefix` (at least `headerSize`).
+    public static func tableSize(prefix: [UInt8]) throws(ArchiveError) -> Int {
+        guard prefix.count >= headerSize, Array(prefix[0..<8]) == magic else { throw .badGzipIndex(detail: "not a gzip index (bad magic)") }
+        let count = (0..<4).reduce(0) { $0 | Int(prefix[32 + $1]) << (8 * $1) }
+        guard count >= 1, count <= maximumCheckpoints else { throw .badGzipIndex(detail: "\(count) checkpoints") }
+        return headerSize + count * entrySize
+    }
+
+    /// Decodes the header and the table only (`bytes` holds at least them; the whole encoding is
+    /// `encodedSize` bytes): checkpoints without their windows, whose places are in `windowLocations`.
+    public init(decodingTable bytes: [UInt8], encodedSize: UInt64) throws(ArchiveError) {
         func bad(_ detail: String) -> ArchiveError { .badGzipIndex(detail: detail) }
         guard bytes.count >= Self.headerSize, Array(bytes[0..<8]) == Self.magic else { throw bad("not a gzip index (bad magic)") }
         func u64(_ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
@@ -118,10 +148,13 @@ public struct GzipIndex: Equatable, Sendable {
         compressedSize = u64(16)
         uncompressedSize = u64(24)
         let count = Int(u32(32))
-        guard count >= 1, count <= Self.maximumCheckpoints, Self.headerSize + count * Self.entrySize <= bytes.count else {
+        guard count >= 1, count <= Self.maximumCheckpoints, Self.headerSize + count * Self.entrySize <= bytes.count,
+            UInt64(bytes.count) <= encodedSize
+        else {
             throw bad("\(count) checkpoints do not fit in \(bytes.count) bytes")
         }
         var checkpoints: [GzipCheckpoint] = []
+        var locations: [(offset: UInt64, size: Int)] = []
         checkpoints.reserveCapacity(count)
         for index in 0..<count {
             let at = Self.headerSize + index * Self.entrySize
@@ -129,7 +162,7 @@ public struct GzipIndex: Equatable, Sendable {
             let windowSize = UInt64(u32(at + 24))
             let bits = bytes[at + 28]
             guard bits < 8, compressed <= compressedSize, uncompressed <= uncompressedSize, windowSize <= UInt64(Self.windowSize),
-                windowSize <= uncompressed, windowOffset <= UInt64(bytes.count), windowSize <= UInt64(bytes.count) - windowOffset
+                windowSize <= uncompressed, windowOffset <= encodedSize, windowSize <= encodedSize - windowOffset
             else { throw bad("checkpoint \(index) is out of range") }
             if let previous = checkpoints.last {
                 guard compressed > previous.compressedOffset, uncompressed > previous.uncompressedOffset else {
@@ -139,10 +172,11 @@ public struct GzipIndex: Equatable, Sendable {
                 guard uncompressed == 0, bits == 0 else { throw bad("the first checkpoint is not at the start of the output") }
             }
             guard compressed > 0 || bits == 0 else { throw bad("checkpoint \(index) has unused bits before the stream") }
-            let window = Array(bytes[Int(windowOffset)..<Int(windowOffset + windowSize)])
-            checkpoints.append(GzipCheckpoint(compressedOffset: compressed, uncompressedOffset: uncompressed, bits: bits, window: window))
+            checkpoints.append(GzipCheckpoint(compressedOffset: compressed, uncompressedOffset: uncompressed, bits: bits, window: []))
+            locations.append((windowOffset, Int(windowSize)))
         }
         self.checkpoints = checkpoints
+        windowLocations = locations
     }
 }
 

@@ -1,5 +1,6 @@
 import Archive
 import LinuxKernel
+import RAFS
 import Synchronization
 
 /// The stored bytes of a blob built from a gzip index (`ZranIndexBuilder`): its stored form is an image
@@ -9,7 +10,9 @@ import Synchronization
 public struct GzipIndexedBlobSource: BlobRangeSource {
     /// Where the layer's gzip bytes come from (its registry).
     public let layer: any BlobRangeSource
-    /// The encoded `GzipIndex`, read at the first fetch.
+    /// The encoded `GzipIndex`: its table is read at the first fetch and kept (32 bytes a checkpoint); a
+    /// checkpoint's window (up to 32 KiB) is read from the file for each fetch that starts there, so a served
+    /// blob costs no memory for its windows.
     public let indexPath: String
     private let index = IndexCache()
 
@@ -32,7 +35,14 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
         guard !overflow, end <= index.uncompressedSize else {
             throw BlobStoreError.rangeOutsideBlob(blob: 0, offset: offset, length: length, size: index.uncompressedSize)
         }
-        let checkpoint = index.checkpoints[index.checkpoint(before: offset)]
+        let position = index.checkpoint(before: offset)
+        var checkpoint = index.checkpoints[position]
+        if checkpoint.window.isEmpty, position < index.windowLocations.count, index.windowLocations[position].size > 0 {
+            let (path, location) = (indexPath, index.windowLocations[position])
+            checkpoint.window = try await runBlocking {
+                try ImageFile(path: path).read(at: location.offset, count: location.size, what: "gzip index window")
+            }
+        }
         let start = checkpoint.fetchStart
         let stop = index.compressedEnd(covering: end)
         let inflating = try InflatingConsumer(checkpoint: checkpoint, start: offset, length: length, downstream: consumer)
@@ -47,7 +57,10 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
         if let loaded = index.value { return loaded }
         let path = indexPath
         let loaded = try await runBlocking { () throws -> GzipIndex in
-            try GzipIndex(decoding: try FileSystem.readFile(path))
+            let file = try ImageFile(path: path)
+            let prefix = try file.read(at: 0, count: Int(min(file.size, UInt64(GzipIndex.headerSize))), what: "gzip index header")
+            let table = try file.read(at: 0, count: try GzipIndex.tableSize(prefix: prefix), what: "gzip index table")
+            return try GzipIndex(decodingTable: table, encodedSize: file.size)
         }
         index.value = loaded
         return loaded
