@@ -23,10 +23,11 @@ public enum DockerArchive {
         }
     }
 
-    /// Writes an OCI layout at `destination` holding the archive's first image, tagged `tag`. Returns the
-    /// image's first repository tag, if the archive names one.
+    /// Writes an OCI layout at `destination` holding one image of the archive, tagged `tag`: the one `select`
+    /// names (one of its `RepoTags`, or `@N` for the N-th image, from 0, as skopeo's `docker-archive:PATH:REF`
+    /// and `:@N`), or the only one. Returns the image's first repository tag, if the archive names one.
     @discardableResult
-    public static func importLayout(archive: String, into destination: String, tag: String) throws -> String? {
+    public static func importLayout(archive: String, into destination: String, tag: String, select: String? = nil) throws -> String? {
         let layout = try OCILayout.create(at: destination)
         let staging = destination + "/staging"
         try FileSystem.makeDirectories(staging, mode: 0o700)
@@ -71,7 +72,8 @@ public enum DockerArchive {
         } catch {
             throw BuildError.invalidOptions(reason: "\(archive): manifest.json is not docker save's: \(error)")
         }
-        guard let image = entries.first else { throw BuildError.invalidOptions(reason: "\(archive): manifest.json lists no image") }
+        guard !entries.isEmpty else { throw BuildError.invalidOptions(reason: "\(archive): manifest.json lists no image") }
+        let image = try choose(select, from: entries, archive: archive)
         func blob(_ name: String, mediaType: (String) throws -> String) throws -> Descriptor {
             var normalized = name.hasPrefix("./") ? String(name.dropFirst(2)) : name
             for _ in 0..<8 where members[normalized] == nil {
@@ -94,6 +96,35 @@ public enum DockerArchive {
         manifest.annotations = [OCILayout.refNameAnnotation: tag]
         try layout.writeIndex(ImageIndex(manifests: [manifest]))
         return image.repoTags?.first
+    }
+
+    /// The image `select` names, or the only one; an archive of several images needs a name.
+    static func choose(_ select: String?, from entries: [ManifestEntry], archive: String) throws -> ManifestEntry {
+        let names = entries.enumerated().map { index, entry in (entry.repoTags ?? []).first ?? "@\(index)" }
+        guard let select else {
+            guard entries.count == 1 else {
+                throw BuildError.invalidOptions(
+                    reason:
+                        "\(archive) holds \(entries.count) images (\(names.joined(separator: ", "))); name one: docker-archive:PATH:REPO:TAG or docker-archive:PATH:@INDEX"
+                )
+            }
+            return entries[0]
+        }
+        if select.hasPrefix("@") {
+            guard let index = Int(select.dropFirst()), entries.indices.contains(index) else {
+                throw BuildError.invalidOptions(reason: "\(archive) has no image \(select) (it holds \(entries.count), from @0)")
+            }
+            return entries[index]
+        }
+        let wanted = (try? ImageReference(parsing: select).description) ?? select
+        guard
+            let entry = entries.first(where: { entry in
+                (entry.repoTags ?? []).contains { $0 == select || (try? ImageReference(parsing: $0).description) == wanted }
+            })
+        else {
+            throw BuildError.invalidOptions(reason: "\(archive) has no image tagged \(select); it holds \(names.joined(separator: ", "))")
+        }
+        return entry
     }
 
     /// A symlink's target as a member path: relative to the link's directory (an absolute one to the archive's

@@ -56,11 +56,16 @@ final class ConversionService: Sendable {
             options.targetReference = request.tag ?? reference.tag ?? "latest"
         } else if request.source.hasPrefix(Self.dockerArchivePrefix) {
             // docker save's archive: imported into a layout first.
-            let archive = String(request.source.dropFirst(Self.dockerArchivePrefix.count))
+            // docker-archive:PATH[:REPO:TAG | :@INDEX], as skopeo names one image of an archive.
+            let rest = request.source.dropFirst(Self.dockerArchivePrefix.count)
+            let archive = String(rest.prefix { $0 != ":" })
+            let select = rest.count > archive.count ? String(rest.dropFirst(archive.count + 1)) : nil
             try Self.requireAbsolute(archive, what: "docker-archive")
             let imported = FileSystem.join(work, "source")
             source = imported
-            let named = try await runBlocking { try DockerArchive.importLayout(archive: archive, into: imported, tag: "source") }
+            let named = try await runBlocking {
+                try DockerArchive.importLayout(archive: archive, into: imported, tag: "source", select: select)
+            }
             options.sourceReference = "source"
             options.targetReference = request.tag ?? named.flatMap { try? ImageReference(parsing: $0).tag } ?? "latest"
         } else {

@@ -169,10 +169,10 @@ struct Convert: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Convert an OCI image to the nydus RAFS v6 layout (bootstrap + chunked blobs).",
         discussion:
-            "SRC and DST are OCI image layout directories, or docker://REF for a registry image; SRC may also be docker-archive:PATH (docker save's tar). Runs in the daemon, or in a snapshotterd process of its own when no daemon answers (or with --offline)."
+            "SRC and DST are OCI image layout directories, or docker://REF for a registry image; SRC may also be docker-archive:PATH[:REPO:TAG|:@INDEX] (docker save's tar; an archive of several images needs the image named). Runs in the daemon, or in a snapshotterd process of its own when no daemon answers (or with --offline)."
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Source: an OCI layout directory, docker://REF or docker-archive:PATH.") var source: String
+    @Argument(help: "Source: an OCI layout directory, docker://REF or docker-archive:PATH[:REPO:TAG|:@INDEX].") var source: String
     @Argument(help: "Destination: an OCI layout directory (created) or docker://REF.") var destination: String
     @Option(help: "ref.name of the source image when its layout holds several.") var sourceTag: String?
     @Option(help: "ref.name to give the converted image in the destination layout.") var tag: String?
@@ -189,7 +189,10 @@ struct Convert: ParsableCommand {
         func resolve(_ text: String) -> String {
             if text.hasPrefix("docker://") { return text }
             if text.hasPrefix("docker-archive:") {
-                return "docker-archive:" + absolutePath(String(text.dropFirst("docker-archive:".count)))
+                // docker-archive:PATH[:REPO:TAG | :@INDEX]: only the path is made absolute.
+                let rest = text.dropFirst("docker-archive:".count)
+                let path = String(rest.prefix { $0 != ":" })
+                return "docker-archive:" + absolutePath(path) + rest.dropFirst(path.count)
             }
             return absolutePath(text)
         }

@@ -339,4 +339,49 @@ struct EcosystemLayoutTests {
             #expect(read == Array("linked layer\n".utf8))
         }
     }
+
+    @Test(
+        "a docker-archive of several images (docker save a b): the image is named by tag or @index; without a name, a clear error",
+        .enabled(if: getuid() == 0))
+    func multiImageDockerArchive() throws {
+        let scratch = try ImageFixtures.scratchDirectory("docker-archive-multi")
+        defer { ImageFixtures.cleanup(scratch) }
+        for (name, size) in [("one", 3000), ("two", 5000)] {
+            let tree = scratch + "/" + name
+            try FileManager.default.createDirectory(atPath: tree + "/etc", withIntermediateDirectories: true)
+            try ImageFixtures.write(Array(repeating: UInt8(size & 0xff), count: size), to: tree + "/etc/" + name)
+            try Self.run("tar", ["-C", tree, "-cf", scratch + "/\(name).tar", "."])
+            try Self.writeLayout(scratch + "/oci-\(name)", tag: "v1", layers: [(scratch + "/\(name).tar", "gzip")])
+            try Self.run("skopeo", ["copy", "oci:\(scratch)/oci-\(name):v1", "docker-archive:\(scratch)/\(name)-saved.tar:\(name):v1"])
+        }
+        // docker save of two images: both archives' members in one tar, their manifest.json entries in one list.
+        let merged = scratch + "/merged"
+        try FileManager.default.createDirectory(atPath: merged, withIntermediateDirectories: true)
+        var entries: [Any] = []
+        for name in ["one", "two"] {
+            try Self.run("tar", ["-C", merged, "-xf", scratch + "/\(name)-saved.tar"])
+            let manifest =
+                try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: merged + "/manifest.json"))) as? [Any]
+            entries += manifest ?? []
+        }
+        try JSONSerialization.data(withJSONObject: entries).write(to: URL(fileURLWithPath: merged + "/manifest.json"))
+        let archive = scratch + "/both.tar"
+        try Self.run("tar", ["-C", merged, "-cf", archive, "."])
+
+        #expect(throws: BuildError.self) { try DockerArchive.importLayout(archive: archive, into: scratch + "/unnamed", tag: "v1") }
+        for (select, file) in [("two:v1", "two"), ("@0", "one"), ("docker.io/library/two:v1", "two")] {
+            let destination = scratch + "/picked-" + file + "-" + String(select.hashValue & 0xffff)
+            _ = try DockerArchive.importLayout(archive: archive, into: destination, tag: "v1", select: select)
+            try FileManager.default.createDirectory(atPath: destination + "-mount", withIntermediateDirectories: true)
+            try Self.convertAndMount(layout: destination, tag: "v1", scratch: destination + "-mount") { mount in
+                #expect(FileManager.default.fileExists(atPath: mount + "/etc/" + file), "\(select) picked the wrong image")
+            }
+        }
+        #expect(throws: BuildError.self) {
+            try DockerArchive.importLayout(archive: archive, into: scratch + "/none", tag: "v1", select: "three:v1")
+        }
+        #expect(throws: BuildError.self) {
+            try DockerArchive.importLayout(archive: archive, into: scratch + "/none2", tag: "v1", select: "@2")
+        }
+    }
 }
