@@ -52,7 +52,7 @@ public struct BlobRecord: Equatable, Sendable {
     /// Chunk presence bitmap (bit i = chunk i verified and written).
     public var present: [UInt8]
     /// For a blob served from a gzip index: the digest of the image layer whose gzip stream holds its stored
-    /// bytes (the layer's uncompressed tar); its index is `metaPath` + `.gzidx`.
+    /// bytes (the layer's uncompressed tar); its zran package (with the gzip index) is `metaPath` + `.zran`.
     public var sourceLayer: String? = nil
 }
 

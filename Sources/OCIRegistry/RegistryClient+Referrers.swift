@@ -18,11 +18,20 @@ extension RegistryClient {
     public func referrers(
         registry: String, repository: String, subject: Digest, artifactType: String? = nil
     ) async throws(RegistryError) -> [Descriptor] {
+        // Both at once: a registry without the API answers the first with 404, and the pull waits one round trip
+        // instead of two.
+        async let fromTag: Result<ImageIndex?, RegistryError> = {
+            do throws(RegistryError) {
+                return .success(try await self.referrersFromTag(registry: registry, repository: repository, subject: subject))
+            } catch {
+                return .failure(error)
+            }
+        }()
         let entries: [Descriptor]
         if let api = try await referrersFromAPI(registry: registry, repository: repository, subject: subject, artifactType: artifactType) {
             entries = api
         } else {
-            entries = try await referrersFromTag(registry: registry, repository: repository, subject: subject)?.manifests ?? []
+            entries = try await fromTag.get()?.manifests ?? []
         }
         guard let artifactType else { return entries }
         return entries.filter { $0.artifactType == artifactType }

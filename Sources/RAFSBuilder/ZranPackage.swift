@@ -41,6 +41,23 @@ public struct ZranPackage: Sendable, Equatable {
             meta: try file.read(at: metaStart, count: Int(file.size - metaStart), what: "blob meta"))
     }
 
+    /// The header of a package file: where the index and the meta lie in it, checked against its size, without
+    /// reading the rest (a served blob reads its index out of the package file it was pulled as).
+    public static func header(of file: ImageFile) throws -> (metaStart: UInt64, blobSize: UInt64, indexLength: UInt64) {
+        let bytes = try file.read(at: 0, count: Int(min(file.size, UInt64(headerSize))), what: "zran package header")
+        guard bytes.count == headerSize, Array(bytes[0..<8]) == magic else {
+            throw ArchiveError.badGzipIndex(detail: "not a zran package (bad magic)")
+        }
+        func u64(_ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
+        let (metaStart, blobSize, indexLength) = (u64(8), u64(16), u64(24))
+        let available = file.size - UInt64(headerSize)
+        guard indexLength <= available, blobSize >= metaStart, blobSize - metaStart == available - indexLength else {
+            throw ArchiveError.badGzipIndex(
+                detail: "zran package parts do not add up (index \(indexLength), meta \(metaStart)..<\(blobSize), \(file.size) bytes)")
+        }
+        return (metaStart, blobSize, indexLength)
+    }
+
     public func encoded() -> [UInt8] {
         var bytes = Self.magic
         for value in [metaStart, blobSize, UInt64(gzipIndex.count)] {

@@ -189,7 +189,7 @@ final class ImageServing: Sendable {
             // Stored bytes inflated from the image layer's gzip stream, through the blob's gzip index.
             return GzipIndexedBlobSource(
                 layer: RegistryBlobSource(client: client, registry: registry, repository: repository, digest: try Digest(parsing: layer)),
-                indexPath: ImagePuller.gzipIndexPath(metaPath: blob.metaPath))
+                indexPath: ImagePuller.zranPackagePath(metaPath: blob.metaPath), indexOffset: ImagePuller.zranIndexOffset)
         }
         return RegistryBlobSource(
             client: client, registry: registry, repository: repository, digest: try Digest(parsing: "sha256:" + blob.blobID))

@@ -14,11 +14,15 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
     /// checkpoint's window (up to 32 KiB) is read from the file for each fetch that starts there, so a served
     /// blob costs no memory for its windows.
     public let indexPath: String
+    /// Where the encoded index starts in that file (a pulled blob keeps the package it came in, whose index
+    /// follows a header).
+    public let indexOffset: UInt64
     private let index = IndexCache()
 
-    public init(layer: any BlobRangeSource, indexPath: String) {
+    public init(layer: any BlobRangeSource, indexPath: String, indexOffset: UInt64 = 0) {
         self.layer = layer
         self.indexPath = indexPath
+        self.indexOffset = indexOffset
     }
 
     public var identity: String { "gzip-index:" + layer.identity }
@@ -38,9 +42,9 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
         let position = index.checkpoint(before: offset)
         var checkpoint = index.checkpoints[position]
         if checkpoint.window.isEmpty, position < index.windowLocations.count, index.windowLocations[position].size > 0 {
-            let (path, location) = (indexPath, index.windowLocations[position])
+            let (path, location, base) = (indexPath, index.windowLocations[position], indexOffset)
             checkpoint.window = try await runBlocking {
-                try ImageFile(path: path).read(at: location.offset, count: location.size, what: "gzip index window")
+                try ImageFile(path: path).read(at: base + location.offset, count: location.size, what: "gzip index window")
             }
         }
         let start = checkpoint.fetchStart
@@ -53,14 +57,23 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
         }
     }
 
+    /// The header and table of the index at `offset` of `file` (`size` bytes long), checked, without windows.
+    public static func readTable(_ file: ImageFile, at offset: UInt64, size: UInt64) throws -> GzipIndex {
+        let prefix = try file.read(at: offset, count: Int(min(size, UInt64(GzipIndex.headerSize))), what: "gzip index header")
+        let tableSize = try GzipIndex.tableSize(prefix: prefix)
+        guard UInt64(tableSize) <= size else {
+            throw ArchiveError.badGzipIndex(detail: "its table of \(tableSize) bytes exceeds the index")
+        }
+        return try GzipIndex(decodingTable: try file.read(at: offset, count: tableSize, what: "gzip index table"), encodedSize: size)
+    }
+
     private func loadIndex() async throws -> GzipIndex {
         if let loaded = index.value { return loaded }
-        let path = indexPath
+        let (path, base) = (indexPath, indexOffset)
         let loaded = try await runBlocking { () throws -> GzipIndex in
             let file = try ImageFile(path: path)
-            let prefix = try file.read(at: 0, count: Int(min(file.size, UInt64(GzipIndex.headerSize))), what: "gzip index header")
-            let table = try file.read(at: 0, count: try GzipIndex.tableSize(prefix: prefix), what: "gzip index table")
-            return try GzipIndex(decodingTable: table, encodedSize: file.size)
+            guard file.size >= base else { throw ArchiveError.badGzipIndex(detail: "\(path) is shorter than its index offset \(base)") }
+            return try Self.readTable(file, at: base, size: file.size - base)
         }
         index.value = loaded
         return loaded

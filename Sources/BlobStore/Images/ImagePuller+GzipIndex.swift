@@ -41,8 +41,10 @@ public struct GzipIndexPolicy: Sendable, Equatable {
 }
 
 extension ImagePuller {
-    /// The gzip index of a blob's layer, beside its meta file.
-    public static func gzipIndexPath(metaPath: String) -> String { metaPath + ".gzidx" }
+    /// The zran package a gzip-indexed blob was pulled in (digest-checked, kept as fetched), beside its meta
+    /// file: its gzip index starts at `zranIndexOffset`.
+    public static func zranPackagePath(metaPath: String) -> String { metaPath + ".zran" }
+    public static let zranIndexOffset = UInt64(ZranPackage.headerSize)
 
     /// A plain image with gzip layers and a trusted index: recorded like a nydus image whose blobs' stored bytes
     /// are inflated from the image's own layers. nil when no trusted index is found or none is usable (the
@@ -107,10 +109,26 @@ extension ImagePuller {
         guard artifact.subject?.digest == manifestDigest else { throw refuse("its subject is not this image") }
         guard parts.bootstrap.size <= ImageLimits.bootstrapLayerBytes else { throw refuse("its bootstrap layer is too large") }
 
-        progress(PullProgress(reference: name, phase: "gzip index", bytesTotal: parts.bootstrap.size))
+        // The bootstrap and the packages of the image's layers come in at once (one round trip, not one per blob).
+        let wanted = parts.packages.filter { package in
+            manifest.layers.contains { $0.digest.description == package.annotations?[ZranLayout.layerAnnotation] }
+        }
+        if let large = wanted.first(where: { $0.size > 2 * ImagePuller.maximumMetaBytes }) {
+            throw refuse("package \(large.digest) is too large")
+        }
+        progress(PullProgress(reference: name, phase: "gzip index", bytesTotal: wanted.reduce(parts.bootstrap.size) { $0 + $1.size }))
         let layerPath = FileSystem.join(work, "index-bootstrap.layer")
-        try await client.fetchBlob(
-            registry: reference.registry, repository: reference.repository, descriptor: parts.bootstrap, to: layerPath)
+        let downloads = [(parts.bootstrap, layerPath)] + wanted.enumerated().map { ($1, FileSystem.join(work, "package-\($0)")) }
+        let (client, registry, repository) = (self.client, reference.registry, reference.repository)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (number, (descriptor, path)) in downloads.enumerated() {
+                if number >= 8 { try await group.next() }
+                group.addTask {
+                    _ = try await client.fetchBlob(registry: registry, repository: repository, descriptor: descriptor, to: path)
+                }
+            }
+            try await group.waitForAll()
+        }
         let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
         let bootstrapDigest = try await runBlocking { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
         let image = try ErofsImage(path: bootstrapPath)
@@ -130,27 +148,31 @@ extension ImagePuller {
         var candidates = Set<String>()
         defer { for candidate in candidates { unlink(candidate) } }
         try FileSystem.makeDirectories(layout.metaDirectory, mode: 0o700)
-        for (position, entry) in image.blobs.enumerated() {
-            guard let package = parts.packages.first(where: { $0.annotations?[ZranLayout.blobAnnotation] == entry.blobID }),
-                let layerText = package.annotations?[ZranLayout.layerAnnotation],
+        for entry in image.blobs {
+            guard let packageNumber = wanted.firstIndex(where: { $0.annotations?[ZranLayout.blobAnnotation] == entry.blobID }),
+                let layerText = wanted[packageNumber].annotations?[ZranLayout.layerAnnotation],
                 let layer = manifest.layers.first(where: { $0.digest.description == layerText })
             else { throw refuse("blob \(entry.blobID) has no package for a layer of the image") }
-            guard package.size <= 2 * ImagePuller.maximumMetaBytes else { throw refuse("the package of blob \(entry.blobID) is too large") }
-            let packagePath = FileSystem.join(work, "package-\(position)")
-            try await client.fetchBlob(registry: reference.registry, repository: reference.repository, descriptor: package, to: packagePath)
-            let decoded = try ZranPackage(decoding: try FileSystem.readFile(packagePath))
-            let index = try GzipIndex(decoding: decoded.gzipIndex)
-            guard index.compressedSize == UInt64(layer.size), index.uncompressedSize == decoded.metaStart else {
+            let packagePath = FileSystem.join(work, "package-\(packageNumber)")
+            // Only the package's header, index table and meta are read: its windows stay on disk, and the
+            // package file itself becomes the blob's index (no copy, no second fsync).
+            let file = try ImageFile(path: packagePath)
+            let header = try ZranPackage.header(of: file)
+            let index = try GzipIndexedBlobSource.readTable(file, at: Self.zranIndexOffset, size: header.indexLength)
+            guard index.compressedSize == UInt64(layer.size), index.uncompressedSize == header.metaStart else {
                 throw refuse("the index of blob \(entry.blobID) does not describe layer \(layer.digest) (\(index.compressedSize) bytes)")
             }
+            let metaBytes = try file.read(
+                at: Self.zranIndexOffset + header.indexLength, count: Int(header.blobSize - header.metaStart), what: "blob meta")
             let meta = FileSystem.join(layout.metaDirectory, ".\(entry.blobID).\(UInt32.random(in: 0...UInt32.max)).partial")
             candidates.insert(meta)
-            candidates.insert(Self.gzipIndexPath(metaPath: meta))
+            candidates.insert(Self.zranPackagePath(metaPath: meta))
             try await runBlocking {
                 try Self.writeSparse(
-                    path: meta, size: Int64(decoded.blobSize), at: Int64(decoded.metaStart), bytes: decoded.meta, replacing: false)
-                try FileSystem.writeFileAtomically(Self.gzipIndexPath(metaPath: meta), decoded.gzipIndex)
+                    path: meta, size: Int64(header.blobSize), at: Int64(header.metaStart), bytes: metaBytes, replacing: false)
             }
+            try FileSystem.rename(packagePath, Self.zranPackagePath(metaPath: meta))
+            let decoded = (metaStart: header.metaStart, blobSize: header.blobSize)
             let rafs: RafsBlob
             do {
                 rafs = try RafsBlob(path: meta, entry: entry, chunkTable: chunkTable)
@@ -160,7 +182,7 @@ extension ImagePuller {
             if let outside = rafs.chunks.first(where: { $0.compressedEnd > decoded.metaStart || $0.isCompressed }) {
                 throw refuse("blob \(entry.blobID): chunk \(outside.index) does not lie in the layer's tar as stored")
             }
-            checked.append(Checked(entry: entry, layer: layer, meta: meta, index: Self.gzipIndexPath(metaPath: meta), rafs: rafs))
+            checked.append(Checked(entry: entry, layer: layer, meta: meta, index: Self.zranPackagePath(metaPath: meta), rafs: rafs))
         }
 
         let commitments = checked.map { (blobID: $0.entry.blobID, chunkMap: $0.rafs.commitment) }
@@ -171,9 +193,9 @@ extension ImagePuller {
             let metaPath = layout.metaPath(blobID: blobID, domain: domain)
             // Within a domain one blob id has one chunk map: a meta here already is this one, and so is its index
             // (a different index of the same chunks can only fail reads, never change their bytes).
-            if !FileSystem.exists(metaPath) || !FileSystem.exists(Self.gzipIndexPath(metaPath: metaPath)) {
+            if !FileSystem.exists(metaPath) || !FileSystem.exists(Self.zranPackagePath(metaPath: metaPath)) {
                 try FileSystem.makeDirectories(FileSystem.parentPath(metaPath), mode: 0o700)
-                try FileSystem.rename(blob.index, Self.gzipIndexPath(metaPath: metaPath))
+                try FileSystem.rename(blob.index, Self.zranPackagePath(metaPath: metaPath))
                 try FileSystem.rename(blob.meta, metaPath)
             }
             let backingPath = layout.backingPath(blobID: blobID, domain: domain)

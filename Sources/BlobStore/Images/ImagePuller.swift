@@ -465,7 +465,7 @@ public final class ImagePuller: Sendable {
             unlink(blob.backingPath)
             CrashPoint.reach("rmi.backing-unlinked")
             unlink(blob.metaPath)
-            unlink(Self.gzipIndexPath(metaPath: blob.metaPath))
+            unlink(Self.zranPackagePath(metaPath: blob.metaPath))
             CrashPoint.reach("rmi.meta-unlinked")
         }
         if try catalog.imagesUsing(bootstrapPath: image.bootstrapPath) == 0 {
@@ -529,7 +529,7 @@ public final class ImagePuller: Sendable {
     public func sweepLeftovers(images: [ImageRecord], removingTemporary: (String) -> Bool = { _ in true }) throws -> [String] {
         let blobs = try catalog.allBlobs()
         // A gzip-indexed blob's index lies beside its meta.
-        let metas = Set(blobs.map(\.metaPath) + blobs.filter { $0.sourceLayer != nil }.map { Self.gzipIndexPath(metaPath: $0.metaPath) })
+        let metas = Set(blobs.map(\.metaPath) + blobs.filter { $0.sourceLayer != nil }.map { Self.zranPackagePath(metaPath: $0.metaPath) })
         let bootstraps = Set(images.map(\.bootstrapPath))
         var removed: [String] = []
         func remove(_ path: String) {
