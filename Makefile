@@ -5,7 +5,7 @@ STATE ?= $(CURDIR)/.state
 SOCKET ?= $(STATE)/snapshotter.sock
 BUILD_FLAGS ?=
 
-.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-lazy-vm bench-coldstart bench-scale bench-disk generate-proto clean
+.PHONY: all setup build release test lint format run install uninstall bench bench-snapshots bench-registry bench-convert bench-lazy bench-lazy-vm bench-wan bench-coldstart bench-scale bench-disk generate-proto clean
 
 all: build
 
@@ -89,6 +89,15 @@ bench-lazy: setup
 	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
 	$(SWIFT) build -c release --product LazyBench $(BUILD_FLAGS)
 	.build/release/LazyBench 256 200
+
+## bench-wan: bench-lazy through an emulated wide-area link (netns + veth + tbf + delay line), per profile:
+## near (1 ms, 1 Gbit/s), region (20 ms, 200 Mbit/s), far (80 ms, 50 Mbit/s); PROFILE=far for one
+PROFILE ?= near region far
+bench-wan: setup
+	$(SWIFT) build -c release --product snapshotterd $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
+	$(SWIFT) build -c release --product LazyBench $(BUILD_FLAGS)
+	for profile in $(PROFILE); do LAZYBENCH_PROFILE=$$profile .build/release/LazyBench 256 200 || exit 1; done
 
 ## bench-lazy-vm: the same through the cachefiles front end inside the 6.12 test VM (smaller image: TCG is slow)
 bench-lazy-vm: setup

@@ -79,5 +79,8 @@ public struct RegistryTimeouts: Sendable, Hashable {
     public var stallBytesPerSecond = 1
     /// Whole-exchange limit for small requests (ping, manifests, tokens, uploads' control requests).
     public var requestSeconds = 120
+    /// The stall limit of ranged blob reads (chunks that readers wait on): a body that stops for this long is
+    /// abandoned and resumed on a new connection well within a reader's timeout, instead of after `stallSeconds`.
+    public var rangeStallSeconds = 4
     public init() {}
 }

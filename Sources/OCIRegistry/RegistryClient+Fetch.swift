@@ -196,6 +196,8 @@ extension RegistryClient {
             let scope = Self.pullScope(repository)
             var call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope, sink: sink)
             call.background = background
+            // Readers wait on these bytes: a stalled body is resumed on a new connection within seconds.
+            call.stallSeconds = configuration.timeouts.rangeStallSeconds
             let response = try await send(call, registry: registry, endpoint: endpoint)
             guard response.status == 206 else { throw error(for: response, method: "GET", scope: scope, host: endpoint.host) }
             guard sink.delivered == Int64(range.count) else {

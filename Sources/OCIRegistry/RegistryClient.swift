@@ -44,6 +44,8 @@ public final class RegistryClient: Sendable {
         var followRedirects = true
         var bounded = true
         var background = false
+        /// Overrides `RegistryTimeouts.stallSeconds` for this call.
+        var stallSeconds: Int?
     }
 
     /// The result of `ping`.
@@ -74,6 +76,7 @@ public final class RegistryClient: Sendable {
         request.body = call.body
         request.proxy = configuration.proxy
         request.timeouts = configuration.timeouts
+        if let stall = call.stallSeconds { request.timeouts.stallSeconds = stall }
         request.totalTimeoutSeconds = call.bounded ? configuration.timeouts.requestSeconds : 0
         request.memoryLimit = call.memoryLimit
         request.followRedirects = call.followRedirects

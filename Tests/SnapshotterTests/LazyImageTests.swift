@@ -26,11 +26,13 @@ struct LazyImageTests {
         /// Read-ahead is off unless asked for: most tests count exactly which chunks each read fetches.
         init(
             _ name: String, frontEnd: String, bigMiB: Int = 24, readahead: Int = 0, prefetch: [String] = [],
-            chunkSize: UInt32 = 1 << 20, daemonArguments: [String] = [], beforeStart: (DaemonHarness) throws -> Void = { _ in }
+            chunkSize: UInt32 = 1 << 20, readerTimeout: Int = 5, daemonArguments: [String] = [],
+            beforeStart: (DaemonHarness) throws -> Void = { _ in }
         ) async throws {
             harness = try DaemonHarness(
                 name,
-                arguments: ["--front-end", frontEnd, "--reader-timeout", "5", "--readahead-bytes", String(readahead)] + daemonArguments)
+                arguments: ["--front-end", frontEnd, "--reader-timeout", String(readerTimeout), "--readahead-bytes", String(readahead)]
+                    + daemonArguments)
             let registry = try TestRegistry()
             self.registry = registry
             do {
@@ -244,6 +246,25 @@ struct LazyImageTests {
             #expect(try Self.read(target + "/usr/lib/big.bin", offset: fresh, count: 4096).get() == Array(big[fresh..<(fresh + 4096)]))
         }
         #expect(try setup.harness.client().images().count == 1)
+    }
+
+    /// On e51c93a the stalled GET was given up only after the registry client's general stall limit (30 s), so
+    /// a reader with a 15 s timeout got EIO.
+    @Test(
+        "a registry that stalls in the middle of a body: the read resumes on a new connection within the reader timeout",
+        .timeLimit(.minutes(3)))
+    func stalledBody() async throws {
+        let setup = try await Setup("stall", frontEnd: "fanotify", readerTimeout: 15)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "s1")
+        try setup.setProxyMode("stall")
+        let big = setup.image.files["usr/lib/big.bin"]!
+        let started = monotonicNanoseconds()
+        let got = Self.read(target + "/usr/lib/big.bin", offset: 0, count: 4 << 20)
+        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        #expect(try got.get() == Array(big[0..<(4 << 20)]), "the read after a stall")
+        #expect(seconds < 15, "the read took \(seconds) s")
+        #expect(setup.harness.log().contains("transfer failed, retrying"), "the stalled transfer was not retried")
     }
 
     @Test("the eager front end fetches whole blobs before mounting and passes the same content checks", .timeLimit(.minutes(5)))

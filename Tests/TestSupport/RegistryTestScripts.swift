@@ -2,7 +2,7 @@
 public enum RegistryTestScripts {
     /// An HTTP/1.1 proxy in front of a registry that can inject faults into blob GETs:
     /// `pass`, `flip` (one byte of the body inverted), `drop` (first blob GET cut at half its body),
-    /// `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s).
+    /// `stall` (the first blob GET in this mode sends half its body, then stays silent for a minute), `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s).
     /// Absolute-form requests (`GET http://host:port/...`) make it a forward proxy. Logs one line per request
     /// and a `SENT <bytes> <method> <path>` line per answered body; a `<log>.mode` file switches the mode live.
     public static let faultProxy = #"""
@@ -70,6 +70,15 @@ public enum RegistryTestScripts {
                         b = bytearray(chunk); b[len(b) // 2] ^= 0xFF; chunk = bytes(b)
                     if active == "flip" and is_blob and resp.status in (200, 206) and not flipped:
                         b = bytearray(chunk); b[len(b) // 2] ^= 0xFF; chunk = bytes(b); flipped = True
+                    if active == "stall" and is_blob and resp.status in (200, 206) and not state.get("stalled") and sent + len(chunk) >= total // 2:
+                        # Half of the first blob body sent in this mode, then nothing: the connection stays open,
+                        # silent, for a minute.
+                        with lock:
+                            state["stalled"] = True
+                        self.wfile.write(chunk[: total // 2 - sent]); self.wfile.flush()
+                        time.sleep(60)
+                        self.close_connection = True
+                        return
                     if active == "drop" and is_blob and count == 1 and sent + len(chunk) >= total // 2:
                         self.wfile.write(chunk[: total // 2 - sent]); self.wfile.flush()
                         self.connection.shutdown(socket.SHUT_RDWR); self.close_connection = True
@@ -130,5 +139,62 @@ public enum RegistryTestScripts {
                 self.reply(200, {"token": token, "expires_in": 300, "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
 
         http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+        """#
+
+    /// A TCP relay with a delay line: `LISTEN_HOST LISTEN_PORT UP_HOST UP_PORT DELAY_MS`. Every piece read
+    /// from either side is written to the other `DELAY_MS` after it arrived (in order), so a round trip through
+    /// it costs twice the delay while throughput is unchanged; at most 4 MiB per direction wait in the line
+    /// (beyond that the reader stops reading and TCP's flow control pushes back). `LinkEmulator` runs it.
+    public static let delayRelay = #"""
+        import asyncio, sys, time
+        listen_host, listen_port, up_host, up_port, delay = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]) / 1000.0
+
+        async def pump(reader, writer):
+            queue = asyncio.Queue(maxsize=64)
+            async def feed():
+                try:
+                    while True:
+                        data = await reader.read(65536)
+                        await queue.put((time.monotonic() + delay, data))
+                        if not data:
+                            return
+                except Exception:
+                    await queue.put((time.monotonic(), b""))
+            async def drain():
+                try:
+                    while True:
+                        due, data = await queue.get()
+                        wait = due - time.monotonic()
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                        if not data:
+                            if writer.can_write_eof():
+                                writer.write_eof()
+                            return
+                        writer.write(data)
+                        await writer.drain()
+                except Exception:
+                    pass
+            await asyncio.gather(feed(), drain())
+
+        async def handle(client_reader, client_writer):
+            try:
+                up_reader, up_writer = await asyncio.open_connection(up_host, up_port)
+            except Exception:
+                client_writer.close()
+                return
+            await asyncio.gather(pump(client_reader, up_writer), pump(up_reader, client_writer))
+            for w in (client_writer, up_writer):
+                try:
+                    w.close()
+                except Exception:
+                    pass
+
+        async def main():
+            server = await asyncio.start_server(handle, listen_host, listen_port, backlog=512)
+            async with server:
+                await server.serve_forever()
+
+        asyncio.run(main())
         """#
 }

@@ -13,6 +13,8 @@ import TestSupport
 //      front end, best of three reads each;
 //  (c) first-byte latency of 200 small files, p50 and p99.
 // Usage: LazyBench [big-file-MiB] [small-files]
+// LAZYBENCH_PROFILE=near|region|far|short (make bench-wan PROFILE=...) puts a `LinkEmulator` link of that
+// profile between the daemons (and curl) and the registry, and adds the link's limits beside the figures.
 
 let arguments = CommandLine.arguments.dropFirst()
 let bigMiB = arguments.first.flatMap(Int.init) ?? 256
@@ -111,7 +113,16 @@ files = [:]
 let registry = try TestRegistry()
 defer { registry.stop() }
 try await image.push(with: RegistryTestSupport.client(), registry: registry.host, repository: "bench", tag: "v1")
-let reference = "\(registry.host)/bench:v1"
+/// The emulated wide-area link, when a profile is asked for: everything below reaches the registry through it.
+let link: LinkEmulator? = try ProcessInfo.processInfo.environment["LAZYBENCH_PROFILE"].map { name in
+    guard let profile = LinkEmulator.Profile.named(name) else { fatalError("unknown profile \(name): near, region, far or short") }
+    LinkEmulator.removeStale()
+    return try LinkEmulator(profile: profile, upstreamPort: registry.port)
+}
+defer { link?.stop() }
+let registryHost = link.map { "127.0.0.1:\($0.port)" } ?? registry.host
+if let link { print("link: \(link.profile)") }
+let reference = "\(registryHost)/bench:v1"
 
 // Ours, lazily.
 let lazy = try Daemon(directory: directory, frontEnd: frontEndUnderTest)
@@ -169,7 +180,7 @@ let downloaded = directory + "/curl-blob"
 started = now()
 let curl = Process()
 curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
-curl.arguments = ["-sS", "-o", downloaded, "http://\(registry.host)/v2/bench/blobs/\(blobLayer.digest)"]
+curl.arguments = ["-sS", "-L", "-o", downloaded, "http://\(registryHost)/v2/bench/blobs/\(blobLayer.digest)"]
 try curl.run()
 curl.waitUntilExit()
 let curlSeconds = now() - started
@@ -212,6 +223,21 @@ print(
     String(
         format: "(c) first byte of %d small files, cold: p50 %.2f ms, p99 %.2f ms",
         smallCount, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000))
+
+if let link {
+    // The link's own limits: its rate for the stored bytes plus one round trip, and one round trip per first byte.
+    let profile = link.profile
+    let rateLimit = Double(blobLayer.size) / profile.bytesPerSecond + profile.rttMilliseconds / 1000
+    print(
+        String(
+            format: "link %@: cold read %.2f s vs the link's limit %.2f s (stored bytes / rate + 1 RTT): %.2f (goal >= 0.9)",
+            profile.name, coldSeconds, rateLimit, rateLimit / coldSeconds))
+    print(
+        String(
+            format: "link %@: first byte p50 %.1f ms, p99 %.1f ms vs 1 RTT %.1f ms: p99 = %.2f RTT (goal <= 2)", profile.name,
+            percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000, profile.rttMilliseconds,
+            percentile(latencies, 0.99) * 1000 / profile.rttMilliseconds))
+}
 
 // Mounts made for the benchmark (snapshot targets included) go before the daemons stop.
 TestCleanup.unmountAll(under: directory)
