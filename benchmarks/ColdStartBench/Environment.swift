@@ -16,6 +16,9 @@ final class BenchRegistry {
     let directory: String
     let port: Int
     var host: String { "127.0.0.1:\(port)" }
+    /// Where pulls reach the registry: through an emulated link (`--profile`) when one is set, else directly.
+    var pullHost: String?
+    var clientHost: String { pullHost ?? host }
     private var process: Process?
 
     init(directory: String) throws {
@@ -68,7 +71,7 @@ final class Environment {
     let directory: String
     let daemonBinary: String
     let registry: BenchRegistry
-    var registryHost: String { registry.host }
+    var registryHost: String { registry.clientHost }
     var containerdAddress: String { directory + "/containerd.sock" }
     var proxySocket: String { directory + "/ondemand.sock" }
     private var processes: [Process] = []

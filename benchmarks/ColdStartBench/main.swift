@@ -15,7 +15,8 @@
 // varies by +-0.2 s, so the whole comparison is repeated `--runs` times, each run with a fresh containerd
 // and snapshotterd (nothing pulled, nothing cached) against the same registry; the medians are compared.
 //
-// Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16] [--runs 3]
+// Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16] [--runs 3] [--profile far]
+// --profile puts an emulated wide-area link (`LinkEmulator`: near, region, far) between every pull and the registry.
 // COLDSTART_METRICS=1 prints the daemon's /metrics after the lazy run; COLDSTART_LOG_LEVEL sets its and containerd's log level.
 
 import BlobStore
@@ -38,6 +39,7 @@ struct Settings {
     var imageMiB = 512
     var startupFiles = 16
     var runs = 3
+    var profile: LinkEmulator.Profile?
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -47,6 +49,10 @@ struct Settings {
             case "--image-mib": imageMiB = Int(iterator.next() ?? "") ?? imageMiB
             case "--startup-files": startupFiles = Int(iterator.next() ?? "") ?? startupFiles
             case "--runs": runs = max(1, Int(iterator.next() ?? "") ?? runs)
+            case "--profile":
+                let name = iterator.next() ?? ""
+                guard let named = LinkEmulator.Profile.named(name) else { fail("unknown profile \(name): near, region, far or short") }
+                profile = named
             default: fail("unknown argument \(argument)")
             }
         }
@@ -114,7 +120,7 @@ func measure(run: Int, work: String, registry: BenchRegistry, daemonBinary: Stri
     try environment.startDaemonAndContainerd()
 
     // containerd's overlayfs snapshotter: everything is downloaded and unpacked before the run.
-    let oci = "\(registry.host)/bench/oci:v1"
+    let oci = "\(registry.clientHost)/bench/oci:v1"
     settleDisk()
     var mark = registry.bytesSent()
     var start = now()
@@ -130,7 +136,7 @@ func measure(run: Int, work: String, registry: BenchRegistry, daemonBinary: Stri
     figures.warm = now() - start
 
     // snapshotterd: CRI pull (remote snapshots, nothing unpacked), then the run fetches what it reads.
-    let reference = "\(registry.host)/bench/nydus:v1"
+    let reference = "\(registry.clientHost)/bench/nydus:v1"
     settleDisk()
     mark = registry.bytesSent()
     start = now()
@@ -157,7 +163,7 @@ func measure(run: Int, work: String, registry: BenchRegistry, daemonBinary: Stri
     let second = try Environment(directory: work + "/run\(run)-prefetch", daemonBinary: daemonBinary, registry: registry)
     defer { second.tearDown() }
     try second.startDaemonAndContainerd()
-    let hintedReference = "\(registry.host)/bench/nydus-prefetch:v1"
+    let hintedReference = "\(registry.clientHost)/bench/nydus-prefetch:v1"
     settleDisk()
     mark = registry.bytesSent()
     start = now()
@@ -172,7 +178,7 @@ func measure(run: Int, work: String, registry: BenchRegistry, daemonBinary: Stri
         directory: work + "/run\(run)-zran", daemonBinary: daemonBinary, registry: registry, daemonConfig: zranConfig)
     defer { third.tearDown() }
     try third.startDaemonAndContainerd()
-    let gzipReference = "\(registry.host)/bench/gz:v1"
+    let gzipReference = "\(registry.clientHost)/bench/gz:v1"
     settleDisk()
     mark = registry.bytesSent()
     start = now()
@@ -201,7 +207,8 @@ guard let directoryPointer = mkdtemp(&template) else { fail("mkdtemp failed") }
 let work = String(cString: directoryPointer)
 let registry = try BenchRegistry(directory: work)
 /// Stops the shared registry and removes the work directory (each run tears down its own processes).
-func cleanUp(_ registry: BenchRegistry, _ work: String) {
+@MainActor func cleanUp(_ registry: BenchRegistry, _ work: String) {
+    link?.stop()
     registry.stop()
     TestCleanup.unmountAll(under: work)
     try? FileSystem.removeTree(work)
@@ -210,6 +217,8 @@ func cleanUp(_ registry: BenchRegistry, _ work: String) {
 let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
 var runs: [Figures] = []
 var indexFigures = ""
+/// The emulated link, with `--profile`; stopped with everything else.
+var link: LinkEmulator?
 do {
     print("building a \(settings.imageMiB) MiB image with a \(settings.startupFiles) MiB start-up set ...")
     let image = try LargeImage(directory: work + "/image", imageMiB: settings.imageMiB, startupFiles: settings.startupFiles)
@@ -243,6 +252,14 @@ do {
     print(indexFigures)
     let zranConfig = work + "/zran.toml"
     try "[zran]\ntrusted_indexes = [\"\(published.indexDigest)\"]\n".write(toFile: zranConfig, atomically: true, encoding: .utf8)
+    if let profile = settings.profile {
+        // Everything pushed; from here on every pull crosses the emulated link.
+        LinkEmulator.removeStale()
+        let emulated = try LinkEmulator(profile: profile, upstreamPort: registry.port)
+        link = emulated
+        registry.pullHost = "127.0.0.1:\(emulated.port)"
+        print("link: \(profile)")
+    }
 
     for run in 1...settings.runs {
         let figures = try await measure(
