@@ -39,7 +39,7 @@ struct Index: ParsableCommand {
             "Build the gzip index of a plain OCI image (gzip layers) and push it to the image's repository: pulls then start the image lazily, fetching ranges of its own layers, without converting it. This daemon trusts the index it built; other hosts list its digest in zran.trusted_indexes."
     )
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Image reference, e.g. 127.0.0.1:5000/app:latest.") var reference: String
+    @Argument(help: "Image reference, e.g. 127.0.0.1:5000/app:latest (docker://REF works too).") var reference: String
     @Option(help: "MiB of tar between checkpoints (smaller: less inflated per cold read, larger index).") var spanMib: UInt64 = 2
     @Flag(help: "Never show the progress line (it shows on a terminal by default).") var quiet = false
 
@@ -48,6 +48,7 @@ struct Index: ParsableCommand {
     }
 
     func run() throws {
+        let reference = reference.hasPrefix("docker://") ? String(reference.dropFirst("docker://".count)) : reference
         try withProgressLine(matching: "index " + reference, quiet: quiet, global: global) { stopProgress in
             let result = try global.client().index(reference: reference, spanBytes: spanMib << 20)
             stopProgress()

@@ -30,7 +30,8 @@ struct GzipIndexedImageTests {
         let setup = try await LazyImageTests.Setup("gzidx", frontEnd: "fanotify", bigMiB: 12)
         defer { setup.tearDown() }
         let reference = try Self.pushPlain(setup, repository: "plain")
-        let indexed = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "--json", "index", reference])
+        let indexed = try runCommand(
+            DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "--json", "index", "docker://" + reference])
         try #require(indexed.status == 0, "snapctl index failed: \(indexed.output)\n\(setup.harness.log())")
         let published = try JSONDecoder().decode(IndexResponse.self, from: Data(indexed.output.utf8))
         #expect(published.layers == 1 && published.checkpoints >= 5, "a 12 MiB layer at a 2 MiB span: \(published)")
