@@ -1,6 +1,7 @@
 import BlobStore
 import Foundation
 import LinuxKernel
+import OCI
 import RAFSBuilder
 import SnapshotterAPI
 import TestSupport
@@ -265,6 +266,34 @@ struct LazyImageTests {
         #expect(try got.get() == Array(big[0..<(4 << 20)]), "the read after a stall")
         #expect(seconds < 15, "the read took \(seconds) s")
         #expect(setup.harness.log().contains("transfer failed, retrying"), "the stalled transfer was not retried")
+    }
+
+    @Test(
+        "a registry answering 503 (Retry-After) for good: EIO within the reader timeout, the log names the registry and the blob; once it answers, the read completes",
+        .timeLimit(.minutes(3)))
+    func refusingRegistry() async throws {
+        let setup = try await Setup("refuse", frontEnd: "fanotify", readerTimeout: 10)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "r1")
+        let big = setup.image.files["usr/lib/big.bin"]!
+        try setup.setProxyMode("503")
+        let started = monotonicNanoseconds()
+        let refused = Self.read(target + "/usr/lib/big.bin", offset: 8 << 20, count: 65536)
+        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        switch refused {
+        case .success: Issue.record("a read succeeded while the registry refused every blob GET")
+        case .failure(let error): #expect(error.errno == EIO, "\(error)")
+        }
+        // Within the reader timeout (10 s), give or take the kernel's own retry of the read.
+        #expect(seconds < 25, "the refused read took \(seconds) s")
+        let blobDigest = try #require(setup.image.result.manifest.layers.first { $0.mediaType.contains("nydus.blob") }?.digest)
+        let log = setup.harness.log()
+        #expect(
+            log.contains("127.0.0.1:\(setup.proxy.port)") && log.contains(blobDigest.encoded),
+            "the failure does not name the registry and the blob")
+        try setup.setProxyMode("pass")
+        #expect(
+            try Self.read(target + "/usr/lib/big.bin", offset: 8 << 20, count: 65536).get() == Array(big[(8 << 20)..<((8 << 20) + 65536)]))
     }
 
     @Test("the eager front end fetches whole blobs before mounting and passes the same content checks", .timeLimit(.minutes(5)))

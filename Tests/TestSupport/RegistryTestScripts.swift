@@ -2,7 +2,7 @@
 public enum RegistryTestScripts {
     /// An HTTP/1.1 proxy in front of a registry that can inject faults into blob GETs:
     /// `pass`, `flip` (one byte of the body inverted), `drop` (first blob GET cut at half its body),
-    /// `stall` (the first blob GET in this mode sends half its body, then stays silent for a minute), `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s).
+    /// `503` (every blob GET refused, Retry-After 1), `stall` (the first blob GET in this mode sends half its body, then stays silent for a minute), `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s).
     /// Absolute-form requests (`GET http://host:port/...`) make it a forward proxy. Logs one line per request
     /// and a `SENT <bytes> <method> <path>` line per answered body; a `<log>.mode` file switches the mode live.
     public static let faultProxy = #"""
@@ -38,6 +38,8 @@ public enum RegistryTestScripts {
                         log.write("%s %s range=%s auth=%s\n" % (self.command, self.path, self.headers.get("Range"), "Authorization" in self.headers))
                 if active == "slow" and is_blob:
                     time.sleep(3)
+                if active == "503" and is_blob:
+                    self.send_response(503); self.send_header("Retry-After", "1"); self.send_header("Content-Length", "0"); self.end_headers(); return
                 if active == "429" and is_blob and count <= 2:
                     self.send_response(429); self.send_header("Retry-After", "0"); self.send_header("Content-Length", "0"); self.end_headers(); return
                 if active == "redirect" and is_blob:
