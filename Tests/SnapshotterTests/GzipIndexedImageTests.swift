@@ -56,6 +56,10 @@ struct GzipIndexedImageTests {
         let readBytes = setup.blobBytesServed - bytesBefore
         #expect(setup.blobGets > getsBefore, "reading \(small.key) fetched nothing: it was local already")
         #expect(readBytes < layerBytes / 2, "reading \(small.key) fetched \(readBytes) of \(layerBytes) bytes")
+        // A daemon killed with -9 and started again serves the image from its catalog, index and meta files.
+        setup.harness.crash()
+        try setup.harness.start()
+        #expect(try setup.harness.client().images().first?.format == "gzip-indexed")
         // Every file, byte for byte.
         for (path, bytes) in setup.image.files { #expect(try LazyImageTests.read(target + "/" + path).get() == bytes, "\(path) differs") }
 
