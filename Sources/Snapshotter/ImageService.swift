@@ -217,7 +217,7 @@ final class ImageService: Sendable {
         defer { _ = pulls.withLock { $0.removeValue(forKey: key) } }
         let catalog = self.catalog
         let published = try await GzipIndexPublisher(client: client, logger: logger).publish(
-            request.reference, span: request.spanBytes ?? ZranIndexBuilder.defaultSpan, work: work,
+            request.reference, span: request.spanBytes ?? ZranIndexBuilder.defaultSpan, prefetch: request.prefetch ?? [], work: work,
             trust: { index, image in try catalog.trustIndex(digest: index, subject: image) }
         ) { progress in
             self.pulls.withLock {

@@ -71,8 +71,8 @@ extension SnapshotterClient {
         try call("POST", "/v1/images/pull", body: PullRequest(reference: reference))
     }
 
-    public func index(reference: String, spanBytes: UInt64? = nil) throws -> IndexResponse {
-        try call("POST", "/v1/images/index", body: IndexRequest(reference: reference, spanBytes: spanBytes))
+    public func index(reference: String, spanBytes: UInt64? = nil, prefetch: [String]? = nil) throws -> IndexResponse {
+        try call("POST", "/v1/images/index", body: IndexRequest(reference: reference, spanBytes: spanBytes, prefetch: prefetch))
     }
 
     public func images() throws -> [ImageInfo] {

@@ -232,10 +232,13 @@ public struct IndexRequest: Codable, Sendable {
     public var reference: String
     /// Tar bytes between checkpoints (default 2 MiB).
     public var spanBytes: UInt64?
+    /// Absolute paths containers read at start-up: the index's prefetch table (fetched right after a pull).
+    public var prefetch: [String]?
 
-    public init(reference: String, spanBytes: UInt64? = nil) {
+    public init(reference: String, spanBytes: UInt64? = nil, prefetch: [String]? = nil) {
         self.reference = reference
         self.spanBytes = spanBytes
+        self.prefetch = prefetch
     }
 }
 

@@ -41,6 +41,10 @@ struct Index: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "Image reference, e.g. 127.0.0.1:5000/app:latest (docker://REF works too).") var reference: String
     @Option(help: "MiB of tar between checkpoints (smaller: less inflated per cold read, larger index).") var spanMib: UInt64 = 2
+    @Option(
+        help:
+            "A file or directory (absolute path in the image) containers read at start-up; repeatable. Recorded as the index's prefetch table: fetched in the background once the image is pulled."
+    ) var prefetch: [String] = []
     @Flag(help: "Never show the progress line (it shows on a terminal by default).") var quiet = false
 
     func validate() throws {
@@ -50,7 +54,8 @@ struct Index: ParsableCommand {
     func run() throws {
         let reference = reference.hasPrefix("docker://") ? String(reference.dropFirst("docker://".count)) : reference
         try withProgressLine(matching: "index " + reference, quiet: quiet, global: global) { stopProgress in
-            let result = try global.client().index(reference: reference, spanBytes: spanMib << 20)
+            let result = try global.client().index(
+                reference: reference, spanBytes: spanMib << 20, prefetch: prefetch.isEmpty ? nil : prefetch)
             stopProgress()
             if global.json {
                 Output.printJSON(result)

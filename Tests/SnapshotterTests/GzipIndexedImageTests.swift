@@ -101,4 +101,24 @@ struct GzipIndexedImageTests {
         _ = try setup.harness.client().mount(key: "u1", target: target)
         for (path, bytes) in setup.image.files { #expect(try LazyImageTests.read(target + "/" + path).get() == bytes, "\(path) differs") }
     }
+
+    @Test("snapctl index --prefetch records a prefetch table: its files are fetched right after the pull", .timeLimit(.minutes(5)))
+    func prefetchTable() async throws {
+        let setup = try await LazyImageTests.Setup("gzprefetch", frontEnd: "fanotify", bigMiB: 8)
+        defer { setup.tearDown() }
+        let reference = try Self.pushPlain(setup, repository: "hinted")
+        let small = try #require(setup.image.files.filter { $0.value.count < 64 << 10 }.sorted { $0.key < $1.key }.first)
+        let indexed = try runCommand(
+            DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "index", reference, "--prefetch", "/" + small.key])
+        try #require(indexed.status == 0, "snapctl index failed: \(indexed.output)")
+        _ = try setup.harness.client().pull(reference: reference)
+        try await setup.waitForRegistryQuiet()
+        #expect(try setup.harness.client().images().first?.localBytes ?? 0 > 0, "nothing was prefetched")
+        _ = try setup.harness.client().prepare(key: "h1", image: reference)
+        let target = setup.harness.directory + "/h1"
+        _ = try setup.harness.client().mount(key: "h1", target: target)
+        let gets = setup.blobGets
+        #expect(try LazyImageTests.read(target + "/" + small.key).get() == small.value)
+        #expect(setup.blobGets == gets, "the prefetched file was fetched again")
+    }
 }

@@ -45,9 +45,10 @@ public struct GzipIndexPublisher: Sendable {
     }
 
     /// Builds and pushes the index of `text` (a registry reference) using `work` for the layers; `trust` (when
-    /// given) records the new index as one this host trusts. `progress` gets a phase and done/total bytes.
+    /// given) records the new index as one this host trusts; `prefetch` (absolute paths) becomes the index's
+    /// prefetch table. `progress` gets a phase and done/total bytes.
     public func publish(
-        _ text: String, platform: Platform = .current, span: UInt64 = ZranIndexBuilder.defaultSpan, work: String,
+        _ text: String, platform: Platform = .current, span: UInt64 = ZranIndexBuilder.defaultSpan, prefetch: [String] = [], work: String,
         trust: ((_ indexDigest: String, _ imageDigest: String) throws -> Void)? = nil,
         progress: @escaping @Sendable (PullProgress) -> Void = { _ in }
     ) async throws -> Published {
@@ -78,8 +79,12 @@ public struct GzipIndexPublisher: Sendable {
         }
         progress(PullProgress(reference: name, phase: "indexing", bytesDone: done, bytesTotal: total))
         let layers = inputs
+        var builder = ZranIndexBuilder(span: span)
+        // Files containers read at start-up: the bootstrap's prefetch table, fetched right after each pull.
+        builder.options.prefetchPaths = prefetch
+        let configured = builder
         let built = try await runBlocking {
-            try ZranIndexBuilder(span: span).build(layers: layers, workDirectory: FileSystem.join(work, "index"))
+            try configured.build(layers: layers, workDirectory: FileSystem.join(work, "index"))
         }
 
         progress(PullProgress(reference: name, phase: "pushing the index", bytesDone: done, bytesTotal: total))
