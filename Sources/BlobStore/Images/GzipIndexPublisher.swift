@@ -67,17 +67,9 @@ public struct GzipIndexPublisher: Sendable {
         guard !manifest.layers.isEmpty else { throw CatalogError.notAnImage(reference: name, reason: "it has no layers") }
         try FileSystem.makeDirectories(work, mode: 0o700)
         let total = manifest.layers.reduce(Int64(0)) { $0 + $1.size }
-        var done: Int64 = 0
-        var inputs: [LayerInput] = []
-        for (position, layer) in manifest.layers.enumerated() {
-            progress(
-                PullProgress(reference: name, phase: "layer \(position + 1)/\(manifest.layers.count)", bytesDone: done, bytesTotal: total))
-            let path = FileSystem.join(work, "layer-\(position)")
-            try await client.fetchBlob(registry: reference.registry, repository: reference.repository, descriptor: layer, to: path)
-            done += layer.size
-            inputs.append(LayerInput(path: path, digest: layer.digest.description))
-        }
-        progress(PullProgress(reference: name, phase: "indexing", bytesDone: done, bytesTotal: total))
+        let inputs = try await ImagePuller.fetchLayers(
+            manifest.layers, of: reference, name: name, client: client, work: work, progress: progress)
+        progress(PullProgress(reference: name, phase: "indexing", bytesDone: total, bytesTotal: total))
         let layers = inputs
         var builder = ZranIndexBuilder(span: span)
         // Files containers read at start-up: the bootstrap's prefetch table, fetched right after each pull.
@@ -87,7 +79,7 @@ public struct GzipIndexPublisher: Sendable {
             try configured.build(layers: layers, workDirectory: FileSystem.join(work, "index"))
         }
 
-        progress(PullProgress(reference: name, phase: "pushing the index", bytesDone: done, bytesTotal: total))
+        progress(PullProgress(reference: name, phase: "pushing the index", bytesDone: total, bytesTotal: total))
         let (registry, repository) = (reference.registry, reference.repository)
         let bootstrap = Descriptor(
             mediaType: ZranLayout.bootstrapMediaType, digest: Digest.sha256(of: built.bootstrapLayer),

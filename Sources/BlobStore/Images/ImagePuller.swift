@@ -365,17 +365,8 @@ public final class ImagePuller: Sendable {
                 reference: name, reason: "layer \(layer.digest) has media type \(layer.mediaType), which cannot be converted")
         }
         let total = manifest.layers.reduce(Int64(0)) { $0 + $1.size }
-        var done: Int64 = 0
-        var inputs: [LayerInput] = []
-        for (index, layer) in manifest.layers.enumerated() {
-            progress(
-                PullProgress(reference: name, phase: "layer \(index + 1)/\(manifest.layers.count)", bytesDone: done, bytesTotal: total))
-            let path = FileSystem.join(work, "layer-\(index)")
-            try await client.fetchBlob(registry: reference.registry, repository: reference.repository, descriptor: layer, to: path)
-            done += layer.size
-            inputs.append(LayerInput(path: path))
-        }
-        progress(PullProgress(reference: name, phase: "converting", bytesDone: done, bytesTotal: total))
+        let inputs = try await Self.fetchLayers(manifest.layers, of: reference, name: name, client: client, work: work, progress: progress)
+        progress(PullProgress(reference: name, phase: "converting", bytesDone: total, bytesTotal: total))
         let output = FileSystem.join(work, "build")
         let layers = inputs
         let built = try await runBlocking { try ImageBuilder(logger: self.logger).build(layers: layers, outputDirectory: output) }
@@ -422,6 +413,25 @@ public final class ImagePuller: Sendable {
             "image pulled and converted",
             metadata: ["image.reference": "\(name)", "image.digest": "\(manifestDigest)", "image.layers": "\(manifest.layers.count)"])
         return (inserted, newBlobs, true)
+    }
+
+    /// Fetches `layers` whole (each digest-checked) into `work` as `layer-<n>`, reporting progress per layer;
+    /// returns them as build inputs named by their digests.
+    static func fetchLayers(
+        _ layers: [Descriptor], of reference: ImageReference, name: String, client: RegistryClient, work: String,
+        progress: @escaping @Sendable (PullProgress) -> Void
+    ) async throws -> [LayerInput] {
+        let total = layers.reduce(Int64(0)) { $0 + $1.size }
+        var done: Int64 = 0
+        var inputs: [LayerInput] = []
+        for (index, layer) in layers.enumerated() {
+            progress(PullProgress(reference: name, phase: "layer \(index + 1)/\(layers.count)", bytesDone: done, bytesTotal: total))
+            let path = FileSystem.join(work, "layer-\(index)")
+            try await client.fetchBlob(registry: reference.registry, repository: reference.repository, descriptor: layer, to: path)
+            done += layer.size
+            inputs.append(LayerInput(path: path, digest: layer.digest.description))
+        }
+        return inputs
     }
 
     /// Removes an image and the files of blobs no other image uses, in an order that a crash at any point
