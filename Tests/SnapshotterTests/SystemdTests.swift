@@ -156,6 +156,13 @@ struct SystemdTests {
         try "root = 5\n".write(toFile: config, atomically: false, encoding: .utf8)
         let wrongType = try runCommand(DaemonHarness.binaryPath, ["--config", config])
         #expect(wrongType.status != 0 && wrongType.output.contains("root must be a string, not a integer"))
+        try "[zran]\ntrust = \"anyone\"\n".write(toFile: config, atomically: false, encoding: .utf8)
+        let badTrust = try runCommand(DaemonHarness.binaryPath, ["--config", config])
+        #expect(badTrust.status != 0 && badTrust.output.contains("zran.trust"), "\(badTrust.output)")
+        try "[zran]\ntrusted_indexes = [\"sha256:nothex\"]\n[cri]\nimage_proxy_socket = \"relative.sock\"\n".write(
+            toFile: config, atomically: false, encoding: .utf8)
+        let badDigest = try runCommand(DaemonHarness.binaryPath, ["--config", config])
+        #expect(badDigest.status != 0 && badDigest.output.contains("zran.trusted_indexes"), "\(badDigest.output)")
         let missing = try runCommand(DaemonHarness.binaryPath, ["--config", daemon.directory + "/absent.toml"])
         #expect(missing.status != 0 && missing.output.contains("cannot read config"))
     }
