@@ -13,6 +13,8 @@ import Testing
     "WAN link emulator", .serialized,
     .enabled(if: LinkEmulator.available && RegistryTestSupport.haveTools, "needs root, ip and tc (iproute2), docker-registry, skopeo"))
 struct LinkEmulatorTests {
+    /// Lower bounds only: a loaded machine can make the relays slower, never faster (how close to its profile
+    /// the link gets is `make bench-wan`'s to show).
     @Test("a round trip costs at least the profile's RTT, a blob comes at most at its rate, intact; stop removes the namespace")
     func roundTripAndRate() async throws {
         LinkEmulator.removeStale()
@@ -38,7 +40,6 @@ struct LinkEmulatorTests {
             best = min(best, Double(monotonicNanoseconds() - started) / 1e6)
         }
         #expect(best >= profile.rttMilliseconds * 0.9, "a HEAD took \(best) ms through a \(profile) link")
-        #expect(best < profile.rttMilliseconds * 3 + 20, "a HEAD took \(best) ms through a \(profile) link")
 
         let started = monotonicNanoseconds()
         let size = try await client.fetchBlob(registry: host, repository: "wan/app", descriptor: layer, to: work + "/blob")
@@ -49,7 +50,6 @@ struct LinkEmulatorTests {
         )
         #expect(size == layer.size)
         #expect(rate <= profile.bytesPerSecond * 1.15, "\(rate / 1e6) MB/s through a \(profile.megabitsPerSecond) Mbit/s link")
-        #expect(rate >= profile.bytesPerSecond * 0.3, "\(rate / 1e6) MB/s through a \(profile.megabitsPerSecond) Mbit/s link")
 
         link.stop()
         let namespaces = try RegistryTestSupport.run("/usr/sbin/ip", ["netns", "list"])
