@@ -10,15 +10,20 @@ import Foundation
 
 /// Tokens and auth schemes learned per endpoint host; shared by all requests of a client.
 final class AuthCache: Sendable {
-    struct Token {
+    struct Token: Sendable {
         var value: String
         var expiresAtNanos: UInt64?
+        /// From then on a request still uses the token but starts fetching its successor in the background, so
+        /// that no request ever waits on a token fetch for expiry (nil: never expires).
+        var refreshAtNanos: UInt64?
     }
     struct State {
         /// The challenge each host answered with (bearer realm/service, or basic).
         var challenges: [String: AuthChallenge] = [:]
         /// Bearer tokens keyed by host + sorted scopes (containerd's key).
         var tokens: [String: Token] = [:]
+        /// Token fetches under way, by key: requests needing the same token share one fetch.
+        var fetches: [String: Task<Token, any Error>] = [:]
     }
     let state = Mutex(State())
 
@@ -45,12 +50,41 @@ extension RegistryClient {
             let key = AuthCache.key(host: host, scopes: scopes)
             let now = monotonicNanoseconds()
             if let token = auth.state.withLock({ $0.tokens[key] }), token.expiresAtNanos.map({ $0 > now }) ?? true {
+                if let refreshAt = token.refreshAtNanos, refreshAt <= now {
+                    // Near its expiry: the successor is fetched meanwhile; this request goes on with the token.
+                    _ = tokenFetch(key: key, challenge: challenge, scopes: scopes, credentials: creds, registry: registry, host: host)
+                }
                 return "Bearer \(token.value)"
             }
-            let token = try await fetchToken(challenge: challenge, scopes: scopes, credentials: creds, registry: registry, host: host)
-            auth.state.withLock { $0.tokens[key] = token }
-            return "Bearer \(token.value)"
+            let fetch = tokenFetch(key: key, challenge: challenge, scopes: scopes, credentials: creds, registry: registry, host: host)
+            do {
+                return "Bearer \(try await fetch.value.value)"
+            } catch let error as RegistryError {
+                throw error
+            } catch {
+                throw .tokenFetchFailed(realm: challenge.realm ?? "", status: 0, reason: "\(error)")
+            }
         case .other: return nil
+        }
+    }
+
+    /// The fetch of the token for `key` under way, or a new one: it stores the token when it arrives and is
+    /// forgotten either way, so concurrent requests share one fetch and a failed one is retried by the next.
+    private func tokenFetch(
+        key: String, challenge: AuthChallenge, scopes: [String], credentials: RegistryCredentials?, registry: String, host: String
+    ) -> Task<AuthCache.Token, any Error> {
+        auth.state.withLock { state in
+            if let running = state.fetches[key] { return running }
+            let auth = self.auth
+            let task = Task {
+                defer { auth.state.withLock { _ = $0.fetches.removeValue(forKey: key) } }
+                let token = try await self.fetchToken(
+                    challenge: challenge, scopes: scopes, credentials: credentials, registry: registry, host: host)
+                auth.state.withLock { $0.tokens[key] = token }
+                return token
+            }
+            state.fetches[key] = task
+            return task
         }
     }
 
@@ -140,14 +174,19 @@ extension RegistryClient {
         else { throw .tokenFetchFailed(realm: realm, status: response.status, reason: "no token in the response") }
         let lifetime = body.expires_in ?? Self.defaultTokenLifetimeSeconds
         var expiry: UInt64?
+        var refresh: UInt64?
         if lifetime > 0 {
             let usable = max(lifetime - min(Self.tokenExpiryMarginSeconds, lifetime / 2), 1)
-            expiry = monotonicNanoseconds() + UInt64(usable) * 1_000_000_000
+            let issued = monotonicNanoseconds()
+            expiry = issued + UInt64(usable) * 1_000_000_000
+            // The last quarter of its usable life (at least the last 5 s of it) goes to fetching the next one.
+            let ahead = min(max(usable / 4, 5), usable)
+            refresh = issued + UInt64(usable - ahead) * 1_000_000_000
         }
         logger.debug(
             "fetched a registry token",
             metadata: ["registry.host": "\(host)", "auth.scopes": "\(scopes)", "auth.expires_in": "\(lifetime)"])
-        return AuthCache.Token(value: value, expiresAtNanos: expiry)
+        return AuthCache.Token(value: value, expiresAtNanos: expiry, refreshAtNanos: refresh)
     }
 
     static func formEncode(_ pairs: [(String, String)]) -> String {

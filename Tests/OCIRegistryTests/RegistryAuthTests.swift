@@ -110,7 +110,7 @@ struct RegistryAuthTests {
 
     /// A token issuer (`work/token.key` signs, `work/token.crt` is the registry's root bundle) that hands out
     /// tokens for bob:hunter2 only.
-    static func tokenIssuer(in work: String) throws -> PythonHelper {
+    static func tokenIssuer(in work: String, lifetime: Int = 300, delay: Double = 0) throws -> PythonHelper {
         try RegistryTestSupport.run(
             "/usr/bin/openssl",
             [
@@ -119,8 +119,46 @@ struct RegistryAuthTests {
             ])
         let key = work + "/token.key"
         return try PythonHelper(script: RegistryTestScripts.tokenServer, name: "token-server") { port, log in
-            ["\(port)", key, "test-issuer", log, "bob", "hunter2"]
+            ["\(port)", key, "test-issuer", log, "bob", "hunter2", "\(lifetime)", "\(delay)"]
         }
+    }
+
+    /// Before the refresh ahead of expiry, the first request after a token's usable life waited for the next
+    /// token (here the issuer takes 3 s to answer).
+    @Test("a token near its expiry is replaced in the background: no request waits on a token fetch", .timeLimit(.minutes(2)))
+    func tokenRefreshedAhead() async throws {
+        let work = try RegistryTestSupport.tempDirectory()
+        defer { try? FileSystem.removeTree(work) }
+        // Tokens live 30 s (20 s usable with the client's margin, refreshed from 15 s on); fetching one takes 3 s.
+        let issuer = try Self.tokenIssuer(in: work, lifetime: 30, delay: 3)
+        defer { issuer.stop() }
+        let registry = try TestRegistry(
+            auth: .token(
+                realm: "http://127.0.0.1:\(issuer.port)/token", service: "test-registry",
+                issuer: "test-issuer", rootCertBundle: work + "/token.crt"))
+        defer { registry.stop() }
+        let client = RegistryTestSupport.client {
+            $0.hosts[registry.host] = RegistryHostSettings(credentials: RegistryCredentials(username: "bob", password: "hunter2"))
+        }
+        let image = try TestImage(directory: work + "/layout", layerSizes: [3_000], seed: 43)
+        try await image.push(with: client, registry: registry.host, repository: "tok/app")
+        let digest = image.layers[0].descriptor.digest
+        // The first pull-scope request fetches its token (3 s); the steady requests after it must never wait.
+        _ = try await client.blobSize(registry: registry.host, repository: "tok/app", digest: digest)
+        let firstToken = monotonicNanoseconds()
+        var slowest = 0.0
+        var requests = 0
+        while Double(monotonicNanoseconds() - firstToken) / 1e9 < 24 {
+            let started = monotonicNanoseconds()
+            #expect(try await client.blobSize(registry: registry.host, repository: "tok/app", digest: digest) == 3_000)
+            slowest = max(slowest, Double(monotonicNanoseconds() - started) / 1e9)
+            requests += 1
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(slowest < 2.5, "a request waited \(slowest) s: a token fetch was in its way")
+        // The pull scope's token was fetched again before the first one expired.
+        #expect(issuer.requests.filter { $0.contains("pull") && !$0.contains("push") }.count >= 2, "\(issuer.requests)")
+        print("token refresh: \(requests) requests over 24 s, slowest \(slowest) s; token requests: \(issuer.requests.count)")
     }
 
     @Test("bearer token flow against distribution's token auth with a python token issuer; tokens are reused")

@@ -98,11 +98,14 @@ public enum RegistryTestScripts {
         """#
 
     /// A distribution token issuer: `GET /token?service=&scope=` → RS256 JWT signed with openssl, `kid` = the
-    /// libtrust fingerprint of the key. Optional basic credentials (user, password) are required when given.
+    /// libtrust fingerprint of the key. Optional basic credentials (user, password) are required when given; then
+    /// optionally the tokens' lifetime in seconds (300) and a delay before each answer in seconds (0).
     public static let tokenServer = #"""
         import base64, hashlib, http.server, json, os, subprocess, sys, time, urllib.parse
         port, key, issuer, logpath = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
         user, password = (sys.argv[5], sys.argv[6]) if len(sys.argv) > 6 else (None, None)
+        lifetime = int(sys.argv[7]) if len(sys.argv) > 7 else 300
+        delay = float(sys.argv[8]) if len(sys.argv) > 8 else 0.0
         der = subprocess.run(["openssl", "pkey", "-in", key, "-pubout", "-outform", "DER"], check=True, capture_output=True).stdout
         b32 = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
         kid = ":".join(b32[i:i + 4] for i in range(0, len(b32), 4))
@@ -131,14 +134,16 @@ public enum RegistryTestScripts {
                     kind, _, rest = scope.partition(":")
                     name, _, actions = rest.rpartition(":")
                     access.append({"type": kind, "name": name, "actions": actions.split(",")})
+                if delay > 0:
+                    time.sleep(delay)
                 now = int(time.time())
                 header = {"typ": "JWT", "alg": "RS256", "kid": kid}
-                claims = {"iss": issuer, "sub": user or "anonymous", "aud": query.get("service", [""])[0], "exp": now + 300,
+                claims = {"iss": issuer, "sub": user or "anonymous", "aud": query.get("service", [""])[0], "exp": now + lifetime,
                           "nbf": now - 10, "iat": now, "jti": os.urandom(8).hex(), "access": access}
                 signing_input = b64(json.dumps(header).encode()) + b"." + b64(json.dumps(claims).encode())
                 signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input, check=True, capture_output=True).stdout
                 token = (signing_input + b"." + b64(signature)).decode()
-                self.reply(200, {"token": token, "expires_in": 300, "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
+                self.reply(200, {"token": token, "expires_in": lifetime, "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))})
 
         http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
         """#
