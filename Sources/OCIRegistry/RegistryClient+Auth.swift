@@ -24,6 +24,9 @@ final class AuthCache: Sendable {
         var tokens: [String: Token] = [:]
         /// Token fetches under way, by key: requests needing the same token share one fetch.
         var fetches: [String: Task<Token, any Error>] = [:]
+        /// Requests that had to wait for a token (none valid): the first of each scope, and any after a refresh
+        /// came too late (debug figure, and what the tests check).
+        var tokenWaits = 0
     }
     let state = Mutex(State())
 
@@ -57,6 +60,7 @@ extension RegistryClient {
                 return "Bearer \(token.value)"
             }
             let fetch = tokenFetch(key: key, challenge: challenge, scopes: scopes, credentials: creds, registry: registry, host: host)
+            auth.state.withLock { $0.tokenWaits += 1 }
             do {
                 return "Bearer \(try await fetch.value.value)"
             } catch let error as RegistryError {
