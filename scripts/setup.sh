@@ -24,7 +24,7 @@ packages=(
   curl                  # curl --unix-socket in docs and benchmarks
   qemu-system-x86       # boots the 6.12 test kernel (cachefiles on-demand) under TCG: scripts/vm-test
   e2fsprogs             # mkfs.ext4: the VM's cache disk, and the small disk the disk-full tests fill
-  iproute2              # ip: brings up the guest's loopback for its registry
+  iproute2              # ip, tc: the guest's loopback; the WAN link emulator's namespaces, veth pairs and tbf
   util-linux            # fallocate (punching holes in the engine tests, filling the disk-full tests' disk)
   mount                 # mount(8) -o loop: the disk-full tests' small ext4
   sqlite3               # inspecting the catalog by hand

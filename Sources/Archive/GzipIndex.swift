@@ -45,10 +45,10 @@ public struct GzipCheckpoint: Equatable, Sendable {
 ///           +29 reserved            3
 ///     then the windows, in checkpoint order
 public struct GzipIndex: Equatable, Sendable {
-    public static func == (lhs: GzipIndex, rhs: GzipIndex) -> Bool {
-        lhs.span == rhs.span && lhs.compressedSize == rhs.compressedSize && lhs.uncompressedSize == rhs.uncompressedSize
-            && lhs.checkpoints == rhs.checkpoints && lhs.windowLocations.map(\.offset) == rhs.windowLocations.map(\.offset)
-            && lhs.windowLocations.map(\.size) == rhs.windowLocations.map(\.size)
+    /// Where a checkpoint's window lies in the encoding.
+    public struct WindowLocation: Equatable, Sendable {
+        public var offset: UInt64
+        public var size: Int
     }
 
     public static let magic = Array("ODGZIDX1".utf8)
@@ -113,9 +113,10 @@ public struct GzipIndex: Equatable, Sendable {
         return bytes
     }
 
-    /// Where each checkpoint's window lies in the encoding, when decoded with `windows: false` (the windows
-    /// are then read one at a time, by whoever holds the encoding); empty otherwise.
-    public private(set) var windowLocations: [(offset: UInt64, size: Int)] = []
+    /// Where each checkpoint's window lies in the encoding, when only the table was decoded
+    /// (`init(decodingTable:encodedSize:)`: the windows are then read one at a time, by whoever holds the
+    /// encoding); empty otherwise.
+    public private(set) var windowLocations: [WindowLocation] = []
 
     /// Decodes and checks an encoding: checkpoints in increasing order inside the stream, the first at the
     /// start of the output, windows inside the encoding and no larger than what precedes their checkpoint.
@@ -154,7 +155,7 @@ public struct GzipIndex: Equatable, Sendable {
             throw bad("\(count) checkpoints do not fit in \(bytes.count) bytes")
         }
         var checkpoints: [GzipCheckpoint] = []
-        var locations: [(offset: UInt64, size: Int)] = []
+        var locations: [WindowLocation] = []
         checkpoints.reserveCapacity(count)
         for index in 0..<count {
             let at = Self.headerSize + index * Self.entrySize
@@ -173,7 +174,7 @@ public struct GzipIndex: Equatable, Sendable {
             }
             guard compressed > 0 || bits == 0 else { throw bad("checkpoint \(index) has unused bits before the stream") }
             checkpoints.append(GzipCheckpoint(compressedOffset: compressed, uncompressedOffset: uncompressed, bits: bits, window: []))
-            locations.append((windowOffset, Int(windowSize)))
+            locations.append(WindowLocation(offset: windowOffset, size: Int(windowSize)))
         }
         self.checkpoints = checkpoints
         windowLocations = locations

@@ -1,7 +1,5 @@
 import Archive
-import Digests
 import LinuxKernel
-import OCI
 import RAFS
 
 /// One indexed layer as published (`ZranLayout.packageMediaType`): what a puller needs to serve the layer's
@@ -13,7 +11,7 @@ import RAFS
 ///     24  gzip index length       u64
 ///     32  the encoded `GzipIndex`
 ///     ..  the blob's bytes from meta start to its end (chunk infos, digests, ToC)
-public struct ZranPackage: Sendable, Equatable {
+public struct ZranPackage: Sendable {
     public static let magic = Array("ODZRANP1".utf8)
     public static let headerSize = 32
 
@@ -36,8 +34,7 @@ public struct ZranPackage: Sendable, Equatable {
         }
         let file = try ImageFile(path: blob.path)
         self.init(
-            metaStart: metaStart, blobSize: file.size,
-            gzipIndex: try ImageFile(path: indexPath).read(at: 0, count: Int(try ImageFile(path: indexPath).size), what: "gzip index"),
+            metaStart: metaStart, blobSize: file.size, gzipIndex: try FileSystem.readFile(indexPath),
             meta: try file.read(at: metaStart, count: Int(file.size - metaStart), what: "blob meta"))
     }
 
@@ -65,24 +62,6 @@ public struct ZranPackage: Sendable, Equatable {
         }
         return bytes + gzipIndex + meta
     }
-
-    /// Decodes a package, checking that its parts fit together (the index itself is checked by `GzipIndex`).
-    public init(decoding bytes: [UInt8]) throws(ArchiveError) {
-        guard bytes.count >= Self.headerSize, Array(bytes[0..<8]) == Self.magic else {
-            throw .badGzipIndex(detail: "not a zran package (bad magic)")
-        }
-        func u64(_ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
-        metaStart = u64(8)
-        blobSize = u64(16)
-        let indexLength = u64(24)
-        let available = UInt64(bytes.count - Self.headerSize)
-        guard indexLength <= available, blobSize >= metaStart, blobSize - metaStart == available - indexLength else {
-            throw .badGzipIndex(
-                detail: "zran package parts do not add up (index \(indexLength), meta \(metaStart)..<\(blobSize), \(bytes.count) bytes)")
-        }
-        gzipIndex = Array(bytes[Self.headerSize..<(Self.headerSize + Int(indexLength))])
-        meta = Array(bytes[(Self.headerSize + Int(indexLength))...])
-    }
 }
 
 /// Builds the gzip index of a plain OCI image: the merged RAFS bootstrap, its gzip tar layer, and one
@@ -104,8 +83,9 @@ public struct ZranIndexBuilder: Sendable {
         /// The gzip tar holding `image/image.boot`.
         public var bootstrapLayer: [UInt8]
         public var bootstrapPath: String
-        /// One per blob, in blob-table order: the package's bytes, the blob id and the layer digest.
-        public var packages: [(blobID: String, layerDigest: String, bytes: [UInt8])]
+        /// One per blob, in blob-table order: the package's bytes, the blob id, the layer digest and how many
+        /// checkpoints its index holds.
+        public var packages: [(blobID: String, layerDigest: String, bytes: [UInt8], checkpoints: Int)]
         public var build: BuildResult
     }
 
@@ -113,10 +93,12 @@ public struct ZranIndexBuilder: Sendable {
         let built = try ImageBuilder(options: options).build(layers: layers, outputDirectory: workDirectory, progress: progress)
         let bootstrap = try ImageFile(path: built.bootstrapPath)
         let tar = BootstrapLayer.tar(bootstrap: try bootstrap.read(at: 0, count: Int(bootstrap.size), what: "bootstrap"))
-        var packages: [(blobID: String, layerDigest: String, bytes: [UInt8])] = []
+        var packages: [(blobID: String, layerDigest: String, bytes: [UInt8], checkpoints: Int)] = []
         for blob in built.blobs {
             guard let digest = blob.layerDigest else { continue }
-            packages.append((blob.blobID, digest, try ZranPackage(built: blob).encoded()))
+            let package = try ZranPackage(built: blob)
+            let checkpoints = (try GzipIndex.tableSize(prefix: package.gzipIndex) - GzipIndex.headerSize) / GzipIndex.entrySize
+            packages.append((blob.blobID, digest, package.encoded(), checkpoints))
         }
         return Result(
             bootstrapLayer: try GzipCompressor.compress(tar), bootstrapPath: built.bootstrapPath, packages: packages, build: built)

@@ -135,10 +135,7 @@ struct RegistryAuthTests {
         // issuer takes 1 s per token, so a loaded machine still has 7 s to spare.
         let issuer = try Self.tokenIssuer(in: work, lifetime: 44, delay: 1)
         defer { issuer.stop() }
-        let registry = try TestRegistry(
-            auth: .token(
-                realm: "http://127.0.0.1:\(issuer.port)/token", service: "test-registry",
-                issuer: "test-issuer", rootCertBundle: work + "/token.crt"))
+        let registry = try Self.tokenRegistry(issuer: issuer, in: work)
         defer { registry.stop() }
         let client = RegistryTestSupport.client {
             $0.hosts[registry.host] = RegistryHostSettings(credentials: RegistryCredentials(username: "bob", password: "hunter2"))
@@ -167,16 +164,21 @@ struct RegistryAuthTests {
             "token refresh: \(requests) requests over 38 s, slowest \(slowest) s, \(waits) waits; token requests: \(issuer.requests.count)")
     }
 
+    /// A registry that takes `issuer`'s tokens (made by `tokenIssuer(in: work)`).
+    static func tokenRegistry(issuer: PythonHelper, in work: String) throws -> TestRegistry {
+        try TestRegistry(
+            auth: .token(
+                realm: "http://127.0.0.1:\(issuer.port)/token", service: "test-registry", issuer: "test-issuer",
+                rootCertBundle: work + "/token.crt"))
+    }
+
     @Test("bearer token flow against distribution's token auth with a python token issuer; tokens are reused")
     func bearerToken() async throws {
         let work = try RegistryTestSupport.tempDirectory()
         defer { try? FileSystem.removeTree(work) }
         let issuer = try Self.tokenIssuer(in: work)
         defer { issuer.stop() }
-        let registry = try TestRegistry(
-            auth: .token(
-                realm: "http://127.0.0.1:\(issuer.port)/token", service: "test-registry",
-                issuer: "test-issuer", rootCertBundle: work + "/token.crt"))
+        let registry = try Self.tokenRegistry(issuer: issuer, in: work)
         defer { registry.stop() }
 
         let client = RegistryTestSupport.client {

@@ -19,6 +19,15 @@ import Testing
 struct ContainerdIntegrationTests {
     static let snapshotter = ContainerdHarness.snapshotter
 
+    /// CRI's pull, as kubelet asks it: the only containerd 1.6 path that tells a snapshotter which image a layer
+    /// is from.
+    static func criPull(_ reference: String, containerd: ContainerdHarness) async throws -> Runtime_V1_PullImageResponse {
+        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: containerd.address), transportSecurity: .plaintext)
+        return try await withGRPCClient(transport: transport) { client in
+            try await Runtime_V1_ImageService.Client(wrapping: client).pullImage(.with { $0.image.image = reference })
+        }
+    }
+
     @Test("plain image: pull, run, snapshots ls/info/usage/rm, restarts of both daemons, GC after image rm")
     func plainImage() async throws {
         let registry = try TestRegistry()
@@ -123,11 +132,7 @@ struct ContainerdIntegrationTests {
         defer { containerd.tearDown() }
         try containerd.start()
 
-        // CRI's pull: the only containerd 1.6 path that tells a snapshotter which image a layer is from.
-        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: containerd.address), transportSecurity: .plaintext)
-        let pulled = try await withGRPCClient(transport: transport) { client in
-            try await Runtime_V1_ImageService.Client(wrapping: client).pullImage(.with { $0.image.image = reference })
-        }
+        let pulled = try await Self.criPull(reference, containerd: containerd)
         #expect(!pulled.imageRef.isEmpty)
 
         // Every layer became a remote snapshot: committed by us, never unpacked by containerd.
@@ -196,10 +201,7 @@ struct ContainerdIntegrationTests {
         defer { containerd.tearDown() }
         try containerd.start()
 
-        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: containerd.address), transportSecurity: .plaintext)
-        let pulled = try await withGRPCClient(transport: transport) { client in
-            try await Runtime_V1_ImageService.Client(wrapping: client).pullImage(.with { $0.image.image = reference })
-        }
+        let pulled = try await Self.criPull(reference, containerd: containerd)
         #expect(!pulled.imageRef.isEmpty)
         #expect(try daemon.client().images().first?.format == "gzip-indexed", "\(daemon.log().suffix(2000))")
         let snapshots = try daemon.client().list()

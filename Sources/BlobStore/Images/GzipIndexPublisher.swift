@@ -1,4 +1,3 @@
-import Archive
 import Catalog
 import LinuxKernel
 import Logging
@@ -93,9 +92,7 @@ public struct GzipIndexPublisher: Sendable {
                 annotations: [ZranLayout.blobAnnotation: package.blobID, ZranLayout.layerAnnotation: package.layerDigest])
             try await client.pushBlob(registry: registry, repository: repository, descriptor: descriptor, from: .bytes(package.bytes))
             layerDescriptors.append(descriptor)
-            checkpoints +=
-                (try? ZranPackage(decoding: package.bytes)).map { (try? Archive.GzipIndex(decoding: $0.gzipIndex))?.checkpoints.count ?? 0 }
-                ?? 0
+            checkpoints += package.checkpoints
         }
         // The empty config the artifact guidance names for artifacts without one.
         let emptyConfig = Array("{}".utf8)

@@ -141,7 +141,6 @@ extension ImagePuller {
             var entry: RafsBlobEntry
             var layer: Descriptor
             var meta: String
-            var index: String
             var rafs: RafsBlob
         }
         var checked: [Checked] = []
@@ -154,35 +153,36 @@ extension ImagePuller {
                 let layer = manifest.layers.first(where: { $0.digest.description == layerText })
             else { throw refuse("blob \(entry.blobID) has no package for a layer of the image") }
             let packagePath = FileSystem.join(work, "package-\(packageNumber)")
-            // Only the package's header, index table and meta are read: its windows stay on disk, and the
-            // package file itself becomes the blob's index (no copy, no second fsync).
-            let file = try ImageFile(path: packagePath)
-            let header = try ZranPackage.header(of: file)
-            let index = try GzipIndexedBlobSource.readTable(file, at: Self.zranIndexOffset, size: header.indexLength)
-            guard index.compressedSize == UInt64(layer.size), index.uncompressedSize == header.metaStart else {
-                throw refuse("the index of blob \(entry.blobID) does not describe layer \(layer.digest) (\(index.compressedSize) bytes)")
-            }
-            let metaBytes = try file.read(
-                at: Self.zranIndexOffset + header.indexLength, count: Int(header.blobSize - header.metaStart), what: "blob meta")
             let meta = FileSystem.join(layout.metaDirectory, ".\(entry.blobID).\(UInt32.random(in: 0...UInt32.max)).partial")
             candidates.insert(meta)
             candidates.insert(Self.zranPackagePath(metaPath: meta))
-            try await runBlocking {
+            // Only the package's header, index table and meta are read: its windows stay on disk, and the
+            // package file itself becomes the blob's index (no copy, no second fsync).
+            let (header, index) = try await runBlocking {
+                () throws -> ((metaStart: UInt64, blobSize: UInt64, indexLength: UInt64), GzipIndex) in
+                let file = try ImageFile(path: packagePath)
+                let header = try ZranPackage.header(of: file)
+                let index = try GzipIndexedBlobSource.readTable(file, at: Self.zranIndexOffset, size: header.indexLength)
+                let metaBytes = try file.read(
+                    at: Self.zranIndexOffset + header.indexLength, count: Int(header.blobSize - header.metaStart), what: "blob meta")
                 try Self.writeSparse(
                     path: meta, size: Int64(header.blobSize), at: Int64(header.metaStart), bytes: metaBytes, replacing: false)
+                try FileSystem.rename(packagePath, Self.zranPackagePath(metaPath: meta))
+                return (header, index)
             }
-            try FileSystem.rename(packagePath, Self.zranPackagePath(metaPath: meta))
-            let decoded = (metaStart: header.metaStart, blobSize: header.blobSize)
+            guard index.compressedSize == UInt64(layer.size), index.uncompressedSize == header.metaStart else {
+                throw refuse("the index of blob \(entry.blobID) does not describe layer \(layer.digest) (\(index.compressedSize) bytes)")
+            }
             let rafs: RafsBlob
             do {
                 rafs = try RafsBlob(path: meta, entry: entry, chunkTable: chunkTable)
             } catch {
                 throw refuse("blob \(entry.blobID): \(error)")
             }
-            if let outside = rafs.chunks.first(where: { $0.compressedEnd > decoded.metaStart || $0.isCompressed }) {
+            if let outside = rafs.chunks.first(where: { $0.compressedEnd > header.metaStart || $0.isCompressed }) {
                 throw refuse("blob \(entry.blobID): chunk \(outside.index) does not lie in the layer's tar as stored")
             }
-            checked.append(Checked(entry: entry, layer: layer, meta: meta, index: Self.zranPackagePath(metaPath: meta), rafs: rafs))
+            checked.append(Checked(entry: entry, layer: layer, meta: meta, rafs: rafs))
         }
 
         let commitments = checked.map { (blobID: $0.entry.blobID, chunkMap: $0.rafs.commitment) }
@@ -195,7 +195,7 @@ extension ImagePuller {
             // (a different index of the same chunks can only fail reads, never change their bytes).
             if !FileSystem.exists(metaPath) || !FileSystem.exists(Self.zranPackagePath(metaPath: metaPath)) {
                 try FileSystem.makeDirectories(FileSystem.parentPath(metaPath), mode: 0o700)
-                try FileSystem.rename(blob.index, Self.zranPackagePath(metaPath: metaPath))
+                try FileSystem.rename(Self.zranPackagePath(metaPath: blob.meta), Self.zranPackagePath(metaPath: metaPath))
                 try FileSystem.rename(blob.meta, metaPath)
             }
             let backingPath = layout.backingPath(blobID: blobID, domain: domain)
