@@ -6,6 +6,7 @@ import MountManager
 import NIOPosix
 import OCI
 import SnapshotterAPI
+import Synchronization
 
 /// containerd's snapshots service over the daemon's snapshot and image services.
 ///
@@ -18,6 +19,11 @@ final class ContainerdBackend: SnapshotBackend {
     let reconciler: Reconciler
     let threadPool: NIOThreadPool
     let logger: Logger
+    /// Plain images (by manifest digest) found to have no lazy form, and until when that answer stands: the
+    /// other layers of the same CRI pull go straight to containerd's unpacking instead of each asking the
+    /// registry for referrers again.
+    private let unservable = Mutex<[String: UInt64]>([:])
+    static let unservableMemory: UInt64 = 600 * 1_000_000_000
 
     init(service: SnapshotService, images: ImageService, reconciler: Reconciler, threadPool: NIOThreadPool, logger: Logger) {
         self.service = service
@@ -121,6 +127,11 @@ final class ContainerdBackend: SnapshotBackend {
             logger.info("layer not servable lazily; containerd unpacks it", metadata: ["reason": "\(reason)", "snapshot.key": "\(key)"])
             return
         }
+        if layer.role == .plainLayer, let digest = layer.manifestDigest,
+            let until = unservable.withLock({ $0[digest] }), until > monotonicNanoseconds()
+        {
+            return
+        }
         do {
             // Layers of one image can be prepared concurrently (containerd 2.2's parallel unpack): `ImageService.pull`
             // joins them into one pull.
@@ -128,6 +139,13 @@ final class ContainerdBackend: SnapshotBackend {
             // downloads and unpacks it itself, and nothing is fetched twice.
             _ = try await images.pull(layer.imageReference, knownManifestDigest: layer.manifestDigest, lazyOnly: layer.role == .plainLayer)
         } catch CatalogError.notAnImage(let reference, let reason) {
+            if layer.role == .plainLayer, let digest = layer.manifestDigest {
+                let now = monotonicNanoseconds()
+                unservable.withLock { known in
+                    known = known.filter { $0.value > now }
+                    known[digest] = now + Self.unservableMemory
+                }
+            }
             logger.info(
                 "layer not servable lazily; containerd unpacks it",
                 metadata: ["image.reference": "\(reference)", "reason": "\(reason)", "snapshot.key": "\(key)"])
