@@ -189,7 +189,7 @@ let package = Package(
         .executableTarget(
             name: "ColdStartBench",
             dependencies: [
-                "RAFSBuilder", "OCI", "BlobStore", "LinuxKernel", "CRIClient", "TestSupport",
+                "RAFSBuilder", "RAFS", "OCI", "BlobStore", "LinuxKernel", "CRIClient", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

@@ -181,6 +181,42 @@ extension RegistryClient {
         }
     }
 
+    /// A blob whose size is not known yet, whole, in memory, or an error when it is larger than `maximumBytes`.
+    /// Nothing is verified: the caller checks the bytes against the descriptor it learns later (a speculative
+    /// fetch started before the manifest arrived).
+    public func fetchBlobUnsized(
+        registry: String, repository: String, digest: Digest, maximumBytes: Int
+    ) async throws(RegistryError) -> [UInt8] {
+        try await withEndpoints(registry: registry, capability: .pull) { endpoint throws(RegistryError) in
+            let scope = Self.pullScope(repository)
+            var call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope)
+            call.memoryLimit = maximumBytes
+            let response = try await send(call, registry: registry, endpoint: endpoint)
+            guard response.status == 200 else { throw error(for: response, method: "GET", scope: scope, host: endpoint.host) }
+            return response.body
+        }
+    }
+
+    /// The last `count` bytes of a blob whose size is not known yet (`Range: bytes=-count`): all of it when it is
+    /// shorter. Nothing is verified.
+    public func fetchBlobSuffix(registry: String, repository: String, digest: Digest, count: Int) async throws(RegistryError) -> [UInt8] {
+        guard count > 0 else { return [] }
+        return try await withEndpoints(registry: registry, capability: .pull) { endpoint throws(RegistryError) in
+            let scope = Self.pullScope(repository)
+            var call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope)
+            call.headers = [("Range", "bytes=-\(count)")]
+            call.memoryLimit = count + 1
+            let response = try await send(call, registry: registry, endpoint: endpoint)
+            guard response.status == 206 || response.status == 200 else {
+                throw error(for: response, method: "GET", scope: scope, host: endpoint.host)
+            }
+            guard response.body.count <= count else {
+                throw .sizeMismatch(url: response.effectiveURL, expected: Int64(count), found: Int64(response.body.count))
+            }
+            return response.body
+        }
+    }
+
     /// Streams `range` of a blob to `receiver` as its bytes arrive (`Range: bytes=a-b`, expecting 206). A
     /// dropped connection is resumed from the first byte not yet delivered, so `receiver` sees every byte once,
     /// in order. `receiver` runs on the transfer thread and returns false to stop the transfer (the call then

@@ -120,6 +120,17 @@ public final class RegistryClient: Sendable {
                 if let after = response.headers["Retry-After"].flatMap({ Int($0) }) {
                     delay = max(delay, min(after, policy.maxRetryAfterSeconds) * 1000)
                 }
+                // Another endpoint (the server behind a mirror) may answer now: a busy or failing one is left
+                // rather than waited on for long, so readers are served within their timeout.
+                if Self.nextEndpointExists, attempt >= policy.attemptsBeforeFallback || delay > policy.fallbackWaitMilliseconds {
+                    log.info(
+                        "registry busy or failing, leaving it for the next endpoint",
+                        metadata: [
+                            "http.url": "\(request.url)", "http.status": "\(response.status)", "retry.attempt": "\(attempt)",
+                            "retry.delay_ms": "\(delay)",
+                        ])
+                    return response
+                }
                 log.info(
                     "registry busy or failing, retrying",
                     metadata: [
@@ -167,8 +178,11 @@ public final class RegistryClient: Sendable {
         }
     }
 
+    /// Whether the endpoint being tried has another behind it (set by `withEndpoints` for its `body`).
+    @TaskLocal static var nextEndpointExists = false
+
     /// Runs `body` against each endpoint with `capability` in order; falls back to the next on transport
-    /// failures, 5xx and (for mirrors) 404 and 401/403.
+    /// failures, 429, 5xx and (for mirrors) 404 and 401/403.
     func withEndpoints<T>(
         registry: String, capability: RegistryCapabilities,
         _ body: (RegistryEndpoint) async throws(RegistryError) -> T
@@ -180,13 +194,18 @@ public final class RegistryClient: Sendable {
         }
         var lastError: RegistryError?
         for (i, endpoint) in endpoints.enumerated() {
-            do { return try await body(endpoint) } catch {
-                let isLast = i == endpoints.count - 1
+            let isLast = i == endpoints.count - 1
+            let result = await Self.$nextEndpointExists.withValue(!isLast) { () async -> Result<T, RegistryError> in
+                do throws(RegistryError) { return .success(try await body(endpoint)) } catch { return .failure(error) }
+            }
+            switch result {
+            case .success(let value): return value
+            case .failure(let error):
                 let fallback: Bool
                 switch error {
                 case .transport: fallback = true
                 case .notFound: fallback = true
-                case .unexpectedStatus(_, _, let status, _): fallback = status >= 500
+                case .unexpectedStatus(_, _, let status, _): fallback = status >= 500 || status == 429
                 // A mirror gets only its own credentials (never the upstream's): one that wants others is skipped.
                 case .unauthorized: fallback = true
                 default: fallback = false

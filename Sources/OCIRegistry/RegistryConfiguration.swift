@@ -66,6 +66,10 @@ public struct RetryPolicy: Sendable, Hashable {
     public var maxDelayMilliseconds = 10_000
     /// Upper bound on a server's `Retry-After`.
     public var maxRetryAfterSeconds = 30
+    /// With another endpoint to try (a mirror's server), a 429 or 5xx is retried here only this many times and
+    /// only while the wait it asks for is at most `fallbackWaitMilliseconds`; then the next endpoint is tried.
+    public var attemptsBeforeFallback = 2
+    public var fallbackWaitMilliseconds = 1000
     public init(maxAttempts: Int = 6, initialDelayMilliseconds: Int = 100) {
         self.maxAttempts = maxAttempts
         self.initialDelayMilliseconds = initialDelayMilliseconds

@@ -137,7 +137,9 @@ final class ContainerdBackend: SnapshotBackend {
             // joins them into one pull.
             // A plain image's layer is remote only if a trusted gzip index serves the image; otherwise containerd
             // downloads and unpacks it itself, and nothing is fetched twice.
-            _ = try await images.pull(layer.imageReference, knownManifestDigest: layer.manifestDigest, lazyOnly: layer.role == .plainLayer)
+            _ = try await images.pull(
+                layer.imageReference, knownManifestDigest: layer.manifestDigest, knownLayers: layer.imageLayers,
+                lazyOnly: layer.role == .plainLayer)
         } catch CatalogError.notAnImage(let reference, let reason) {
             if layer.role == .plainLayer, let digest = layer.manifestDigest {
                 let now = monotonicNanoseconds()
@@ -213,12 +215,22 @@ struct RemoteLayer: Equatable {
     static let manifestDigestLabel = "containerd.io/snapshot/cri.manifest-digest"
     /// The compressed digest of the layer being unpacked (CRI sets it for every layer).
     static let layerDigestLabel = "containerd.io/snapshot/cri.layer-digest"
+    /// The digests of this layer and the image's later ones, comma-separated; containerd drops trailing ones
+    /// to keep a label within `labelLimit` bytes (key and value).
+    static let imageLayersLabel = "containerd.io/snapshot/cri.image-layers"
+    static let labelLimit = 4096
+    /// One more entry of that list: a comma and a sha256 digest (`sha256:` and 64 hex digits).
+    static let layerEntryBytes = 1 + 7 + 64
 
     var target: String
     var imageReference: String
     var role: Role
     /// nil when the labels do not say; then the pull asks the registry whether the image is up to date.
     var manifestDigest: String?
+    /// The layers from this one to the image's last (a nydus image's bootstrap), when the labels name them all:
+    /// the pull fetches the bootstrap and the blobs' tails alongside the manifest. Empty when the list may have
+    /// been cut short, or for a plain image's layer.
+    var imageLayers: [Digest] = []
 
     init?(labels: [String: String]) {
         guard let target = labels[Self.targetLabel], !target.isEmpty else { return nil }
@@ -235,5 +247,12 @@ struct RemoteLayer: Equatable {
         self.target = target
         self.imageReference = image
         manifestDigest = labels[Self.manifestDigestLabel].flatMap { $0.isEmpty ? nil : $0 }
+        // containerd stops adding digests when one more would pass the limit: a list with room for another was not cut.
+        if role != .plainLayer, let list = labels[Self.imageLayersLabel],
+            Self.imageLayersLabel.utf8.count + list.utf8.count + Self.layerEntryBytes <= Self.labelLimit
+        {
+            let digests = list.split(separator: ",").compactMap { try? Digest(parsing: String($0)) }
+            if !digests.isEmpty, digests.count == list.split(separator: ",").count { imageLayers = digests }
+        }
     }
 }

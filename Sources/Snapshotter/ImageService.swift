@@ -125,11 +125,13 @@ final class ImageService: Sendable {
 
     // MARK: - Calls
 
-    /// Pulls `reference` (see `ImagePuller.pull`, also for `knownManifestDigest`), serves and mounts it.
+    /// Pulls `reference` (see `ImagePuller.pull`, also for `knownManifestDigest` and `knownLayers`), serves and mounts it.
     /// Concurrent calls for the same reference share one pull; the work goes on if the first caller leaves.
     /// `lazyOnly`: a plain image is pulled only when a trusted gzip index serves it lazily; otherwise the pull
     /// is refused (`CatalogError.notAnImage`) without downloading it (containerd then unpacks its layers).
-    func pull(_ reference: String, knownManifestDigest: String? = nil, lazyOnly: Bool = false) async throws -> PullResponse {
+    func pull(
+        _ reference: String, knownManifestDigest: String? = nil, knownLayers: [Digest] = [], lazyOnly: Bool = false
+    ) async throws -> PullResponse {
         let key = (try? ImageReference(parsing: reference).description) ?? reference
         let task = try inFlight.withLock { tasks in
             if let running = tasks[key] { return running }
@@ -138,7 +140,8 @@ final class ImageService: Sendable {
             }
             let task = Task {
                 defer { _ = self.inFlight.withLock { $0.removeValue(forKey: key) } }
-                return try await self.pullOnce(reference, knownManifestDigest: knownManifestDigest, lazyOnly: lazyOnly)
+                return try await self.pullOnce(
+                    reference, knownManifestDigest: knownManifestDigest, knownLayers: knownLayers, lazyOnly: lazyOnly)
             }
             tasks[key] = task
             return task
@@ -146,11 +149,14 @@ final class ImageService: Sendable {
         return try await task.value
     }
 
-    private func pullOnce(_ reference: String, knownManifestDigest: String?, lazyOnly: Bool) async throws -> PullResponse {
+    private func pullOnce(
+        _ reference: String, knownManifestDigest: String?, knownLayers: [Digest], lazyOnly: Bool
+    ) async throws -> PullResponse {
         let key = reference
         defer { _ = pulls.withLock { $0.removeValue(forKey: key) } }
-        let (image, newBlobs, pulled) = try await puller.pull(reference, knownManifestDigest: knownManifestDigest, lazyOnly: lazyOnly) {
-            progress in
+        let (image, newBlobs, pulled) = try await puller.pull(
+            reference, knownManifestDigest: knownManifestDigest, knownLayers: knownLayers, lazyOnly: lazyOnly
+        ) { progress in
             self.pulls.withLock { $0[key] = progress }
         }
         // Recorded, not yet served nor mounted: start-up serves and mounts every recorded image.

@@ -43,6 +43,43 @@ struct RegistryHostsTests {
         await #expect(throws: RegistryError.self) { try await direct.fetchManifest(ImageReference(parsing: "\(mirror.host)/m/app:v3")) }
     }
 
+    /// On 0f63ae3 a mirror answering 429 was retried six times, each after its Retry-After (30 s), and then the
+    /// pull failed: 429 was not a reason to try the server behind it.
+    @Test(
+        "a mirror answering 429 with a long Retry-After is left for the server at once: blob GETs and ranges complete",
+        .timeLimit(.minutes(1)))
+    func throttledMirror() async throws {
+        let work = try RegistryTestSupport.tempDirectory()
+        defer { try? FileSystem.removeTree(work) }
+        let upstream = try TestRegistry()
+        defer { upstream.stop() }
+        let image = try TestImage(directory: work + "/layout", layerSizes: [300_000], seed: 54)
+        try image.pushWithSkopeo(to: "\(upstream.host)/m/app:v1")
+        // The mirror holds the same content (it forwards to the server) but throttles every blob GET.
+        let mirror = try PythonHelper.faultProxy(upstreamPort: upstream.port, mode: "throttled")
+        defer { mirror.stop() }
+        try FileSystem.makeDirectories(work + "/certs.d/registry.invalid")
+        try RegistryTestSupport.write(
+            work + "/certs.d/registry.invalid/hosts.toml",
+            """
+            server = "http://\(upstream.host)"
+
+            [host."http://127.0.0.1:\(mirror.port)"]
+              capabilities = ["pull", "resolve"]
+            """)
+        let client = RegistryTestSupport.client { $0.hostsDirectory = work + "/certs.d" }
+        let layer = image.layers[0]
+        let slice = try await client.fetchBlobRange(
+            registry: "registry.invalid", repository: "m/app", digest: layer.descriptor.digest, range: 1000..<201_000)
+        #expect(slice == Array(layer.bytes[1000..<201_000]))
+        let path = work + "/layer"
+        try await client.fetchBlob(registry: "registry.invalid", repository: "m/app", descriptor: layer.descriptor, to: path)
+        #expect(try FileSystem.readFile(path) == layer.bytes)
+        // The mirror was asked once per fetch (the manifest it may serve; blobs it throttles).
+        let throttled = mirror.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }
+        #expect(throttled.count == 2, "\(throttled)")
+    }
+
     @Test("an HTTP proxy setting sends every request through the proxy")
     func httpProxy() async throws {
         let work = try RegistryTestSupport.tempDirectory()

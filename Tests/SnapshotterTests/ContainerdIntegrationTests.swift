@@ -3,6 +3,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import LinuxKernel
+import OCI
 import RAFSBuilder
 import SnapshotterAPI
 import SwiftProtobuf
@@ -110,7 +111,9 @@ struct ContainerdIntegrationTests {
     func nydusImage() async throws {
         let registry = try TestRegistry()
         defer { registry.stop() }
-        let proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "pass")
+        // Tag resolutions (the daemon's; containerd resolves with HEAD) take a second: what the daemon fetches
+        // before that answer, it fetched without waiting for the manifest.
+        let proxy = try PythonHelper.faultProxy(upstreamPort: registry.port, mode: "slowtag")
         defer { proxy.stop() }
         let work = try RegistryTestSupport.tempDirectory("ctd-nydus")
         defer { try? FileSystem.removeTree(work) }
@@ -118,7 +121,8 @@ struct ContainerdIntegrationTests {
         let image = try BusyboxImage(
             directory: work, extraFiles: ["data/big.bin": RegistryTestSupport.randomBytes(24 << 20, seed: 7)])
         let nydusLayout = work + "/nydus"
-        _ = try ImageConverter(options: .init(targetReference: image.tag)).convert(source: image.layout, destination: nydusLayout)
+        let converted = try ImageConverter(options: .init(targetReference: image.tag)).convert(
+            source: image.layout, destination: nydusLayout)
         // Pushed straight to the registry; pulls go through the proxy, which counts what it serves.
         try BusyboxImage.push(layout: nydusLayout, tag: image.tag, to: "\(registry.host)/test/nydus:v1")
         let imageBytes = try BusyboxImage.layoutBytes(nydusLayout)
@@ -143,6 +147,22 @@ struct ContainerdIntegrationTests {
         // later layers, whose labels name the same manifest digest, ask the registry nothing.
         let tagResolutions = proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/manifests/v1 ") }
         #expect(tagResolutions.count == 1, "the tag was resolved \(tagResolutions.count) times: \(tagResolutions)")
+        // CRI names the image's layers (bootstrap last): the daemon's pull fetched the bootstrap and the blobs'
+        // tails alongside the tag's manifest, not one round trip after it (on 0f63ae3 it waited for the manifest).
+        let requests = proxy.requests
+        let manifestAnswered = requests.firstIndex { $0.hasPrefix("SENT ") && $0.contains("/manifests/v1") }
+        let bootstrapAsked = requests.firstIndex { $0.hasPrefix("GET ") && $0.contains(converted.bootstrapLayer.digest.description) }
+        let dataBlob = try #require(converted.manifest.layers.first { $0.digest != converted.bootstrapLayer.digest })
+        let tailAsked = requests.firstIndex {
+            $0.hasPrefix("GET ") && $0.contains(dataBlob.digest.description) && $0.contains("range=bytes=-")
+        }
+        #expect(
+            manifestAnswered != nil && bootstrapAsked != nil && tailAsked != nil && bootstrapAsked! < manifestAnswered!
+                && tailAsked! < manifestAnswered!,
+            "the bootstrap or a blob's tail was asked for only after the manifest came:\n\(requests.joined(separator: "\n"))")
+        // And what came early was used: one GET each, no second fetch after the manifest.
+        let gets = { (digest: Digest) in requests.filter { $0.hasPrefix("GET ") && $0.contains(digest.description) }.count }
+        #expect(gets(converted.bootstrapLayer.digest) == 1 && gets(dataBlob.digest) == 1, "\(requests.joined(separator: "\n"))")
 
         let output = try containerd.ctrOK(
             ["run", "--rm", "--snapshotter", Self.snapshotter, reference, "t1", "/bin/cat", "/etc/hello.txt"], namespace: "k8s.io")

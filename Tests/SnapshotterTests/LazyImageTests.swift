@@ -296,6 +296,29 @@ struct LazyImageTests {
             try Self.read(target + "/usr/lib/big.bin", offset: 8 << 20, count: 65536).get() == Array(big[(8 << 20)..<((8 << 20) + 65536)]))
     }
 
+    @Test(
+        "a registry answering 429 with Retry-After: the reader waits as told, the retry on the same range completes the read with the right bytes",
+        .timeLimit(.minutes(3)))
+    func rateLimitedRegistry() async throws {
+        let setup = try await Setup("busy", frontEnd: "fanotify", readerTimeout: 20)
+        defer { setup.tearDown() }
+        let target = try setup.pullAndMount(key: "b1")
+        let big = setup.image.files["usr/lib/big.bin"]!
+        try setup.setProxyMode("busy")
+        let gets = setup.blobGets
+        let started = monotonicNanoseconds()
+        let offset = 12 << 20
+        let got = Self.read(target + "/usr/lib/big.bin", offset: offset, count: 65536)
+        let seconds = Double(monotonicNanoseconds() - started) / 1e9
+        #expect(try got.get() == Array(big[offset..<(offset + 65536)]), "the read after two 429s")
+        // Two refusals, each with Retry-After 1: the client waited at least as long as the registry asked.
+        #expect(seconds >= 2, "the read took \(seconds) s: Retry-After was not honoured")
+        let log = setup.harness.log()
+        #expect(log.contains("registry busy or failing, retrying") && log.contains("http.status=429"), "the 429s were not logged")
+        #expect(log.contains("retry.delay_ms=1000"), "the retry did not wait the registry's Retry-After")
+        #expect(setup.blobGets >= gets + 3, "\(setup.blobGets - gets) blob GETs for the read")
+    }
+
     @Test("the eager front end fetches whole blobs before mounting and passes the same content checks", .timeLimit(.minutes(5)))
     func eager() async throws {
         let setup = try await Setup("eager", frontEnd: "eager", bigMiB: 8)

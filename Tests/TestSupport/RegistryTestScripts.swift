@@ -2,7 +2,7 @@
 public enum RegistryTestScripts {
     /// An HTTP/1.1 proxy in front of a registry that can inject faults into blob GETs:
     /// `pass`, `flip` (one byte of the body inverted), `drop` (first blob GET cut at half its body),
-    /// `503` (every blob GET refused, Retry-After 1), `stall` (the first blob GET in this mode sends half its body, then stays silent for a minute), `429` (first two blob GETs refused), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s).
+    /// `503` (every blob GET refused, Retry-After 1), `stall` (the first blob GET in this mode sends half its body, then stays silent for a minute), `429` (first two blob GETs refused), `busy` (the first two blob GETs made in this mode answered 429 with Retry-After 1), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s), `slowtag` (manifest GETs by tag delayed 1 s), `throttled` (every blob GET answered 429 with Retry-After 30).
     /// Absolute-form requests (`GET http://host:port/...`) make it a forward proxy. Logs one line per request
     /// and a `SENT <bytes> <method> <path>` line per answered body; a `<log>.mode` file switches the mode live.
     public static let faultProxy = #"""
@@ -33,15 +33,24 @@ public enum RegistryTestScripts {
                 with lock:
                     if is_blob:
                         state["blob_gets"] += 1
+                        if active == "busy":
+                            state["busy_gets"] = state.get("busy_gets", 0) + 1
                     count = state["blob_gets"]
+                    busy = state.get("busy_gets", 0)
                     with open(logpath, "a") as log:
                         log.write("%s %s range=%s auth=%s\n" % (self.command, self.path, self.headers.get("Range"), "Authorization" in self.headers))
                 if active == "slow" and is_blob:
                     time.sleep(3)
+                if active == "slowtag" and self.command == "GET" and "/manifests/" in path and "sha256:" not in path:
+                    time.sleep(1)
                 if active == "503" and is_blob:
                     self.send_response(503); self.send_header("Retry-After", "1"); self.send_header("Content-Length", "0"); self.end_headers(); return
                 if active == "429" and is_blob and count <= 2:
                     self.send_response(429); self.send_header("Retry-After", "0"); self.send_header("Content-Length", "0"); self.end_headers(); return
+                if active == "throttled" and is_blob:
+                    self.send_response(429); self.send_header("Retry-After", "30"); self.send_header("Content-Length", "0"); self.end_headers(); return
+                if active == "busy" and is_blob and busy <= 2:
+                    self.send_response(429); self.send_header("Retry-After", "1"); self.send_header("Content-Length", "0"); self.end_headers(); return
                 if active == "redirect" and is_blob:
                     self.send_response(307); self.send_header("Location", "http://127.0.0.1:%d%s" % (upstream, path))
                     self.send_header("Content-Length", "0"); self.end_headers(); return

@@ -15,8 +15,11 @@
 // varies by +-0.2 s, so the whole comparison is repeated `--runs` times, each run with a fresh containerd
 // and snapshotterd (nothing pulled, nothing cached) against the same registry; the medians are compared.
 //
-// Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16] [--runs 3] [--profile far]
-// --profile puts an emulated wide-area link (`LinkEmulator`: near, region, far) between every pull and the registry.
+// Usage: ColdStartBench --daemon .build/release/snapshotterd [--image-mib 512] [--startup-files 16] [--runs 3] [--profile near,region,far]
+// --profile puts an emulated wide-area link (`LinkEmulator`: near, region, far) between every pull and the registry;
+// with several, the image is built and pushed once and the comparison runs on each link in turn. On a link the
+// cold start is also compared with its limit (`StartSetLimit`): the local floor + the bytes the start needs at
+// the link's rate + one RTT per dependent round.
 // COLDSTART_METRICS=1 prints the daemon's /metrics after the lazy run; COLDSTART_LOG_LEVEL sets its and containerd's log level.
 
 import BlobStore
@@ -39,7 +42,8 @@ struct Settings {
     var imageMiB = 512
     var startupFiles = 16
     var runs = 3
-    var profile: LinkEmulator.Profile?
+    /// The links to measure on, in order; none: the registry on loopback.
+    var profiles: [LinkEmulator.Profile] = []
 
     init(_ arguments: [String]) {
         var iterator = arguments.dropFirst().makeIterator()
@@ -50,9 +54,12 @@ struct Settings {
             case "--startup-files": startupFiles = Int(iterator.next() ?? "") ?? startupFiles
             case "--runs": runs = max(1, Int(iterator.next() ?? "") ?? runs)
             case "--profile":
-                let name = iterator.next() ?? ""
-                guard let named = LinkEmulator.Profile.named(name) else { fail("unknown profile \(name): near, region, far or short") }
-                profile = named
+                for name in (iterator.next() ?? "").split(whereSeparator: { $0 == "," || $0 == " " }) {
+                    guard let named = LinkEmulator.Profile.named(String(name)) else {
+                        fail("unknown profile \(name): near, region, far or short")
+                    }
+                    profiles.append(named)
+                }
             default: fail("unknown argument \(argument)")
             }
         }
@@ -215,16 +222,90 @@ let registry = try BenchRegistry(directory: work)
 }
 
 let mib = { (bytes: Int64) in String(format: "%.1f MiB", Double(bytes) / 1_048_576) }
-var runs: [Figures] = []
 var indexFigures = ""
-/// The emulated link, with `--profile`; stopped with everything else.
+/// The emulated link of the profile being measured; stopped with everything else.
 var link: LinkEmulator?
+
+/// Prints the medians of one link's runs, and there the comparison with the start's limit.
+@MainActor func report(_ runs: [Figures], profile: LinkEmulator.Profile?, limit: StartSetLimit) {
+    let baseline = median(runs.map(\.baseline))
+    let ours = median(runs.map(\.ours))
+    let hintedSeconds = median(runs.map(\.hinted))
+    let zranSeconds = median(runs.map(\.zran))
+    let baselineBytes = runs.map(\.baselineBytes).max() ?? 0
+    let oursBytes = runs.map(\.oursBytes).max() ?? 0
+    let hintedBytes = runs.map(\.hintedBytes).max() ?? 0
+    let zranBytes = runs.map(\.zranBytes).max() ?? 0
+    let perRun = { (side: KeyPath<Figures, Double>) in
+        runs.map { String(format: "%.1f", $0.baseline / $0[keyPath: side]) }.joined(separator: ", ")
+    }
+    let where_ = profile.map { "link \($0)" } ?? "loopback registry"
+    print("")
+    print(
+        "cold start of a container reading \(settings.startupFiles) MiB of a \(settings.imageMiB) MiB image (\(where_)), "
+            + "median of \(runs.count) runs:")
+    print(
+        String(
+            format: "  overlayfs (ctr pull + unpack + run):    %6.2f s  (pull+unpack %.2f s)  registry sent %@", baseline,
+            median(runs.map(\.baselinePull)), mib(baselineBytes)))
+    print(
+        String(
+            format: "  ondemand  (CRI pull + lazy run):        %6.2f s  (pull %.2f s)         registry sent %@", ours,
+            median(runs.map(\.oursPull)), mib(oursBytes)))
+    print(
+        String(
+            format: "  ondemand, image with a prefetch table:  %6.2f s                        registry sent %@", hintedSeconds,
+            mib(hintedBytes)))
+    let warm = median(runs.map(\.oursWarm))
+    print(
+        String(
+            format: "  for reference, warm runs (data local, page cache hot): overlayfs %.2f s, ondemand %.2f s", median(runs.map(\.warm)),
+            warm))
+    let goal = profile?.name == "far" ? " (goal on far >= 60x)" : ""
+    print(
+        String(
+            format: "  ratio: %.1fx faster (runs: %@)%@, %.1fx fewer bytes", baseline / ours, perRun(\.ours), goal,
+            Double(baselineBytes) / Double(max(oursBytes, 1))))
+    print(
+        String(
+            format: "  ratio with a prefetch table: %.1fx faster (runs: %@), %.1fx fewer bytes", baseline / hintedSeconds,
+            perRun(\.hinted), Double(baselineBytes) / Double(max(hintedBytes, 1))))
+    print(
+        String(
+            format: "  ondemand, unconverted image + gzip index: %6.2f s  (pull %.2f s)  registry sent %@", zranSeconds,
+            median(runs.map(\.zranPull)), mib(zranBytes)))
+    print(
+        String(
+            format: "  ratio unconverted + gzip index vs overlayfs: %.1fx faster (runs: %@; goal >= 30x), %.1fx fewer bytes",
+            baseline / zranSeconds, perRun(\.zran), Double(baselineBytes) / Double(max(zranBytes, 1))))
+    print(
+        String(
+            format: "  speed of unconverted + gzip index relative to the converted (RAFS) image: %.2f (goal >= 0.7)", ours / zranSeconds))
+    print("  \(indexFigures)")
+    guard let profile else { return }
+    // The limit: the local floor (our warm run) + what the start needs at the link's rate + one RTT per round.
+    let best = limit.seconds(floor: warm, bytesPerSecond: profile.bytesPerSecond, rttMilliseconds: profile.rttMilliseconds)
+    print(
+        String(
+            format:
+                "  link %@: the start needs %@ (%@ of file data, the rest manifest, config, bootstrap, blob meta); limit = warm %.2f s + %.2f s at %.0f Mbit/s + %d RTT = %.2f s",
+            profile.name, mib(limit.bytes), mib(limit.dataBytes), warm, Double(limit.bytes) / profile.bytesPerSecond,
+            profile.megabitsPerSecond, StartSetLimit.dependentRounds, best))
+    print(
+        String(
+            format: "  link %@: cold start vs its limit: ondemand %.2f, with a prefetch table %.2f (goal >= 0.8)", profile.name,
+            best / ours,
+            best / hintedSeconds))
+}
+
 do {
     print("building a \(settings.imageMiB) MiB image with a \(settings.startupFiles) MiB start-up set ...")
     let image = try LargeImage(directory: work + "/image", imageMiB: settings.imageMiB, startupFiles: settings.startupFiles)
     let convertStart = now()
-    _ = try ImageConverter(options: .init(targetReference: "v1")).convert(source: image.layout, destination: work + "/nydus")
+    let converted = try ImageConverter(options: .init(targetReference: "v1")).convert(source: image.layout, destination: work + "/nydus")
     print(String(format: "converted to nydus-style in %.1f s", now() - convertStart))
+    let startFiles = ["/bin/busybox"] + (0..<settings.startupFiles).map { "/app/start/f\($0)" }
+    let limit = try StartSetLimit(layout: work + "/nydus", converted: converted, files: startFiles, work: work + "/limit")
     // The same image with a prefetch table naming what the container reads at start-up (`snapctl convert
     // --prefetch`, nydus's --prefetch-policy fs): the daemon fetches those files as soon as it is pulled.
     var hinted = ImageConverter.Options(targetReference: "v1")
@@ -243,6 +324,8 @@ do {
     try Tools.push(layout: image.layout, to: "\(registry.host)/bench/oci:v1")
     try Tools.push(layout: work + "/nydus", to: "\(registry.host)/bench/nydus:v1")
     try Tools.push(layout: work + "/nydus-prefetch", to: "\(registry.host)/bench/nydus-prefetch:v1")
+    // The pushed layouts are not needed again: their space goes to the runs' content stores.
+    for layout in [image.layout, work + "/nydus", work + "/nydus-prefetch"] { try? FileSystem.removeTree(layout) }
     // The gzip index of the unconverted image, which the zran side's daemons trust by digest (as hosts that did
     // not build it would).
     let published = try await GzipIndexPublisher(client: RegistryTestSupport.client(), logger: Logger(label: "bench")).publish(
@@ -252,80 +335,39 @@ do {
     print(indexFigures)
     let zranConfig = work + "/zran.toml"
     try "[zran]\ntrusted_indexes = [\"\(published.indexDigest)\"]\n".write(toFile: zranConfig, atomically: true, encoding: .utf8)
-    if let profile = settings.profile {
-        // Everything pushed; from here on every pull crosses the emulated link.
-        LinkEmulator.removeStale()
-        let emulated = try LinkEmulator(profile: profile, upstreamPort: registry.port)
-        link = emulated
-        registry.pullHost = "127.0.0.1:\(emulated.port)"
-        print("link: \(profile)")
-    }
 
-    for run in 1...settings.runs {
-        let figures = try await measure(
-            run: run, work: work, registry: registry, daemonBinary: daemonBinary, zranConfig: work + "/zran.toml")
-        print(
-            String(
-                format:
-                    "run %d: overlayfs %.2f s (pull+unpack %.2f s), ondemand %.2f s (pull %.2f s), with prefetch table %.2f s, unconverted + gzip index %.2f s (pull %.2f s); %.1fx, %.1fx, %.1fx",
-                run, figures.baseline, figures.baselinePull, figures.ours, figures.oursPull, figures.hinted, figures.zran, figures.zranPull,
-                figures.baseline / figures.ours, figures.baseline / figures.hinted, figures.baseline / figures.zran))
-        runs.append(figures)
+    for profile in settings.profiles.isEmpty ? [nil] : settings.profiles.map(Optional.some) {
+        registry.pullHost = nil
+        if let profile {
+            // Everything pushed; from here on every pull crosses the emulated link.
+            LinkEmulator.removeStale()
+            let emulated = try LinkEmulator(profile: profile, upstreamPort: registry.port)
+            link = emulated
+            registry.pullHost = "127.0.0.1:\(emulated.port)"
+            print("link: \(profile)")
+        }
+        let label = profile?.name ?? "loopback"
+        try FileSystem.makeDirectories(work + "/" + label, mode: 0o700)
+        var runs: [Figures] = []
+        for run in 1...settings.runs {
+            let figures = try await measure(
+                run: run, work: work + "/" + label, registry: registry, daemonBinary: daemonBinary, zranConfig: zranConfig)
+            print(
+                String(
+                    format:
+                        "%@ run %d: overlayfs %.2f s (pull+unpack %.2f s), ondemand %.2f s (pull %.2f s), with prefetch table %.2f s, unconverted + gzip index %.2f s (pull %.2f s); %.1fx, %.1fx, %.1fx",
+                    label, run, figures.baseline, figures.baselinePull, figures.ours, figures.oursPull, figures.hinted, figures.zran,
+                    figures.zranPull, figures.baseline / figures.ours, figures.baseline / figures.hinted, figures.baseline / figures.zran))
+            runs.append(figures)
+        }
+        report(runs, profile: profile, limit: limit)
+        link?.stop()
+        link = nil
+        TestCleanup.unmountAll(under: work + "/" + label)
+        try? FileSystem.removeTree(work + "/" + label)
     }
 } catch {
     cleanUp(registry, work)
     fail("\(error)")
 }
 cleanUp(registry, work)
-
-let baseline = median(runs.map(\.baseline))
-let ours = median(runs.map(\.ours))
-let hintedSeconds = median(runs.map(\.hinted))
-let baselineBytes = runs.map(\.baselineBytes).max() ?? 0
-let oursBytes = runs.map(\.oursBytes).max() ?? 0
-let hintedBytes = runs.map(\.hintedBytes).max() ?? 0
-let perRun = { (side: KeyPath<Figures, Double>) in
-    runs.map { String(format: "%.1f", $0.baseline / $0[keyPath: side]) }.joined(separator: ", ")
-}
-print("")
-print(
-    "cold start of a container reading \(settings.startupFiles) MiB of a \(settings.imageMiB) MiB image (loopback registry), "
-        + "median of \(runs.count) runs:")
-print(
-    String(
-        format: "  overlayfs (ctr pull + unpack + run):    %6.2f s  (pull+unpack %.2f s)  registry sent %@", baseline,
-        median(runs.map(\.baselinePull)), mib(baselineBytes)))
-print(
-    String(
-        format: "  ondemand  (CRI pull + lazy run):        %6.2f s  (pull %.2f s)         registry sent %@", ours,
-        median(runs.map(\.oursPull)), mib(oursBytes)))
-print(
-    String(
-        format: "  ondemand, image with a prefetch table:  %6.2f s                        registry sent %@", hintedSeconds, mib(hintedBytes)
-    ))
-print(
-    String(
-        format: "  for reference, warm runs (data local, page cache hot): overlayfs %.2f s, ondemand %.2f s", median(runs.map(\.warm)),
-        median(runs.map(\.oursWarm))))
-print(
-    String(
-        format: "  ratio: %.1fx faster (runs: %@), %.1fx fewer bytes", baseline / ours, perRun(\.ours),
-        Double(baselineBytes) / Double(max(oursBytes, 1))))
-print(
-    String(
-        format: "  ratio with a prefetch table: %.1fx faster (runs: %@), %.1fx fewer bytes", baseline / hintedSeconds, perRun(\.hinted),
-        Double(baselineBytes) / Double(max(hintedBytes, 1))))
-let zranSeconds = median(runs.map(\.zran))
-let zranBytes = runs.map(\.zranBytes).max() ?? 0
-print(
-    String(
-        format: "  ondemand, unconverted image + gzip index: %6.2f s  (pull %.2f s)  registry sent %@", zranSeconds,
-        median(runs.map(\.zranPull)), mib(zranBytes)))
-print(
-    String(
-        format: "  ratio unconverted + gzip index vs overlayfs: %.1fx faster (runs: %@; goal >= 30x), %.1fx fewer bytes",
-        baseline / zranSeconds, perRun(\.zran), Double(baselineBytes) / Double(max(zranBytes, 1))))
-print(
-    String(
-        format: "  speed of unconverted + gzip index relative to the converted (RAFS) image: %.2f (goal >= 0.7)", ours / zranSeconds))
-print("  \(indexFigures)")

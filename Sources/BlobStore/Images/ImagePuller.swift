@@ -131,9 +131,12 @@ public final class ImagePuller: Sendable {
     /// knows the manifest digest already (containerd resolved it and says so in a layer's labels) passes it
     /// as `knownManifestDigest`: when the catalog holds that manifest under this reference, nothing is asked
     /// of the registry.
+    /// A caller that also knows the image's layer digests (CRI names them, bootstrap last) passes them as
+    /// `knownLayers`: the bootstrap and the blobs' tails are then fetched alongside the manifest, not after it,
+    /// and used only where the manifest names the same digests (the bootstrap's bytes are checked against it).
     public func pull(
-        _ text: String, platform: Platform = .current, knownManifestDigest: String? = nil, lazyOnly: Bool = false,
-        progress: @escaping @Sendable (PullProgress) -> Void = { _ in }
+        _ text: String, platform: Platform = .current, knownManifestDigest: String? = nil, knownLayers: [Digest] = [],
+        lazyOnly: Bool = false, progress: @escaping @Sendable (PullProgress) -> Void = { _ in }
     ) async throws -> (image: ImageRecord, newBlobs: Set<Int64>, pulled: Bool) {
         let reference = try ImageReference(parsing: text)
         let name = reference.description
@@ -158,6 +161,8 @@ public final class ImagePuller: Sendable {
         }
 
         progress(PullProgress(reference: name, phase: "resolving"))
+        let early = knownManifestDigest == nil ? nil : SpeculativeStart(layers: knownLayers, reference: reference, puller: self)
+        defer { early?.cancel() }
         let resolved = try await client.resolve(reference, platform: platform)
         let manifestDigest = resolved.manifest.descriptor.digest
         if let existing = try await runBlocking({ try self.catalog.image(reference: name) }) {
@@ -187,7 +192,10 @@ public final class ImagePuller: Sendable {
 
         // Each blob's meta lies at its end; where it starts is in the bootstrap. The last bytes of every blob
         // are fetched alongside the bootstrap so that small images need no round trip after it.
-        let tails = speculativeTails(of: parts.blobs, reference: reference)
+        // Blobs whose tails the speculative start did not ask for get theirs now.
+        var tails = early?.tails ?? [:]
+        let others = speculativeTails(of: parts.blobs.filter { tails[$0.digest.encoded] == nil }, reference: reference)
+        tails.merge(others) { first, _ in first }
         defer { for tail in tails.values { tail.cancel() } }
 
         // The bootstrap: fetched whole (it is small), digest-checked, unpacked from its tar.gz.
@@ -198,8 +206,12 @@ public final class ImagePuller: Sendable {
         }
         progress(PullProgress(reference: name, phase: "bootstrap", bytesTotal: parts.bootstrap.size))
         let layerPath = FileSystem.join(work, "bootstrap.layer")
-        try await client.fetchBlob(
-            registry: reference.registry, repository: reference.repository, descriptor: parts.bootstrap, to: layerPath)
+        if let bytes = await early?.bootstrap(matching: parts.bootstrap) {
+            try await runBlocking { try Self.writeSparse(path: layerPath, size: Int64(bytes.count), at: 0, bytes: bytes) }
+        } else {
+            try await client.fetchBlob(
+                registry: reference.registry, repository: reference.repository, descriptor: parts.bootstrap, to: layerPath)
+        }
         let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
         let bootstrapDigest = try await runBlocking { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
         let image = try ErofsImage(path: bootstrapPath)
@@ -323,7 +335,7 @@ public final class ImagePuller: Sendable {
     static let speculativeTailBlobs = 8
 
     /// Starts fetching the last `speculativeTailBytes` of each blob (of the first few).
-    private func speculativeTails(of blobs: [Descriptor], reference: ImageReference) -> [String: Task<[UInt8], any Error>] {
+    func speculativeTails(of blobs: [Descriptor], reference: ImageReference) -> [String: Task<[UInt8], any Error>] {
         var tails: [String: Task<[UInt8], any Error>] = [:]
         for blob in blobs.prefix(Self.speculativeTailBlobs)
         where blob.size > 0 && tails[blob.digest.encoded] == nil && !FileSystem.exists(layout.metaPath(blobID: blob.digest.encoded)) {
