@@ -150,7 +150,7 @@ final class APIRouter: Sendable {
             return try json(EmptyResponse())
         case ["metrics"]:
             try allow(method, ["GET"], request)
-            var text = images?.engine.metrics.prometheusText() ?? ""
+            var text = (images?.engine.metrics.prometheusText() ?? "") + (images?.engine.links.prometheusText() ?? "")
             if let images { text += images.frontEndMetrics() + (try images.cacheMetrics()) }
             return APIResponse(status: 200, body: Array(text.utf8), contentType: "text/plain; version=0.0.4")
         case ["v1", "images"]:

@@ -45,6 +45,13 @@ struct WideAreaTests {
         for (path, bytes) in setup.image.files where !path.hasSuffix("big.bin") {
             #expect(try LazyImageTests.read(target + "/" + path).get() == bytes, "\(path) differs")
         }
+        // The engine measured the link (what sizes read-ahead on long fat links): a round trip of at least its RTT.
+        let metrics = try setup.harness.client().metrics()
+        let line = metrics.split(separator: "\n").first {
+            $0.hasPrefix("snapshotter_link_round_trip_seconds{registry=\"127.0.0.1:\(link.port)\"}")
+        }
+        let roundTrip = line.flatMap { Double($0.split(separator: " ").last ?? "") }
+        #expect((roundTrip ?? 0) >= profile.rttMilliseconds / 1000, "measured round trip: \(line.map(String.init) ?? "none")")
 
         // A registry that stalls mid-body behind the link: the read resumes, right bytes, within the timeout.
         try setup.harness.client().unmount(target: target)

@@ -20,6 +20,8 @@ public final class BlobEngine: Sendable {
     let store: (any ChunkStateStore)?
     let logger: Logger
     let space = CacheSpace()
+    /// Round trip and rate measured per registry host: read-ahead windows grow with their product.
+    public let links = LinkEstimates()
     /// A closure kept in a struct: a bare function type read through `Mutex.withLock`'s inout argument is
     /// wrapped in two more reabstraction thunks on every read, so its calls grew slower with each one
     /// (start-up with 10,000 complete blobs spent most of its time in the chain).
@@ -149,7 +151,8 @@ public final class BlobEngine: Sendable {
     /// Sequential readers come back for what follows: when an on-demand range starts near where the previous
     /// one ended, the window after it is fetched in the background (prefetch priority, one fetch per chunk as
     /// always). Like the kernel's readahead, the window starts small (4 chunks) and doubles with each top-up up
-    /// to `readaheadBytes`, so a short sequential run (a few small files read in a row) fetches little it does
+    /// to `readaheadBytes` (or `readaheadBandwidthDelayProducts` times the link's measured bandwidth-delay
+    /// product where that is more, up to `maximumReadaheadBytes`), so a short sequential run (a few small files read in a row) fetches little it does
     /// not read, while a long one soon streams 16 MiB ahead; a window is topped up once at least half of it
     /// is neither local nor on its way, so it streams as a few long GETs rather than one per chunk, or when the
     /// very next chunk is neither, so the reader never runs into a gap. When the blob's file layout is known, a
@@ -158,9 +161,13 @@ public final class BlobEngine: Sendable {
     /// first read at a file's start brings the rest of that file up to half the initial window with it. Random
     /// readers fetch only what they read.
     private func readAhead(blobID: Int64, offset: UInt64, length: UInt64) {
-        let bytes = settings.readaheadBytes
         let end = offset + length
-        guard bytes > 0, let blob = blobs.withLock({ $0[blobID] }), end < blob.rafs.deviceSize else { return }
+        guard settings.readaheadBytes > 0, let blob = blobs.withLock({ $0[blobID] }), end < blob.rafs.deviceSize else { return }
+        // The window's upper bound: the configured one, or a few bandwidth-delay products of the blob's link
+        // where that is more (a long fat link needs more in flight than a near one to stay busy).
+        let bytes = links.readaheadWindow(
+            place: LinkEstimates.place(of: blob.sources.first?.identity ?? ""), configured: settings.readaheadBytes,
+            multiple: settings.readaheadBandwidthDelayProducts, ceiling: max(settings.readaheadBytes, settings.maximumReadaheadBytes))
         // Near the previous end counts as sequential: readahead windows overlap or leave small gaps.
         let slack = 2 * UInt64(max(blob.rafs.entry.chunkSize, 1 << 20))
         let initialWindow = min(bytes, 4 * UInt64(max(blob.rafs.entry.chunkSize, 1 << 18)))
@@ -379,6 +386,12 @@ public final class BlobEngine: Sendable {
             let seconds = Double(monotonicNanoseconds() - started) / 1e9
             let busy = decoder.busyTime
             metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: seconds)
+            // The source that delivered is the blob's first now (a fallback that worked is preferred).
+            if let source = blob.sources.first, decoder.firstByteAt > started {
+                links.record(
+                    place: LinkEstimates.place(of: source.identity), bytes: received,
+                    firstByteSeconds: Double(decoder.firstByteAt - started) / 1e9, totalSeconds: seconds)
+            }
             logger.debug(
                 "fetched",
                 metadata: [

@@ -51,6 +51,10 @@ public struct FetchSettings: Equatable, Sendable {
     /// When on-demand reads of a blob are sequential, this many following bytes are fetched in the background
     /// (sequential readers find them local). 0 turns read-ahead off.
     public var readaheadBytes: UInt64 = 16 << 20
+    /// Where the link's measured bandwidth-delay product times this is more than `readaheadBytes`, read-ahead
+    /// windows grow to it (a long fat link needs that much in flight to stay busy), up to `maximumReadaheadBytes`.
+    public var readaheadBandwidthDelayProducts: UInt64 = 4
+    public var maximumReadaheadBytes: UInt64 = 256 << 20
     /// Upper bound of one merged ranged GET.
     public var maximumFetchBytes: UInt64 = 8 << 20
     /// Stored bytes a run may skip between two of its chunks (fetched and dropped): one GET instead of two
