@@ -254,7 +254,7 @@ let package = Package(
         .testTarget(
             name: "BlobStoreTests",
             dependencies: [
-                "BlobStore", "Catalog", "LinuxKernel", "RAFS", "RAFSBuilder", "TestFixtures",
+                "Archive", "BlobStore", "Catalog", "LinuxKernel", "RAFS", "RAFSBuilder", "TestFixtures",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

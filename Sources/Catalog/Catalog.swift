@@ -119,6 +119,12 @@ public enum Catalog {
                 );
                 """
         ),
+        // A gzip-indexed blob's package, whose windows are fetched when first needed.
+        Migration(
+            version: 6,
+            name: "gzip index packages",
+            sql: "ALTER TABLE blobs ADD COLUMN index_package TEXT;"
+        ),
     ]
 
     /// The cachefiles domain (and cache directory) shared by images whose blobs agree.

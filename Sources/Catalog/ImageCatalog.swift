@@ -54,6 +54,9 @@ public struct BlobRecord: Equatable, Sendable {
     /// For a blob served from a gzip index: the digest of the image layer whose gzip stream holds its stored
     /// bytes (the layer's uncompressed tar); its zran package (with the gzip index) is `metaPath` + `.zran`.
     public var sourceLayer: String? = nil
+    /// For a blob served from a gzip index: the digest of its zran package in the registry, whose checkpoint
+    /// windows the `.zran` file (sparse) holds only once they were needed. nil when that file is whole.
+    public var indexPackage: String? = nil
 }
 
 /// What a pull hands to the catalog: image row plus its blobs (new ones are inserted, known ones shared).
@@ -90,14 +93,16 @@ public struct NewBlob: Sendable {
     public var uncompressedSize: Int64
     public var backingPath: String
     public var metaPath: String
-    /// See `BlobRecord.sourceLayer`.
+    /// See `BlobRecord.sourceLayer` and `BlobRecord.indexPackage`.
     public var sourceLayer: String?
+    public var indexPackage: String?
 
     public init(
         blobID: String, chunkMap: String, registry: String?, repository: String?, storedSize: Int64, uncompressedSize: Int64,
-        backingPath: String, metaPath: String, sourceLayer: String? = nil
+        backingPath: String, metaPath: String, sourceLayer: String? = nil, indexPackage: String? = nil
     ) {
         self.sourceLayer = sourceLayer
+        self.indexPackage = indexPackage
         self.blobID = blobID
         self.chunkMap = chunkMap
         self.registry = registry
@@ -133,11 +138,11 @@ public struct ImageCatalog: Sendable {
             for row in try conn.query(
                 """
                 SELECT b.id, b.blob_id, b.domain, b.chunk_map, b.registry, b.repository, b.stored_size, b.uncompressed_size,
-                       b.backing_path, b.meta_path, b.present, b.source_layer, ib.image_id
+                       b.backing_path, b.meta_path, b.present, b.source_layer, b.index_package, ib.image_id
                 FROM image_blobs ib JOIN blobs b ON b.id = ib.blob_id ORDER BY ib.image_id, ib.position
                 """)
             {
-                blobsByImage[try row.int(12), default: []].append(try Self.blob(row: row))
+                blobsByImage[try row.int(13), default: []].append(try Self.blob(row: row))
             }
             return try conn.query(Self.imageColumns + " ORDER BY reference").map { row in
                 try Self.image(row: row, blobs: blobsByImage[try row.int(0)] ?? [])
@@ -272,13 +277,13 @@ public struct ImageCatalog: Sendable {
                     try conn.execute(
                         """
                         INSERT INTO blobs (blob_id, domain, chunk_map, registry, repository, stored_size, uncompressed_size, backing_path,
-                                           meta_path, created_ns, source_layer)
-                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                           meta_path, created_ns, source_layer, index_package)
+                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                         """,
                         [
                             .text(blob.blobID), .text(new.domain), .text(blob.chunkMap), SQLValue(blob.registry), SQLValue(blob.repository),
                             .integer(blob.storedSize), .integer(blob.uncompressedSize), .text(blob.backingPath), .text(blob.metaPath),
-                            .integer(now), SQLValue(blob.sourceLayer),
+                            .integer(now), SQLValue(blob.sourceLayer), SQLValue(blob.indexPackage),
                         ])
                     id = conn.lastInsertRowID
                     created.insert(id)
@@ -354,7 +359,7 @@ public struct ImageCatalog: Sendable {
 
     static let blobColumns = """
         SELECT id, blob_id, domain, chunk_map, registry, repository, stored_size, uncompressed_size, backing_path, meta_path, present,
-               source_layer
+               source_layer, index_package
         FROM blobs
         """
 
@@ -363,7 +368,7 @@ public struct ImageCatalog: Sendable {
             id: try row.int(0), blobID: try row.string(1), domain: try row.string(2), chunkMap: try row.optionalString(3),
             registry: try row.optionalString(4), repository: try row.optionalString(5), storedSize: try row.int(6),
             uncompressedSize: try row.int(7), backingPath: try row.string(8), metaPath: try row.string(9), present: try row.blob(10),
-            sourceLayer: try row.optionalString(11))
+            sourceLayer: try row.optionalString(11), indexPackage: try row.optionalString(12))
     }
 
     static let imageColumns =
@@ -387,7 +392,7 @@ public struct ImageCatalog: Sendable {
         let blobs = try conn.query(
             """
             SELECT b.id, b.blob_id, b.domain, b.chunk_map, b.registry, b.repository, b.stored_size, b.uncompressed_size, b.backing_path,
-                   b.meta_path, b.present, b.source_layer
+                   b.meta_path, b.present, b.source_layer, b.index_package
             FROM image_blobs ib JOIN blobs b ON b.id = ib.blob_id WHERE ib.image_id = ? ORDER BY ib.position
             """, [.integer(id)]
         ).map(blob(row:))

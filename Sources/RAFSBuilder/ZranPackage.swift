@@ -42,15 +42,22 @@ public struct ZranPackage: Sendable {
     /// reading the rest (a served blob reads its index out of the package file it was pulled as).
     public static func header(of file: ImageFile) throws -> (metaStart: UInt64, blobSize: UInt64, indexLength: UInt64) {
         let bytes = try file.read(at: 0, count: Int(min(file.size, UInt64(headerSize))), what: "zran package header")
-        guard bytes.count == headerSize, Array(bytes[0..<8]) == magic else {
+        return try header(bytes, packageSize: file.size)
+    }
+
+    /// The header from a package's first bytes (at least `headerSize`), checked against the package's size.
+    public static func header(
+        _ bytes: [UInt8], packageSize: UInt64
+    ) throws(ArchiveError) -> (metaStart: UInt64, blobSize: UInt64, indexLength: UInt64) {
+        guard bytes.count >= headerSize, Array(bytes[0..<8]) == magic, packageSize >= UInt64(headerSize) else {
             throw ArchiveError.badGzipIndex(detail: "not a zran package (bad magic)")
         }
         func u64(_ at: Int) -> UInt64 { (0..<8).reduce(UInt64(0)) { $0 | UInt64(bytes[at + $1]) << (8 * UInt64($1)) } }
         let (metaStart, blobSize, indexLength) = (u64(8), u64(16), u64(24))
-        let available = file.size - UInt64(headerSize)
+        let available = packageSize - UInt64(headerSize)
         guard indexLength <= available, blobSize >= metaStart, blobSize - metaStart == available - indexLength else {
             throw ArchiveError.badGzipIndex(
-                detail: "zran package parts do not add up (index \(indexLength), meta \(metaStart)..<\(blobSize), \(file.size) bytes)")
+                detail: "zran package parts do not add up (index \(indexLength), meta \(metaStart)..<\(blobSize), \(packageSize) bytes)")
         }
         return (metaStart, blobSize, indexLength)
     }

@@ -187,9 +187,13 @@ final class ImageServing: Sendable {
         guard let registry, let repository else { return LocalBlobSource(path: blob.metaPath) }
         if let layer = blob.sourceLayer {
             // Stored bytes inflated from the image layer's gzip stream, through the blob's gzip index.
+            let windows = try blob.indexPackage.map {
+                RegistryBlobSource(client: client, registry: registry, repository: repository, digest: try Digest(parsing: $0))
+            }
             return GzipIndexedBlobSource(
                 layer: RegistryBlobSource(client: client, registry: registry, repository: repository, digest: try Digest(parsing: layer)),
-                indexPath: ImagePuller.zranPackagePath(metaPath: blob.metaPath), indexOffset: ImagePuller.zranIndexOffset)
+                indexPath: ImagePuller.zranPackagePath(metaPath: blob.metaPath), indexOffset: ImagePuller.zranIndexOffset,
+                windows: windows)
         }
         return RegistryBlobSource(
             client: client, registry: registry, repository: repository, digest: try Digest(parsing: "sha256:" + blob.blobID))

@@ -1,3 +1,4 @@
+import Archive
 import Foundation
 import Glibc
 import Logging
@@ -19,23 +20,27 @@ import Testing
         var blob: BuiltBlob
     }
 
-    /// A GNU tar of `count` files of 50,000 bytes each, gzip'd, indexed with a 64 KiB span.
-    static func build(_ label: String, count: Int) throws -> Built {
+    /// A GNU tar of `count` files of 50,000 bytes each, gzip'd, indexed with a 64 KiB span. `pairs`: files of
+    /// 20,000 bytes, each odd one a copy of the one before it (deflate encodes it as references back into that
+    /// one, across any checkpoint between them), at a 16 KiB span.
+    static func build(_ label: String, count: Int, pairs: Bool = false) throws -> Built {
         let directory = try ImageFixtures.scratchDirectory(label)
         let tree = directory + "/tree"
         try FileManager.default.createDirectory(atPath: tree + "/files", withIntermediateDirectories: true)
         for index in 0..<count {
-            var state = UInt64(index + 1) &* 0x9E37_79B9_7F4A_7C15
-            let bytes = (0..<50_000).map { _ -> UInt8 in
+            var state = UInt64(pairs ? index / 2 + 1 : index + 1) &* 0x9E37_79B9_7F4A_7C15
+            var bytes = (0..<(pairs ? 20_000 : 50_000)).map { _ -> UInt8 in
                 state = state &* 6_364_136_223_846_793_005 &+ 1
                 return UInt8(truncatingIfNeeded: state >> 33)
             }
+            // A copy differs in its first byte: a chunk of its own (not deduplicated), the rest references.
+            if pairs && index % 2 == 1 { bytes[0] ^= 0xFF }
             try ImageFixtures.write(bytes, to: tree + "/files/f\(index)")
         }
         let tar = directory + "/layer.tar"
         #expect(try ImageFixtures.run("/bin/tar", ["--format=gnu", "--sort=name", "-C", tree, "-cf", tar, "."]).status == 0)
         #expect(try ImageFixtures.run("/bin/gzip", ["-k", "-n", tar]).status == 0)
-        var builder = ZranIndexBuilder(span: 64 << 10)
+        var builder = ZranIndexBuilder(span: pairs ? 16 << 10 : 64 << 10)
         builder.options.syncOutput = false
         let result = try builder.build(
             layers: [LayerInput(path: tar + ".gz", digest: "sha256:" + String(repeating: "a", count: 64))],
@@ -101,5 +106,76 @@ import Testing
             id: 3, rafs: built.rafs, backingPath: third, source: GzipIndexedBlobSource(layer: corrupt, indexPath: built.blob.gzipIndexPath!)
         )
         await #expect(throws: (any Error).self) { try await failing.ensure(blobID: 3, offset: 0, length: built.rafs.deviceSize) }
+    }
+
+    /// Before this, a window fetched from the registry was kept (in the file and as fetched) before anything
+    /// inflated from it had been verified: a corrupted window failed its reads for good.
+    @Test(
+        "a window left in the registry is fetched when a read starts at its checkpoint; a corrupted one fails that read and is fetched again"
+    )
+    func lazyWindows() async throws {
+        let built = try Self.build("gzwindows", count: 12, pairs: true)
+        defer { ImageFixtures.cleanup(built.directory) }
+        let indexPath = try #require(built.blob.gzipIndexPath)
+        let encoded = try ImageFixtures.bytes(indexPath)
+        let index = try GzipIndex(decodingTable: encoded, encodedSize: UInt64(encoded.count))
+        #expect(index.checkpoints.count >= 3, "\(index.checkpoints.count) checkpoints")
+        // The index as a pull leaves it: the table, and holes where the windows go.
+        var sparse = encoded
+        for location in index.windowLocations where location.size > 0 {
+            for at in Int(location.offset)..<Int(location.offset) + location.size { sparse[at] = 0 }
+        }
+        let local = built.directory + "/index.sparse"
+        try ImageFixtures.write(sparse, to: local)
+        let windows = GarbleFirstSource(path: indexPath, garbled: 1)
+        let gzipped = FileRangeSource(path: built.tar + ".gz")
+        var settings = FetchSettings()
+        settings.readaheadBytes = 0
+        let engine = BlobEngine(settings: settings, logger: Logger(label: "test"))
+        let backing = try Self.backing(built, "backing")
+        try engine.register(
+            id: 1, rafs: built.rafs, backingPath: backing, source: GzipIndexedBlobSource(layer: gzipped, indexPath: local, windows: windows)
+        )
+        // A copy whose run starts at a checkpoint inside the file it copies: it inflates from that window.
+        let candidates = built.rafs.chunks.filter { chunk in
+            let position = index.checkpoint(before: chunk.compressedOffset)
+            let checkpoint = index.checkpoints[position]
+            return position > 0 && index.windowLocations[position].size > 0
+                && checkpoint.uncompressedOffset + 20_512 > chunk.compressedOffset
+        }
+        let last = try #require(
+            candidates.first, "no copy starts inflating inside its original: \(index.checkpoints.map(\.uncompressedOffset))")
+        await #expect(throws: (any Error).self, "inflated from a garbled window") {
+            try await engine.ensure(blobID: 1, offset: last.uncompressedOffset, length: UInt64(last.uncompressedSize))
+        }
+        try await engine.ensure(blobID: 1, offset: last.uncompressedOffset, length: UInt64(last.uncompressedSize))
+        #expect(windows.reads == 2, "the garbled window was fetched again")
+        // Kept now: the rest of the blob fetches each other window at most once, and this one not again.
+        try await engine.ensure(blobID: 1, offset: 0, length: built.rafs.deviceSize)
+        let others = index.windowLocations.filter { $0.size > 0 }.count - 1
+        #expect(windows.reads <= 2 + others, "\(windows.reads) window reads")
+        try Self.expectChunks(built, in: backing)
+    }
+}
+
+/// Serves a file's ranges; the first `garbled` answers are garbage of the right length.
+final class GarbleFirstSource: BlobRangeSource {
+    let path: String
+    let garbled: Int
+    private let count = Mutex(0)
+    var reads: Int { count.withLock { $0 } }
+
+    init(path: String, garbled: Int) {
+        self.path = path
+        self.garbled = garbled
+    }
+
+    func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
+        let number = count.withLock { count -> Int in
+            count += 1
+            return count
+        }
+        let bytes = Array(try ImageFixtures.bytes(path)[Int(offset)..<Int(offset + length)])
+        return number <= garbled ? bytes.map { $0 ^ 0x5A } : bytes
     }
 }

@@ -3,6 +3,12 @@ import LinuxKernel
 import RAFS
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Musl)
+import Musl
+#endif
+
 /// The stored bytes of a blob built from a gzip index (`ZranIndexBuilder`): its stored form is an image
 /// layer's uncompressed tar, which exists only inside the layer's gzip stream. A range of the tar is served by
 /// one ranged GET of the layer from the checkpoint before the range to the one after it, inflated as it
@@ -17,12 +23,17 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
     /// Where the encoded index starts in that file (a pulled blob keeps the package it came in, whose index
     /// follows a header).
     public let indexOffset: UInt64
+    /// Where the package lies in its registry when the file holds only its head and meta (a pull fetches no
+    /// window): a checkpoint's window is then fetched from there the first time a read starts at it, and
+    /// written into the file's hole. nil: the file is whole.
+    public let windows: (any BlobRangeSource)?
     private let index = IndexCache()
 
-    public init(layer: any BlobRangeSource, indexPath: String, indexOffset: UInt64 = 0) {
+    public init(layer: any BlobRangeSource, indexPath: String, indexOffset: UInt64 = 0, windows: (any BlobRangeSource)? = nil) {
         self.layer = layer
         self.indexPath = indexPath
         self.indexOffset = indexOffset
+        self.windows = windows
     }
 
     public var identity: String { "gzip-index:" + layer.identity }
@@ -41,20 +52,48 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
         }
         let position = index.checkpoint(before: offset)
         var checkpoint = index.checkpoints[position]
+        var fetchedWindow = false
         if checkpoint.window.isEmpty, position < index.windowLocations.count, index.windowLocations[position].size > 0 {
-            let (path, location, base) = (indexPath, index.windowLocations[position], indexOffset)
-            checkpoint.window = try await runBlocking {
-                try ImageFile(path: path).read(at: base + location.offset, count: location.size, what: "gzip index window")
-            }
+            (checkpoint.window, fetchedWindow) = try await window(position, at: index.windowLocations[position])
         }
         let start = checkpoint.fetchStart
         let stop = index.compressedEnd(covering: end)
         let inflating = try InflatingConsumer(checkpoint: checkpoint, start: offset, length: length, downstream: consumer)
-        try await layer.stream(offset: start, length: stop - start, background: background, into: inflating)
+        do {
+            try await layer.stream(offset: start, length: stop - start, background: background, into: inflating)
+        } catch {
+            // Whatever failed (a window that inflates chunks failing their digests among it), a window fetched
+            // from the registry is fetched again next time.
+            self.index.forgetWindow(position)
+            throw error
+        }
+        // A fetched window is reused once a stream inflated from it delivered verified chunks.
+        if fetchedWindow { self.index.markWindow(position) }
         let remaining = inflating.remaining
         guard remaining == 0 else {
             throw BlobStoreError.shortRead(blob: 0, offset: offset, expected: length, got: Int(length - remaining))
         }
+    }
+
+    /// A checkpoint's window: from the file, or (a window a pull left in the registry, until a stream inflated
+    /// from it succeeded) from the package, written into the file. Not verified on its own: a wrong window
+    /// inflates chunks that fail their digests, and is then fetched again.
+    private func window(_ position: Int, at location: GzipIndex.WindowLocation) async throws -> (bytes: [UInt8], fetched: Bool) {
+        let (path, offset) = (indexPath, indexOffset + location.offset)
+        if let windows, !index.hasWindow(position) {
+            let bytes = try await windows.read(offset: offset, length: UInt64(location.size))
+            guard bytes.count == location.size else {
+                throw BlobStoreError.shortRead(blob: 0, offset: offset, expected: UInt64(location.size), got: bytes.count)
+            }
+            try await runBlocking {
+                let fd = try retryingSyscall("open", path) { open(path, O_WRONLY | O_CLOEXEC) }
+                defer { close(fd) }
+                try FileSystem.writeAll(fd, bytes, at: offset, path: path)
+            }
+            return (bytes, true)
+        }
+        let bytes = try await runBlocking { try ImageFile(path: path).read(at: offset, count: location.size, what: "gzip index window") }
+        return (bytes, false)
     }
 
     /// The header and table of the index at `offset` of `file` (`size` bytes long), checked, without windows.
@@ -80,13 +119,19 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
     }
 }
 
-/// The decoded index, shared by copies of the source.
+/// The decoded index, and which windows this process has fetched into the file, shared by copies of the
+/// source. Windows fetched before a restart are fetched again (32 KiB each): a hole and a window of zeros look
+/// alike, and a zero window would fail every chunk inflated from it.
 private final class IndexCache: Sendable {
     private let stored = Mutex<GzipIndex?>(nil)
+    private let fetchedWindows = Mutex<Set<Int>>([])
     var value: GzipIndex? {
         get { stored.withLock { $0 } }
         set { stored.withLock { $0 = newValue } }
     }
+    func hasWindow(_ position: Int) -> Bool { fetchedWindows.withLock { $0.contains(position) } }
+    func markWindow(_ position: Int) { _ = fetchedWindows.withLock { $0.insert(position) } }
+    func forgetWindow(_ position: Int) { _ = fetchedWindows.withLock { $0.remove(position) } }
 }
 
 /// Feeds the layer's compressed bytes to the inflater and the inflated range on to the engine's decoder.

@@ -109,26 +109,26 @@ extension ImagePuller {
         guard artifact.subject?.digest == manifestDigest else { throw refuse("its subject is not this image") }
         guard parts.bootstrap.size <= ImageLimits.bootstrapLayerBytes else { throw refuse("its bootstrap layer is too large") }
 
-        // The bootstrap and the packages of the image's layers come in at once (one round trip, not one per blob).
+        // The bootstrap and the packages' heads and metas come in at once (one round trip, not one per blob); the
+        // packages' windows stay in the registry until reads need them.
         let wanted = parts.packages.filter { package in
             manifest.layers.contains { $0.digest.description == package.annotations?[ZranLayout.layerAnnotation] }
         }
-        if let large = wanted.first(where: { $0.size > 2 * ImagePuller.maximumMetaBytes }) {
-            throw refuse("package \(large.digest) is too large")
-        }
-        progress(PullProgress(reference: name, phase: "gzip index", bytesTotal: wanted.reduce(parts.bootstrap.size) { $0 + $1.size }))
+        progress(PullProgress(reference: name, phase: "gzip index", bytesTotal: parts.bootstrap.size))
         let layerPath = FileSystem.join(work, "index-bootstrap.layer")
-        let downloads = [(parts.bootstrap, layerPath)] + wanted.enumerated().map { ($1, FileSystem.join(work, "package-\($0)")) }
-        let (client, registry, repository) = (self.client, reference.registry, reference.repository)
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (number, (descriptor, path)) in downloads.enumerated() {
-                if number >= 8 { try await group.next() }
-                group.addTask {
-                    _ = try await client.fetchBlob(registry: registry, repository: repository, descriptor: descriptor, to: path)
-                }
+        let (registry, repository) = (reference.registry, reference.repository)
+        async let bootstrapFetched = client.fetchBlob(
+            registry: registry, repository: repository, descriptor: parts.bootstrap, to: layerPath)
+        let packages = try await withThrowingTaskGroup(of: (Int, PackageParts).self) { group in
+            var fetched: [Int: PackageParts] = [:]
+            for (number, package) in wanted.enumerated() {
+                if number >= 8, let (done, parts) = try await group.next() { fetched[done] = parts }
+                group.addTask { (number, try await self.packageParts(package, registry: registry, repository: repository)) }
             }
-            try await group.waitForAll()
+            for try await (done, parts) in group { fetched[done] = parts }
+            return fetched
         }
+        _ = try await bootstrapFetched
         let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
         let bootstrapDigest = try await runBlocking { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
         let image = try ErofsImage(path: bootstrapPath)
@@ -140,6 +140,8 @@ extension ImagePuller {
         struct Checked {
             var entry: RafsBlobEntry
             var layer: Descriptor
+            /// The package in the registry, when its windows were left there.
+            var package: Descriptor?
             var meta: String
             var rafs: RafsBlob
         }
@@ -152,24 +154,20 @@ extension ImagePuller {
                 let layerText = wanted[packageNumber].annotations?[ZranLayout.layerAnnotation],
                 let layer = manifest.layers.first(where: { $0.digest.description == layerText })
             else { throw refuse("blob \(entry.blobID) has no package for a layer of the image") }
-            let packagePath = FileSystem.join(work, "package-\(packageNumber)")
+            guard let package = packages[packageNumber] else { throw refuse("package \(wanted[packageNumber].digest) was not fetched") }
+            let packageSize = UInt64(wanted[packageNumber].size)
             let meta = FileSystem.join(layout.metaDirectory, ".\(entry.blobID).\(UInt32.random(in: 0...UInt32.max)).partial")
             candidates.insert(meta)
             candidates.insert(Self.zranPackagePath(metaPath: meta))
-            // Only the package's header, index table and meta are read: its windows stay on disk, and the
-            // package file itself becomes the blob's index (no copy, no second fsync).
-            let (header, index) = try await runBlocking {
-                () throws -> ((metaStart: UInt64, blobSize: UInt64, indexLength: UInt64), GzipIndex) in
-                let file = try ImageFile(path: packagePath)
-                let header = try ZranPackage.header(of: file)
-                let index = try GzipIndexedBlobSource.readTable(file, at: Self.zranIndexOffset, size: header.indexLength)
-                let metaBytes = try file.read(
-                    at: Self.zranIndexOffset + header.indexLength, count: Int(header.blobSize - header.metaStart), what: "blob meta")
+            // The blob's meta file, and its `.zran` file: the package as published, its windows holes for now.
+            let index = try await runBlocking { () throws -> GzipIndex in
                 try Self.writeSparse(
-                    path: meta, size: Int64(header.blobSize), at: Int64(header.metaStart), bytes: metaBytes, replacing: false)
-                try FileSystem.rename(packagePath, Self.zranPackagePath(metaPath: meta))
-                return (header, index)
+                    path: meta, size: Int64(package.blobSize), at: Int64(package.metaStart), bytes: package.meta, replacing: false)
+                let zran = Self.zranPackagePath(metaPath: meta)
+                try package.write(to: zran, packageSize: packageSize)
+                return try GzipIndexedBlobSource.readTable(try ImageFile(path: zran), at: Self.zranIndexOffset, size: package.indexLength)
             }
+            let header = (metaStart: package.metaStart, blobSize: package.blobSize)
             guard index.compressedSize == UInt64(layer.size), index.uncompressedSize == header.metaStart else {
                 throw refuse("the index of blob \(entry.blobID) does not describe layer \(layer.digest) (\(index.compressedSize) bytes)")
             }
@@ -182,7 +180,8 @@ extension ImagePuller {
             if let outside = rafs.chunks.first(where: { $0.compressedEnd > header.metaStart || $0.isCompressed }) {
                 throw refuse("blob \(entry.blobID): chunk \(outside.index) does not lie in the layer's tar as stored")
             }
-            checked.append(Checked(entry: entry, layer: layer, meta: meta, rafs: rafs))
+            checked.append(
+                Checked(entry: entry, layer: layer, package: package.whole == nil ? wanted[packageNumber] : nil, meta: meta, rafs: rafs))
         }
 
         let commitments = checked.map { (blobID: $0.entry.blobID, chunkMap: $0.rafs.commitment) }
@@ -205,7 +204,7 @@ extension ImagePuller {
                 NewBlob(
                     blobID: blobID, chunkMap: blob.rafs.commitment, registry: reference.registry, repository: reference.repository,
                     storedSize: blob.layer.size, uncompressedSize: Int64(blob.entry.uncompressedSize), backingPath: backingPath,
-                    metaPath: metaPath, sourceLayer: blob.layer.digest.description))
+                    metaPath: metaPath, sourceLayer: blob.layer.digest.description, indexPackage: blob.package?.digest.description))
         }
         let record = NewImage(
             reference: name, manifestDigest: manifestDigest.description, format: .nydus, bootstrapPath: bootstrapPath,
