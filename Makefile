@@ -91,9 +91,10 @@ bench-lazy: setup
 	.build/release/LazyBench 256 200
 
 ## bench-wan: through an emulated wide-area link (netns + veth + tbf + delay line), per profile: near (1 ms,
-## 1 Gbit/s), region (20 ms, 200 Mbit/s), far (80 ms, 50 Mbit/s); PROFILE=far for one. bench-lazy's figures (cold
-## read vs the link rate, first byte vs RTT, pull round trips), then the cold start of a 1 GiB image with a
-## 20 MiB start-up set vs containerd's overlayfs and vs the start's limit (WAN_IMAGE_MIB, WAN_STARTUP_MIB)
+## 1 Gbit/s), region (20 ms, 200 Mbit/s), far (80 ms, 50 Mbit/s); PROFILE=far for one. First bench-lazy on
+## loopback (cold read vs serial curl + zstd), then per profile (cold read vs the link rate, first byte vs RTT,
+## pull round trips), then the cold start of a 1 GiB image with a 20 MiB start-up set vs containerd's overlayfs
+## and vs the start's limit (WAN_IMAGE_MIB, WAN_STARTUP_MIB)
 PROFILE ?= near region far
 WAN_IMAGE_MIB ?= 1024
 WAN_STARTUP_MIB ?= 20
@@ -102,6 +103,7 @@ bench-wan: setup
 	$(SWIFT) build -c release --product snapshotterd-fdholder $(BUILD_FLAGS)
 	$(SWIFT) build -c release --product LazyBench $(BUILD_FLAGS)
 	$(SWIFT) build -c release --product ColdStartBench $(BUILD_FLAGS)
+	.build/release/LazyBench 256 200
 	for profile in $(PROFILE); do LAZYBENCH_PROFILE=$$profile .build/release/LazyBench 256 200 || exit 1; done
 	.build/release/ColdStartBench --daemon .build/release/snapshotterd --image-mib $(WAN_IMAGE_MIB) \
 		--startup-files $(WAN_STARTUP_MIB) --runs 1 --profile "$(PROFILE)"

@@ -158,6 +158,72 @@ import Testing
     }
 }
 
+extension GzipIndexedBlobTests {
+    /// Before this, a cold window was fetched first and the layer's range only after it: one more round trip.
+    @Test("a cold window and the layer's range are asked for at once", .timeLimit(.minutes(1)))
+    func windowAlongsideRange() async throws {
+        let built = try Self.build("gzconcurrent", count: 12, pairs: true)
+        defer { ImageFixtures.cleanup(built.directory) }
+        let indexPath = try #require(built.blob.gzipIndexPath)
+        let encoded = try ImageFixtures.bytes(indexPath)
+        let index = try GzipIndex(decodingTable: encoded, encodedSize: UInt64(encoded.count))
+        let chunk = try #require(built.rafs.chunks.first { index.windowLocations[index.checkpoint(before: $0.compressedOffset)].size > 0 })
+        // The window's answer waits until the layer has been asked: fetched one after the other, this hangs.
+        let asked = AsyncStream<Void>.makeStream()
+        let layer = AnnouncingSource(inner: FileRangeSource(path: built.tar + ".gz"), announce: asked.continuation)
+        let windows = AwaitingSource(path: indexPath, until: asked.stream)
+        var settings = FetchSettings()
+        settings.readaheadBytes = 0
+        let engine = BlobEngine(settings: settings, logger: Logger(label: "test"))
+        let backing = try Self.backing(built, "backing")
+        try engine.register(
+            id: 1, rafs: built.rafs, backingPath: backing,
+            source: GzipIndexedBlobSource(layer: layer, indexPath: indexPath, windows: windows))
+        try await engine.ensure(blobID: 1, offset: chunk.uncompressedOffset, length: UInt64(chunk.uncompressedSize))
+        let device = try ImageFixtures.bytes(backing)
+        let tar = try ImageFixtures.bytes(built.tar)
+        #expect(
+            Array(device[Int(chunk.uncompressedOffset)..<Int(chunk.uncompressedEnd)])
+                == Array(tar[Int(chunk.compressedOffset)..<Int(chunk.compressedEnd)]))
+    }
+}
+
+/// Announces each stream it starts, then serves it from `inner`.
+final class AnnouncingSource: BlobRangeSource {
+    let inner: FileRangeSource
+    let announce: AsyncStream<Void>.Continuation
+
+    init(inner: FileRangeSource, announce: AsyncStream<Void>.Continuation) {
+        self.inner = inner
+        self.announce = announce
+    }
+
+    func read(offset: UInt64, length: UInt64) async throws -> [UInt8] { try await inner.read(offset: offset, length: length) }
+
+    func stream(offset: UInt64, length: UInt64, background: Bool, into consumer: any StoredBytesConsumer) async throws {
+        announce.yield()
+        let bytes = try await inner.read(offset: offset, length: length)
+        try bytes.withUnsafeBytes { try consumer.receive($0) }
+    }
+}
+
+/// Answers reads of a file only after something arrived on `until`.
+final class AwaitingSource: BlobRangeSource, @unchecked Sendable {
+    // @unchecked: the stream is iterated by one read at a time (the test makes one).
+    let path: String
+    let until: AsyncStream<Void>
+
+    init(path: String, until: AsyncStream<Void>) {
+        self.path = path
+        self.until = until
+    }
+
+    func read(offset: UInt64, length: UInt64) async throws -> [UInt8] {
+        for await _ in until { break }
+        return Array(try ImageFixtures.bytes(path)[Int(offset)..<Int(offset + length)])
+    }
+}
+
 /// Serves a file's ranges; the first `garbled` answers are garbage of the right length.
 final class GarbleFirstSource: BlobRangeSource {
     let path: String

@@ -51,16 +51,32 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
             throw BlobStoreError.rangeOutsideBlob(blob: 0, offset: offset, length: length, size: index.uncompressedSize)
         }
         let position = index.checkpoint(before: offset)
-        var checkpoint = index.checkpoints[position]
-        var fetchedWindow = false
-        if checkpoint.window.isEmpty, position < index.windowLocations.count, index.windowLocations[position].size > 0 {
-            (checkpoint.window, fetchedWindow) = try await window(position, at: index.windowLocations[position])
-        }
+        let checkpoint = index.checkpoints[position]
         let start = checkpoint.fetchStart
         let stop = index.compressedEnd(covering: end)
-        let inflating = try InflatingConsumer(checkpoint: checkpoint, start: offset, length: length, downstream: consumer)
+        let inflating = InflatingConsumer(checkpoint: checkpoint, start: offset, length: length, downstream: consumer)
+        let needsWindow = checkpoint.window.isEmpty && position < index.windowLocations.count && index.windowLocations[position].size > 0
+        var fetchedWindow = false
         do {
-            try await layer.stream(offset: start, length: stop - start, background: background, into: inflating)
+            if needsWindow {
+                // The window (from the file, or from the registry the first time) and the layer's range at once:
+                // what arrives before the window waits in the consumer, so a cold window costs no round trip.
+                let location = index.windowLocations[position]
+                async let streamed: Void = layer.stream(offset: start, length: stop - start, background: background, into: inflating)
+                do {
+                    let (window, fetched) = try await self.window(position, at: location)
+                    fetchedWindow = fetched
+                    try inflating.start(window: window)
+                } catch {
+                    inflating.abandon()
+                    _ = try? await streamed
+                    throw error
+                }
+                try await streamed
+            } else {
+                try inflating.start(window: checkpoint.window)
+                try await layer.stream(offset: start, length: stop - start, background: background, into: inflating)
+            }
         } catch {
             // Whatever failed (a window that inflates chunks failing their digests among it), a window fetched
             // from the registry is fetched again next time.
@@ -134,23 +150,62 @@ private final class IndexCache: Sendable {
     func forgetWindow(_ position: Int) { _ = fetchedWindows.withLock { $0.remove(position) } }
 }
 
-/// Feeds the layer's compressed bytes to the inflater and the inflated range on to the engine's decoder.
+/// Feeds the layer's compressed bytes to the inflater and the inflated range on to the engine's decoder. The
+/// inflater starts once the checkpoint's window is known (`start`); bytes that arrive before are held (at most
+/// `maximumPendingBytes`: a round trip's worth on any link we serve).
 private final class InflatingConsumer: StoredBytesConsumer, @unchecked Sendable {
-    // @unchecked: a transfer hands its pieces over in order, one call after the other (never concurrently), and
-    // `remaining` is read only after the transfer has returned; the inflater is touched nowhere else.
-    private let inflater: GzipRangeInflater
-    private let downstream: any StoredBytesConsumer
+    // @unchecked: `inflater`, `pending` and `abandoned` are touched only inside `lock`, by the transfer thread's
+    // `receive` and by `start`/`abandon` from the task that fetched the window; the inflater is used nowhere else.
+    static let maximumPendingBytes = 64 << 20
 
-    init(checkpoint: GzipCheckpoint, start: UInt64, length: UInt64, downstream: any StoredBytesConsumer) throws {
-        inflater = try GzipRangeInflater(from: checkpoint, start: start, length: length)
+    private let checkpoint: GzipCheckpoint
+    private let start: UInt64
+    private let length: UInt64
+    private let downstream: any StoredBytesConsumer
+    private let lock = Mutex(())
+    private var inflater: GzipRangeInflater?
+    private var pending: [UInt8] = []
+    private var abandoned = false
+
+    init(checkpoint: GzipCheckpoint, start: UInt64, length: UInt64, downstream: any StoredBytesConsumer) {
+        self.checkpoint = checkpoint
+        self.start = start
+        self.length = length
         self.downstream = downstream
     }
 
-    var remaining: UInt64 { inflater.remaining }
+    var remaining: UInt64 { lock.withLock { _ in inflater?.remaining ?? length } }
+
+    /// Starts inflating with the checkpoint's window, first what arrived before it.
+    func start(window: [UInt8]) throws {
+        var primed = checkpoint
+        primed.window = window
+        let started = try GzipRangeInflater(from: primed, start: start, length: length)
+        try lock.withLock { _ in
+            inflater = started
+            let held = pending
+            pending = []
+            guard !held.isEmpty, !started.isDone else { return }
+            try held.withUnsafeBytes { bytes in try started.feed(bytes) { try downstream.receive($0) } }
+        }
+    }
+
+    /// No window is coming: the transfer stops at its next piece.
+    func abandon() { lock.withLock { _ in abandoned = true } }
+
+    struct Abandoned: Error {}
 
     func receive(_ bytes: UnsafeRawBufferPointer) throws {
-        guard !inflater.isDone else { return }
-        try inflater.feed(bytes) { try downstream.receive($0) }
+        try lock.withLock { _ in
+            guard !abandoned else { throw Abandoned() }
+            guard let inflater else {
+                guard pending.count + bytes.count <= Self.maximumPendingBytes else { throw Abandoned() }
+                pending.append(contentsOf: bytes)
+                return
+            }
+            guard !inflater.isDone else { return }
+            try inflater.feed(bytes) { try downstream.receive($0) }
+        }
     }
 }
 
