@@ -15,7 +15,4 @@ public final class PullCredentialStore: Sendable {
     public func credentials(for registry: String) -> RegistryCredentials? {
         byRegistry.withLock { $0[registry] }
     }
-
-    /// Registries with learned credentials (for `status`; never the secrets).
-    public var registries: [String] { byRegistry.withLock { $0.keys.sorted() } }
 }

@@ -157,28 +157,17 @@ extension RegistryClient {
         return sink.written
     }
 
-    /// Reads `range` of a blob into memory (`Range: bytes=a-b`, expecting 206; a 200 is cut to the range).
+    /// Reads `range` of a blob into memory (`Range: bytes=a-b`, expecting 206).
     /// Nothing is verified: the caller checks chunk digests.
     public func fetchBlobRange(
         registry: String, repository: String, digest: Digest, range: Range<Int64>
     ) async throws(RegistryError) -> [UInt8] {
         guard !range.isEmpty else { return [] }
-        return try await withEndpoints(registry: registry, capability: .pull) { endpoint throws(RegistryError) in
-            let scope = Self.pullScope(repository)
-            var call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope)
-            call.headers = [("Range", "bytes=\(range.lowerBound)-\(range.upperBound - 1)")]
-            call.memoryLimit = Int(range.count) + 1
-            let response = try await send(call, registry: registry, endpoint: endpoint)
-            switch response.status {
-            case 206:
-                guard response.body.count == range.count else {
-                    throw .sizeMismatch(url: response.effectiveURL, expected: Int64(range.count), found: Int64(response.body.count))
-                }
-                return response.body
-            default:
-                throw error(for: response, method: "GET", scope: scope, host: endpoint.host)
-            }
-        }
+        let (body, url) = try await blobBytes(
+            registry: registry, repository: repository, digest: digest, range: "bytes=\(range.lowerBound)-\(range.upperBound - 1)",
+            memoryLimit: Int(range.count) + 1, accepted: [206])
+        guard body.count == range.count else { throw .sizeMismatch(url: url, expected: Int64(range.count), found: Int64(body.count)) }
+        return body
     }
 
     /// A blob whose size is not known yet, whole, in memory, or an error when it is larger than `maximumBytes`.
@@ -187,33 +176,35 @@ extension RegistryClient {
     public func fetchBlobUnsized(
         registry: String, repository: String, digest: Digest, maximumBytes: Int
     ) async throws(RegistryError) -> [UInt8] {
-        try await withEndpoints(registry: registry, capability: .pull) { endpoint throws(RegistryError) in
-            let scope = Self.pullScope(repository)
-            var call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope)
-            call.memoryLimit = maximumBytes
-            let response = try await send(call, registry: registry, endpoint: endpoint)
-            guard response.status == 200 else { throw error(for: response, method: "GET", scope: scope, host: endpoint.host) }
-            return response.body
-        }
+        try await blobBytes(
+            registry: registry, repository: repository, digest: digest, range: nil, memoryLimit: maximumBytes, accepted: [200]
+        ).body
     }
 
     /// The last `count` bytes of a blob whose size is not known yet (`Range: bytes=-count`): all of it when it is
     /// shorter. Nothing is verified.
     public func fetchBlobSuffix(registry: String, repository: String, digest: Digest, count: Int) async throws(RegistryError) -> [UInt8] {
         guard count > 0 else { return [] }
-        return try await withEndpoints(registry: registry, capability: .pull) { endpoint throws(RegistryError) in
+        let (body, url) = try await blobBytes(
+            registry: registry, repository: repository, digest: digest, range: "bytes=-\(count)", memoryLimit: count + 1,
+            accepted: [200, 206])
+        guard body.count <= count else { throw .sizeMismatch(url: url, expected: Int64(count), found: Int64(body.count)) }
+        return body
+    }
+
+    /// One GET of a blob into memory, `range` its Range header (nil: the whole blob), at most `memoryLimit`
+    /// bytes, answered with one of the `accepted` statuses; the body and where it came from.
+    private func blobBytes(
+        registry: String, repository: String, digest: Digest, range: String?, memoryLimit: Int, accepted: Set<Int>
+    ) async throws(RegistryError) -> (body: [UInt8], url: String) {
+        try await withEndpoints(registry: registry, capability: .pull) { endpoint throws(RegistryError) in
             let scope = Self.pullScope(repository)
             var call = Call(path: "/\(repository)/blobs/\(digest)", scope: scope)
-            call.headers = [("Range", "bytes=-\(count)")]
-            call.memoryLimit = count + 1
+            if let range { call.headers = [("Range", range)] }
+            call.memoryLimit = memoryLimit
             let response = try await send(call, registry: registry, endpoint: endpoint)
-            guard response.status == 206 || response.status == 200 else {
-                throw error(for: response, method: "GET", scope: scope, host: endpoint.host)
-            }
-            guard response.body.count <= count else {
-                throw .sizeMismatch(url: response.effectiveURL, expected: Int64(count), found: Int64(response.body.count))
-            }
-            return response.body
+            guard accepted.contains(response.status) else { throw error(for: response, method: "GET", scope: scope, host: endpoint.host) }
+            return (response.body, response.effectiveURL)
         }
     }
 

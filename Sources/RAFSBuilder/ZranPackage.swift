@@ -38,13 +38,6 @@ public struct ZranPackage: Sendable {
             meta: try file.read(at: metaStart, count: Int(file.size - metaStart), what: "blob meta"))
     }
 
-    /// The header of a package file: where the index and the meta lie in it, checked against its size, without
-    /// reading the rest (a served blob reads its index out of the package file it was pulled as).
-    public static func header(of file: ImageFile) throws -> (metaStart: UInt64, blobSize: UInt64, indexLength: UInt64) {
-        let bytes = try file.read(at: 0, count: Int(min(file.size, UInt64(headerSize))), what: "zran package header")
-        return try header(bytes, packageSize: file.size)
-    }
-
     /// The header from a package's first bytes (at least `headerSize`), checked against the package's size.
     public static func header(
         _ bytes: [UInt8], packageSize: UInt64

@@ -166,7 +166,7 @@ public final class BlobEngine: Sendable {
         // The window's upper bound: the configured one, or a few bandwidth-delay products of the blob's link
         // where that is more (a long fat link needs more in flight than a near one to stay busy).
         let bytes = links.readaheadWindow(
-            place: LinkEstimates.place(of: blob.sources.first?.identity ?? ""), configured: settings.readaheadBytes,
+            place: blob.linkPlace, configured: settings.readaheadBytes,
             multiple: settings.readaheadBandwidthDelayProducts, ceiling: max(settings.readaheadBytes, settings.maximumReadaheadBytes))
         // Near the previous end counts as sequential: readahead windows overlap or leave small gaps.
         let slack = 2 * UInt64(max(blob.rafs.entry.chunkSize, 1 << 20))
@@ -387,10 +387,10 @@ public final class BlobEngine: Sendable {
             let busy = decoder.busyTime
             metrics.recordFetch(bytes: Int(length), chunks: chunks.count, seconds: seconds)
             // The source that delivered is the blob's first now (a fallback that worked is preferred).
-            if let source = blob.sources.first, decoder.firstByteAt > started {
+            if decoder.firstByteAt > started {
                 links.record(
-                    place: LinkEstimates.place(of: source.identity), bytes: received,
-                    firstByteSeconds: Double(decoder.firstByteAt - started) / 1e9, totalSeconds: seconds)
+                    place: blob.linkPlace, bytes: received, firstByteSeconds: Double(decoder.firstByteAt - started) / 1e9,
+                    totalSeconds: seconds)
             }
             logger.debug(
                 "fetched",

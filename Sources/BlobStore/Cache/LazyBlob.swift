@@ -40,8 +40,9 @@ final class LazyBlob: Sendable {
     let id: Int64
     let rafs: RafsBlob
     let backingPath: String
-    /// Where the stored bytes can be fetched from, most preferred first.
-    private let sourceList: Mutex<[any BlobRangeSource]>
+    /// Where the stored bytes can be fetched from, most preferred first, and the link the first one is on
+    /// (`LinkEstimates.place`, kept with the list: read-ahead asks for it on every read).
+    private let sourceList: Mutex<(sources: [any BlobRangeSource], place: String)>
     /// Chunk indexes ordered by stored offset, and each chunk's position in that order.
     let byStoredOffset: [Int]
     let storedPosition: [Int]
@@ -57,7 +58,7 @@ final class LazyBlob: Sendable {
         self.id = id
         self.rafs = rafs
         self.backingPath = backingPath
-        sourceList = Mutex(sources)
+        sourceList = Mutex((sources, LinkEstimates.place(of: sources.first?.identity ?? "")))
         chunkBytes = rafs.chunks.reduce(0) { $0 + UInt64($1.uncompressedSize) }
         let order = rafs.chunks.indices.sorted { rafs.chunks[$0].compressedOffset < rafs.chunks[$1].compressedOffset }
         byStoredOffset = order
@@ -78,20 +79,24 @@ final class LazyBlob: Sendable {
 
     deinit { close(fd) }
 
-    var sources: [any BlobRangeSource] { sourceList.withLock { $0 } }
+    var sources: [any BlobRangeSource] { sourceList.withLock { $0.sources } }
+
+    /// The link of the preferred source: what `LinkEstimates` measures it under.
+    var linkPlace: String { sourceList.withLock { $0.place } }
 
     /// Adds a source unless one with the same identity is known.
     func add(_ source: any BlobRangeSource) {
         sourceList.withLock { list in
-            if !list.contains(where: { $0.identity == source.identity }) { list.append(source) }
+            if !list.sources.contains(where: { $0.identity == source.identity }) { list.sources.append(source) }
         }
     }
 
     /// Moves `source` to the front: it delivered where the ones before it failed.
     func prefer(_ source: any BlobRangeSource) {
         sourceList.withLock { list in
-            guard let index = list.firstIndex(where: { $0.identity == source.identity }), index > 0 else { return }
-            list.insert(list.remove(at: index), at: 0)
+            guard let index = list.sources.firstIndex(where: { $0.identity == source.identity }), index > 0 else { return }
+            list.sources.insert(list.sources.remove(at: index), at: 0)
+            list.place = LinkEstimates.place(of: source.identity)
         }
     }
 

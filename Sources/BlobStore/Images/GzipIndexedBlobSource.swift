@@ -55,13 +55,13 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
         let start = checkpoint.fetchStart
         let stop = index.compressedEnd(covering: end)
         let inflating = InflatingConsumer(checkpoint: checkpoint, start: offset, length: length, downstream: consumer)
-        let needsWindow = checkpoint.window.isEmpty && position < index.windowLocations.count && index.windowLocations[position].size > 0
+        // The table was decoded alone: windows are read (or fetched) when a stream starts at their checkpoint.
+        let location = index.windowLocations[position]
         var fetchedWindow = false
         do {
-            if needsWindow {
+            if location.size > 0 {
                 // The window (from the file, or from the registry the first time) and the layer's range at once:
                 // what arrives before the window waits in the consumer, so a cold window costs no round trip.
-                let location = index.windowLocations[position]
                 async let streamed: Void = layer.stream(offset: start, length: stop - start, background: background, into: inflating)
                 do {
                     let (window, fetched) = try await self.window(position, at: location)
@@ -74,7 +74,7 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
                 }
                 try await streamed
             } else {
-                try inflating.start(window: checkpoint.window)
+                try inflating.start(window: [])
                 try await layer.stream(offset: start, length: stop - start, background: background, into: inflating)
             }
         } catch {
@@ -113,7 +113,7 @@ public struct GzipIndexedBlobSource: BlobRangeSource {
     }
 
     /// The header and table of the index at `offset` of `file` (`size` bytes long), checked, without windows.
-    public static func readTable(_ file: ImageFile, at offset: UInt64, size: UInt64) throws -> GzipIndex {
+    private static func readTable(_ file: ImageFile, at offset: UInt64, size: UInt64) throws -> GzipIndex {
         let prefix = try file.read(at: offset, count: Int(min(size, UInt64(GzipIndex.headerSize))), what: "gzip index header")
         let tableSize = try GzipIndex.tableSize(prefix: prefix)
         guard UInt64(tableSize) <= size else {

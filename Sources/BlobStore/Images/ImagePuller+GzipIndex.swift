@@ -159,16 +159,15 @@ extension ImagePuller {
             let meta = FileSystem.join(layout.metaDirectory, ".\(entry.blobID).\(UInt32.random(in: 0...UInt32.max)).partial")
             candidates.insert(meta)
             candidates.insert(Self.zranPackagePath(metaPath: meta))
+            let index = try GzipIndex(
+                decodingTable: Array(package.head[Int(Self.zranIndexOffset)...]), encodedSize: package.indexLength)
             // The blob's meta file, and its `.zran` file: the package as published, its windows holes for now.
-            let index = try await runBlocking { () throws -> GzipIndex in
+            try await runBlocking {
                 try Self.writeSparse(
                     path: meta, size: Int64(package.blobSize), at: Int64(package.metaStart), bytes: package.meta, replacing: false)
-                let zran = Self.zranPackagePath(metaPath: meta)
-                try package.write(to: zran, packageSize: packageSize)
-                return try GzipIndexedBlobSource.readTable(try ImageFile(path: zran), at: Self.zranIndexOffset, size: package.indexLength)
+                try package.write(to: Self.zranPackagePath(metaPath: meta), packageSize: packageSize)
             }
-            let header = (metaStart: package.metaStart, blobSize: package.blobSize)
-            guard index.compressedSize == UInt64(layer.size), index.uncompressedSize == header.metaStart else {
+            guard index.compressedSize == UInt64(layer.size), index.uncompressedSize == package.metaStart else {
                 throw refuse("the index of blob \(entry.blobID) does not describe layer \(layer.digest) (\(index.compressedSize) bytes)")
             }
             let rafs: RafsBlob
@@ -177,7 +176,7 @@ extension ImagePuller {
             } catch {
                 throw refuse("blob \(entry.blobID): \(error)")
             }
-            if let outside = rafs.chunks.first(where: { $0.compressedEnd > header.metaStart || $0.isCompressed }) {
+            if let outside = rafs.chunks.first(where: { $0.compressedEnd > package.metaStart || $0.isCompressed }) {
                 throw refuse("blob \(entry.blobID): chunk \(outside.index) does not lie in the layer's tar as stored")
             }
             checked.append(
@@ -191,8 +190,10 @@ extension ImagePuller {
             let blobID = blob.entry.blobID
             let metaPath = layout.metaPath(blobID: blobID, domain: domain)
             // Within a domain one blob id has one chunk map: a meta here already is this one, and so is its index
-            // (a different index of the same chunks can only fail reads, never change their bytes).
-            if !FileSystem.exists(metaPath) || !FileSystem.exists(Self.zranPackagePath(metaPath: metaPath)) {
+            // (a different index of the same chunks can only fail reads, never change their bytes). A whole
+            // package replaces whatever is there: a record without a package would read a sparse file's holes
+            // as windows.
+            if blob.package == nil || !FileSystem.exists(metaPath) || !FileSystem.exists(Self.zranPackagePath(metaPath: metaPath)) {
                 try FileSystem.makeDirectories(FileSystem.parentPath(metaPath), mode: 0o700)
                 try FileSystem.rename(Self.zranPackagePath(metaPath: blob.meta), Self.zranPackagePath(metaPath: metaPath))
                 try FileSystem.rename(blob.meta, metaPath)

@@ -15,8 +15,8 @@ extension ImagePuller {
     /// names the same digest and its bytes hash to it; tails only pass the checks every fetched meta passes
     /// (against the bootstrap).
     struct SpeculativeStart: Sendable {
-        let bootstrapDigest: Digest?
-        let bootstrapTask: Task<[UInt8], any Error>?
+        let bootstrapDigest: Digest
+        let bootstrapTask: Task<[UInt8], any Error>
         let tails: [String: Task<[UInt8], any Error>]
 
         init?(layers: [Digest], reference: ImageReference, puller: ImagePuller) {
@@ -25,25 +25,15 @@ extension ImagePuller {
             bootstrapDigest = last
             bootstrapTask = Task {
                 try await client.fetchBlobUnsized(
-                    registry: reference.registry, repository: reference.repository, digest: last, maximumBytes: Self.bootstrapLimit)
+                    registry: reference.registry, repository: reference.repository, digest: last,
+                    maximumBytes: ImagePuller.speculativeBootstrapBytes)
             }
-            var tails: [String: Task<[UInt8], any Error>] = [:]
-            for digest in layers.dropLast().prefix(ImagePuller.speculativeTailBlobs)
-            where tails[digest.encoded] == nil && !FileSystem.exists(puller.layout.metaPath(blobID: digest.encoded)) {
-                tails[digest.encoded] = Task {
-                    try await client.fetchBlobSuffix(
-                        registry: reference.registry, repository: reference.repository, digest: digest,
-                        count: Int(ImagePuller.speculativeTailBytes))
-                }
-            }
-            self.tails = tails
+            tails = puller.speculativeTails(of: Array(layers.dropLast()), reference: reference)
         }
-
-        private static var bootstrapLimit: Int { ImagePuller.speculativeBootstrapBytes }
 
         /// The bootstrap layer's bytes when the speculative fetch got the layer the manifest names, intact.
         func bootstrap(matching descriptor: Descriptor) async -> [UInt8]? {
-            guard let bootstrapTask, bootstrapDigest == descriptor.digest,
+            guard bootstrapDigest == descriptor.digest,
                 let bytes = try? await bootstrapTask.value, Int64(bytes.count) == descriptor.size
             else { return nil }
             let digest = try? await runBlocking { Digest.sha256(of: bytes) }
@@ -51,7 +41,7 @@ extension ImagePuller {
         }
 
         func cancel() {
-            bootstrapTask?.cancel()
+            bootstrapTask.cancel()
             for tail in tails.values { tail.cancel() }
         }
     }

@@ -194,7 +194,7 @@ public final class ImagePuller: Sendable {
         // are fetched alongside the bootstrap so that small images need no round trip after it.
         // Blobs whose tails the speculative start did not ask for get theirs now.
         var tails = early?.tails ?? [:]
-        let others = speculativeTails(of: parts.blobs.filter { tails[$0.digest.encoded] == nil }, reference: reference)
+        let others = speculativeTails(of: parts.blobs.map(\.digest).filter { tails[$0.encoded] == nil }, reference: reference)
         tails.merge(others) { first, _ in first }
         defer { for tail in tails.values { tail.cancel() } }
 
@@ -334,16 +334,16 @@ public final class ImagePuller: Sendable {
     /// Blobs whose tails are fetched alongside the bootstrap (the rest are fetched after it, one by one).
     static let speculativeTailBlobs = 8
 
-    /// Starts fetching the last `speculativeTailBytes` of each blob (of the first few).
-    func speculativeTails(of blobs: [Descriptor], reference: ImageReference) -> [String: Task<[UInt8], any Error>] {
+    /// Starts fetching the last `speculativeTailBytes` of each blob (of the first few) without a meta here
+    /// yet, by suffix range: the blob's size need not be known (a pull that has not seen the manifest yet).
+    func speculativeTails(of blobs: [Digest], reference: ImageReference) -> [String: Task<[UInt8], any Error>] {
         var tails: [String: Task<[UInt8], any Error>] = [:]
-        for blob in blobs.prefix(Self.speculativeTailBlobs)
-        where blob.size > 0 && tails[blob.digest.encoded] == nil && !FileSystem.exists(layout.metaPath(blobID: blob.digest.encoded)) {
+        for digest in blobs.prefix(Self.speculativeTailBlobs)
+        where tails[digest.encoded] == nil && !FileSystem.exists(layout.metaPath(blobID: digest.encoded)) {
             let client = client
-            let range = max(0, blob.size - Self.speculativeTailBytes)..<blob.size
-            tails[blob.digest.encoded] = Task {
-                try await client.fetchBlobRange(
-                    registry: reference.registry, repository: reference.repository, digest: blob.digest, range: range)
+            tails[digest.encoded] = Task {
+                try await client.fetchBlobSuffix(
+                    registry: reference.registry, repository: reference.repository, digest: digest, count: Int(Self.speculativeTailBytes))
             }
         }
         return tails
