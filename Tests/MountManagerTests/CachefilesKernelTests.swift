@@ -5,6 +5,7 @@ import Logging
 import MountManager
 import RAFS
 import Synchronization
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -106,7 +107,7 @@ struct GuestRig {
 }
 
 func readWhole(_ path: String) async throws -> [UInt8] {
-    try await offPool { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
+    try await onOwnThread { Array(try Data(contentsOf: URL(fileURLWithPath: path))) }
 }
 
 enum GuestEnvironment {
@@ -193,7 +194,7 @@ struct CachefilesKernelTests {
         try #require(!failing.isEmpty && !working.isEmpty)
         let target = mountPoint + failing[0]
         let started = monotonicNanoseconds()
-        let (result, code) = try await offPool { () -> (Int, Int32) in
+        let (result, code) = try await onOwnThread { () -> (Int, Int32) in
             let fd = open(target, O_RDONLY)
             defer { close(fd) }
             var buffer = [UInt8](repeating: 0, count: 65536)

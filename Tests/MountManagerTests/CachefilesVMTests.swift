@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -55,7 +56,7 @@ struct CachefilesVMTests {
         // Minutes of waiting on the VM, on a thread of its own: a cooperative-pool thread held that long starves
         // the suites running alongside (the fanotify front end's fills run on that pool).
         nonisolated(unsafe) let running = process
-        let (status, text) = try await offPool {
+        let (status, text) = try await onOwnThread {
             let data = output.fileHandleForReading.readDataToEndOfFile()
             running.waitUntilExit()
             return (running.terminationStatus, String(decoding: data, as: UTF8.self))

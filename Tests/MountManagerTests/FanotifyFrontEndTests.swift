@@ -115,17 +115,8 @@ final class FanotifyWorkspace {
     }
 }
 
-/// Runs blocking work (reads that the kernel holds until the front end answers) on a thread of its own, so
-/// the cooperative pool stays free to run the fills that release it.
-func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread { continuation.resume(with: Result { try body() }) }
-        thread.start()
-    }
-}
-
 func readFile(_ path: String) async throws -> Data {
-    try await offPool { try Data(contentsOf: URL(fileURLWithPath: path)) }
+    try await onOwnThread { try Data(contentsOf: URL(fileURLWithPath: path)) }
 }
 
 /// Time limits are generous: the front end runs fills on the cooperative pool, which in `swift test` is shared
@@ -206,7 +197,7 @@ struct FanotifyFrontEndTests {
         defer { try? Mounter.unmount(mountPoint, detach: true) }
 
         let path = mountPoint + "/a"
-        let (fd, n, code) = try await offPool { () -> (Int32, Int, Int32) in
+        let (fd, n, code) = try await onOwnThread { () -> (Int32, Int, Int32) in
             let fd = open(path, O_RDONLY)
             var buffer = [UInt8](repeating: 0xAA, count: 4096)
             let n = read(fd, &buffer, buffer.count)

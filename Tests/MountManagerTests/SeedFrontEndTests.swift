@@ -50,7 +50,7 @@ struct SeedFrontEndTests {
         func read(_ path: String) async throws -> [UInt8] {
             let device = EmulatedSeedDevice(emulator: emulator, path: backing)
             let image = self.image
-            return try await offPool { try image.readFile(path, devices: [1: device]) }
+            return try await onOwnThread { try image.readFile(path, devices: [1: device]) }
         }
 
         func tearDown() {
@@ -127,7 +127,7 @@ struct SeedFrontEndTests {
         let device = EmulatedSeedDevice(emulator: rig.emulator, path: rig.backing)
         let image = rig.image
         let path = try #require(rig.expected.keys.sorted().first)
-        let reader = Task { try await offPool { try image.readFile(path, devices: [1: device]) } }
+        let reader = Task { try await onOwnThread { try image.readFile(path, devices: [1: device]) } }
         // Wait (up to 30 s on a loaded machine) until the reader is blocked on its request.
         for _ in 0..<300 where rig.emulator.state.withLock({ $0.waiting.count }) == 0 { try await Task.sleep(for: .milliseconds(100)) }
         #expect(rig.emulator.state.withLock { $0.waiting.count } == 1, "the reader must be blocked on its request")
@@ -185,7 +185,7 @@ struct SeedFrontEndTests {
         // cooperative thread: with the whole suite running on two cores, a task might not start for a while.
         let reader = StartedThread { try image.readFile(path, devices: [1: EmulatedSeedDevice(emulator: emulator, path: backing)]) }
         let message = try #require(
-            try await offPool { try device.readMessage(timeoutMilliseconds: 30_000) }, "no request reached the daemon end")
+            try await onOwnThread { try device.readMessage(timeoutMilliseconds: 30_000) }, "no request reached the daemon end")
         _ = try predecessor.journal?.record(try SeedRequest.parse(message))
         #expect(emulator.waitingReaders == 1)
 
@@ -233,7 +233,7 @@ final class StartedThread<T: Sendable>: Sendable {
 
     func value() async throws -> T {
         let finished = self.finished
-        try await offPool { finished.wait() }
+        try await onOwnThread { finished.wait() }
         return try result.withLock { $0! }.get()
     }
 }

@@ -236,11 +236,3 @@ struct CacheBudgetDaemonTests {
         await Self.checkAllFiles(setup, at: target, "after a crash mid-eviction")
     }
 }
-
-/// Runs blocking work (a read through a mount, which may wait on fetches; snapctl) on a thread of its own: the
-/// cooperative pool has two threads on our machines, and other suites' tests need them.
-func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try body() }) }.start()
-    }
-}

@@ -233,14 +233,16 @@ struct LazyImageTests {
         let big = setup.image.files["usr/lib/big.bin"]!
 
         for (round, how) in ["kill", "term"].enumerated() {
-            try setup.setProxyMode("slow")
+            // Held until the daemon is gone, so the reader is certainly waiting on a fetch when it dies.
+            try setup.setProxyMode("hold")
+            let gets = setup.proxy.blobGetsStarted
             let offset = (3 + 4 * round) << 20
-            let reader = Task.detached { Self.read(target + "/usr/lib/big.bin", offset: offset, count: 8192) }
-            try await Task.sleep(for: .milliseconds(700))
+            let reader = Task { try await onOwnThread { Self.read(target + "/usr/lib/big.bin", offset: offset, count: 8192) } }
+            #expect(try await setup.proxy.waitForBlobGets(moreThan: gets), "the reader's fetch never reached the registry")
             if how == "kill" { setup.harness.crash() } else { #expect(setup.harness.stop() == 0) }
             try setup.setProxyMode("pass")
             try setup.harness.start()
-            let result = await reader.value
+            let result = try await reader.value
             #expect(try result.get() == Array(big[offset..<(offset + 8192)]), "reader after \(how) got wrong bytes")
             // Mounts were reconciled and new reads work.
             let fresh = offset + (2 << 20)
@@ -592,10 +594,11 @@ struct LazyImageTests {
         try setup.registry.start()
 
         // kill -9 while a reader waits: the successor adopts /dev/cachefiles and restores the request.
-        try setup.setProxyMode("slow")
+        try setup.setProxyMode("hold")
+        let gets = setup.proxy.blobGetsStarted
         let offset = 3 << 20
-        let reader = Task.detached { Self.read(target + "/usr/lib/big.bin", offset: offset, count: 8192) }
-        try await Task.sleep(for: .seconds(2))
+        let reader = Task { try await onOwnThread { Self.read(target + "/usr/lib/big.bin", offset: offset, count: 8192) } }
+        #expect(try await setup.proxy.waitForBlobGets(moreThan: gets), "the reader's fetch never reached the registry")
         setup.harness.crash()
         try setup.setProxyMode("pass")
         try setup.harness.start()

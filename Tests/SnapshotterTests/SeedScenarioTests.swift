@@ -130,14 +130,14 @@ struct SeedScenarioTests {
         func read(_ path: String) async throws -> [UInt8] {
             let bootstrap = self.bootstrap
             let devices = self.devices
-            return try await onThread { try bootstrap.readFile(path, devices: devices) }
+            return try await onOwnThread { try bootstrap.readFile(path, devices: devices) }
         }
 
         /// `count` bytes at `offset` of a file, inside one chunk: one device read.
         func read(_ path: String, offset: UInt64, count: Int) async throws -> [UInt8] {
             let bootstrap = self.bootstrap
             let devices = self.devices
-            return try await onThread {
+            return try await onOwnThread {
                 let mappings = try bootstrap.chunkMappings(of: bootstrap.lookup(path))
                 guard
                     let mapping = mappings.first(where: { $0.fileOffset <= offset && offset + UInt64(count) <= $0.fileOffset + $0.length }),
@@ -252,12 +252,15 @@ struct SeedScenarioTests {
         // 1. The daemon took the request, journalled it and is fetching (slow registry) when it is killed
         //    (then, a second round, stopped with SIGTERM: with images pulled it leaves the devnode to its holder).
         for (round, how) in ["kill", "term"].enumerated() {
-            try setup.setProxyMode("slow")
+            // Held, not merely slow: on a loaded machine a 3 s delay once ran out before the kill, and the
+            // daemon answered the reader first.
+            try setup.setProxyMode("hold")
+            let gets = setup.proxy.blobGetsStarted
             let offset = (1 + round) << 20
             let waiting = Task { try await reader.read("usr/lib/big.bin", offset: UInt64(offset), count: 8192) }
             try await waitFor("the reader to block on its request") { emulator.waitingReaders == 1 }
             try await waitFor("the daemon to journal the request") { ((try? FileSystem.readFile(journal)) ?? []).contains { $0 != 0 } }
-            try await Task.sleep(for: .milliseconds(500))
+            #expect(try await setup.proxy.waitForBlobGets(moreThan: gets), "the daemon's fetch never reached the registry")
             if how == "kill" { setup.harness.crash() } else { #expect(setup.harness.stop() == 0) }
             try await Task.sleep(for: .milliseconds(300))
             #expect(emulator.waitingReaders == 1, "after \(how) the reader must still wait: the holder keeps the devnode open")
@@ -304,13 +307,5 @@ struct SeedScenarioTests {
         }
         Issue.record("timed out waiting for \(what)")
         throw CancellationError()
-    }
-}
-
-/// Runs blocking work (reads the emulated devnode holds until the daemon answers) on a thread of its own.
-private func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-    try await withCheckedThrowingContinuation { continuation in
-        let thread = Thread { continuation.resume(with: Result { try body() }) }
-        thread.start()
     }
 }

@@ -2,7 +2,7 @@
 public enum RegistryTestScripts {
     /// An HTTP/1.1 proxy in front of a registry that can inject faults into blob GETs:
     /// `pass`, `flip` (one byte of the body inverted), `drop` (first blob GET cut at half its body),
-    /// `503` (every blob GET refused, Retry-After 1), `stall` (the first blob GET in this mode sends half its body, then stays silent for a minute), `429` (first two blob GETs refused), `busy` (the first two blob GETs made in this mode answered 429 with Retry-After 1), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s), `slowtag` (manifest GETs by tag delayed 1 s), `throttled` (every blob GET answered 429 with Retry-After 30).
+    /// `503` (every blob GET refused, Retry-After 1), `stall` (the first blob GET in this mode sends half its body, then stays silent for a minute), `429` (first two blob GETs refused), `busy` (the first two blob GETs made in this mode answered 429 with Retry-After 1), `redirect` (blob GETs answered 307 to the registry itself), `slow` (blob GETs delayed 3 s), `hold` (blob GETs held until the mode is switched away from `hold`, for at most 2 minutes: a fetch that cannot finish before the test lets it), `slowtag` (manifest GETs by tag delayed 1 s), `throttled` (every blob GET answered 429 with Retry-After 30).
     /// Absolute-form requests (`GET http://host:port/...`) make it a forward proxy. Logs one line per request
     /// and a `SENT <bytes> <method> <path>` line per answered body; a `<log>.mode` file switches the mode live.
     public static let faultProxy = #"""
@@ -41,6 +41,16 @@ public enum RegistryTestScripts {
                         log.write("%s %s range=%s auth=%s\n" % (self.command, self.path, self.headers.get("Range"), "Authorization" in self.headers))
                 if active == "slow" and is_blob:
                     time.sleep(3)
+                if active == "hold" and is_blob:
+                    deadline = time.monotonic() + 120
+                    while time.monotonic() < deadline:
+                        try:
+                            with open(logpath + ".mode") as override:
+                                if (override.read().strip() or mode) != "hold":
+                                    break
+                        except OSError:
+                            break
+                        time.sleep(0.02)
                 if active == "slowtag" and self.command == "GET" and "/manifests/" in path and "sha256:" not in path:
                     time.sleep(1)
                 if active == "503" and is_blob:

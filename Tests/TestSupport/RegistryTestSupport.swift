@@ -360,4 +360,18 @@ public final class PythonHelper {
             ["\(port)", "\(upstreamPort)", mode, log]
         }
     }
+
+    /// Blob GETs a fault proxy has been asked for so far (answered or not).
+    public var blobGetsStarted: Int { requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count }
+
+    /// Waits (polling every 50 ms, up to `seconds`) until a fault proxy has been asked for more than `count`
+    /// blob GETs; false if it never was.
+    public func waitForBlobGets(moreThan count: Int, seconds: Double = 60) async throws -> Bool {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while ContinuousClock.now < deadline {
+            if blobGetsStarted > count { return true }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        return blobGetsStarted > count
+    }
 }
