@@ -227,7 +227,8 @@ struct LazyImageTests {
 
     @Test("kill -9 and SIGTERM while readers wait: no reader sees zeros; a restarted daemon completes them", .timeLimit(.minutes(5)))
     func restartWhileReading() async throws {
-        let setup = try await Setup("lazy-restart", frontEnd: "fanotify", bigMiB: 16)
+        // The reader timeout is far beyond the test's steps, so the held read waits for the kill on a loaded machine.
+        let setup = try await Setup("lazy-restart", frontEnd: "fanotify", bigMiB: 16, readerTimeout: 60)
         defer { setup.tearDown() }
         let target = try setup.pullAndMount(key: "c1")
         let big = setup.image.files["usr/lib/big.bin"]!
