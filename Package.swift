@@ -199,7 +199,10 @@ let package = Package(
             swiftSettings: strict
         ),
 
-        .testTarget(name: "TOMLTests", dependencies: ["TOML"], swiftSettings: strict),
+        .testTarget(name: "TOMLTests", dependencies: ["TestThreads", "TOML"], swiftSettings: strict),
+        // Each test case on a thread of its own (the `.ownThread` suite trait) and `onOwnThread` for blocking work:
+        // Foundation and Testing only, so that every test target can have it.
+        .target(name: "TestThreads", path: "Tests/TestThreads", swiftSettings: strict),
         // Where the shared fixtures are, scratch directories, tool runs, kernel messages: Foundation only.
         .target(name: "TestFixtures", path: "Tests/TestFixtures", swiftSettings: strict),
         // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
@@ -225,36 +228,38 @@ let package = Package(
             swiftSettings: strict
         ),
         // One test target per library: a change to RAFS builds and runs RAFSTests without the daemon.
-        .testTarget(name: "LinuxKernelTests", dependencies: ["LinuxKernel", "CLinux", "TestFixtures"], swiftSettings: strict),
-        .testTarget(name: "DigestsTests", dependencies: ["Digests", "TestFixtures"], swiftSettings: strict),
-        .testTarget(name: "OCITests", dependencies: ["OCI", "Digests"], swiftSettings: strict),
-        .testTarget(name: "ArchiveTests", dependencies: ["Archive", "TestFixtures"], swiftSettings: strict),
+        .testTarget(
+            name: "LinuxKernelTests", dependencies: ["TestThreads", "LinuxKernel", "CLinux", "TestFixtures"], swiftSettings: strict),
+        .testTarget(name: "DigestsTests", dependencies: ["TestThreads", "Digests", "TestFixtures"], swiftSettings: strict),
+        .testTarget(name: "OCITests", dependencies: ["TestThreads", "OCI", "Digests"], swiftSettings: strict),
+        .testTarget(name: "ArchiveTests", dependencies: ["TestThreads", "Archive", "TestFixtures"], swiftSettings: strict),
         .testTarget(
             name: "OCIRegistryTests",
             dependencies: [
-                "OCIRegistry", "OCI", "Digests", "LinuxKernel", "TestSupport", .product(name: "Logging", package: "swift-log"),
+                "TestThreads", "OCIRegistry", "OCI", "Digests", "LinuxKernel", "TestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RAFSTests",
-            dependencies: ["RAFS", "Digests", "LinuxKernel", "TestFixtures"],
+            dependencies: ["TestThreads", "RAFS", "Digests", "LinuxKernel", "TestFixtures"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "RAFSBuilderTests",
-            dependencies: ["RAFSBuilder", "RAFS", "Archive", "OCI", "Digests", "TestFixtures", "TestSupport"],
+            dependencies: ["TestThreads", "RAFSBuilder", "RAFS", "Archive", "OCI", "Digests", "TestFixtures", "TestSupport"],
             swiftSettings: strict
         ),
         .testTarget(
             name: "CatalogTests",
-            dependencies: ["Catalog", "LinuxKernel", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TestThreads", "Catalog", "LinuxKernel", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(
             name: "BlobStoreTests",
             dependencies: [
-                "Archive", "BlobStore", "Catalog", "LinuxKernel", "RAFS", "RAFSBuilder", "TestFixtures",
+                "TestThreads", "Archive", "BlobStore", "Catalog", "LinuxKernel", "RAFS", "RAFSBuilder", "TestFixtures",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -262,7 +267,7 @@ let package = Package(
         .testTarget(
             name: "MountManagerTests",
             dependencies: [
-                "MountManager", "BlobStore", "RAFS", "LinuxKernel", "CLinux", "TestFixtures", "TestSupport",
+                "TestThreads", "MountManager", "BlobStore", "RAFS", "LinuxKernel", "CLinux", "TestFixtures", "TestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -270,7 +275,8 @@ let package = Package(
         .testTarget(
             name: "SnapshotterTests",
             dependencies: [
-                "SnapshotterAPI", "BlobStore", "Catalog", "OCI", "RAFS", "RAFSBuilder", "MountManager", "LinuxKernel", "TestSupport",
+                "TestThreads", "SnapshotterAPI", "BlobStore", "Catalog", "OCI", "RAFS", "RAFSBuilder", "MountManager", "LinuxKernel",
+                "TestSupport",
                 "ContainerdProxy", "CRIClient",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),

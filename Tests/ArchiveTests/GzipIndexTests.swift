@@ -1,11 +1,12 @@
 import Foundation
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import Archive
 
 /// Checkpoints of real gzip output (`gzip` and `pigz`-style levels), and inflating any range from them.
-@Suite struct GzipIndexTests {
+@Suite(.ownThread) struct GzipIndexTests {
     /// Compressible but not trivial data: text-like runs mixed with pseudo-random bytes.
     static func sample(count: Int, seed: UInt64) -> [UInt8] {
         var state = seed

@@ -1,5 +1,6 @@
 import Foundation
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import Archive
@@ -70,7 +71,7 @@ func readAll(_ reader: TarReader) throws -> [(TarEntry, [UInt8])] {
     return result
 }
 
-@Suite("Streaming tar reader")
+@Suite("Streaming tar reader", .ownThread)
 struct TarReaderTests {
     static let fixture = ImageFixtures.directory + "/all-entry-type.tar"
 

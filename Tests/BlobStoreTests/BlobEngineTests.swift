@@ -3,6 +3,7 @@ import Glibc
 import Logging
 import Synchronization
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import BlobStore
@@ -110,7 +111,7 @@ final class MemoryStateStore: ChunkStateStore {
     func save(blobID: Int64, bitmap: [UInt8]) throws { saved.withLock { $0[blobID] = bitmap } }
 }
 
-@Suite("On-demand fetch engine with nydus's own blob")
+@Suite("On-demand fetch engine with nydus's own blob", .ownThread)
 struct BlobEngineTests {
     struct Setup {
         let directory: String

@@ -4,6 +4,7 @@ import LinuxKernel
 import Logging
 import Synchronization
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import BlobStore
@@ -15,7 +16,7 @@ final class FailingStateStore: ChunkStateStore {
     func save(blobID: Int64, bitmap: [UInt8]) throws { throw Down() }
 }
 
-@Suite("Cache budget: eviction of least recently used chunks, pins, grace, full disks")
+@Suite("Cache budget: eviction of least recently used chunks, pins, grace, full disks", .ownThread)
 struct CacheBudgetTests {
     struct Setup {
         let directory: String

@@ -1,8 +1,9 @@
+import TestThreads
 import Testing
 
 @testable import BlobStore
 
-@Suite("Cachefiles naming: the kernel's cache tree layout")
+@Suite("Cachefiles naming: the kernel's cache tree layout", .ownThread)
 struct CachefilesNamingTests {
     /// Paths a real kernel's cachefiles created (published in the styx project's daemon tests, observed on a
     /// live system): volume key `erofs,<domain>`, printable cookie keys, fan-out bytes below and above 0x10.

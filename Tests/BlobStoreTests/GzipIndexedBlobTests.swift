@@ -5,6 +5,7 @@ import Logging
 import RAFSBuilder
 import Synchronization
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import BlobStore
@@ -12,7 +13,7 @@ import Testing
 
 /// A gzip-indexed blob through the engine: its stored form is a layer's uncompressed tar, and its chunks are
 /// the files' data in it, separated by tar headers.
-@Suite struct GzipIndexedBlobTests {
+@Suite(.ownThread) struct GzipIndexedBlobTests {
     struct Built {
         var directory: String
         var tar: String

@@ -1,11 +1,12 @@
 import Logging
 import RAFS
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import BlobStore
 
-@Suite("Link estimates: round trip, rate and the read-ahead window they size")
+@Suite("Link estimates: round trip, rate and the read-ahead window they size", .ownThread)
 struct LinkEstimatesTests {
     @Test("a long link's bandwidth-delay product sizes the window; a near one leaves the configured window; off stays off")
     func window() {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import BlobStore
@@ -13,7 +14,7 @@ import Glibc
 
 /// What vouches for a blob's chunk map, and what happens to bytes nobody vouches for: unit-level checks on the
 /// real nydus 2.2 fixture (bootstrap + blob) and on the catalog. The end-to-end attacks are `TrustAttackTests`.
-@Suite("Trust: blob meta checked against the bootstrap, undescribed ranges refused, catalog keyed by chunk map")
+@Suite("Trust: blob meta checked against the bootstrap, undescribed ranges refused, catalog keyed by chunk map", .ownThread)
 struct TrustVerificationTests {
     static func fixture() throws -> (image: ErofsImage, entry: RafsBlobEntry, table: [RafsChunkTableEntry]) {
         let image = try ErofsImage(path: ImageFixtures.bootstrap)

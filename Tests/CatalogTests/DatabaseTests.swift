@@ -1,5 +1,6 @@
 import LinuxKernel
 import Logging
+import TestThreads
 import Testing
 
 @testable import Catalog
@@ -8,7 +9,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite("SQLite catalog wrapper")
+@Suite("SQLite catalog wrapper", .ownThread)
 struct DatabaseTests {
     static func tempDirectory() throws -> String {
         var template = Array("/tmp/db-test-XXXXXX".utf8CString)

@@ -1,10 +1,11 @@
 import Foundation
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import Digests
 
-@Suite("Digests: BLAKE3 and SHA-256")
+@Suite("Digests: BLAKE3 and SHA-256", .ownThread)
 struct DigestTests {
     /// The official BLAKE3 test vectors (BLAKE3-team/BLAKE3 `test_vectors/test_vectors.json`, `hash` field,
     /// first 32 bytes of the extended output). Input: `length` bytes of the repeating pattern 0, 1, ..., 250.

@@ -1,6 +1,7 @@
 import CLinux
 import Foundation
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import LinuxKernel
@@ -9,7 +10,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite("cachefiles messages: parsing, defensively")
+@Suite("cachefiles messages: parsing, defensively", .ownThread)
 struct CachefilesMessageTests {
     @Test func openMessage() throws {
         let message = try CachefilesMessage.parse(CachefilesWire.openMessage(volume: "erofs,d1", cookie: Array("boot".utf8)))

@@ -1,11 +1,12 @@
 import LinuxKernel
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-@Suite("mountinfo and mount options")
+@Suite("mountinfo and mount options", .ownThread)
 struct MountInfoTests {
     @Test("parses optional fields, escapes and overlay super options")
     func parse() throws {

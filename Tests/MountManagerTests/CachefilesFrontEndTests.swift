@@ -6,6 +6,7 @@ import MountManager
 import Synchronization
 import TestFixtures
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -15,7 +16,7 @@ import Glibc
 /// The front end against a stand-in for /dev/cachefiles on the host: a SOCK_SEQPACKET pair (one message per
 /// read, POLLIN while one waits, one command per write). The anonymous fds are plain files, so READ_COMPLETE
 /// fails there (logged); everything else — replies, the aligned copy, skipping garbage — is checked.
-@Suite("cachefiles front end against a stand-in device")
+@Suite("cachefiles front end against a stand-in device", .ownThread)
 struct CachefilesFrontEndTests {
     final class Recorder: RangeFiller {
         let calls = Mutex<[(BackingFileID, UInt64, UInt64)]>([])

@@ -6,6 +6,7 @@ import MountManager
 import RAFS
 import Synchronization
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -121,7 +122,8 @@ enum GuestEnvironment {
 @Suite(
     "cachefiles front end on the 6.12 kernel (guest side)", .serialized,
     .enabled(
-        if: GuestEnvironment.inGuest, "runs inside the test VM (scripts/vm-test, see CachefilesVMTests): the host kernel has no cachefiles")
+        if: GuestEnvironment.inGuest, "runs inside the test VM (scripts/vm-test, see CachefilesVMTests): the host kernel has no cachefiles"),
+    .ownThread
 )
 struct CachefilesKernelTests {
     static var guestRoot: String { ProcessInfo.processInfo.environment["VM_CACHE_DIR"] ?? "/tmp/cache" }

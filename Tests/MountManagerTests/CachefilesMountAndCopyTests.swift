@@ -1,6 +1,7 @@
 import CLinux
 import Foundation
 import LinuxKernel
+import TestThreads
 import Testing
 
 @testable import MountManager
@@ -9,7 +10,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite("cachefiles front end: mount options and aligned copies")
+@Suite("cachefiles front end: mount options and aligned copies", .ownThread)
 struct CachefilesMountAndCopyTests {
     @Test func mountOptions() {
         #expect(

@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -9,7 +10,7 @@ import Glibc
 /// Boots the 6.12 test kernel (scripts/vm-test, qemu TCG) and runs `CachefilesKernelTests` inside it with
 /// this very test binary, shared over 9p: the only way to exercise /dev/cachefiles here, since the host
 /// kernel has no cachefiles.
-@Suite("cachefiles on the 6.12 kernel in the test VM (host side)")
+@Suite("cachefiles on the 6.12 kernel in the test VM (host side)", .ownThread)
 struct CachefilesVMTests {
     static let packageRoot = URL(fileURLWithPath: #filePath)
         .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path

@@ -5,6 +5,7 @@ import Logging
 import MountManager
 import Synchronization
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -121,7 +122,7 @@ func readFile(_ path: String) async throws -> Data {
 
 /// Time limits are generous: the front end runs fills on the cooperative pool, which in `swift test` is shared
 /// with every other suite (two threads here), some of which block it while they wait on daemons.
-@Suite("fanotify front end on the host kernel")
+@Suite("fanotify front end on the host kernel", .ownThread)
 struct FanotifyFrontEndTests {
     static var supported: Bool {
         guard geteuid() == 0 else { return false }
@@ -263,7 +264,7 @@ struct StuckFiller: RangeFiller {
     }
 }
 
-@Suite("fanotify group hand-over")
+@Suite("fanotify group hand-over", .ownThread)
 struct FanotifyHandOverTests {
     static var holderBinary: String {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]

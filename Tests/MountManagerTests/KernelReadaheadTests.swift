@@ -1,12 +1,13 @@
 import Foundation
 import LinuxKernel
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-@Suite("page-cache readahead of image mounts")
+@Suite("page-cache readahead of image mounts", .ownThread)
 struct KernelReadaheadTests {
     static var supported: Bool { geteuid() == 0 && FileManager.default.fileExists(atPath: "/usr/bin/mkfs.erofs") }
 

@@ -7,13 +7,14 @@ import MountManager
 import RAFS
 import Synchronization
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-@Suite("seed devnode front end against an emulated /dev/cachefiles_ondemand")
+@Suite("seed devnode front end against an emulated /dev/cachefiles_ondemand", .ownThread)
 struct SeedFrontEndTests {
     /// The nydus fixture served by a seed front end on the emulated devnode: the blob's uncompressed backing
     /// file is prepared under the cachefiles tree and filled chunk by chunk from the compressed blob.

@@ -1,6 +1,7 @@
 import Foundation
 import LinuxKernel
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import OCI
@@ -11,7 +12,8 @@ import Testing
 /// they say.
 @Suite(
     "WAN link emulator", .serialized,
-    .enabled(if: LinkEmulator.available && RegistryTestSupport.haveTools, "needs root, ip and tc (iproute2), docker-registry, skopeo"))
+    .enabled(if: LinkEmulator.available && RegistryTestSupport.haveTools, "needs root, ip and tc (iproute2), docker-registry, skopeo"),
+    .ownThread)
 struct LinkEmulatorTests {
     /// Lower bounds only: a loaded machine can make the relays slower, never faster (how close to its profile
     /// the link gets is `make bench-wan`'s to show).

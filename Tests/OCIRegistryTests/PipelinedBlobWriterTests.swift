@@ -1,5 +1,6 @@
 import Foundation
 import LinuxKernel
+import TestThreads
 import Testing
 
 @testable import Digests
@@ -9,7 +10,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite("PipelinedBlobWriter: staged hashing and (direct) writes of downloaded blobs")
+@Suite("PipelinedBlobWriter: staged hashing and (direct) writes of downloaded blobs", .ownThread)
 struct PipelinedBlobWriterTests {
     /// Deterministic bytes that differ at every offset.
     static func bytes(_ count: Int, seed: UInt64) -> [UInt8] {

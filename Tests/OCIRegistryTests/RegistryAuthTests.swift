@@ -2,6 +2,7 @@ import Foundation
 import LinuxKernel
 import Synchronization
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import OCI
@@ -41,7 +42,7 @@ struct TestCertificates {
 
 @Suite(
     "Registry client authentication and TLS",
-    .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo, openssl, htpasswd (apt) and python3"))
+    .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo, openssl, htpasswd (apt) and python3"), .ownThread)
 struct RegistryAuthTests {
     @Test("htpasswd basic auth behind TLS with a private CA: service-config and config.json credentials; wrong ones are a clear 401")
     func basicAuthOverTLS() async throws {

@@ -1,9 +1,10 @@
+import TestThreads
 import Testing
 
 @testable import OCI
 @testable import OCIRegistry
 
-@Suite("Registry client: authentication, credentials and hosts parsing")
+@Suite("Registry client: authentication, credentials and hosts parsing", .ownThread)
 struct RegistryClientUnitTests {
     @Test("WWW-Authenticate challenges")
     func challenges() {

@@ -1,12 +1,15 @@
 import Foundation
 import LinuxKernel
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import OCI
 @testable import OCIRegistry
 
-@Suite("Registry client under faults", .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo (apt) and python3"))
+@Suite(
+    "Registry client under faults", .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo (apt) and python3"),
+    .ownThread)
 struct RegistryFaultTests {
     /// A registry holding one image with a 4 MiB layer, pushed by skopeo.
     struct Fixture {

@@ -1,12 +1,15 @@
 import Foundation
 import LinuxKernel
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import OCI
 @testable import OCIRegistry
 
-@Suite("Registry client mirrors and proxy", .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo (apt) and python3"))
+@Suite(
+    "Registry client mirrors and proxy", .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo (apt) and python3"),
+    .ownThread)
 struct RegistryHostsTests {
     @Test("hosts.toml: pulls go to the mirror first, fall back to the server when the mirror lacks content, pushes go to the server")
     func mirrors() async throws {

@@ -2,6 +2,7 @@ import Foundation
 import LinuxKernel
 import Synchronization
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import OCI
@@ -9,7 +10,7 @@ import Testing
 
 @Suite(
     "Registry client against docker-registry (plain HTTP)",
-    .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo, openssl, htpasswd (apt)"))
+    .enabled(if: RegistryTestSupport.haveTools, "needs docker-registry, skopeo, openssl, htpasswd (apt)"), .ownThread)
 struct RegistryPullPushTests {
     @Test("pull what skopeo pushed: ping, manifest by tag and digest, blobs verified, byte range", arguments: ["oci", "v2s2"])
     func pullSkopeoPushed(format: String) async throws {

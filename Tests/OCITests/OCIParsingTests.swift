@@ -1,9 +1,10 @@
+import TestThreads
 import Testing
 
 @testable import Digests
 @testable import OCI
 
-@Suite("OCI: digests, references, platforms")
+@Suite("OCI: digests, references, platforms", .ownThread)
 struct OCIParsingTests {
     @Test(
         "SHA-256 NIST vectors, fed in uneven pieces",

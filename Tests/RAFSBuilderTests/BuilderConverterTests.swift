@@ -1,6 +1,7 @@
 import Foundation
 import TestFixtures
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import Digests
@@ -13,7 +14,7 @@ import Glibc
 #endif
 
 /// OCI layout conversion (checked by skopeo and by mounting the result) and the inspector.
-@Suite("Converter and inspector", .serialized)
+@Suite("Converter and inspector", .serialized, .ownThread)
 struct BuilderConverterTests {
     /// Writes an OCI layout whose index.json points at an image index with an arm64 and an amd64 manifest.
     static func makeSourceLayout(_ path: String, layers specs: [[LayerEntrySpec]], scratch: String) throws -> [String] {

@@ -1,6 +1,7 @@
 import Foundation
 import TestFixtures
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import Digests
@@ -16,7 +17,7 @@ import Glibc
 @Suite(
     "Builder: built images mount and match the merged layers",
     .serialized,
-    .enabled(if: getuid() == 0, "needs root to mount EROFS")
+    .enabled(if: getuid() == 0, "needs root to mount EROFS"), .ownThread
 )
 struct BuilderMountTests {
     static func pattern(_ count: Int, seed: UInt64) -> [UInt8] {

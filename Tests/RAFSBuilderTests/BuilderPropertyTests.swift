@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import TestFixtures
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import Archive
@@ -13,7 +14,7 @@ import Glibc
 #endif
 
 /// Determinism, deduplication, hostile input and erofs-utils' opinion of built images.
-@Suite("Builder: determinism, dedup, hostile layers, erofs-utils", .serialized)
+@Suite("Builder: determinism, dedup, hostile layers, erofs-utils", .serialized, .ownThread)
 struct BuilderPropertyTests {
     static func options(_ compression: ChunkCompression = .zstd, chunkSize: UInt32 = 1 << 20) -> BuildOptions {
         var options = BuildOptions(chunkSize: chunkSize, compression: compression)

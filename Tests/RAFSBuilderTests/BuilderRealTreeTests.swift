@@ -1,6 +1,7 @@
 import Foundation
 import TestFixtures
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import Digests
@@ -12,7 +13,9 @@ import Glibc
 
 /// A realistic tree: about 200 MB of the host's /usr packed by GNU tar into three layers (plain, gzip,
 /// zstd), converted, mounted, and compared file by file with the host.
-@Suite("Builder: a copy of /usr", .serialized, .enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/include")))
+@Suite(
+    "Builder: a copy of /usr", .serialized, .enabled(if: getuid() == 0 && FileManager.default.fileExists(atPath: "/usr/include")),
+    .ownThread)
 struct BuilderRealTreeTests {
     static let roots = ["usr/include", "usr/libexec", "usr/sbin"]
 

@@ -1,6 +1,7 @@
 import Foundation
 import TestFixtures
 import TestSupport
+import TestThreads
 import Testing
 
 @testable import Digests
@@ -14,7 +15,7 @@ import Glibc
 
 /// Layouts and layers as the ecosystem's own tools write them, converted and compared file by file with what
 /// those tools unpack.
-@Suite("Images real tools wrote", .serialized)
+@Suite("Images real tools wrote", .serialized, .ownThread)
 struct EcosystemLayoutTests {
     /// Runs a tool; a failure stops the test with its stderr.
     static func run(_ tool: String, _ arguments: [String]) throws {

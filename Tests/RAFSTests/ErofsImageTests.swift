@@ -1,10 +1,11 @@
 import Foundation
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import RAFS
 
-@Suite("RAFS v6 bootstrap reader (nydus fixtures)")
+@Suite("RAFS v6 bootstrap reader (nydus fixtures)", .ownThread)
 struct ErofsImageTests {
     @Test("superblock, device table and blob table of rafs-v6-2.2.boot")
     func superBlockAndTables() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import RAFS
@@ -9,7 +10,7 @@ import Testing
     "Cross-check with erofs-utils",
     .enabled(
         if: ImageFixtures.tool("dump.erofs") != nil && ImageFixtures.tool("fsck.erofs") != nil,
-        "needs dump.erofs and fsck.erofs (apt-get install erofs-utils)")
+        "needs dump.erofs and fsck.erofs (apt-get install erofs-utils)"), .ownThread
 )
 struct ErofsUtilsCrossCheckTests {
     /// Whitespace-separated "Key: value" pairs on one line, e.g. `NID: 128   Links: 2   Layout: 2`.

@@ -1,12 +1,13 @@
 import Foundation
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import RAFS
 
 /// Corrupted copies of the nydus fixture: each must give a typed error naming the fault, never a crash or
 /// a hang.
-@Suite("Hostile images and blobs")
+@Suite("Hostile images and blobs", .ownThread)
 struct HostileImageTests {
     /// Writes `bytes` to a scratch file, runs `body` on its path, and cleans up.
     static func withCopy<T>(_ bytes: [UInt8], name: String = "image.boot", _ body: (String) throws -> T) throws -> T {

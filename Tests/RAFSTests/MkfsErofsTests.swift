@@ -1,6 +1,7 @@
 import Foundation
 import LinuxKernel
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import RAFS
@@ -16,7 +17,7 @@ import Glibc
     "mkfs.erofs images (inline, plain, xattrs, special files)",
     .enabled(
         if: ImageFixtures.tool("mkfs.erofs") != nil && ImageFixtures.tool("setfattr") != nil && getuid() == 0,
-        "needs mkfs.erofs (apt-get install erofs-utils), setfattr (apt-get install attr) and root (mknod, trusted.* xattrs)")
+        "needs mkfs.erofs (apt-get install erofs-utils), setfattr (apt-get install attr) and root (mknod, trusted.* xattrs)"), .ownThread
 )
 struct MkfsErofsTests {
     static func makeTree(_ root: String) throws {

@@ -1,6 +1,7 @@
 import Foundation
 import LinuxKernel
 import TestFixtures
+import TestThreads
 import Testing
 
 @testable import Digests
@@ -10,7 +11,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite("RAFS data blob: chunk map, decompression, digests, materialize, kernel mount")
+@Suite("RAFS data blob: chunk map, decompression, digests, materialize, kernel mount", .ownThread)
 struct RafsBlobTests {
     static func open() throws -> (ErofsImage, RafsBlob) {
         let image = try ErofsImage(path: ImageFixtures.bootstrap)

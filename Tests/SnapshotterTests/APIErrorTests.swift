@@ -2,6 +2,7 @@ import Foundation
 import LinuxKernel
 import SnapshotterAPI
 import Synchronization
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -9,7 +10,7 @@ import Glibc
 #endif
 
 /// Bad input gets a clear error of the right kind and changes nothing.
-@Suite("Bad input through the real socket")
+@Suite("Bad input through the real socket", .ownThread)
 struct APIErrorTests {
     struct BadCall: CustomTestStringConvertible, Sendable {
         let name: String

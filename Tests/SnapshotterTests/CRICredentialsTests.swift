@@ -6,6 +6,7 @@ import LinuxKernel
 import RAFSBuilder
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 import Testing
 
 /// Kubernetes' image pull secrets reach the snapshotter: kubelet talks to the daemon's CRI image-service
@@ -15,7 +16,7 @@ import Testing
     "CRI image-service proxy: credentials from Kubernetes pulls", .serialized, .timeLimit(.minutes(5)),
     .enabled(
         if: ContainerdHarness.available && BusyboxImage.available && RegistryTestSupport.haveTools,
-        "needs root, containerd, runc, busybox-static, docker-registry and skopeo (make setup)"))
+        "needs root, containerd, runc, busybox-static, docker-registry and skopeo (make setup)"), .ownThread)
 struct CRICredentialsTests {
     /// Messages as their encoded bytes: the test speaks CRI's PullImage with the auth field, which the
     /// generated test client leaves out.

@@ -2,6 +2,7 @@ import Foundation
 import LinuxKernel
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -9,7 +10,7 @@ import Glibc
 #endif
 
 /// The cache budget end to end: the real daemon, registry, kernel mounts (fanotify front end) and files.
-@Suite("Cache budget and full disks through the real daemon", .serialized)
+@Suite("Cache budget and full disks through the real daemon", .serialized, .ownThread)
 struct CacheBudgetDaemonTests {
     typealias Setup = LazyImageTests.Setup
 

@@ -1,6 +1,7 @@
 import Foundation
 import LinuxKernel
 import SnapshotterAPI
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -37,7 +38,7 @@ final class RawUnixConnection {
     }
 }
 
-@Suite("Connection limits of the daemon's sockets")
+@Suite("Connection limits of the daemon's sockets", .ownThread)
 struct ConnectionLimitTests {
     static func openDescriptors(of pid: Int32) -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1

@@ -8,6 +8,7 @@ import RAFSBuilder
 import SnapshotterAPI
 import SwiftProtobuf
 import TestSupport
+import TestThreads
 import Testing
 
 /// The real thing: Debian's containerd 1.6 and runc, a docker-registry, and snapshotterd as the
@@ -16,7 +17,7 @@ import Testing
     "containerd 1.6 with snapshotterd as proxy plugin", .serialized, .timeLimit(.minutes(5)),
     .enabled(
         if: ContainerdHarness.available && BusyboxImage.available && RegistryTestSupport.haveTools,
-        "needs root, containerd, runc, busybox-static, docker-registry and skopeo (make setup)"))
+        "needs root, containerd, runc, busybox-static, docker-registry and skopeo (make setup)"), .ownThread)
 struct ContainerdIntegrationTests {
     static let snapshotter = ContainerdHarness.snapshotter
 

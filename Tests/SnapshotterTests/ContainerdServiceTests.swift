@@ -3,11 +3,12 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import SwiftProtobuf
+import TestThreads
 import Testing
 
 /// The snapshots.v1 gRPC service of a real snapshotterd, driven by a gRPC client the way containerd's
 /// proxy drives it: keys with slashes, every call, every error class, List in batches.
-@Suite("containerd snapshots gRPC service", .serialized, .timeLimit(.minutes(3)))
+@Suite("containerd snapshots gRPC service", .serialized, .timeLimit(.minutes(3)), .ownThread)
 struct ContainerdServiceTests {
     typealias Snapshots = Containerd_Services_Snapshots_V1_Snapshots.Client<HTTP2ClientTransport.Posix>
 

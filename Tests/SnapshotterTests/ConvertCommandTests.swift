@@ -3,10 +3,11 @@ import LinuxKernel
 import OCI
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 import Testing
 
 /// `snapctl convert` and `snapctl inspect` through the real daemon: layouts and registries at either end.
-@Suite("snapctl convert and inspect", .serialized)
+@Suite("snapctl convert and inspect", .serialized, .ownThread)
 struct ConvertCommandTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/fixtures/nydus").path

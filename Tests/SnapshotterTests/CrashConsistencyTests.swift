@@ -2,6 +2,7 @@ import Foundation
 import LinuxKernel
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -11,7 +12,7 @@ import Glibc
 /// kill -9 between any two steps of an operation that changes both the kernel and the catalog: after a
 /// restart the two agree. The daemon kills itself at a named step (`SNAPSHOTTERD_CRASH_AT`, a fault injector
 /// in `CrashPoint`), exactly as kill -9 would there.
-@Suite("Crash consistency: the kernel and the catalog agree after kill -9 at any step", .serialized)
+@Suite("Crash consistency: the kernel and the catalog agree after kill -9 at any step", .serialized, .ownThread)
 struct CrashConsistencyTests {
     /// Mount points under `directory`, per /proc/self/mountinfo.
     static func mountPoints(under directory: String) -> Set<String> {

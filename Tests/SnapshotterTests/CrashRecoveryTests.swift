@@ -4,13 +4,14 @@ import LinuxKernel
 import Logging
 import SnapshotterAPI
 import Synchronization
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-@Suite("Crashes and restarts of the real daemon")
+@Suite("Crashes and restarts of the real daemon", .ownThread)
 struct CrashRecoveryTests {
     /// What the worker saw acknowledged before the crash.
     final class Progress: Sendable {

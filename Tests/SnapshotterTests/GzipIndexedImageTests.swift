@@ -5,11 +5,12 @@ import Logging
 import OCI
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 import Testing
 
 /// Plain OCI images (gzip layers, as skopeo pushes them) started lazily from a gzip index, through the real
 /// daemon, kernel (fanotify) and `docker-registry` 2.8, which has no referrers API (the tag fallback is used).
-@Suite("Gzip-indexed plain images through the real daemon, kernel and registry", .serialized)
+@Suite("Gzip-indexed plain images through the real daemon, kernel and registry", .serialized, .ownThread)
 struct GzipIndexedImageTests {
     /// Pushes the setup's plain image (skopeo compresses its layer with gzip) as `repository:v1` and returns its
     /// reference through the counting proxy.

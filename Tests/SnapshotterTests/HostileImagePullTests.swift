@@ -4,6 +4,7 @@ import LinuxKernel
 import RAFSBuilder
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -12,7 +13,7 @@ import Glibc
 
 /// Crafted images pulled by the real daemon from a `HostileRegistry`: each claim beyond `ImageLimits` is refused
 /// with a clear error before anything is sized by it, and the daemon stays up with nothing left behind.
-@Suite("Resource bounds: crafted images cannot make the daemon allocate without bound")
+@Suite("Resource bounds: crafted images cannot make the daemon allocate without bound", .ownThread)
 struct HostileImagePullTests {
     enum Claim: String, CaseIterable, Sendable {
         /// A blob whose uncompressed size is near 2^64 (its backing file's size overflowed on main: the daemon trapped).

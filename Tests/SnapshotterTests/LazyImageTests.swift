@@ -5,6 +5,7 @@ import OCI
 import RAFSBuilder
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -14,7 +15,7 @@ import Glibc
 /// The whole product on the host kernel: a converted image in a real registry (docker-registry behind a
 /// counting fault proxy), pulled by the real daemon, mounted through EROFS + overlay, read lazily through the
 /// fanotify front end.
-@Suite("Lazy images through the real daemon, kernel and registry", .serialized)
+@Suite("Lazy images through the real daemon, kernel and registry", .serialized, .ownThread)
 struct LazyImageTests {
     /// Registry, counting proxy, a pushed image and a daemon on a temp root; all stopped by `tearDown`.
     final class Setup {

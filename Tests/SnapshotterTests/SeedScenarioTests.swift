@@ -7,6 +7,7 @@ import RAFS
 import SnapshotterAPI
 import Synchronization
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -18,7 +19,7 @@ import Glibc
 /// emulation (`SeedDevnodeEmulator` listening on a socket). No kernel mounts `-o uuid=` over the seed devnode,
 /// so the tests read as that kernel would: the project's EROFS reader over the daemon's bootstrap, each device
 /// read going to the emulated devnode, where a hole in the backing file becomes a request to the daemon.
-@Suite("The seed front end through the real daemon and registry, against the emulated devnode", .serialized)
+@Suite("The seed front end through the real daemon and registry, against the emulated devnode", .serialized, .ownThread)
 struct SeedScenarioTests {
     /// Registry, counting proxy, a pushed image, the emulated devnode and a daemon on a temp root; all stopped
     /// by `tearDown` (also when `init` fails half way).

@@ -1,13 +1,14 @@
 import Foundation
 import LinuxKernel
 import SnapshotterAPI
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-@Suite("Snapshots through the real daemon and real mounts")
+@Suite("Snapshots through the real daemon and real mounts", .ownThread)
 struct SnapshotLifecycleTests {
     @Test("prepare, write through a bind mount, commit, prepare a child, read through an overlay, remove")
     func lifecycle() throws {

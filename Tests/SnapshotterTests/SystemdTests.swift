@@ -1,6 +1,7 @@
 import Foundation
 import LinuxKernel
 import SnapshotterAPI
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -48,7 +49,7 @@ final class NotifyListener {
     }
 }
 
-@Suite("systemd integration")
+@Suite("systemd integration", .ownThread)
 struct SystemdTests {
     @Test("READY, STATUS, WATCHDOG and STOPPING reach NOTIFY_SOCKET; SIGTERM stops cleanly")
     func notify() throws {

@@ -7,6 +7,7 @@ import RAFSBuilder
 import SnapshotterAPI
 import Synchronization
 import TestSupport
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -19,7 +20,7 @@ import Glibc
 /// asserts that the victim reads exactly its own bytes or gets EIO.
 ///
 /// Each of these failed on main before the trust work (c10b11e), with the outputs quoted per test.
-@Suite("Trust: readers get their own image's bytes or EIO, whatever other images and registries do", .serialized)
+@Suite("Trust: readers get their own image's bytes or EIO, whatever other images and registries do", .serialized, .ownThread)
 struct TrustAttackTests {
     /// The file every test image has: three 1 MiB chunks of random bytes, then a small file.
     static let tool = "bin/tool"

@@ -2,13 +2,14 @@ import Foundation
 import LinuxKernel
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 import Testing
 
 /// The whole product over an emulated wide-area link (`LinkEmulator`, the short profile: 10 ms RTT,
 /// 100 Mbit/s): real TCP through a shaped veth and a delay line, the daemon's pull and its lazy reads.
 @Suite(
     "Lazy images over an emulated wide-area link", .serialized,
-    .enabled(if: LinkEmulator.available, "needs root, ip and tc (iproute2)"))
+    .enabled(if: LinkEmulator.available, "needs root, ip and tc (iproute2)"), .ownThread)
 struct WideAreaTests {
     @Test(
         "pull and lazy reads through a 10 ms / 100 Mbit/s link: right bytes, at most the link's rate, a stall mid-body resumed",

@@ -1,7 +1,8 @@
 import TOML
+import TestThreads
 import Testing
 
-@Suite("TOML parsing (toml++ through TOMLKit) into TOMLValue")
+@Suite("TOML parsing (toml++ through TOMLKit) into TOMLValue", .ownThread)
 struct TOMLParserTests {
     @Test("tables, dotted and quoted keys, arrays, inline tables, all scalar kinds")
     func document() throws {
