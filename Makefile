@@ -34,6 +34,7 @@ generate-proto:
 lint:
 	$(SWIFT) format lint --strict --recursive --parallel Package.swift Sources Tests benchmarks
 	python3 scripts/check-imports.py --manifest
+	python3 scripts/check-suite-threads.py
 
 format:
 	$(SWIFT) format format --in-place --recursive --parallel Package.swift Sources Tests benchmarks
