@@ -183,6 +183,52 @@ struct SnapshotLifecycleTests {
         #expect(try client.cleanup().isEmpty)
     }
 
+    /// CI once failed `viewReadOnly` with "w is busy": a file the test had just written under the mount was
+    /// still held, for moments, by a process another test forked meanwhile. Before the retry, the first EBUSY
+    /// was reported at once and this test timed out waiting for the daemon to try again.
+    @Test("an unmount waits out a holder that leaves within moments; one that stays gets failed_precondition busy")
+    func unmountBusy() async throws {
+        try #require(isRoot, "mount(2) needs root")
+        let daemon = try DaemonHarness("busy")
+        try daemon.start()
+        let client = daemon.client()
+        let target = daemon.directory + "/w"
+        _ = try client.prepare(key: "b")
+        _ = try client.mount(key: "b", target: target)
+
+        // A holder that leaves once the daemon has met EBUSY: the unmount completes.
+        let fd = open(target + "/held", O_CREAT | O_WRONLY | O_CLOEXEC, 0o644)
+        try #require(fd >= 0)
+        let socket = daemon.socket
+        let unmounting = Task { try await onOwnThread { try SnapshotterClient(socketPath: socket).unmount(target: target) } }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !daemon.log().contains("mount busy, trying again"), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let retried = daemon.log().contains("mount busy, trying again")
+        close(fd)
+        #expect(retried, "the daemon did not try the busy unmount again")
+        do {
+            try await unmounting.value
+        } catch {
+            Issue.record("the unmount failed although its holder left: \(error)")
+        }
+        #expect(mountInfoLines(at: target).isEmpty, "still mounted at \(target)")
+
+        // A holder that stays: failed_precondition naming the target, and the mount is still there and recorded.
+        _ = try client.mount(key: "b", target: target)
+        let stays = open(target + "/held", O_WRONLY | O_CLOEXEC)
+        try #require(stays >= 0)
+        #expect(throws: APIError.failedPrecondition("\(target) is busy: a process still uses it")) {
+            try client.unmount(target: target)
+        }
+        #expect(!mountInfoLines(at: target).isEmpty)
+        close(stays)
+        try client.unmount(target: target)
+        #expect(mountInfoLines(at: target).isEmpty)
+        try client.remove(key: "b")
+    }
+
     @Test("snapctl runs the README's session and exits non-zero with a clear message on errors")
     func snapctlSession() throws {
         try #require(isRoot, "mount(2) needs root")
