@@ -204,12 +204,13 @@ let package = Package(
         // Foundation and Testing only, so that every test target can have it.
         .target(name: "TestThreads", path: "Tests/TestThreads", swiftSettings: strict),
         // Where the shared fixtures are, scratch directories, tool runs, kernel messages: Foundation only.
-        .target(name: "TestFixtures", path: "Tests/TestFixtures", swiftSettings: strict),
+        .target(name: "TestFixtures", dependencies: ["TestThreads"], path: "Tests/TestFixtures", swiftSettings: strict),
         // Helpers shared by the test targets: a docker-registry per test, OCI test images, python helpers.
         .target(
             name: "TestSupport",
             dependencies: [
-                "TestFixtures", "Digests", "OCI", "OCIRegistry", "RAFS", "RAFSBuilder", "MountManager", "LinuxKernel", "CLinux",
+                "TestFixtures", "TestThreads", "Digests", "OCI", "OCIRegistry", "RAFS", "RAFSBuilder", "MountManager", "LinuxKernel",
+                "CLinux",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TestSupport",

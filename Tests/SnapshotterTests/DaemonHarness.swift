@@ -2,6 +2,7 @@ import Foundation
 import LinuxKernel
 import SnapshotterAPI
 import TestSupport
+import TestThreads
 
 #if canImport(Glibc)
 import Glibc
@@ -91,15 +92,14 @@ final class DaemonHarness {
     func stop() -> Int32 {
         guard let process, process.isRunning else { return process?.terminationStatus ?? 0 }
         kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
-        return process.terminationStatus
+        return process.waitForExit().code
     }
 
     /// SIGKILL and wait: a crash.
     func crash() {
         guard let process, process.isRunning else { return }
         kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        _ = process.waitForExit()
     }
 
     func log() -> String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
@@ -144,9 +144,9 @@ func runCommand(_ path: String, _ arguments: [String], environment: [String: Str
     process.standardOutput = output
     process.standardError = output
     try process.run()
-    process.waitUntilExit()
+    let exit = process.waitForExit()
     let data = (try? FileSystem.readFile(outputPath)) ?? []
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    return (exit.code, String(decoding: data, as: UTF8.self))
 }
 
 /// Mountinfo lines whose mount point is `path`.

@@ -1,4 +1,5 @@
 import Foundation
+import TestThreads
 import Testing
 
 /// Paths of the shared fixtures and helpers for scratch directories. The fixtures live in
@@ -50,8 +51,8 @@ package enum ImageFixtures {
         try process.run()
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        let exit = process.waitForExit()
+        return (exit.code, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
 
     /// First of `candidates` that exists, for tools installed in /usr/bin or /usr/sbin.

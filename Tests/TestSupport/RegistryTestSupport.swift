@@ -3,6 +3,7 @@ import LinuxKernel
 import Logging
 import OCI
 import OCIRegistry
+import TestThreads
 
 #if canImport(Glibc)
 import Glibc
@@ -109,10 +110,10 @@ public enum RegistryTestSupport {
         try? input.fileHandleForWriting.close()
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        let exit = process.waitForExit()
+        guard exit.code == 0 else {
             throw TestFailure(
-                "\(path) \(arguments.joined(separator: " ")) exited \(process.terminationStatus): \(String(decoding: errData, as: UTF8.self))"
+                "\(path) \(arguments.joined(separator: " ")) exited \(exit.code): \(String(decoding: errData, as: UTF8.self))"
             )
         }
         return String(decoding: outData, as: UTF8.self)
@@ -139,7 +140,7 @@ public enum RegistryTestSupport {
         let deadline = Date().addingTimeInterval(3)
         while process.isRunning, Date() < deadline { usleep(20_000) }
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        _ = process.waitForExit()
     }
 
     public static func write(_ path: String, _ text: String) throws {
@@ -351,7 +352,7 @@ public final class PythonHelper {
     public func stop() {
         // A throwaway script: no graceful shutdown to wait for.
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
+        _ = process.waitForExit()
         try? FileSystem.removeTree(directory)
     }
 

@@ -1,0 +1,54 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// How a child process ended: its exit code, or the signal that killed it.
+public struct ProcessExit: Sendable, Equatable {
+    public let status: Int32
+    public let signaled: Bool
+
+    /// What `Process.terminationStatus` would say: the exit code, or the signal's number.
+    public var code: Int32 { status }
+}
+
+extension Process {
+    /// Waits for the child to end and says how, also when Foundation never notices.
+    ///
+    /// `waitUntilExit` waits for Foundation's process monitor to reap the child. CI once saw a `gzip` of a test
+    /// fixture stay unreaped for 90 s, until another test's long-lived child (the cachefiles VM) ended: the
+    /// monitor was held up elsewhere while the exited child sat as a zombie. So this polls: Foundation's answer
+    /// when it comes, and after the child has been a zombie for a second, the child reaped here.
+    public func waitForExit() -> ProcessExit {
+        let pid = processIdentifier
+        var zombieSince: UInt64?
+        while isRunning {
+            if Self.isZombie(pid) {
+                let now = DispatchTime.now().uptimeNanoseconds
+                if let since = zombieSince, now - since > 1_000_000_000 {
+                    var status: Int32 = 0
+                    let reaped = waitpid(pid, &status, WNOHANG)
+                    if reaped == pid {
+                        let signal = status & 0x7f
+                        return signal == 0
+                            ? ProcessExit(status: (status >> 8) & 0xff, signaled: false) : ProcessExit(status: signal, signaled: true)
+                    }
+                    // ECHILD: Foundation reaped it meanwhile and will say so.
+                } else if zombieSince == nil {
+                    zombieSince = now
+                }
+            }
+            usleep(5_000)
+        }
+        return ProcessExit(status: terminationStatus, signaled: terminationReason == .uncaughtSignal)
+    }
+
+    /// Whether `/proc/<pid>/stat` shows the process exited but not reaped (state `Z`).
+    private static func isZombie(_ pid: Int32) -> Bool {
+        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = text.lastIndex(of: ")")
+        else { return false }
+        return text[close...].dropFirst(2).first == "Z"
+    }
+}
