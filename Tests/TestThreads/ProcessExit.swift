@@ -14,12 +14,17 @@ public struct ProcessExit: Sendable, Equatable {
 }
 
 extension Process {
-    /// Waits for the child to end and says how, also when Foundation never notices.
+    /// Waits for the child to end and says how, also when Foundation does not notice.
     ///
-    /// `waitUntilExit` waits for Foundation's process monitor to reap the child. CI once saw a `gzip` of a test
-    /// fixture stay unreaped for 90 s, until another test's long-lived child (the cachefiles VM) ended: the
-    /// monitor was held up elsewhere while the exited child sat as a zombie. So this polls: Foundation's answer
-    /// when it comes, and after the child has been a zombie for a second, the child reaped here.
+    /// Foundation learns of a child's exit when the child's end of a socket pair closes. Its manager thread then
+    /// reaps the child. When another thread spawns a process at the same moment, that process can inherit the
+    /// socket's end, because Foundation lists the descriptors to close before it spawns. The exit is then noticed
+    /// only when the inheritor ends.
+    ///
+    /// CI saw this happen: a test's `gzip` of a fixture stayed unreaped for 90 s, until the cachefiles VM ended,
+    /// and `waitUntilExit` waited all that time. So this function polls instead. It takes Foundation's answer
+    /// when one comes. If the child has been a zombie for a second, it reaps the child here. Foundation's own
+    /// `waitpid` later gets ECHILD, which Foundation tolerates.
     public func waitForExit() -> ProcessExit {
         let pid = processIdentifier
         var zombieSince: UInt64?
