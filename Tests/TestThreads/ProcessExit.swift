@@ -9,6 +9,11 @@ public struct ProcessExit: Sendable, Equatable {
     public let status: Int32
     public let signaled: Bool
 
+    public init(status: Int32, signaled: Bool) {
+        self.status = status
+        self.signaled = signaled
+    }
+
     /// What `Process.terminationStatus` would say: the exit code, or the signal's number.
     public var code: Int32 { status }
 }
