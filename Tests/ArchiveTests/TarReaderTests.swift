@@ -96,7 +96,7 @@ struct TarReaderTests {
         gzip.executableURL = URL(fileURLWithPath: "/bin/sh")
         gzip.arguments = ["-c", "gzip -c '\(Self.fixture)' > '\(gz)' && gzip -c '\(Self.fixture)' >> '\(gz)'"]
         try gzip.run()
-        gzip.waitUntilExit()
+        _ = gzip.waitForExit()
         // Two concatenated members read as one stream, as gzip -d does.
         let zipped = try readAll(TarReader.open(path: gz))
         #expect(zipped.map(\.0) == plain.map(\.0))
@@ -187,8 +187,7 @@ struct TarReaderTests {
             process.arguments = ["--format=\(format)", "--sparse", "-C", directory + "/tree", "-cf", tarPath, "disk.img"]
         }
         try process.run()
-        process.waitUntilExit()
-        try #require(process.terminationStatus == 0, "\(format) could not write the archive")
+        try #require(process.waitForExit().code == 0, "\(format) could not write the archive")
         let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: tarPath)))
         #expect(bytes.count < 1 << 20, "the archive stores the holes (\(bytes.count) bytes): not a sparse archive")
         let entries = try readAll(TarReader(MemoryByteSource(bytes), maximumEntrySize: 1 << 30))

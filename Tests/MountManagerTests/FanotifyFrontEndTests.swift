@@ -100,8 +100,7 @@ final class FanotifyWorkspace {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw SyscallError(call: "mkfs.erofs", errno: EIO) }
+        guard process.waitForExit().code == 0 else { throw SyscallError(call: "mkfs.erofs", errno: EIO) }
         return (bootstrap, fullBlob)
     }
 

@@ -228,8 +228,7 @@ struct CacheBudgetDaemonTests {
             _ = try? setup.harness.client().cleanup()
             try await Task.sleep(for: .milliseconds(200))
         }
-        process.waitUntilExit()
-        #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL, "the daemon did not die at the punch")
+        #expect(process.waitForExit() == ProcessExit(status: SIGKILL, signaled: true), "the daemon did not die at the punch")
         // Restarted without the budget: no eviction of its own may hide a chunk the catalog wrongly calls present.
         setup.harness.environment["SNAPSHOTTERD_CRASH_AT"] = nil
         setup.harness.extraArguments.removeLast(4)

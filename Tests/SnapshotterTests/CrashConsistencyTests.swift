@@ -43,8 +43,7 @@ struct CrashConsistencyTests {
         try daemon.start()
         #expect(throws: (any Error).self, "the operation finished although the daemon was to die at \(point)") { try operation() }
         let process = try #require(daemon.process)
-        process.waitUntilExit()
-        #expect(process.terminationReason == .uncaughtSignal && process.terminationStatus == SIGKILL, "the daemon did not die at \(point)")
+        #expect(process.waitForExit() == ProcessExit(status: SIGKILL, signaled: true), "the daemon did not die at \(point)")
         daemon.environment["SNAPSHOTTERD_CRASH_AT"] = nil
         try daemon.start()
     }
@@ -204,8 +203,7 @@ struct CrashConsistencyTests {
         process.standardOutput = output
         try process.run()
         let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0, "snapctl gc: \(printed)")
+        #expect(process.waitForExit().code == 0, "snapctl gc: \(printed)")
         for path in strays {
             #expect(!FileManager.default.fileExists(atPath: path), "\(path) survived gc")
         }
@@ -286,8 +284,7 @@ struct CrashConsistencyTests {
             return process
         }
         for process in pullers { try process.run() }
-        for process in pullers { process.waitUntilExit() }
-        let statuses = pullers.map(\.terminationStatus)
+        let statuses = pullers.map { $0.waitForExit().code }
         #expect(statuses.allSatisfy { $0 == 0 }, "snapctl pull exit statuses: \(statuses)")
         let pulls = daemon.log().components(separatedBy: "\n").filter { $0.contains("msg=\"image pulled\"") }.count
         #expect(pulls == 1, "the image was pulled \(pulls) times")
@@ -321,8 +318,7 @@ struct CrashConsistencyTests {
             var failures: [String] = []
             for (process, output) in pullers {
                 let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                process.waitUntilExit()
-                if process.terminationStatus != 0 { failures.append(text) }
+                if process.waitForExit().code != 0 { failures.append(text) }
             }
             #expect(failures.isEmpty, "round \(round): \(failures.count) pulls failed: \(failures.first ?? "")")
             #expect(try daemon.client().images().count == names.count)

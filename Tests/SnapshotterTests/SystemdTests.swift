@@ -79,7 +79,7 @@ struct SystemdTests {
         try process.run()
         defer {
             kill(process.processIdentifier, SIGTERM)
-            process.waitUntilExit()
+            _ = process.waitForExit()
         }
         let client = SnapshotterClient(socketPath: activated)
         var status: StatusResponse?
@@ -142,7 +142,7 @@ struct SystemdTests {
         try process.run()
         defer {
             kill(process.processIdentifier, SIGTERM)
-            process.waitUntilExit()
+            _ = process.waitForExit()
         }
         var status: StatusResponse?
         for _ in 0..<500 where status == nil {

@@ -1,5 +1,6 @@
 import Foundation
 import LinuxKernel
+import TestThreads
 
 /// A wide-area link between the daemon and a registry, with real TCP through the kernel: a network
 /// namespace and a veth pair whose two ends are rate-limited by `tbf` (the host kernel has no `netem`), and
@@ -124,7 +125,7 @@ public final class LinkEmulator {
         stopped = true
         for process in processes where process.isRunning {
             kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            _ = process.waitForExit()
         }
         _ = try? Self.ip(["link", "del", hostInterface])
         _ = try? Self.ip(["netns", "del", namespace])
