@@ -187,7 +187,7 @@ struct TarReaderTests {
             process.arguments = ["--format=\(format)", "--sparse", "-C", directory + "/tree", "-cf", tarPath, "disk.img"]
         }
         try process.run()
-        try #require(process.waitForExit().code == 0, "\(format) could not write the archive")
+        try #require(process.waitForExit().status == 0, "\(format) could not write the archive")
         let bytes = Array(try Data(contentsOf: URL(fileURLWithPath: tarPath)))
         #expect(bytes.count < 1 << 20, "the archive stores the holes (\(bytes.count) bytes): not a sparse archive")
         let entries = try readAll(TarReader(MemoryByteSource(bytes), maximumEntrySize: 1 << 30))

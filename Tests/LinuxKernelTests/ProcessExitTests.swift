@@ -30,15 +30,7 @@ struct ProcessExitTests {
         #expect(exit == ProcessExit(status: 7, signaled: false))
         let sleeper = try #require(
             Int32(try String(contentsOfFile: pidFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)))
-        #expect(Self.isAlive(sleeper), "the wait lasted until the background child ended")
-    }
-
-    /// Whether `pid` runs (exists and is not a zombie).
-    static func isAlive(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else {
-            return false
-        }
-        return stat[close...].dropFirst(2).first != "Z"
+        #expect(processState(sleeper).map { $0 != "Z" } == true, "the wait lasted until the background child ended")
     }
 
     @Test("a child killed by a signal: the signal, marked as such")

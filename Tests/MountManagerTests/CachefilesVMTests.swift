@@ -25,7 +25,7 @@ struct CachefilesVMTests {
         process.standardError = FileHandle.nullDevice
         guard (try? process.run()) != nil else { return "" }
         let data = output.fileHandleForReading.readDataToEndOfFile()
-        guard process.waitForExit().code == 0 else { return "" }
+        guard process.waitForExit().status == 0 else { return "" }
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }()
 
@@ -58,7 +58,7 @@ struct CachefilesVMTests {
         nonisolated(unsafe) let running = process
         let (status, text) = try await onOwnThread {
             let data = output.fileHandleForReading.readDataToEndOfFile()
-            return (running.waitForExit().code, String(decoding: data, as: UTF8.self))
+            return (running.waitForExit().status, String(decoding: data, as: UTF8.self))
         }
         #expect(status == 0, "vm-test exited with \(status):\n\(text.suffix(4000))")
         // Each guest test must have run, not been skipped (a skip means the guest lacked cachefiles).

@@ -100,7 +100,7 @@ final class FanotifyWorkspace {
         process.standardOutput = FileHandle.nullDevice
         process.standardError = FileHandle.nullDevice
         try process.run()
-        guard process.waitForExit().code == 0 else { throw SyscallError(call: "mkfs.erofs", errno: EIO) }
+        guard process.waitForExit().status == 0 else { throw SyscallError(call: "mkfs.erofs", errno: EIO) }
         return (bootstrap, fullBlob)
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import LinuxKernel
 import TestSupport
+import TestThreads
 
 #if canImport(Glibc)
 import Glibc
@@ -144,9 +145,7 @@ final class ContainerdHarness {
     /// Until `pid` is gone or a zombie (at most 20 s).
     static func waitForExit(_ pid: Int32) {
         for _ in 0..<200 {
-            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return }
-            // The state letter follows the parenthesised command name.
-            if let close = stat.lastIndex(of: ")"), stat[stat.index(after: close)...].dropFirst().first == "Z" { return }
+            guard let state = processState(pid), state != "Z" else { return }
             usleep(100_000)
         }
     }

@@ -203,7 +203,7 @@ struct CrashConsistencyTests {
         process.standardOutput = output
         try process.run()
         let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        #expect(process.waitForExit().code == 0, "snapctl gc: \(printed)")
+        #expect(process.waitForExit().status == 0, "snapctl gc: \(printed)")
         for path in strays {
             #expect(!FileManager.default.fileExists(atPath: path), "\(path) survived gc")
         }
@@ -284,7 +284,7 @@ struct CrashConsistencyTests {
             return process
         }
         for process in pullers { try process.run() }
-        let statuses = pullers.map { $0.waitForExit().code }
+        let statuses = pullers.map { $0.waitForExit().status }
         #expect(statuses.allSatisfy { $0 == 0 }, "snapctl pull exit statuses: \(statuses)")
         let pulls = daemon.log().components(separatedBy: "\n").filter { $0.contains("msg=\"image pulled\"") }.count
         #expect(pulls == 1, "the image was pulled \(pulls) times")
@@ -318,7 +318,7 @@ struct CrashConsistencyTests {
             var failures: [String] = []
             for (process, output) in pullers {
                 let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-                if process.waitForExit().code != 0 { failures.append(text) }
+                if process.waitForExit().status != 0 { failures.append(text) }
             }
             #expect(failures.isEmpty, "round \(round): \(failures.count) pulls failed: \(failures.first ?? "")")
             #expect(try daemon.client().images().count == names.count)

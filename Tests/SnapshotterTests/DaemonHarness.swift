@@ -92,7 +92,7 @@ final class DaemonHarness {
     func stop() -> Int32 {
         guard let process, process.isRunning else { return process?.terminationStatus ?? 0 }
         kill(process.processIdentifier, SIGTERM)
-        return process.waitForExit().code
+        return process.waitForExit().status
     }
 
     /// SIGKILL and wait: a crash.
@@ -146,7 +146,7 @@ func runCommand(_ path: String, _ arguments: [String], environment: [String: Str
     try process.run()
     let exit = process.waitForExit()
     let data = (try? FileSystem.readFile(outputPath)) ?? []
-    return (exit.code, String(decoding: data, as: UTF8.self))
+    return (exit.status, String(decoding: data, as: UTF8.self))
 }
 
 /// Mountinfo lines whose mount point is `path`.

@@ -90,7 +90,7 @@ struct LazyImageTests {
             }
         }
 
-        var blobGets: Int { proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count }
+        var blobGets: Int { proxy.blobGetsStarted }
 
         func setProxyMode(_ mode: String) throws {
             try Data(mode.utf8).write(to: URL(fileURLWithPath: proxy.logPath + ".mode"))

@@ -80,7 +80,7 @@ struct SeedScenarioTests {
         /// after the last byte, which can be after the reader already has its chunk (a loaded machine showed it).
         func waitForProxyLog() async throws {
             for _ in 0..<600 {
-                let started = proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count
+                let started = proxy.blobGetsStarted
                 let finished = proxy.requests.filter { $0.hasPrefix("SENT ") && $0.contains(" GET ") && $0.contains("/blobs/") }.count
                 if finished >= started { return }
                 try await Task.sleep(for: .milliseconds(50))

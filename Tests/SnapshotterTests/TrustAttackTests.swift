@@ -303,16 +303,14 @@ extension TrustAttackTests {
 
         // A reader waits on a slow registry; the daemon dies under it.
         try Data("slow".utf8).write(to: URL(fileURLWithPath: proxy.logPath + ".mode"))
-        let gets = proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count
+        let gets = proxy.blobGetsStarted
         LazyImageTests.evict([target + "/" + Self.tool])
         let result = ReadResult()
         Thread.detachNewThread {
             let bytes = LazyImageTests.read(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20)
             result.withLock { $0 = bytes }
         }
-        let asked = try await Self.waitFor(seconds: 30) {
-            proxy.requests.filter { $0.hasPrefix("GET ") && $0.contains("/blobs/") }.count > gets
-        }
+        let asked = try await proxy.waitForBlobGets(moreThan: gets, seconds: 30)
         #expect(asked, "the reader's fetch never reached the registry")
         scenario.harness.crash()
         // The reader must still wait (a released group would have let it read the hole at once).

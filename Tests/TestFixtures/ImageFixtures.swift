@@ -52,7 +52,7 @@ package enum ImageFixtures {
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
         let exit = process.waitForExit()
-        return (exit.code, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
+        return (exit.status, String(decoding: outData, as: UTF8.self), String(decoding: errData, as: UTF8.self))
     }
 
     /// First of `candidates` that exists, for tools installed in /usr/bin or /usr/sbin.

@@ -111,9 +111,9 @@ public enum RegistryTestSupport {
         let outData = out.fileHandleForReading.readDataToEndOfFile()
         let errData = err.fileHandleForReading.readDataToEndOfFile()
         let exit = process.waitForExit()
-        guard exit.code == 0 else {
+        guard exit.status == 0 else {
             throw TestFailure(
-                "\(path) \(arguments.joined(separator: " ")) exited \(exit.code): \(String(decoding: errData, as: UTF8.self))"
+                "\(path) \(arguments.joined(separator: " ")) exited \(exit.status): \(String(decoding: errData, as: UTF8.self))"
             )
         }
         return String(decoding: outData, as: UTF8.self)

@@ -4,7 +4,8 @@ import Foundation
 import Glibc
 #endif
 
-/// How a child process ended: its exit code, or the signal that killed it.
+/// How a child process ended: `status` is its exit code, or the number of the signal that killed it (as
+/// `Process.terminationStatus` says).
 public struct ProcessExit: Sendable, Equatable {
     public let status: Int32
     public let signaled: Bool
@@ -13,9 +14,6 @@ public struct ProcessExit: Sendable, Equatable {
         self.status = status
         self.signaled = signaled
     }
-
-    /// What `Process.terminationStatus` would say: the exit code, or the signal's number.
-    public var code: Int32 { status }
 }
 
 extension Process {
@@ -53,12 +51,15 @@ extension Process {
         }
         return ProcessExit(status: terminationStatus, signaled: terminationReason == .uncaughtSignal)
     }
-
     /// Whether `/proc/<pid>/stat` shows the process exited but not reaped (state `Z`).
-    private static func isZombie(_ pid: Int32) -> Bool {
-        guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = text.lastIndex(of: ")")
-        else { return false }
-        return text[close...].dropFirst(2).first == "Z"
+    private static func isZombie(_ pid: Int32) -> Bool { processState(pid) == "Z" }
+}
+
+/// The state letter of `/proc/<pid>/stat` (`R`, `S`, `Z`, ...), nil when there is no such process.
+public func processState(_ pid: Int32) -> Character? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = text.lastIndex(of: ")") else {
+        return nil
     }
+    // The state letter follows the parenthesised command name.
+    return text[close...].dropFirst(2).first
 }
