@@ -64,12 +64,18 @@ struct CachefilesFrontEndTests {
             frontEnd.closeObjects()
         }
 
-        // An OPEN of an unknown cookie is refused with -ENOENT and its fd closed.
-        // High fd numbers: a closed one is not handed out again by other tests' opens (lowest free wins).
-        let unknownFD = Self.high(open("/dev/null", O_RDONLY))
+        // An OPEN of an unknown cookie is refused with -ENOENT and its fd closed. The fd is a pipe's read end:
+        // its closing shows at the write end (POLLERR), whatever other tests' opens reuse the number for (CI once
+        // saw a concurrent test take the same high number right after the close).
+        var ends: [Int32] = [-1, -1]
+        try #require(pipe(&ends) == 0)
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        defer { close(ends[1]) }
+        let unknownFD = Self.high(ends[0])
         Self.send(kernel, CachefilesWire.openMessage(volume: "erofs,d1", cookie: Array("nope".utf8), fd: UInt32(unknownFD)))
         #expect(Self.receive(kernel) == "copen 4,-2")
-        #expect(fcntl(unknownFD, F_GETFD) == -1, "the refused OPEN's fd must be closed")
+        var writeEnd = pollfd(fd: ends[1], events: Int16(POLLOUT), revents: 0)
+        #expect(poll(&writeEnd, 1, 5000) == 1 && writeEnd.revents & Int16(POLLERR) != 0, "the refused OPEN's fd must be closed")
 
         // Garbage is skipped.
         Self.send(kernel, [1, 2, 3])
