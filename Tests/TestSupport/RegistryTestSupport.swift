@@ -3,6 +3,7 @@ import LinuxKernel
 import Logging
 import OCI
 import OCIRegistry
+import Synchronization
 import TestThreads
 
 #if canImport(Glibc)
@@ -33,8 +34,21 @@ public enum RegistryTestSupport {
         return String(cString: dir)
     }
 
-    /// A port that was free a moment ago (bind to :0, read it back, close).
+    /// Ports `freePort` has handed out in this process: tests run side by side, and a port freed by its close
+    /// can come back to another test before the first one's server binds it (CI saw a registry answer for
+    /// another test's port).
+    private static let portsHandedOut = Mutex<Set<Int>>([])
+
+    /// A port that was free a moment ago (bind to :0, read it back, close) and not handed out before here.
     public static func freePort() throws -> Int {
+        for _ in 0..<100 {
+            let port = try unusedPort()
+            if portsHandedOut.withLock({ $0.insert(port).inserted }) { return port }
+        }
+        throw SyscallError(call: "bind", errno: EADDRINUSE)
+    }
+
+    private static func unusedPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
