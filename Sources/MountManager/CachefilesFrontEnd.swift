@@ -1,3 +1,4 @@
+import BlobStore
 import Dispatch
 import LinuxKernel
 import Logging
@@ -212,11 +213,12 @@ public final class CachefilesFrontEnd: Sendable {
         }
         let filler = self.filler
         Task.detached {
-            var filled = true
+            // The range stays on disk until it is copied into the kernel's cache file (the copy may queue behind
+            // others for longer than the eviction grace): an eviction in between would copy a hole, as zeros.
+            var lease: RangeLease?
             do {
-                try await filler.fill(file: served.registration.id, offset: offset, length: length)
+                lease = try await filler.fillAndHold(file: served.registration.id, offset: offset, length: length)
             } catch {
-                filled = false
                 self.logger.warning(
                     "fill failed; the reader gets EIO",
                     metadata: [
@@ -224,11 +226,12 @@ public final class CachefilesFrontEnd: Sendable {
                         "error": "\(error)",
                     ])
             }
-            let wasFilled = filled
+            let held = lease
             self.copyQueue.async {
                 self.finishRead(
                     messageID: messageID, anonFD: served.fd, registration: served.registration, offset: offset, length: length,
-                    filled: wasFilled)
+                    filled: held != nil)
+                held?.end()
             }
         }
     }

@@ -9,10 +9,19 @@ public protocol RangeFiller: Sendable {
     func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws
     /// Whether the range is already present (answered without waiting); false when unsure.
     func isPresent(file: BackingFileID, offset: UInt64, length: UInt64) -> Bool
+    /// `fill`, with the range's bytes kept on disk (never evicted) until the returned lease ends: for a front
+    /// end that copies them out of the backing file itself, after the fill returns.
+    func fillAndHold(file: BackingFileID, offset: UInt64, length: UInt64) async throws -> RangeLease
 }
 
 extension RangeFiller {
     public func isPresent(file: BackingFileID, offset: UInt64, length: UInt64) -> Bool { false }
+
+    /// For fillers whose files never lose bytes once filled.
+    public func fillAndHold(file: BackingFileID, offset: UInt64, length: UInt64) async throws -> RangeLease {
+        try await fill(file: file, offset: offset, length: length)
+        return RangeLease()
+    }
 }
 
 /// Which file a front end serves: a blob's backing file (its id in the catalog's `blobs` table) or an image's

@@ -216,8 +216,11 @@ public final class SeedFrontEnd: Sendable {
     /// stays a hole and the reader gets EIO).
     private func fill(_ request: SeedRequest, entry: Entry, slot: Int?) async {
         var filled = true
+        // Held until answered: the grace then covers the reader's read of the range.
+        var lease: RangeLease?
+        defer { lease?.end() }
         do {
-            try await filler.fill(file: entry.registration.id, offset: request.offset, length: request.length)
+            lease = try await filler.fillAndHold(file: entry.registration.id, offset: request.offset, length: request.length)
         } catch {
             filled = false
             logger.warning(

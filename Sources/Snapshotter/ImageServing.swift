@@ -297,6 +297,11 @@ struct EngineFiller: RangeFiller {
         try await engine.ensure(blobID: id, offset: offset, length: length)
     }
 
+    func fillAndHold(file: BackingFileID, offset: UInt64, length: UInt64) async throws -> RangeLease {
+        guard case .blob(let id) = file else { return RangeLease() }
+        return try await engine.hold(blobID: id, offset: offset, length: length)
+    }
+
     func isPresent(file: BackingFileID, offset: UInt64, length: UInt64) -> Bool {
         guard case .blob(let id) = file else { return true }
         return engine.isPresent(blobID: id, offset: offset, length: length)

@@ -1,3 +1,4 @@
+import LinuxKernel
 import SnapshotterAPI
 
 /// Everything a snapshot call can refuse, each case carrying the value at fault. `apiError` gives the
@@ -18,7 +19,8 @@ enum SnapshotError: Error, Equatable {
     case invalidTarget(target: String, reason: String)
     case targetInUse(target: String)
     case notMountedHere(target: String)
-    case targetBusy(target: String)
+    /// umount(2) kept failing with EBUSY; `users` are the processes found holding something under the target.
+    case targetBusy(target: String, users: [MountUser])
     case targetOperationInProgress(target: String)
     case storage(String)
     case imageNotFound(image: String)
@@ -57,8 +59,12 @@ enum SnapshotError: Error, Equatable {
             return .alreadyExists("\(target) is already a mount point")
         case .notMountedHere(let target):
             return .notFound("snapshotterd has nothing mounted at \(target)")
-        case .targetBusy(let target):
-            return .failedPrecondition("\(target) is busy: a process still uses it")
+        case .targetBusy(let target, let users):
+            let holders =
+                users.isEmpty
+                ? "no process in this mount namespace holds a file there (another namespace may, or a mount under it)"
+                : users.map(\.description).joined(separator: "; ")
+            return .failedPrecondition("\(target) is busy: a process still uses it (\(holders))")
         case .targetOperationInProgress(let target):
             return .failedPrecondition("another mount or unmount of \(target) is under way; retry when it has finished")
         case .storage(let detail):

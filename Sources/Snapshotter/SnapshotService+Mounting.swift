@@ -81,7 +81,11 @@ extension SnapshotService {
                 case EBUSY where attempt < Self.unmountBusyAttempts:
                     if attempt == 1 { logger.notice("mount busy, trying again", metadata: ["mount.target": "\(target)"]) }
                     usleep(Self.unmountBusyIntervalMicroseconds)
-                case EBUSY: throw SnapshotError.targetBusy(target: target)
+                case EBUSY:
+                    let users = MountUsers.find(under: target)
+                    logger.warning(
+                        "mount still busy", metadata: ["mount.target": "\(target)", "mount.users": "\(users.map(\.description))"])
+                    throw SnapshotError.targetBusy(target: target, users: users)
                 default: throw error
                 }
             }

@@ -136,7 +136,7 @@ struct CacheBudgetTests {
         #expect(try ImageFixtures.bytes(try #require(Optional(setup.directory + "/backing-5"))) == setup.expected)
     }
 
-    @Test("chunks being fetched are never evicted; they land whole and verified")
+    @Test("chunks being fetched by a prefetch are never evicted; they land whole and verified")
     func inFlightStays() async throws {
         try #require(ImageFixtures.available, "nydus fixtures are missing")
         let setup = try Self.setUp("budget-inflight")
@@ -146,10 +146,13 @@ struct CacheBudgetTests {
         let engine = Self.engine(budget: nil)
         let path = try setup.backing(1)
         try engine.register(id: 1, rafs: setup.rafs, backingPath: path, source: gated)
-        let reader = Task { try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize) }
+        // A prefetch, which answers no reader (a reader's landed chunks stay too: `answeredRangeStays`).
+        let reader = Task { try await engine.prefetch(blobID: 1, offset: 0, length: setup.rafs.deviceSize) }
         // The first chunk lands; the second waits at the gate, in flight.
         let deadline = ContinuousClock.now + .seconds(60)
         while engine.progress(blobID: 1)?.present == 0, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let usage = engine.cacheUsage
+        #expect(usage.storedBytes + usage.reservedBytes == setup.chunkBytes, "a landed chunk leaves its run's reservation")
         let freed = await engine.evict(bytes: UInt64.max)
         #expect(freed == UInt64(ordered[0].uncompressedSize), "only the chunk that landed may go")
         gated.release()
@@ -157,6 +160,89 @@ struct CacheBudgetTests {
         #expect(engine.progress(blobID: 1)?.present == UInt64(ordered[1].uncompressedSize))
         try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize)
         #expect(try ImageFixtures.bytes(path) == setup.expected)
+    }
+
+    @Test(
+        "a chunk a waiting reader counts on stays until the reader is answered, however long the rest of its range takes",
+        arguments: [0, 200])
+    func answeredRangeStays(graceMilliseconds: Int) async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("budget-answered-\(graceMilliseconds)")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let ordered = setup.rafs.chunks.sorted { $0.compressedOffset < $1.compressedOffset }
+        // The second chunk's GET stops one byte in until the gate opens; the first chunk's GET never reaches it.
+        let gated = GatedStreamSource(path: ImageFixtures.blob, splitAt: ordered[1].compressedOffset + 1)
+        let grace = Duration.milliseconds(graceMilliseconds)
+        let engine = Self.engine(budget: nil, grace: grace)
+        let path = try setup.backing(1)
+        try engine.register(id: 1, rafs: setup.rafs, backingPath: path, source: gated)
+        try await engine.ensure(blobID: 1, offset: ordered[0].uncompressedOffset, length: UInt64(ordered[0].uncompressedSize))
+
+        // A reader of the whole blob: the first chunk is present, the second is fetched (and held at the gate).
+        let reader = Task { try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize) }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while gated.requests.withLock({ $0.count }) < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try #require(gated.requests.withLock { $0.count } == 2, "the second chunk's fetch never started")
+        // The first chunk was last used when the reader came, longer ago than the grace: only the reader keeps it.
+        try await Task.sleep(for: grace + .milliseconds(50))
+        #expect(await engine.evict(bytes: UInt64.max) == 0, "the reader will be told the first chunk is present")
+        gated.release()
+        try await reader.value
+        #expect(try ImageFixtures.bytes(path) == setup.expected, "the reader's range is whole when it is answered")
+
+        // Answered, the chunks are the cache's again: they go once their grace has passed.
+        try await Task.sleep(for: grace + .milliseconds(50))
+        #expect(await engine.evict(bytes: UInt64.max) == setup.chunkBytes)
+
+        // A front end that copies the bytes out itself holds them until its copy is done, however long that takes.
+        gated.release()  // for the second chunk's GET, which comes again
+        let lease = try await engine.hold(blobID: 1, offset: 0, length: setup.rafs.deviceSize)
+        try await Task.sleep(for: grace + .milliseconds(50))
+        #expect(await engine.evict(bytes: UInt64.max) == 0, "a held range stays")
+        #expect(try ImageFixtures.bytes(path) == setup.expected)
+        lease.end()
+        lease.end()
+        try await Task.sleep(for: grace + .milliseconds(50))
+        #expect(await engine.evict(bytes: UInt64.max) == setup.chunkBytes, "an ended lease holds nothing, however often it is ended")
+    }
+
+    @Test("a blob reported complete is re-armed before it loses chunks, and loses them only once the grace has passed since")
+    func rearmedBeforePunch() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("budget-rearm")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let source = FileRangeSource(path: ImageFixtures.blob)
+        let grace = Duration.milliseconds(300)
+        let engine = Self.engine(budget: nil, grace: grace)
+        let completions = Mutex<[Int64]>([])
+        // When the front end re-armed each blob's reads (a complete blob's reads reach the kernel with no event,
+        // so none is in `lastUsed`: one let through just before the re-arm may still be reading).
+        let rearms = Mutex<[Int64: [ContinuousClock.Instant]]>([:])
+        engine.onComplete { id in completions.withLock { $0.append(id) } }
+        engine.onEvict { id in
+            rearms.withLock { $0[id, default: []].append(ContinuousClock.now) }
+            return true
+        }
+        let path = try setup.backing(1)
+        try engine.register(id: 1, rafs: setup.rafs, backingPath: path, source: source)
+        try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize)
+        // The report comes just after the readers are answered.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while completions.withLock({ $0.isEmpty }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(completions.withLock { $0 } == [1])
+        try await Task.sleep(for: grace + .milliseconds(50))
+
+        #expect(await engine.evict(bytes: UInt64.max) == setup.chunkBytes)
+        let rearmed = try #require(rearms.withLock { $0[1]?.first }, "the front end was asked to re-arm the blob")
+        #expect(ContinuousClock.now - rearmed >= grace, "the punch waited out the grace after the re-arm")
+        #expect(try !Self.holdsData(path))
+
+        // Incomplete since, it needs no second wait: its chunks go as soon as they are past the grace.
+        try await engine.ensure(blobID: 1, offset: 0, length: UInt64(setup.rafs.chunks[0].uncompressedSize))
+        try await Task.sleep(for: grace + .milliseconds(50))
+        let before = ContinuousClock.now
+        #expect(await engine.evict(bytes: UInt64.max) == UInt64(setup.rafs.chunks[0].uncompressedSize))
+        #expect(try #require(rearms.withLock { $0[1]?.last }) > before, "the front end is still asked before every eviction")
     }
 
     @Test("a crash between the punch and the saved bitmap: the next start finds the holes and fetches the chunks again")

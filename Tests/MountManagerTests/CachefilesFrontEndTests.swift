@@ -1,3 +1,4 @@
+import BlobStore
 import CLinux
 import Foundation
 import LinuxKernel
@@ -20,7 +21,21 @@ import Glibc
 struct CachefilesFrontEndTests {
     final class Recorder: RangeFiller {
         let calls = Mutex<[(BackingFileID, UInt64, UInt64)]>([])
+        /// When the front end ended each fill's lease: the size of the object file then (what it had copied).
+        let leaseEnds = Mutex<[Int64]>([])
+        let objectPath: String
+
+        init(objectPath: String = "") { self.objectPath = objectPath }
+
         func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws { calls.withLock { $0.append((file, offset, length)) } }
+
+        func fillAndHold(file: BackingFileID, offset: UInt64, length: UInt64) async throws -> RangeLease {
+            try await fill(file: file, offset: offset, length: length)
+            return RangeLease { [self] in
+                let copied = (try? FileSystem.lstat(objectPath).st_size).map(Int64.init) ?? -1
+                leaseEnds.withLock { $0.append(copied) }
+            }
+        }
     }
 
     static func send(_ fd: Int32, _ bytes: [UInt8]) {
@@ -52,7 +67,7 @@ struct CachefilesFrontEndTests {
         let content = (0..<40000).map { UInt8(truncatingIfNeeded: $0 &* 13) }
         try Data(content).write(to: URL(fileURLWithPath: dir + "/backing"))
 
-        let recorder = Recorder()
+        let recorder = Recorder(objectPath: dir + "/object")
         let device = CachefilesDevice(adopting: pair[0])
         defer { device.close() }
         let frontEnd = CachefilesFrontEnd(device: device, filler: recorder, logger: Logger(label: "test"))
@@ -102,6 +117,8 @@ struct CachefilesFrontEndTests {
         #expect(statistics.bytesCopied == 4096)
         let written = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/object")))
         #expect(written.count == 8192 && Array(written[4096..<8192]) == Array(content[4096..<8192]))
+        // The range was held (never evicted) until it had been copied into the kernel's cache file.
+        #expect(recorder.leaseEnds.withLock { $0 } == [8192], "the lease ends after the copy, not before")
 
         // CLOSE closes the object's fd.
         Self.send(kernel, CachefilesWire.header(id: 12, opcode: 1, length: 16, object: 7))

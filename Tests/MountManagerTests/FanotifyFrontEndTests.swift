@@ -270,6 +270,28 @@ struct FanotifyHandOverTests {
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("snapshotterd-fdholder").path
     }
 
+    @Test("a holder keeps only the descriptor it holds: nothing else its spawner had open lives on in it")
+    func holderInheritsNothing() throws {
+        try #require(FileManager.default.isExecutableFile(atPath: Self.holderBinary), "snapshotterd-fdholder is not built")
+        var template = Array("/var/tmp/holder-fds-XXXXXX".utf8CString)
+        let directory = try #require(mkdtemp(&template).map { String(cString: $0) })
+        defer { try? FileSystem.removeTree(directory) }
+        // A descriptor the spawner has open without O_CLOEXEC (libraries open such: curl's sockets, Foundation's
+        // files): a holder that kept it would keep a connection, or a file in a mount (unmount: EBUSY), for life.
+        var ends: [Int32] = [-1, -1]
+        try #require(pipe(&ends) == 0)
+        defer { close(ends[0]) }
+        let held = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        defer { close(held) }
+        let socket = directory + "/holder.sock"
+        try DescriptorHolder.spawn(binary: Self.holderBinary, socketPath: socket, fd: held)
+        defer { DescriptorHolder.release(socketPath: socket) }
+        close(ends[1])
+        // Our write end was the last one unless the holder has a copy: then the read end sees no hang-up.
+        var reader = pollfd(fd: ends[0], events: Int16(POLLIN), revents: 0)
+        #expect(poll(&reader, 1, 10_000) == 1 && reader.revents & Int16(POLLHUP) != 0, "the holder kept the pipe's write end")
+    }
+
     @Test("a successor adopts the group from the holder and completes the event its predecessor left", .timeLimit(.minutes(3)))
     func takeOver() async throws {
         try #require(FanotifyFrontEndTests.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")

@@ -122,6 +122,12 @@ public final class BlobEngine: Sendable {
     /// A timed-out reader is released; the fetch itself goes on for whoever else waits on it.
     /// A range the image does not describe (no chunk under some 4 KiB block of it) is refused at once.
     public func ensure(blobID: Int64, offset: UInt64, length: UInt64) async throws {
+        try await hold(blobID: blobID, offset: offset, length: length).end()
+    }
+
+    /// `ensure`, returning with the range's chunks leased: none of them is evicted until the lease ends. A front
+    /// end that copies the bytes out of the backing file ends it after the copy.
+    public func hold(blobID: Int64, offset: UInt64, length: UInt64) async throws -> RangeLease {
         guard let blob = blobs.withLock({ $0[blobID] }) else { throw BlobStoreError.unknownBlob(blobID) }
         guard blob.rafs.describes(offset: offset, length: length) else {
             metrics.recordFailure()
@@ -130,7 +136,7 @@ public final class BlobEngine: Sendable {
         let timeout = settings.readerTimeout
         // A sequential reader's next window starts streaming now, alongside this range's own fetch.
         readAhead(blobID: blobID, offset: offset, length: length)
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+        return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<RangeLease, any Error>) in
             let once = ResumeOnce(continuation)
             let timer = Task {
                 try await Task.sleep(for: timeout)
@@ -138,8 +144,9 @@ public final class BlobEngine: Sendable {
             }
             Task {
                 do {
-                    try await self.ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: .onDemand)
-                    once.resume(.success(()))
+                    let lease = try await self.ensureUnbounded(blobID: blobID, offset: offset, length: length, priority: .onDemand)
+                    // The reader gave up (timed out): nobody will read under this lease.
+                    if !once.resume(.success(lease)) { lease.end() }
                 } catch {
                     once.resume(.failure(error))
                 }
@@ -234,7 +241,11 @@ public final class BlobEngine: Sendable {
         try await ensureUnbounded(blobID: blobID, offset: 0, length: blob.rafs.entry.uncompressedSize, priority: .prefetch)
     }
 
-    func ensureUnbounded(blobID: Int64, offset: UInt64, length: UInt64, priority: FetchScheduler.Priority) async throws {
+    /// Fetches what the range lacks and waits for it. An on-demand reader's range is leased from before it is
+    /// looked at (a chunk found present, or landing for it, stays until the reader is answered and has read);
+    /// prefetch and read-ahead answer nobody and hold nothing.
+    @discardableResult
+    func ensureUnbounded(blobID: Int64, offset: UInt64, length: UInt64, priority: FetchScheduler.Priority) async throws -> RangeLease {
         guard let blob = blobs.withLock({ $0[blobID] }) else { throw BlobStoreError.unknownBlob(blobID) }
         let size = blob.rafs.entry.uncompressedSize
         guard offset <= blob.rafs.deviceSize else {
@@ -242,7 +253,10 @@ public final class BlobEngine: Sendable {
         }
         let wanted = blob.rafs.chunks(coveringUncompressed: offset, length: min(length, blob.rafs.deviceSize - offset))
         var waits: [ChunkFetch] = []
+        let leasing = priority == .onDemand
+        let lease = leasing ? RangeLease { blob.endLeases(wanted) } : RangeLease()
         let started = blob.state.withLock { state -> [[Int]] in
+            if leasing { state.lease(wanted) }
             var missing: [Int] = []
             var hits = 0
             let now = monotonicNanoseconds()
@@ -272,7 +286,13 @@ public final class BlobEngine: Sendable {
         for run in started {
             Task { await self.fetch(run, of: blob, priority: priority) }
         }
-        for fetch in waits { try await fetch.wait() }
+        do {
+            for fetch in waits { try await fetch.wait() }
+        } catch {
+            lease.end()
+            throw error
+        }
+        return lease
     }
 
     /// Groups missing chunks into runs that are contiguous in the stored blob, up to small gaps
@@ -332,12 +352,13 @@ public final class BlobEngine: Sendable {
         let chunkReady: @Sendable (BlobChunkInfo) -> Void = { chunk in
             let fetch = blob.state.withLock { state -> ChunkFetch? in
                 state.lastUsed[Int(chunk.index)] = monotonicNanoseconds()
-                if !state.present[Int(chunk.index)] {
+                let newlyStored = !state.present[Int(chunk.index)]
+                if newlyStored {
                     state.present[Int(chunk.index)] = true
                     state.presentCount += 1
                     state.presentBytes += UInt64(chunk.uncompressedSize)
-                    self.space.add(stored: UInt64(chunk.uncompressedSize))
                 }
+                self.space.land(UInt64(chunk.uncompressedSize), newlyStored: newlyStored)
                 return state.inFlight.removeValue(forKey: chunk.index)
             }
             fetch?.settle(.success(()))
@@ -367,13 +388,17 @@ public final class BlobEngine: Sendable {
         }
         let (failure, decoded, received, decoder) = (outcome.failure, outcome.decoded, outcome.received, outcome.decoder)
         await scheduler.release()
-        space.release(reserved: reservation)
+        // What the run did not write (the chunks it wrote moved to `stored` as they landed).
+        space.release(reserved: reservation - chunks[..<decoded].reduce(UInt64(0)) { $0 + UInt64($1.uncompressedSize) })
         let fetchedBytes = received
         let (completed, undelivered) = blob.state.withLock { state -> (Bool, [ChunkFetch]) in
             state.bytesFetched += fetchedBytes
             let undelivered = chunks[decoded...].compactMap { state.inFlight.removeValue(forKey: $0.index) }
             let completed = state.presentCount == state.present.count && !state.completionReported
-            if completed { state.completionReported = true }
+            if completed {
+                state.completionReported = true
+                state.completionReports += 1
+            }
             return (completed, undelivered)
         }
         if let failure {
@@ -468,18 +493,21 @@ extension BlobEngine {
 }
 
 /// Resumes a continuation exactly once, whichever of several racers comes first.
-final class ResumeOnce: Sendable {
-    private let continuation: Mutex<CheckedContinuation<Void, any Error>?>
+final class ResumeOnce<Value: Sendable>: Sendable {
+    private let continuation: Mutex<CheckedContinuation<Value, any Error>?>
 
-    init(_ continuation: CheckedContinuation<Void, any Error>) {
+    init(_ continuation: CheckedContinuation<Value, any Error>) {
         self.continuation = Mutex(continuation)
     }
 
-    func resume(_ result: Result<Void, any Error>) {
-        let taken = continuation.withLock { value -> CheckedContinuation<Void, any Error>? in
+    /// Whether this call resumed it (false: another racer came first).
+    @discardableResult
+    func resume(_ result: Result<Value, any Error>) -> Bool {
+        let taken = continuation.withLock { value -> CheckedContinuation<Value, any Error>? in
             defer { value = nil }
             return value
         }
         taken?.resume(with: result)
+        return taken != nil
     }
 }

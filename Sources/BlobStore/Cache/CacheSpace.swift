@@ -31,6 +31,15 @@ final class CacheSpace: Sendable {
         var recent = 0
         /// When the first of those leaves the grace (monotonic nanoseconds).
         var nextAgeOut: UInt64 = .max
+        /// When the first blob kept only because its reads were re-armed within the grace may go (.max: none).
+        var rearmSettles: UInt64 = .max
+
+        /// `count` chunks stay until `until` (monotonic nanoseconds).
+        mutating func kept(_ count: Int, until: UInt64, rearm: Bool) {
+            recent += count
+            nextAgeOut = min(nextAgeOut, until)
+            if rearm { rearmSettles = min(rearmSettles, until) }
+        }
     }
 
     /// Asked before a blob loses chunks; false keeps them all (see `BlobEngine.onEvict`).
@@ -48,6 +57,16 @@ final class CacheSpace: Sendable {
 
     func add(stored bytes: UInt64) {
         accounting.withLock { state in
+            state.stored += bytes
+            state.peakStored = max(state.peakStored, state.stored)
+        }
+    }
+    /// A chunk of a fetched run was written: its bytes move from the run's reservation to what is stored (when
+    /// it was not present already), so concurrent fetches never count them twice.
+    func land(_ bytes: UInt64, newlyStored: Bool) {
+        accounting.withLock { state in
+            state.reserved -= min(state.reserved, bytes)
+            guard newlyStored else { return }
             state.stored += bytes
             state.peakStored = max(state.peakStored, state.stored)
         }
@@ -92,7 +111,8 @@ extension BlobEngine {
     /// Before a fetch writes `bytes`: when they would take the cache over its budget, least recently used
     /// chunks are evicted down to the low-water mark (90% of the budget, so passes are rare), then the bytes are
     /// reserved. When what could go is still within its grace, the fetch waits for it to age out (the cache
-    /// churns faster than the grace: readers slow down rather than the disk fill up), at most twice the grace.
+    /// churns faster than the grace: readers slow down rather than the disk fill up), and for a blob reported
+    /// complete, whose reads the front end re-arms first, for the grace after that: at most three graces.
     /// Only what can never go (pinned blobs, chunks being fetched) lets the cache exceed its budget; the metrics
     /// count such passes.
     func reserve(_ bytes: UInt64) async {
@@ -100,7 +120,7 @@ extension BlobEngine {
             space.accounting.withLock { $0.reserved += bytes }
             return
         }
-        let waitLimit = monotonicNanoseconds() + 2 * nanoseconds(settings.evictionGrace) + 100_000_000
+        let waitLimit = monotonicNanoseconds() + 3 * nanoseconds(settings.evictionGrace) + 1_000_000_000
         while true {
             let overBy = space.accounting.withLock { state -> UInt64 in
                 let wanted = state.stored + state.reserved + bytes
@@ -137,15 +157,27 @@ extension BlobEngine {
 
     /// Evicts least recently used chunks until `bytes` are freed or nothing more may go; returns the bytes
     /// freed. Chunks of pinned blobs, chunks being fetched and chunks used within `evictionGrace` stay.
+    /// Blobs whose reads the front end must re-arm first (reported complete) go once the grace has passed since
+    /// the re-arm: the call waits for that, at most a grace or so.
     @discardableResult
     public func evict(bytes: UInt64) async -> UInt64 {
-        (try? await runBlocking { self.evictNow(bytes: bytes, budget: nil, incoming: 0).freed }) ?? 0
+        (try? await runBlocking { self.evictBlocking(bytes: bytes) }) ?? 0
     }
 
     /// `evict(bytes:)` for callers already off the cooperative pool.
     @discardableResult
     public func evictBlocking(bytes: UInt64) -> UInt64 {
-        evictNow(bytes: bytes, budget: nil, incoming: 0).freed
+        var freed: UInt64 = 0
+        // A pass re-arms the complete blobs it picked and takes them in the next one; a third catches blobs the
+        // second picked in their place while they settled.
+        for _ in 0..<3 {
+            let outcome = evictNow(bytes: bytes - freed, budget: nil, incoming: 0)
+            freed += outcome.freed
+            guard freed < bytes, outcome.rearmSettles != .max else { break }
+            let now = monotonicNanoseconds()
+            if outcome.rearmSettles > now { usleep(useconds_t(min((outcome.rearmSettles - now) / 1000 + 1, 60_000_000))) }
+        }
+        return freed
     }
 
     /// Uncompressed bytes of the chunks under a range that are neither present nor being fetched: what making
@@ -180,13 +212,18 @@ extension BlobEngine {
             var candidates: [(used: UInt64, blob: Int, index: Int32)] = []
             var outcome = CacheSpace.PassOutcome()
             for (position, blob) in registered.enumerated() where !pinned.contains(blob.id) {
+                let readiness = blob.evictionReadiness(cutoff: cutoff, grace: grace)
+                if case .settling(let until) = readiness {
+                    outcome.kept(
+                        blob.state.withLock { state in state.present.indices.count(where: state.isEvictable) }, until: until, rearm: true)
+                    continue
+                }
                 blob.state.withLock { state in
-                    for index in state.present.indices where state.present[index] && state.inFlight[UInt32(index)] == nil {
+                    for index in state.present.indices where state.isEvictable(index) {
                         if state.lastUsed[index] <= cutoff {
                             candidates.append((state.lastUsed[index], position, Int32(index)))
                         } else {
-                            outcome.recent += 1
-                            outcome.nextAgeOut = min(outcome.nextAgeOut, state.lastUsed[index] + grace)
+                            outcome.kept(1, until: state.lastUsed[index] + grace, rearm: false)
                         }
                     }
                 }
@@ -205,11 +242,28 @@ extension BlobEngine {
             var freedChunks = 0
             for position in order {
                 let blob = registered[position]
+                let indexes = chosen[position] ?? []
+                let readiness = blob.evictionReadiness(cutoff: cutoff, grace: grace)
                 if let handler, !handler.call(blob.id) {
                     logger.warning("chunks kept: the front end could not re-arm the blob's reads", metadata: ["blob.id": "\(blob.id)"])
                     continue
                 }
-                let freed = blob.evict(chosen[position] ?? [], usedBefore: cutoff)
+                let reports: Int
+                switch readiness {
+                case .ready(let count):
+                    reports = count
+                case .settling(let until):
+                    outcome.kept(indexes.count, until: until, rearm: true)
+                    continue
+                case .needsRearm(let count):
+                    // Reported complete, the kernel may read it with no event (no `lastUsed`): a read let through
+                    // just before the re-arm may still be reading. Its chunks go once the grace has passed.
+                    let rearmedAt = monotonicNanoseconds()
+                    blob.noteRearmed(reports: count, at: rearmedAt)
+                    outcome.kept(indexes.count, until: rearmedAt + grace, rearm: true)
+                    continue
+                }
+                let freed = blob.evict(indexes, usedBefore: cutoff, reports: reports)
                 if let error = freed.error {
                     logger.warning("eviction stopped in a blob", metadata: ["blob.id": "\(blob.id)", "error": "\(error)"])
                 }

@@ -29,12 +29,46 @@ final class LazyBlob: Sendable {
         /// Whether the engine has reported this blob complete (once per registration, and again after an
         /// eviction made it incomplete).
         var completionReported = false
+        /// How often it has been reported complete. Each report may have made the front end stop asking about
+        /// the blob (fanotify's ignore mark): the kernel then reads it with no event, so `lastUsed` is stale.
+        var completionReports = 0
+        /// The report count when eviction last had the front end re-arm the blob's reads, and when (monotonic
+        /// nanoseconds). Its chunks are punched only when no report came since, and once the grace has passed
+        /// since: a read the kernel let through before the re-arm has finished by then.
+        var rearmed: (reports: Int, at: UInt64) = (0, 0)
         /// When each chunk was last read or written, or registered present (monotonic nanoseconds):
         /// the eviction order, and the grace that keeps just-answered ranges on disk.
         var lastUsed: [UInt64]
 
+        /// Chunks under the ranges of on-demand readers not yet answered, with how many such readers count on
+        /// each. A reader is answered once its whole range is present, and the kernel then reads every byte of
+        /// it from the backing file: a chunk it found present (or saw land) while another of its chunks was
+        /// still coming must not be punched out before that answer, whatever the grace.
+        var leases: [UInt32: Int] = [:]
+
         /// Neither local nor being fetched: nothing brings chunk `index` unless somebody asks for it.
         func isIdle(_ index: Int) -> Bool { !present[index] && inFlight[UInt32(index)] == nil }
+
+        /// Present, and neither being fetched nor counted on by a waiting reader: eviction may take it (subject
+        /// to the grace and pins, which the eviction pass judges).
+        func isEvictable(_ index: Int) -> Bool {
+            present[index] && inFlight[UInt32(index)] == nil && leases[UInt32(index)] == nil
+        }
+
+        /// A waiting reader counts on these chunks until `endLeases`.
+        mutating func lease(_ chunks: [BlobChunkInfo]) {
+            for chunk in chunks { leases[chunk.index, default: 0] += 1 }
+        }
+
+        /// The reader is answered (or gave up): its chunks count as used now, so the grace covers the kernel's
+        /// read that follows the answer.
+        mutating func endLeases(_ chunks: [BlobChunkInfo], at now: UInt64) {
+            for chunk in chunks {
+                let count = (leases[chunk.index] ?? 1) - 1
+                leases[chunk.index] = count > 0 ? count : nil
+                lastUsed[Int(chunk.index)] = now
+            }
+        }
     }
 
     let id: Int64
@@ -74,6 +108,8 @@ final class LazyBlob: Sendable {
             initial.presentBytes += UInt64(rafs.chunks[index].uncompressedSize)
         }
         initial.completionReported = initial.presentCount == present.count
+        // Registered complete, it is reported so (`BlobEngine.register`), and a predecessor may have marked it.
+        initial.completionReports = initial.completionReported ? 1 : 0
         state = Mutex(initial)
     }
 
@@ -119,15 +155,18 @@ final class LazyBlob: Sendable {
         try FileSystem.writeAll(fd, data, at: offset, path: backingPath)
     }
 
-    /// Evicts the chunks at `indexes` that are present, not being fetched and last used at or before
-    /// `usedBefore`: marks each missing and punches its blocks, under the state lock, so no reader or fetch can
+    /// Evicts the chunks at `indexes` that are present, not being fetched, counted on by no waiting reader and
+    /// last used at or before `usedBefore`: marks each missing and punches its blocks, under the state lock, so no reader or fetch can
     /// see it present once its bytes are going. The punched range is the chunk's whole blocks
     /// (`blockAlignedSize`: no other chunk's bytes, and a hole SEEK_HOLE finds after a crash). Returns what was
     /// freed; stops at the first failed punch.
-    func evict(_ indexes: [Int], usedBefore cutoff: UInt64) -> (chunks: Int, bytes: UInt64, error: SyscallError?) {
+    /// Nothing is evicted unless the blob's reads were re-armed since its last completion report, `reports` ago
+    /// at least the grace before `usedBefore` (`EvictionReadiness`).
+    func evict(_ indexes: [Int], usedBefore cutoff: UInt64, reports: Int) -> (chunks: Int, bytes: UInt64, error: SyscallError?) {
         state.withLock { state in
             var freed = (chunks: 0, bytes: UInt64(0), error: SyscallError?.none)
-            for index in indexes where state.present[index] && state.inFlight[UInt32(index)] == nil && state.lastUsed[index] <= cutoff {
+            guard state.completionReports == reports, state.rearmed.reports == reports, state.rearmed.at <= cutoff else { return freed }
+            for index in indexes where state.isEvictable(index) && state.lastUsed[index] <= cutoff {
                 let chunk = rafs.chunks[index]
                 do throws(SyscallError) {
                     try FileSystem.punchHole(fd, offset: chunk.uncompressedOffset, length: chunk.blockAlignedSize, path: backingPath)
@@ -146,6 +185,37 @@ final class LazyBlob: Sendable {
             if freed.chunks > 0 { state.completionReported = false }
             return freed
         }
+    }
+
+    /// Whether eviction may punch chunks of this blob now (`cutoff`: the pass's grace cutoff).
+    enum EvictionReadiness {
+        /// Re-armed since the last completion report (`reports`), longer than the grace ago.
+        case ready(reports: Int)
+        /// Re-armed within the grace: reads let through before it may still be under way.
+        case settling(until: UInt64)
+        /// Reported complete since it was last re-armed (or never re-armed): the front end must re-arm it first.
+        case needsRearm(reports: Int)
+    }
+
+    func evictionReadiness(cutoff: UInt64, grace: UInt64) -> EvictionReadiness {
+        state.withLock { state in
+            guard state.rearmed.reports == state.completionReports else { return .needsRearm(reports: state.completionReports) }
+            guard state.rearmed.at <= cutoff else { return .settling(until: state.rearmed.at + grace) }
+            return .ready(reports: state.completionReports)
+        }
+    }
+
+    /// The front end re-armed the blob's reads at `now`, with `reports` completion reports made: unless another
+    /// came since, the grace starts now.
+    func noteRearmed(reports: Int, at now: UInt64) {
+        state.withLock { state in
+            if state.completionReports == reports { state.rearmed = (reports, now) }
+        }
+    }
+
+    /// A reader leasing `chunks` is done with them (`State.endLeases`).
+    func endLeases(_ chunks: [BlobChunkInfo]) {
+        state.withLock { $0.endLeases(chunks, at: monotonicNanoseconds()) }
     }
 
     var bitmap: [UInt8] {
