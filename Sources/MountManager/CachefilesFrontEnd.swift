@@ -155,11 +155,10 @@ public final class CachefilesFrontEnd: Sendable {
         switch message {
         case .open(let open): serveOpen(open)
         case .close(_, let objectID):
-            let object = state.withLock { state in
-                state.statistics.closes += 1
-                return state.objects.removeValue(forKey: objectID)
-            }
+            let object = state.withLock { $0.objects.removeValue(forKey: objectID) }
             if let object { close(object.anonFD) }
+            // Counted once the fd is closed: a CLOSE the statistics show is done.
+            state.withLock { $0.statistics.closes += 1 }
         case .read(let messageID, let objectID, let offset, let length):
             serveRead(messageID: messageID, objectID: objectID, offset: offset, length: length)
         }

@@ -113,8 +113,8 @@ extension BlobEngine {
     /// reserved. When what could go is still within its grace, the fetch waits for it to age out (the cache
     /// churns faster than the grace: readers slow down rather than the disk fill up), and for a blob reported
     /// complete, whose reads the front end re-arms first, for the grace after that: at most three graces.
-    /// Only what can never go (pinned blobs, chunks being fetched) lets the cache exceed its budget; the metrics
-    /// count such passes.
+    /// Only what can never go (pinned blobs, chunks being fetched or leased by waiting readers) lets the cache
+    /// exceed its budget; the metrics count such passes.
     func reserve(_ bytes: UInt64) async {
         guard let budget = settings.cacheBudgetBytes else {
             space.accounting.withLock { $0.reserved += bytes }
