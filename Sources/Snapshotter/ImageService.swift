@@ -60,7 +60,7 @@ final class ImageService: Sendable {
         catalog = ImageCatalog(database: database)
         // Under a budget, complete blobs keep raising events: their reads are what orders eviction.
         let budgeted = engine.settings.cacheBudgetBytes != nil
-        engine.onComplete { [frontEnd] id in if !budgeted { frontEnd.complete(id: .blob(id)) } }
+        engine.onComplete(stopsEvents: !budgeted) { [frontEnd] id in if !budgeted { frontEnd.complete(id: .blob(id)) } }
         engine.onEvict { [frontEnd] id in frontEnd.prepareEviction(id: .blob(id)) }
         puller = ImagePuller(
             layout: ImageStoreLayout(root: root), catalog: catalog, client: client, gzipIndexPolicy: gzipIndexPolicy, logger: logger)

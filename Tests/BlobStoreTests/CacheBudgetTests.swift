@@ -243,6 +243,17 @@ struct CacheBudgetTests {
         let before = ContinuousClock.now
         #expect(await engine.evict(bytes: UInt64.max) == UInt64(setup.rafs.chunks[0].uncompressedSize))
         #expect(try #require(rearms.withLock { $0[1]?.last }) > before, "the front end is still asked before every eviction")
+
+        // A completion handler that never stops events (under a budget, complete blobs keep raising them, and
+        // their reads keep `lastUsed` true): no re-arm is awaited, the first pass takes the blob.
+        let seen = Self.engine(budget: nil, grace: grace)
+        seen.onComplete(stopsEvents: false) { _ in }
+        let seenPath = try setup.backing(2)
+        try seen.register(id: 2, rafs: setup.rafs, backingPath: seenPath, source: source)
+        try await seen.ensure(blobID: 2, offset: 0, length: setup.rafs.deviceSize)
+        try await Task.sleep(for: grace + .milliseconds(50))
+        #expect(await seen.evict(bytes: setup.chunkBytes) == setup.chunkBytes)
+        #expect(seen.metrics.snapshot.evictionsShort == 0, "the first pass took the blob")
     }
 
     @Test("a crash between the punch and the saved bitmap: the next start finds the holes and fetches the chunks again")

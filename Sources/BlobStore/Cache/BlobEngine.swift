@@ -27,12 +27,16 @@ public final class BlobEngine: Sendable {
     /// (start-up with 10,000 complete blobs spent most of its time in the chain).
     private struct CompletionHandler: Sendable {
         let call: @Sendable (Int64) -> Void
+        let stopsEvents: Bool
     }
     private let completion = Mutex<CompletionHandler?>(nil)
 
     /// Called (once per registration) when every chunk of a blob is present, also at `register`.
-    public func onComplete(_ handler: @escaping @Sendable (Int64) -> Void) {
-        completion.withLock { $0 = CompletionHandler(call: handler) }
+    /// `stopsEvents`: the handler may have the front end stop asking about the blob (fanotify's ignore mark).
+    /// Its reads then reach the kernel unseen, so an eviction re-arms the blob and waits a grace before it
+    /// punches (`LazyBlob.evictionReadiness`); a handler that never stops events spares evictions that wait.
+    public func onComplete(stopsEvents: Bool = true, _ handler: @escaping @Sendable (Int64) -> Void) {
+        completion.withLock { $0 = CompletionHandler(call: handler, stopsEvents: stopsEvents) }
     }
 
     public init(settings: FetchSettings = FetchSettings(), store: (any ChunkStateStore)? = nil, logger: Logger) {
@@ -391,13 +395,14 @@ public final class BlobEngine: Sendable {
         // What the run did not write (the chunks it wrote moved to `stored` as they landed).
         space.release(reserved: reservation - chunks[..<decoded].reduce(UInt64(0)) { $0 + UInt64($1.uncompressedSize) })
         let fetchedBytes = received
+        let stopsEvents = completion.withLock { $0?.stopsEvents ?? false }
         let (completed, undelivered) = blob.state.withLock { state -> (Bool, [ChunkFetch]) in
             state.bytesFetched += fetchedBytes
             let undelivered = chunks[decoded...].compactMap { state.inFlight.removeValue(forKey: $0.index) }
             let completed = state.presentCount == state.present.count && !state.completionReported
             if completed {
                 state.completionReported = true
-                state.completionReports += 1
+                if stopsEvents { state.completionReports += 1 }
             }
             return (completed, undelivered)
         }

@@ -29,8 +29,9 @@ final class LazyBlob: Sendable {
         /// Whether the engine has reported this blob complete (once per registration, and again after an
         /// eviction made it incomplete).
         var completionReported = false
-        /// How often it has been reported complete. Each report may have made the front end stop asking about
-        /// the blob (fanotify's ignore mark): the kernel then reads it with no event, so `lastUsed` is stale.
+        /// How often it has been reported complete to a handler that may stop events (`BlobEngine.onComplete`).
+        /// Each such report may have made the front end stop asking about the blob (fanotify's ignore mark):
+        /// the kernel then reads it with no event, so `lastUsed` is stale.
         var completionReports = 0
         /// The report count when eviction last had the front end re-arm the blob's reads, and when (monotonic
         /// nanoseconds). Its chunks are punched only when no report came since, and once the grace has passed
@@ -108,7 +109,8 @@ final class LazyBlob: Sendable {
             initial.presentBytes += UInt64(rafs.chunks[index].uncompressedSize)
         }
         initial.completionReported = initial.presentCount == present.count
-        // Registered complete, it is reported so (`BlobEngine.register`), and a predecessor may have marked it.
+        // Registered complete, it is reported so (`BlobEngine.register`), and a predecessor may have marked it
+        // (a daemon without a budget sharing the fanotify group), whatever this daemon's handler does.
         initial.completionReports = initial.completionReported ? 1 : 0
         state = Mutex(initial)
     }
