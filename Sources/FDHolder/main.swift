@@ -10,6 +10,11 @@ import CLinux
 // with nothing mounted on the group, or when its socket is removed.
 //
 // Usage: snapshotterd-fdholder --socket PATH [--fd N]
+//
+// It also culls for the daemon: `snapshotterd-fdholder --cull NAME --in DIRECTORY [--fd N]` writes
+// `cull NAME` to /dev/cachefiles (fd N). The kernel resolves NAME in the writer's working directory, which a
+// multi-threaded daemon cannot change for one call; this short-lived process can. It exits with 0, or with
+// the errno the kernel answered (ENOENT: no such file yet, EBUSY: still in use) and a message.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -23,12 +28,37 @@ func fail(_ message: String) -> Never {
 var arguments = CommandLine.arguments.dropFirst()
 var socketPath: String?
 var heldFD: Int32 = 3
+var cullName: String?
+var cullDirectory: String?
 while let argument = arguments.popFirst() {
     switch argument {
     case "--socket": socketPath = arguments.popFirst()
     case "--fd": heldFD = arguments.popFirst().flatMap { Int32($0) } ?? -1
-    default: fail("unknown argument \(argument); usage: snapshotterd-fdholder --socket PATH [--fd N]")
+    case "--cull": cullName = arguments.popFirst()
+    case "--in": cullDirectory = arguments.popFirst()
+    default:
+        fail("unknown argument \(argument); usage: snapshotterd-fdholder --socket PATH [--fd N] | --cull NAME --in DIRECTORY [--fd N]")
     }
+}
+
+if let cullName {
+    guard let cullDirectory, !cullName.isEmpty, !cullName.contains("/") else { fail("--cull NAME (no slash) needs --in DIRECTORY") }
+    guard chdir(cullDirectory) == 0 else {
+        let code = errno
+        let line = "snapshotterd-fdholder: cd \(cullDirectory): \(String(cString: strerror(code)))\n"
+        _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+        exit(code)
+    }
+    let command = Array("cull \(cullName)".utf8)
+    var written = -1
+    repeat { written = command.withUnsafeBytes { write(heldFD, $0.baseAddress, $0.count) } } while written < 0 && errno == EINTR
+    guard written == command.count else {
+        let code = written < 0 ? errno : EIO
+        let line = "snapshotterd-fdholder: cull \(cullName) in \(cullDirectory): \(String(cString: strerror(code)))\n"
+        _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
+        exit(code)
+    }
+    exit(0)
 }
 guard let socketPath, socketPath.utf8.count < 108 else { fail("--socket PATH (under 108 bytes) is required") }
 guard heldFD >= 0, fcntl(heldFD, F_GETFD) >= 0 else { fail("descriptor \(heldFD) is not open") }

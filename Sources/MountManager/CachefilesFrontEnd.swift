@@ -119,8 +119,14 @@ public final class CachefilesFrontEnd: Sendable {
         state.withLock { $0.registrations[Key(volume: registration.volumeKey, cookie: registration.cookieKey)] = registration }
     }
 
-    public func unregister(id: BackingFileID) {
-        state.withLock { $0.registrations = $0.registrations.filter { $0.value.id != id } }
+    /// Stops serving OPENs of the file's cookies; returns the registrations it had.
+    @discardableResult
+    public func unregister(id: BackingFileID) -> [Registration] {
+        state.withLock { state in
+            let removed = state.registrations.values.filter { $0.id == id }
+            state.registrations = state.registrations.filter { $0.value.id != id }
+            return removed
+        }
     }
 
     /// For a successor on an inherited device: asks the kernel (`restore`) to hand out again every request

@@ -58,7 +58,54 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
                 size: file.size, backingPath: file.path))
     }
 
-    public func withdraw(id: BackingFileID) { frontEnd.unregister(id: id) }
+    /// The file is gone from the store: its OPENs are refused from now on, and the kernel's own copy in
+    /// `fscache/` is culled, since nothing would ever name it again and it would hold its disk for good.
+    public func withdraw(id: BackingFileID) {
+        for registration in frontEnd.unregister(id: id) { cullKernelCopy(of: registration) }
+    }
+
+    /// How long a cull waits for the kernel: it links an object's file into its tree only once the object is
+    /// released (after the image's unmount, in the background) and refuses one still in use.
+    static let cullAttempts = 50
+    static let cullInterval = Duration.milliseconds(100)
+
+    /// Culls the kernel's file of a withdrawn registration (cachefiles' `cull`, through the holder binary: the
+    /// kernel resolves the name in the writer's working directory), then empties the graveyard the kernel
+    /// moves it to, as cachefilesd does. In the background: a removal does not wait for the kernel.
+    private func cullKernelCopy(of registration: CachefilesFrontEnd.Registration) {
+        let path = FileSystem.join(
+            paths.fscacheDirectory, "cache",
+            CachefilesNaming.relativePath(volumeKey: registration.volumeKey, cookieKey: registration.cookieKey))
+        let (binary, fd, graveyard, logger) = (
+            paths.holderBinary, frontEnd.device.fd, FileSystem.join(paths.fscacheDirectory, "graveyard"), logger
+        )
+        Task.detached(priority: .background) {
+            var code = ENOENT
+            for attempt in 1...Self.cullAttempts {
+                code =
+                    (try? await runBlocking {
+                        try DescriptorHolder.cull(
+                            binary: binary, fd: fd, directory: FileSystem.parentPath(path), name: FileSystem.lastComponent(path))
+                    }) ?? EIO
+                guard code == ENOENT || code == EBUSY, attempt < Self.cullAttempts else { break }
+                try? await Task.sleep(for: Self.cullInterval)
+            }
+            let metadata: Logger.Metadata = ["cachefiles.path": "\(path)", "file": "\(registration.id)"]
+            switch code {
+            case 0:
+                for entry in (try? FileSystem.listDirectory(graveyard)) ?? [] {
+                    try? FileSystem.removeTree(FileSystem.join(graveyard, entry))
+                }
+                logger.notice("kernel cache file culled", metadata: metadata)
+            case ENOENT:
+                logger.info("no kernel cache file to cull (the kernel never cached it)", metadata: metadata)
+            default:
+                logger.warning(
+                    "kernel cache file not culled; it stays in fscache/",
+                    metadata: metadata.merging(["error": "\(String(cString: strerror(code)))"]) { $1 })
+            }
+        }
+    }
     public func complete(id: BackingFileID) {}
     /// The kernel reads its own copy in `fscache/`; ours is only the engine's source for READs.
     public func prepareEviction(id: BackingFileID) -> Bool { true }

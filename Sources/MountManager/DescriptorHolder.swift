@@ -80,6 +80,29 @@ public enum DescriptorHolder {
         return pid
     }
 
+    /// Runs the holder binary's cull mode (`--cull name --in directory`) with `fd` (/dev/cachefiles) as its fd
+    /// 3 and waits for it. Returns 0, or the errno the kernel answered (ENOENT: not there yet; EBUSY: in use).
+    public static func cull(binary: String, fd: Int32, directory: String, name: String) throws(FrontEndError) -> Int32 {
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fd, 3)
+        let arguments = [binary, "--cull", name, "--in", directory, "--fd", "3"]
+        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        defer { for pointer in argv { free(pointer) } }
+        var environment: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
+        defer { for pointer in environment { free(pointer) } }
+        var pid: pid_t = 0
+        let code = posix_spawn(&pid, binary, &actions, nil, &argv, &environment)
+        guard code == 0 else { throw .spawnFailed(binary: binary, errno: code) }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { throw .spawnFailed(binary: binary, errno: errno) }
+        }
+        // Exited normally: its status is 0 or the errno; killed: EINTR stands for "did not finish".
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : EINTR
+    }
+
     /// The pid of the holder serving `socketPath` (its peer credentials), or nil when none answers or it hands
     /// no descriptor over. The duplicate it hands over is closed and the holder told to keep its own.
     public static func holderPID(socketPath: String) -> pid_t? {

@@ -606,13 +606,26 @@ struct LazyImageTests {
         try setup.harness.start()
         #expect(try await reader.value.get() == Array(big[offset..<(offset + 8192)]), "the waiting reader got wrong bytes")
 
-        // The kernel's cache files sit where CachefilesNaming says (linked once the mounts are gone).
+        // Removed, the image's kernel cache files are culled: the blob's and the bootstrap's. The cull names the
+        // blob's file where CachefilesNaming says (the kernel links it once the mounts are gone; a wrong name
+        // would be ENOENT), and nothing is left in fscache/ for it, nor in the graveyard.
         let blobID = setup.image.result.build.blobs[0].blobID
         try setup.harness.client().unmount(target: target)
         try setup.harness.client().remove(key: "c1")
         try setup.harness.client().removeImage(reference: setup.reference)
         let expected =
             setup.harness.root + "/fscache/cache/" + CachefilesNaming.relativePath(domain: "ondemand-snapshotter", blobID: blobID)
-        #expect(FileManager.default.fileExists(atPath: expected), "no kernel cache file at \(expected)")
+        let deadline = ContinuousClock.now + .seconds(60)
+        func culled() -> [String] {
+            setup.harness.log().split(separator: "\n").filter { $0.contains("kernel cache file culled") }.map(String.init)
+        }
+        while culled().count < 2, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(
+            culled().contains { $0.contains(expected) },
+            "the blob's kernel file \(expected) was not culled:\n\(setup.harness.log().suffix(3000))")
+        #expect(culled().contains { $0.contains("bootstrap of image") }, "the bootstrap's kernel file was not culled")
+        #expect(!FileManager.default.fileExists(atPath: expected), "the kernel cache file \(expected) is still there")
+        let graveyard = (try? FileSystem.listDirectory(setup.harness.root + "/fscache/graveyard")) ?? []
+        #expect(graveyard.isEmpty, "left in the graveyard: \(graveyard)")
     }
 }
