@@ -64,6 +64,46 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
         for registration in frontEnd.unregister(id: id) { cullKernelCopy(of: registration) }
     }
 
+    /// Culls every file under `fscache/cache/` that none of `files` names: in use (EBUSY) or gone meanwhile
+    /// (ENOENT), a file is left for the next sweep. The kernel creates nothing else there: the device is bound
+    /// to this tree by this daemon alone.
+    public func sweepKernelCopies(keeping files: [BackingFile]) -> [String] {
+        let cache = FileSystem.join(paths.fscacheDirectory, "cache")
+        let live = Set(
+            files.map {
+                CachefilesNaming.relativePath(volumeKey: CachefilesNaming.volumeKey(domain: $0.domain), cookieKey: Array($0.cookieKey.utf8))
+            })
+        var culled: [String] = []
+        for volume in (try? FileSystem.listDirectory(cache)) ?? [] where volume.hasPrefix("I") {
+            for fanout in (try? FileSystem.listDirectory(FileSystem.join(cache, volume))) ?? [] where fanout.hasPrefix("@") {
+                let directory = FileSystem.join(cache, volume, fanout)
+                for name in (try? FileSystem.listDirectory(directory)) ?? [] where !live.contains("\(volume)/\(fanout)/\(name)") {
+                    let path = FileSystem.join(directory, name)
+                    let code =
+                        (try? DescriptorHolder.cull(binary: paths.holderBinary, fd: frontEnd.device.fd, directory: directory, name: name))
+                        ?? EIO
+                    if code == 0 {
+                        culled.append(path)
+                    } else if code != EBUSY && code != ENOENT {
+                        logger.warning(
+                            "kernel cache file no image names not culled",
+                            metadata: ["cachefiles.path": "\(path)", "error": "\(String(cString: strerror(code)))"])
+                    }
+                }
+            }
+        }
+        if !culled.isEmpty {
+            Self.emptyGraveyard(FileSystem.join(paths.fscacheDirectory, "graveyard"))
+            logger.notice("kernel cache files no image names culled", metadata: ["cachefiles.count": "\(culled.count)"])
+        }
+        return culled
+    }
+
+    /// What the kernel moved aside when it culled (cachefilesd deletes it the same way).
+    static func emptyGraveyard(_ graveyard: String) {
+        for entry in (try? FileSystem.listDirectory(graveyard)) ?? [] { try? FileSystem.removeTree(FileSystem.join(graveyard, entry)) }
+    }
+
     /// How long a cull waits for the kernel: it links an object's file into its tree only once the object is
     /// released (after the image's unmount, in the background) and refuses one still in use.
     static let cullAttempts = 50
@@ -93,9 +133,7 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
             let metadata: Logger.Metadata = ["cachefiles.path": "\(path)", "file": "\(registration.id)"]
             switch code {
             case 0:
-                for entry in (try? FileSystem.listDirectory(graveyard)) ?? [] {
-                    try? FileSystem.removeTree(FileSystem.join(graveyard, entry))
-                }
+                Self.emptyGraveyard(graveyard)
                 logger.notice("kernel cache file culled", metadata: metadata)
             case ENOENT:
                 logger.info("no kernel cache file to cull (the kernel never cached it)", metadata: metadata)

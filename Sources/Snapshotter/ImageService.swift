@@ -88,6 +88,7 @@ final class ImageService: Sendable {
         }
         _ = try await runBlocking { try self.serving.unmountUnrecordedImages(recorded: images) }
         _ = try await runBlocking { try self.puller.sweepLeftovers(images: images) }
+        _ = try await runBlocking { self.sweepKernelCopies(images: images) }
         // Verification (hashing bootstraps, reading and checking blob metas) is independent per image: it runs
         // on every core; serving, which registers shared blobs once, follows in reference order.
         let verified = await serving.verifyAll(images)
@@ -208,10 +209,24 @@ final class ImageService: Sendable {
         defer { collecting.withLock { $0 = false } }
         let images = try catalog.images()
         let ownConversions = "convert-\(getpid())-"
-        let removed = try puller.sweepLeftovers(images: images) { !$0.hasPrefix(ownConversions) }
+        let removed = try puller.sweepLeftovers(images: images) { !$0.hasPrefix(ownConversions) } + sweepKernelCopies(images: images)
         // A round also brings the cache back inside its budget (a budget lowered, chunks the grace kept).
         engine.enforceBudget()
         return removed
+    }
+
+    /// Blocking: the front end's kernel copies of files no recorded image names (a removal a crash cut short
+    /// before its cull) go.
+    func sweepKernelCopies(images: [ImageRecord]) -> [String] {
+        let files = images.flatMap { image in
+            [
+                BackingFile(
+                    id: .bootstrap(imageID: image.id), path: image.bootstrapPath, cookieKey: ImageServing.fsid(of: image), size: 0,
+                    domain: image.domain)
+            ]
+                + image.blobs.map { BackingFile(id: .blob($0.id), path: $0.backingPath, cookieKey: $0.blobID, size: 0, domain: $0.domain) }
+        }
+        return frontEnd.sweepKernelCopies(keeping: files)
     }
 
     /// Builds and pushes the gzip index of a plain image in a registry (`GzipIndexPublisher`), and trusts it

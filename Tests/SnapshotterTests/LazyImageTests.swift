@@ -627,5 +627,13 @@ struct LazyImageTests {
         #expect(!FileManager.default.fileExists(atPath: expected), "the kernel cache file \(expected) is still there")
         let graveyard = (try? FileSystem.listDirectory(setup.harness.root + "/fscache/graveyard")) ?? []
         #expect(graveyard.isEmpty, "left in the graveyard: \(graveyard)")
+
+        // A kernel file whose cull a crash prevented (planted here: no image names it) goes at the next cleanup.
+        let leftover = FileSystem.parentPath(expected) + "/Dleft-by-a-crash"
+        try Data("stale".utf8).write(to: URL(fileURLWithPath: leftover))
+        let removed = try setup.harness.client().cleanup()
+        #expect(removed.contains(leftover), "cleanup did not cull \(leftover): \(removed)")
+        #expect(!FileManager.default.fileExists(atPath: leftover))
+        #expect(((try? FileSystem.listDirectory(setup.harness.root + "/fscache/graveyard")) ?? []).isEmpty)
     }
 }
