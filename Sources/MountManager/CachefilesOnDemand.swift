@@ -144,6 +144,7 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
             }
         }
     }
+
     public func complete(id: BackingFileID) {}
     /// The kernel reads its own copy in `fscache/`; ours is only the engine's source for READs.
     public func prepareEviction(id: BackingFileID) -> Bool { true }
