@@ -19,10 +19,10 @@ import CLinux
 import Glibc
 #endif
 
-func fail(_ message: String) -> Never {
+func fail(_ message: String, status: Int32 = 1) -> Never {
     let line = "snapshotterd-fdholder: \(message)\n"
     _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
-    exit(1)
+    exit(status)
 }
 
 var arguments = CommandLine.arguments.dropFirst()
@@ -45,18 +45,14 @@ if let cullName {
     guard let cullDirectory, !cullName.isEmpty, !cullName.contains("/") else { fail("--cull NAME (no slash) needs --in DIRECTORY") }
     guard chdir(cullDirectory) == 0 else {
         let code = errno
-        let line = "snapshotterd-fdholder: cd \(cullDirectory): \(String(cString: strerror(code)))\n"
-        _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
-        exit(code)
+        fail("cd \(cullDirectory): \(String(cString: strerror(code)))", status: code)
     }
     let command = Array("cull \(cullName)".utf8)
     var written = -1
     repeat { written = command.withUnsafeBytes { write(heldFD, $0.baseAddress, $0.count) } } while written < 0 && errno == EINTR
     guard written == command.count else {
         let code = written < 0 ? errno : EIO
-        let line = "snapshotterd-fdholder: cull \(cullName) in \(cullDirectory): \(String(cString: strerror(code)))\n"
-        _ = line.withCString { write(STDERR_FILENO, $0, strlen($0)) }
-        exit(code)
+        fail("cull \(cullName) in \(cullDirectory): \(String(cString: strerror(code)))", status: code)
     }
     exit(0)
 }

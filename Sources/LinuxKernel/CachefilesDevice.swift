@@ -116,19 +116,13 @@ public struct CachefilesDevice: Sendable {
 
     /// True when `fd` is /dev/cachefiles (checked before adopting a descriptor from a holder).
     public static func isCachefilesDevice(_ fd: Int32) -> Bool {
-        var buffer = [CChar](repeating: 0, count: 256)
-        let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
-        guard n > 0 else { return false }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == defaultPath
+        FileSystem.readLink("/proc/self/fd/\(fd)") == defaultPath
     }
 
     /// True when `fd` is the character device at `path`, or a Unix socket (a connection to an emulation of
     /// it, see `init(path:)`): checked before adopting a descriptor from a holder.
     public static func isDevice(_ fd: Int32, path: String) -> Bool {
-        var buffer = [CChar](repeating: 0, count: 256)
-        let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
-        guard n > 0 else { return false }
-        let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let target = FileSystem.readLink("/proc/self/fd/\(fd)") else { return false }
         return target == path || target.hasPrefix("socket:[")
     }
 

@@ -76,6 +76,15 @@ public enum FileSystem {
         return result
     }
 
+    /// Where a symlink points (for /proc links: a deleted file's path ends in " (deleted)"), or nil when it
+    /// cannot be read.
+    public static func readLink(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink(path, &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// Names in a directory, without `.` and `..`, sorted.
     public static func listDirectory(_ path: String) throws(SyscallError) -> [String] {
         let dir = try retryingSyscall("opendir", path, pointer: { opendir(path) })

@@ -30,23 +30,15 @@ public enum MountUsers {
             let base = "/proc/\(pid)"
             var holds: [String] = []
             for link in ["cwd", "root", "exe"] {
-                if let path = linkTarget(base + "/" + link), isUnder(path) { holds.append(link) }
+                if let path = FileSystem.readLink(base + "/" + link), isUnder(path) { holds.append(link) }
             }
             for name in ((try? FileSystem.listDirectory(base + "/fd")) ?? []).compactMap(Int.init).sorted() {
-                if let path = linkTarget(base + "/fd/\(name)"), isUnder(path) { holds.append("fd \(name) (\(path))") }
+                if let path = FileSystem.readLink(base + "/fd/\(name)"), isUnder(path) { holds.append("fd \(name) (\(path))") }
             }
             guard !holds.isEmpty else { continue }
             users.append(MountUser(pid: pid, command: command(of: pid), holds: holds.joined(separator: ", ")))
         }
         return users
-    }
-
-    /// Where a /proc symlink points (a deleted file's path ends in " (deleted)"), or nil.
-    static func linkTarget(_ path: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let count = readlink(path, &buffer, buffer.count - 1)
-        guard count > 0 else { return nil }
-        return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func command(of pid: Int32) -> String {

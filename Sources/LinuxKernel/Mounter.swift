@@ -45,6 +45,27 @@ public enum Mounter {
             throw .unmountFailed(target: target, error)
         }
     }
+
+    /// How often, and how far apart, `unmountWaitingOutBusy` tries again (2.5 s in all, as containerd's own
+    /// unmount does).
+    public static let busyAttempts = 50
+    public static let busyIntervalMicroseconds: useconds_t = 50_000
+
+    /// umount(2), tried again while it fails with EBUSY. A holder that is gone within moments is common: a
+    /// process forked while a file under the target was open keeps that file until it execs or exits.
+    /// `onFirstBusy` runs at the first EBUSY; the last error is thrown. Blocking: call it off the cooperative pool.
+    public static func unmountWaitingOutBusy(_ target: String, onFirstBusy: () -> Void = {}) throws(KernelError) {
+        for attempt in 1... {
+            do throws(KernelError) {
+                return try unmount(target)
+            } catch {
+                guard case .unmountFailed(_, let cause) = error, cause.errno == EBUSY, attempt < busyAttempts else { throw error }
+                if attempt == 1 { onFirstBusy() }
+                usleep(busyIntervalMicroseconds)
+            }
+        }
+        fatalError("unreachable: the loop returns or throws")
+    }
 }
 
 /// What the running kernel's overlayfs offers.

@@ -316,9 +316,6 @@ public final class CachefilesFrontEnd: Sendable {
     }
 
     static func isAnonymousCachefilesFD(_ fd: Int32) -> Bool {
-        var buffer = [CChar](repeating: 0, count: 64)
-        let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
-        guard n > 0 else { return false }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[cachefiles]"
+        FileSystem.readLink("/proc/self/fd/\(fd)") == "anon_inode:[cachefiles]"
     }
 }

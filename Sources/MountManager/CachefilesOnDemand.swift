@@ -64,24 +64,19 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
         for registration in frontEnd.unregister(id: id) { cullKernelCopy(of: registration) }
     }
 
-    /// Culls every file under `fscache/cache/` that none of `files` names: in use (EBUSY) or gone meanwhile
+    /// Culls every file under `fscache/cache/` that none of `files()` names: in use (EBUSY) or gone meanwhile
     /// (ENOENT), a file is left for the next sweep. The kernel creates nothing else there: the device is bound
     /// to this tree by this daemon alone.
-    public func sweepKernelCopies(keeping files: [BackingFile]) -> [String] {
+    public func sweepKernelCopies(keeping files: () -> [BackingFile]) -> [String] {
         let cache = FileSystem.join(paths.fscacheDirectory, "cache")
-        let live = Set(
-            files.map {
-                CachefilesNaming.relativePath(volumeKey: CachefilesNaming.volumeKey(domain: $0.domain), cookieKey: Array($0.cookieKey.utf8))
-            })
+        let live = Set(files().map { CachefilesNaming.relativePath(domain: $0.domain, blobID: $0.cookieKey) })
         var culled: [String] = []
         for volume in (try? FileSystem.listDirectory(cache)) ?? [] where volume.hasPrefix("I") {
             for fanout in (try? FileSystem.listDirectory(FileSystem.join(cache, volume))) ?? [] where fanout.hasPrefix("@") {
                 let directory = FileSystem.join(cache, volume, fanout)
                 for name in (try? FileSystem.listDirectory(directory)) ?? [] where !live.contains("\(volume)/\(fanout)/\(name)") {
                     let path = FileSystem.join(directory, name)
-                    let code =
-                        (try? DescriptorHolder.cull(binary: paths.holderBinary, fd: frontEnd.device.fd, directory: directory, name: name))
-                        ?? EIO
+                    let code = Self.cull(path, binary: paths.holderBinary, device: frontEnd.device.fd)
                     if code == 0 {
                         culled.append(path)
                     } else if code != EBUSY && code != ENOENT {
@@ -99,6 +94,14 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
         return culled
     }
 
+    /// Blocking: cachefiles' `cull` of the file at `path`, through the holder binary (the kernel resolves the
+    /// name in the writer's working directory). 0, or the errno the kernel answered.
+    static func cull(_ path: String, binary: String, device: Int32) -> Int32 {
+        (try? DescriptorHolder.cull(
+            binary: binary, fd: device, directory: FileSystem.parentPath(path), name: FileSystem.lastComponent(path)))
+            ?? EIO
+    }
+
     /// What the kernel moved aside when it culled (cachefilesd deletes it the same way).
     static func emptyGraveyard(_ graveyard: String) {
         for entry in (try? FileSystem.listDirectory(graveyard)) ?? [] { try? FileSystem.removeTree(FileSystem.join(graveyard, entry)) }
@@ -109,24 +112,19 @@ public final class CachefilesOnDemand: OnDemandFrontEnd {
     static let cullAttempts = 50
     static let cullInterval = Duration.milliseconds(100)
 
-    /// Culls the kernel's file of a withdrawn registration (cachefiles' `cull`, through the holder binary: the
-    /// kernel resolves the name in the writer's working directory), then empties the graveyard the kernel
-    /// moves it to, as cachefilesd does. In the background: a removal does not wait for the kernel.
+    /// Culls the kernel's file of a withdrawn registration, then empties the graveyard the kernel moves it to,
+    /// as cachefilesd does. In the background: a removal does not wait for the kernel.
     private func cullKernelCopy(of registration: CachefilesFrontEnd.Registration) {
         let path = FileSystem.join(
             paths.fscacheDirectory, "cache",
             CachefilesNaming.relativePath(volumeKey: registration.volumeKey, cookieKey: registration.cookieKey))
-        let (binary, fd, graveyard, logger) = (
+        let (binary, device, graveyard, logger) = (
             paths.holderBinary, frontEnd.device.fd, FileSystem.join(paths.fscacheDirectory, "graveyard"), logger
         )
         Task.detached(priority: .background) {
             var code = ENOENT
             for attempt in 1...Self.cullAttempts {
-                code =
-                    (try? await runBlocking {
-                        try DescriptorHolder.cull(
-                            binary: binary, fd: fd, directory: FileSystem.parentPath(path), name: FileSystem.lastComponent(path))
-                    }) ?? EIO
+                code = (try? await runBlocking { Self.cull(path, binary: binary, device: device) }) ?? EIO
                 guard code == ENOENT || code == EBUSY, attempt < Self.cullAttempts else { break }
                 try? await Task.sleep(for: Self.cullInterval)
             }

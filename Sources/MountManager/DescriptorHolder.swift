@@ -57,20 +57,11 @@ public enum DescriptorHolder {
         guard pipe(&pipeFDs) == 0 else { throw .spawnFailed(binary: binary, errno: errno) }
         for end in pipeFDs { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         defer { close(pipeFDs[0]) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fd, 3)
-        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 4)
-        let arguments = [binary, "--socket", socketPath, "--fd", "3"]
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-        defer { for pointer in argv { free(pointer) } }
-        var environment: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
-        defer { for pointer in environment { free(pointer) } }
-        var pid: pid_t = 0
-        let code = posix_spawn(&pid, binary, &actions, nil, &argv, &environment)
+        let spawned = Result { () throws(FrontEndError) in
+            try run(binary, ["--socket", socketPath, "--fd", "3"], descriptors: [(fd, 3), (pipeFDs[1], 4)])
+        }
         close(pipeFDs[1])
-        guard code == 0 else { throw .spawnFailed(binary: binary, errno: code) }
+        let pid = try spawned.get()
         // The holder closes fd 4 once its socket listens; EOF here means ready (or dead).
         var byte: UInt8 = 0
         while read(pipeFDs[0], &byte, 1) > 0 {}
@@ -83,24 +74,32 @@ public enum DescriptorHolder {
     /// Runs the holder binary's cull mode (`--cull name --in directory`) with `fd` (/dev/cachefiles) as its fd
     /// 3 and waits for it. Returns 0, or the errno the kernel answered (ENOENT: not there yet; EBUSY: in use).
     public static func cull(binary: String, fd: Int32, directory: String, name: String) throws(FrontEndError) -> Int32 {
+        let pid = try run(binary, ["--cull", name, "--in", directory, "--fd", "3"], descriptors: [(fd, 3)])
+        var status: Int32 = 0
+        do throws(SyscallError) {
+            try retryingSyscall("waitpid", binary) { waitpid(pid, &status, 0) }
+        } catch {
+            throw .spawnFailed(binary: binary, errno: error.errno)
+        }
+        // Exited normally: its status is 0 or the errno; killed: EINTR stands for "did not finish".
+        return status & 0x7f == 0 ? (status >> 8) & 0xff : EINTR
+    }
+
+    /// posix_spawn of the holder binary with `arguments`, `descriptors` duplicated in order (ours, its number
+    /// there), and a minimal environment.
+    private static func run(_ binary: String, _ arguments: [String], descriptors: [(Int32, Int32)]) throws(FrontEndError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fd, 3)
-        let arguments = [binary, "--cull", name, "--in", directory, "--fd", "3"]
-        var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+        for (ours, theirs) in descriptors { posix_spawn_file_actions_adddup2(&actions, ours, theirs) }
+        var argv: [UnsafeMutablePointer<CChar>?] = ([binary] + arguments).map { strdup($0) } + [nil]
         defer { for pointer in argv { free(pointer) } }
         var environment: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/sbin:/usr/bin:/sbin:/bin"), nil]
         defer { for pointer in environment { free(pointer) } }
         var pid: pid_t = 0
         let code = posix_spawn(&pid, binary, &actions, nil, &argv, &environment)
         guard code == 0 else { throw .spawnFailed(binary: binary, errno: code) }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 {
-            guard errno == EINTR else { throw .spawnFailed(binary: binary, errno: errno) }
-        }
-        // Exited normally: its status is 0 or the errno; killed: EINTR stands for "did not finish".
-        return status & 0x7f == 0 ? (status >> 8) & 0xff : EINTR
+        return pid
     }
 
     /// The pid of the holder serving `socketPath` (its peer credentials), or nil when none answers or it hands

@@ -26,9 +26,6 @@ public enum FanotifyGroupHolder {
     }
 
     static func isFanotify(_ fd: Int32) -> Bool {
-        var buffer = [CChar](repeating: 0, count: 256)
-        let n = readlink("/proc/self/fd/\(fd)", &buffer, buffer.count - 1)
-        guard n > 0 else { return false }
-        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == "anon_inode:[fanotify]"
+        FileSystem.readLink("/proc/self/fd/\(fd)") == "anon_inode:[fanotify]"
     }
 }

@@ -36,14 +36,14 @@ public protocol OnDemandFrontEnd: AnyObject, Sendable {
     /// Stops serving. With `keepGroup`, kernel-side state (the fanotify group) is left with its holder so a
     /// successor can take over; otherwise it is released.
     func stop(keepGroup: Bool)
-    /// Removes the kernel's own copies (cachefiles' `fscache/`) of every file not among `files`: what a
-    /// removal left when a crash came before its cull. Returns their paths; front ends whose kernel keeps no
-    /// copies have none.
-    func sweepKernelCopies(keeping files: [BackingFile]) -> [String]
+    /// Removes the kernel's own copies (cachefiles' `fscache/`) of every file not among `files()`: what a
+    /// removal left when a crash came before its cull. Returns their paths. Front ends whose kernel keeps no
+    /// copies have none, and never list the files (start-up builds nothing for them).
+    func sweepKernelCopies(keeping files: () -> [BackingFile]) -> [String]
 }
 
 extension OnDemandFrontEnd {
-    public func sweepKernelCopies(keeping files: [BackingFile]) -> [String] { [] }
+    public func sweepKernelCopies(keeping files: () -> [BackingFile]) -> [String] { [] }
 }
 
 /// Facts about a front end that change what the image service does around it.

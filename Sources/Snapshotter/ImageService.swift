@@ -218,15 +218,11 @@ final class ImageService: Sendable {
     /// Blocking: the front end's kernel copies of files no recorded image names (a removal a crash cut short
     /// before its cull) go.
     func sweepKernelCopies(images: [ImageRecord]) -> [String] {
-        let files = images.flatMap { image in
-            [
-                BackingFile(
-                    id: .bootstrap(imageID: image.id), path: image.bootstrapPath, cookieKey: ImageServing.fsid(of: image), size: 0,
-                    domain: image.domain)
-            ]
-                + image.blobs.map { BackingFile(id: .blob($0.id), path: $0.backingPath, cookieKey: $0.blobID, size: 0, domain: $0.domain) }
+        frontEnd.sweepKernelCopies {
+            images.flatMap { image in
+                [ImageServing.bootstrapFile(of: image, size: 0)] + image.blobs.map { ImageServing.blobFile($0, size: 0) }
+            }
         }
-        return frontEnd.sweepKernelCopies(keeping: files)
     }
 
     /// Builds and pushes the gzip index of a plain image in a registry (`GzipIndexPublisher`), and trusts it

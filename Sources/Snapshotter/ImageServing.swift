@@ -45,6 +45,17 @@ final class ImageServing: Sendable {
     /// The fscache cookie of an image's bootstrap (cachefiles front end); unique per image row.
     static func fsid(of image: ImageRecord) -> String { "image-\(image.id)" }
 
+    /// The image's bootstrap as the front end serves it (cachefiles: an fscache object named by the fsid).
+    static func bootstrapFile(of image: ImageRecord, size: UInt64) -> BackingFile {
+        BackingFile(
+            id: .bootstrap(imageID: image.id), path: image.bootstrapPath, cookieKey: fsid(of: image), size: size, domain: image.domain)
+    }
+
+    /// A blob as the front end serves it (cachefiles: an fscache object named by the blob id).
+    static func blobFile(_ blob: BlobRecord, size: UInt64) -> BackingFile {
+        BackingFile(id: .blob(blob.id), path: blob.backingPath, cookieKey: blob.blobID, size: size, domain: blob.domain)
+    }
+
     /// Returns the image's opened bootstrap (the pull's prefetch table is read from it).
     /// Everything is checked before anything is served: the bootstrap against the digest recorded when it was
     /// unpacked from its digest-checked layer, each blob meta against the bootstrap (inside `RafsBlob`), and
@@ -139,10 +150,7 @@ final class ImageServing: Sendable {
         if frontEnd.traits.servesBootstrap {
             // Bootstraps are local and complete: the filler has nothing to fetch for them.
             let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
-            try frontEnd.serve(
-                BackingFile(
-                    id: .bootstrap(imageID: image.id), path: image.bootstrapPath, cookieKey: Self.fsid(of: image), size: size,
-                    domain: image.domain))
+            try frontEnd.serve(Self.bootstrapFile(of: image, size: size))
         }
         // A blob this image shares with one served already can also be fetched from this image's registry.
         let own = try? ImageReference(parsing: image.reference)
@@ -161,8 +169,7 @@ final class ImageServing: Sendable {
             }
             let source = try Self.source(registry: blob.registry, repository: blob.repository, blob: blob, client: client)
             // The front end knows the file first, so that a blob found complete can be taken off its watch list.
-            try frontEnd.serve(
-                BackingFile(id: .blob(blob.id), path: blob.backingPath, cookieKey: blob.blobID, size: rafs.deviceSize, domain: blob.domain))
+            try frontEnd.serve(Self.blobFile(blob, size: rafs.deviceSize))
             try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
             // The blob is the kernel's device `position + 1` (device 0 is the bootstrap).
             newlyServed[UInt16(position + 1)] = blob.id

@@ -59,35 +59,23 @@ extension SnapshotService {
         logger.info("snapshot unmounted", metadata: ["mount.target": "\(target)"])
     }
 
-    /// How often, and how far apart, an unmount that meets EBUSY is tried again before the target is reported
-    /// busy (2.5 s in all, as containerd's own unmount does). A holder that is gone within moments is common: a
-    /// process forked while a file under the target was open keeps that file until it execs or exits.
-    static let unmountBusyAttempts = 50
-    static let unmountBusyIntervalMicroseconds: useconds_t = 50_000
-
     /// umount(2) of a recorded target; one that is not mounted any more (someone else unmounted it) is fine.
-    /// Runs on the blocking pool: a busy target is waited for there.
+    /// Runs on the blocking pool: a busy target is waited for there (`Mounter.unmountWaitingOutBusy`).
     private func unmountRecorded(_ target: String) throws {
-        for attempt in 1... {
-            do {
-                try Mounter.unmount(target)
-                return
-            } catch {
-                guard case .unmountFailed(_, let cause) = error else { throw error }
-                switch cause.errno {
-                case EINVAL:
-                    logger.notice("mount was already gone", metadata: ["mount.target": "\(target)"])
-                    return
-                case EBUSY where attempt < Self.unmountBusyAttempts:
-                    if attempt == 1 { logger.notice("mount busy, trying again", metadata: ["mount.target": "\(target)"]) }
-                    usleep(Self.unmountBusyIntervalMicroseconds)
-                case EBUSY:
-                    let users = MountUsers.find(under: target)
-                    logger.warning(
-                        "mount still busy", metadata: ["mount.target": "\(target)", "mount.users": "\(users.map(\.description))"])
-                    throw SnapshotError.targetBusy(target: target, users: users)
-                default: throw error
-                }
+        do {
+            try Mounter.unmountWaitingOutBusy(target) {
+                logger.notice("mount busy, trying again", metadata: ["mount.target": "\(target)"])
+            }
+        } catch {
+            guard case .unmountFailed(_, let cause) = error else { throw error }
+            switch cause.errno {
+            case EINVAL:
+                logger.notice("mount was already gone", metadata: ["mount.target": "\(target)"])
+            case EBUSY:
+                let users = MountUsers.find(under: target)
+                logger.warning("mount still busy", metadata: ["mount.target": "\(target)", "mount.users": "\(users.map(\.description))"])
+                throw SnapshotError.targetBusy(target: target, users: users)
+            default: throw error
             }
         }
     }

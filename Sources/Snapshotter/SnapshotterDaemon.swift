@@ -296,10 +296,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
 
     /// `snapshotterd-fdholder` next to this executable.
     static func holderBinary() -> String {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-        guard n > 0 else { return "/usr/local/bin/snapshotterd-fdholder" }
-        let me = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        guard let me = FileSystem.readLink("/proc/self/exe") else { return "/usr/local/bin/snapshotterd-fdholder" }
         return FileSystem.join(FileSystem.parentPath(me), "snapshotterd-fdholder")
     }
 

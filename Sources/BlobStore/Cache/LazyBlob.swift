@@ -158,12 +158,11 @@ final class LazyBlob: Sendable {
     }
 
     /// Evicts the chunks at `indexes` that are present, not being fetched, counted on by no waiting reader and
-    /// last used at or before `usedBefore`: marks each missing and punches its blocks, under the state lock, so no reader or fetch can
-    /// see it present once its bytes are going. The punched range is the chunk's whole blocks
-    /// (`blockAlignedSize`: no other chunk's bytes, and a hole SEEK_HOLE finds after a crash). Returns what was
-    /// freed; stops at the first failed punch.
-    /// Nothing is evicted unless the blob's reads were re-armed since its last completion report, `reports` ago
-    /// at least the grace before `usedBefore` (`EvictionReadiness`).
+    /// last used at or before `usedBefore`: marks each missing and punches its blocks, under the state lock, so
+    /// no reader or fetch can see it present once its bytes are going. The punched range is the chunk's whole
+    /// blocks (`blockAlignedSize`: no other chunk's bytes, and a hole SEEK_HOLE finds after a crash). Returns
+    /// what was freed; stops at the first failed punch. Nothing is evicted unless the blob's reads were re-armed
+    /// after its last completion report (`reports` of them), at `usedBefore` or earlier (`EvictionReadiness`).
     func evict(_ indexes: [Int], usedBefore cutoff: UInt64, reports: Int) -> (chunks: Int, bytes: UInt64, error: SyscallError?) {
         state.withLock { state in
             var freed = (chunks: 0, bytes: UInt64(0), error: SyscallError?.none)

@@ -74,9 +74,7 @@ public struct ImageStoreLayout: Sendable {
         let link = deviceLink(blobID: blobID, domain: domain)
         let up = domain == Self.domain ? "../" : "../../"
         let target = up + CachefilesNaming.relativePath(domain: domain, blobID: blobID)
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink(link, &buffer, buffer.count - 1)
-        if n > 0, String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) == target { return }
+        if FileSystem.readLink(link) == target { return }
         try FileSystem.makeDirectories(FileSystem.parentPath(link), mode: 0o700)
         let partial = link + ".partial-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try retryingSyscall("symlink", partial) { symlink(target, partial) }
