@@ -57,6 +57,7 @@ public final class ErofsImage: Sendable {
                     at: RafsSuperBlockExtension.offset, count: RafsSuperBlockExtension.size, what: "RAFS extended superblock"))
             rafs = ext
             blobs = try Self.readBlobTable(file: file, ext: ext)
+            try Self.checkDevicesAreBlobs(devices: slots, blobs: blobs)
         } else {
             rafs = nil
             blobs = []
@@ -66,6 +67,19 @@ public final class ErofsImage: Sendable {
         let root = try inode(nid: UInt64(sb.rootNid))
         guard root.fileType == .directory else {
             throw .badInode(nid: root.nid, reason: "the root inode is a \(root.fileType.rawValue), not a directory")
+        }
+    }
+
+    /// Device `i + 1` must be blob `i`, by name. The blob table is what pulls verify and serve; the device table
+    /// is what the kernel opens: in fscache mode it asks for each device's data by the slot's tag. A slot
+    /// naming a blob other than its table entry (say, another image's) would have the kernel read that blob
+    /// through this image's chunk indexes.
+    static func checkDevicesAreBlobs(devices: [ErofsDeviceSlot], blobs: [RafsBlobEntry]) throws(ImageFormatError) {
+        guard devices.count == blobs.count else {
+            throw .badBlobTable(reason: "the device table has \(devices.count) slots for \(blobs.count) blobs; each blob needs its own")
+        }
+        for (index, (device, blob)) in zip(devices, blobs).enumerated() where device.tagString != blob.blobID {
+            throw .badBlobTable(reason: "device \(index + 1) is tagged \(device.tagString.debugDescription) but blob \(index) is \(blob.blobID)")
         }
     }
 

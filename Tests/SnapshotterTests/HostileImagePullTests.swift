@@ -24,6 +24,9 @@ struct HostileImagePullTests {
         case chunkCount
         /// A chunk size no encoder produces (0 or not a power of two).
         case chunkSize
+        /// A device slot tagged with a blob other than its blob-table entry (say, another image's, shared in the
+        /// cache domain): in fscache mode the kernel would open that blob's data for this image's chunk indexes.
+        case deviceTag
 
         func apply(to boot: inout [UInt8]) {
             let entry = CraftedImages.blobTableEntryOffset(boot)
@@ -34,6 +37,9 @@ struct HostileImagePullTests {
                 CraftedImages.put(UInt64(UInt32.max), into: &boot, at: entry + 72, width: 4)
                 CraftedImages.put(UInt64(UInt32.max) * 16, into: &boot, at: entry + 128)
             case .chunkSize: CraftedImages.put(3000, into: &boot, at: entry + 68, width: 4)
+            case .deviceTag:
+                let slot = CraftedImages.deviceSlotOffset(boot)
+                boot.replaceSubrange(slot..<slot + 64, with: Array(String(repeating: "ab", count: 32).utf8))
             }
         }
 
@@ -43,11 +49,12 @@ struct HostileImagePullTests {
             case .uncompressedSizeNear2To64, .petabyteBlob: return "uncompressed size"
             case .chunkCount: return "meta"
             case .chunkSize: return "chunk size"
+            case .deviceTag: return "device 1 is tagged"
             }
         }
     }
 
-    @Test("a blob table claiming absurd sizes is refused at pull; the daemon stays up", arguments: Claim.allCases)
+    @Test("a bootstrap claiming absurd sizes, or a device that is not its blob, is refused at pull; the daemon stays up", arguments: Claim.allCases)
     func absurdClaimsAreRefused(_ claim: Claim) throws {
         let daemon = try DaemonHarness("hostile-\(claim.rawValue.prefix(12))", arguments: ["--front-end", "eager"])
         let registry = try HostileRegistry()

@@ -104,6 +104,11 @@ public enum CraftedImages {
         u64(boot, at: 1152 + 8) + index * RafsBlobEntry.size
     }
 
+    /// The offset of EROFS device slot `index` (device `index + 1`): `devt_slotoff` (superblock byte 88) * 128.
+    public static func deviceSlotOffset(_ boot: [UInt8], index: Int = 0) -> Int {
+        (Int(boot[1024 + 88]) | Int(boot[1024 + 89]) << 8) * 128 + index * 128
+    }
+
     /// Stores `value` little-endian at `offset`.
     public static func put(_ value: UInt64, into bytes: inout [UInt8], at offset: Int, width: Int = 8) {
         for index in 0..<width { bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * UInt64(index))) }
