@@ -79,7 +79,8 @@ public final class ErofsImage: Sendable {
             throw .badBlobTable(reason: "the device table has \(devices.count) slots for \(blobs.count) blobs; each blob needs its own")
         }
         for (index, (device, blob)) in zip(devices, blobs).enumerated() where device.tagString != blob.blobID {
-            throw .badBlobTable(reason: "device \(index + 1) is tagged \(device.tagString.debugDescription) but blob \(index) is \(blob.blobID)")
+            throw .badBlobTable(
+                reason: "device \(index + 1) is tagged \(device.tagString.debugDescription) but blob \(index) is \(blob.blobID)")
         }
     }
 
@@ -101,6 +102,11 @@ public final class ErofsImage: Sendable {
                 throw .badBlobTable(reason: "entry \(index) says it is blob \(entry.blobIndex)")
             }
             try checkLimits(of: entry)
+            // One blob is one backing file, registered once: two entries naming it would be two devices sharing
+            // one file under two descriptions.
+            if let first = entries.firstIndex(where: { $0.blobID == entry.blobID }) {
+                throw .badBlobTable(reason: "blobs \(first) and \(index) are both \(entry.blobID)")
+            }
             chunks += UInt64(entry.chunkCount)
             guard chunks <= ImageLimits.chunksPerImage else {
                 throw .absurdSize(what: "chunks of the image's blobs", size: chunks, limit: ImageLimits.chunksPerImage)

@@ -143,4 +143,46 @@ struct BuilderMountTests {
         #expect(image.blobs.map(\.blobID) == result.blobs.map(\.blobID))
         #expect(image.devices.map(\.tagString) == result.blobs.map(\.blobID))
     }
+
+    @Test("a bootstrap naming one blob twice, or a device other than its blob, is refused when opened")
+    func blobTableNamesEachBlobOnce() throws {
+        let scratch = try ImageFixtures.scratchDirectory("builder-blob-table")
+        defer { ImageFixtures.cleanup(scratch) }
+        let specs = Self.layers(chunkSize: 64 << 10)
+        let layers = try BuilderFixtures.writeLayers(specs, in: scratch, compressions: ["none", "none", "none"])
+        var options = BuildOptions(chunkSize: 64 << 10, compression: .none)
+        options.syncOutput = false
+        let result = try ImageBuilder(options: options).build(
+            layers: layers.map({ LayerInput(path: $0) }), outputDirectory: scratch + "/out")
+        try #require(result.blobs.count == 3)
+        let boot = try ImageFixtures.bytes(result.bootstrapPath)
+        let firstID = Array(result.blobs[0].blobID.utf8)
+        func refusal(_ edit: (inout [UInt8]) -> Void) throws -> String {
+            var crafted = boot
+            edit(&crafted)
+            let path = scratch + "/crafted.boot"
+            try Data(crafted).write(to: URL(fileURLWithPath: path))
+            do {
+                _ = try ErofsImage(path: path)
+                return "opened"
+            } catch {
+                return "\(error)"
+            }
+        }
+        // Blob 1 and its device renamed to blob 0: both tables agree, and name one blob twice.
+        let twice = try refusal { bytes in
+            let entry = CraftedImages.blobTableEntryOffset(bytes, index: 1)
+            bytes.replaceSubrange(entry..<entry + 64, with: firstID)
+            let slot = CraftedImages.deviceSlotOffset(bytes, index: 1)
+            bytes.replaceSubrange(slot..<slot + 64, with: firstID)
+        }
+        #expect(twice.contains("blobs 0 and 1 are both"), "\(twice)")
+        // Only device 2 renamed: the kernel would open blob 0's data as device 2.
+        let retagged = try refusal { bytes in
+            let slot = CraftedImages.deviceSlotOffset(bytes, index: 1)
+            bytes.replaceSubrange(slot..<slot + 64, with: firstID)
+        }
+        #expect(retagged.contains("device 2 is tagged"), "\(retagged)")
+        #expect(try refusal { _ in } == "opened")
+    }
 }

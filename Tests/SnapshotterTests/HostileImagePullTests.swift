@@ -54,7 +54,9 @@ struct HostileImagePullTests {
         }
     }
 
-    @Test("a bootstrap claiming absurd sizes, or a device that is not its blob, is refused at pull; the daemon stays up", arguments: Claim.allCases)
+    @Test(
+        "a bootstrap claiming absurd sizes, or a device that is not its blob, is refused at pull; the daemon stays up",
+        arguments: Claim.allCases)
     func absurdClaimsAreRefused(_ claim: Claim) throws {
         let daemon = try DaemonHarness("hostile-\(claim.rawValue.prefix(12))", arguments: ["--front-end", "eager"])
         let registry = try HostileRegistry()
