@@ -37,7 +37,10 @@ public final class FanotifyGroup: @unchecked Sendable {
     /// Creates a new group (needs CAP_SYS_ADMIN and Linux 6.14+ for pre-content events).
     public init() throws(SyscallError) {
         // O_LARGEFILE is implied on 64-bit kernels (the kernel forces it for fanotify event fds there).
-        let flags = UInt32(FAN_CLASS_PRE_CONTENT) | UInt32(FAN_CLOEXEC)
+        // FAN_UNLIMITED_QUEUE: past `fs.fanotify.max_queued_events` unread events (16384 by default; a start-up
+        // or a stall of the reader is enough) the kernel drops new ones, and a dropped permission event is an
+        // allowed read: the reader would get the holes as zeros. Unread events cost kernel memory instead.
+        let flags = UInt32(FAN_CLASS_PRE_CONTENT) | UInt32(FAN_CLOEXEC) | UInt32(FAN_UNLIMITED_QUEUE)
         fd = try retryingSyscall("fanotify_init") { fanotify_init(flags, UInt32(O_RDONLY | O_CLOEXEC)) }
     }
 

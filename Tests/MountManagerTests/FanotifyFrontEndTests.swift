@@ -173,6 +173,70 @@ struct FanotifyFrontEndTests {
         #expect(frontEnd.statistics.denied == 0)
     }
 
+    /// The group's queue limit (`fs.fanotify.max_queued_events`, read when a group is created) set to `limit`
+    /// while `body` creates a group.
+    static func withQueueLimit<T>(_ limit: Int, _ body: () throws -> T) throws -> T {
+        let knob = "/proc/sys/fs/fanotify/max_queued_events"
+        let saved = try String(contentsOfFile: knob, encoding: .utf8)
+        try "\(limit)\n".write(toFile: knob, atomically: false, encoding: .utf8)
+        defer { try? saved.write(toFile: knob, atomically: false, encoding: .utf8) }
+        return try body()
+    }
+
+    @Test("more readers waiting than the queue's default limit all wait for their bytes; none reads holes", .timeLimit(.minutes(3)))
+    func fullQueue() async throws {
+        try #require(Self.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
+        let workspace = try FanotifyWorkspace()
+        let names = (0..<6).map { "file\($0)" }
+        let (bootstrap, fullBlob) = try workspace.buildImage(files: Dictionary(uniqueKeysWithValues: names.map { ($0, 64 * 1024) }))
+        let blob = try workspace.sparseCopy(of: fullBlob, named: "data.blob")
+        let filler = CopyingFiller(source: fullBlob, target: blob)
+        // A limit of 2 stands for the 16384 a busy host fills while the daemon starts up or stalls: beyond it the
+        // kernel drops an event, and a dropped permission event is an allowed one.
+        let group = try Self.withQueueLimit(2) { try FanotifyGroup() }
+        let frontEnd = FanotifyFrontEnd(
+            cacheDirectory: workspace.cache, watchedDirectory: workspace.watched,
+            journal: try InFlightJournal(path: workspace.root + "/journal"), group: group, filler: filler, logger: Logger(label: "test"))
+        try frontEnd.start(serving: false)
+        defer { frontEnd.stop() }
+        try frontEnd.register(BackingFile(id: .blob(3), path: blob))
+        let mountPoint = workspace.root + "/mnt"
+        try FileSystem.makeDirectories(mountPoint)
+        // The bootstrap is mounted from cache/ (no events), so only the blob's reads wait on the front end.
+        try Mounter.mount(
+            KernelMount(type: "erofs", source: bootstrap, options: ["ro", "device=\(frontEnd.watchedPath(for: blob))"]), at: mountPoint)
+        defer { try? Mounter.unmount(mountPoint, detach: true) }
+
+        // Each reader is its own process, so that the kernel can say where it waits.
+        let outputs = workspace.root + "/out"
+        try FileSystem.makeDirectories(outputs)
+        var readers: [Process] = []
+        for name in names {
+            let reader = Process()
+            reader.executableURL = URL(fileURLWithPath: "/bin/dd")
+            reader.arguments = ["if=\(mountPoint)/\(name)", "of=\(outputs)/\(name)", "bs=1M", "status=none"]
+            try reader.run()
+            readers.append(reader)
+        }
+        // Every reader has either finished (its event was dropped: it read the holes) or waits for an answer.
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let settled = readers.allSatisfy { reader in
+                !reader.isRunning
+                    || ((try? String(contentsOfFile: "/proc/\(reader.processIdentifier)/wchan", encoding: .utf8)) ?? "").contains(
+                        "fanotify")
+            }
+            if settled { break }
+            usleep(10_000)
+        }
+        frontEnd.startServing()
+        for reader in readers { #expect(reader.waitForExit().status == 0) }
+        for name in names {
+            let read = try Data(contentsOf: URL(fileURLWithPath: outputs + "/" + name))
+            #expect(read == (try Data(contentsOf: URL(fileURLWithPath: workspace.source + "/" + name))), "\(name) read other bytes")
+        }
+    }
+
     @Test("a failed fill gives the reader EIO, never zeros, and other files keep working", .timeLimit(.minutes(3)))
     func failedFill() async throws {
         try #require(Self.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
