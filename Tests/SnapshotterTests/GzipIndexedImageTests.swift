@@ -139,4 +139,34 @@ struct GzipIndexedImageTests {
         #expect(try LazyImageTests.read(target + "/" + small.key).get() == small.value)
         #expect(setup.blobGets == gets, "the prefetched file was fetched again")
     }
+
+    @Test(
+        "two repositories' indexes of one manifest, with different bootstraps: the second pull leaves the first image's bootstrap alone",
+        .timeLimit(.minutes(5)))
+    func twinIndexes() async throws {
+        let setup = try await LazyImageTests.Setup("gztwins", frontEnd: "fanotify", bigMiB: 4)
+        defer { setup.tearDown() }
+        let first = try Self.pushPlain(setup, repository: "twin-a")
+        let second = try Self.pushPlain(setup, repository: "twin-b")
+        let small = try #require(setup.image.files.filter { $0.value.count < 64 << 10 }.sorted { $0.key < $1.key }.first)
+        // The same manifest; the second index carries a prefetch table, so its bootstrap differs.
+        for (reference, extra) in [(first, [String]()), (second, ["--prefetch", "/" + small.key])] {
+            let indexed = try runCommand(DaemonHarness.snapctlPath, ["--socket", setup.harness.socket, "index", reference] + extra)
+            try #require(indexed.status == 0, "snapctl index failed: \(indexed.output)")
+        }
+        let pulledFirst = try setup.harness.client().pull(reference: first)
+        let pulledSecond = try setup.harness.client().pull(reference: second)
+        #expect(pulledFirst.image.digest == pulledSecond.image.digest, "the two pushes are not one manifest")
+        #expect(pulledFirst.image.format == "gzip-indexed" && pulledSecond.image.format == "gzip-indexed")
+        // Each image's bootstrap is still the one its pull verified and recorded: a restarted daemon serves both.
+        setup.harness.crash()
+        try setup.harness.start()
+        let images = try setup.harness.client().status().images ?? []
+        #expect(images.count == 2)
+        for image in images { #expect(image.error == nil, "\(image.reference) is not served: \(image.error ?? "")") }
+        _ = try setup.harness.client().prepare(key: "t1", image: first)
+        let target = setup.harness.directory + "/t1"
+        _ = try setup.harness.client().mount(key: "t1", target: target)
+        for (path, bytes) in setup.image.files { #expect(try LazyImageTests.read(target + "/" + path).get() == bytes, "\(path) differs") }
+    }
 }

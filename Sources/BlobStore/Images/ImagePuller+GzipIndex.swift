@@ -129,9 +129,11 @@ extension ImagePuller {
             return fetched
         }
         _ = try await bootstrapFetched
-        let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
-        let bootstrapDigest = try await runBlocking { try Self.unpackBootstrap(layer: layerPath, to: bootstrapPath) }
-        let image = try ErofsImage(path: bootstrapPath)
+        // Unpacked in the pull's own directory: the index's bootstrap is placed, under a name of its own
+        // content, only once everything below passed.
+        let unpacked = FileSystem.join(work, "index-bootstrap.boot")
+        let bootstrapDigest = try await runBlocking { try Self.unpackBootstrap(layer: layerPath, to: unpacked) }
+        let image = try ErofsImage(path: unpacked)
         let chunkTable = try image.rafsChunkTable()
         guard !image.blobs.isEmpty else { throw refuse("its bootstrap has no blob table") }
 
@@ -183,6 +185,9 @@ extension ImagePuller {
                 Checked(entry: entry, layer: layer, package: package.whole == nil ? wanted[packageNumber] : nil, meta: meta, rafs: rafs))
         }
 
+        let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest, bootstrapSHA256: bootstrapDigest)
+        try FileSystem.makeDirectories(FileSystem.parentPath(bootstrapPath), mode: 0o700)
+        try FileSystem.rename(unpacked, bootstrapPath)
         let commitments = checked.map { (blobID: $0.entry.blobID, chunkMap: $0.rafs.commitment) }
         let domain = try await runBlocking { try self.catalog.domain(for: commitments) }
         var blobs: [NewBlob] = []

@@ -46,8 +46,17 @@ public struct ImageStoreLayout: Sendable {
     public var metaDirectory: String { FileSystem.join(root, "blobs") }
     public var temporaryDirectory: String { FileSystem.join(root, "tmp") }
 
+    /// Where a nydus image's bootstrap goes: its manifest names the bootstrap layer's digest, so every pull of
+    /// that manifest unpacks the same bytes here.
     public func bootstrapPath(manifestDigest: Digest) -> String {
         FileSystem.join(imagesDirectory, manifestDigest.encoded, "image.boot")
+    }
+
+    /// Where a bootstrap the manifest does not commit to goes (built by conversion, or taken from a gzip index
+    /// artifact): one directory per bootstrap content, so a pull of the same manifest with another bootstrap (another
+    /// repository's index, another converter) never replaces one an image already serves.
+    public func bootstrapPath(manifestDigest: Digest, bootstrapSHA256 hex: String) -> String {
+        FileSystem.join(imagesDirectory, "\(manifestDigest.encoded)-\(hex)", "image.boot")
     }
 
     /// `cache/I<volume>/@<fan>/D<blob id>`, named as the kernel's cachefiles names its files (volume
@@ -380,9 +389,9 @@ public final class ImagePuller: Sendable {
         let output = FileSystem.join(work, "build")
         let layers = inputs
         let built = try await runBlocking { try ImageBuilder(logger: self.logger).build(layers: layers, outputDirectory: output) }
-        let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest)
-        try FileSystem.makeDirectories(FileSystem.parentPath(bootstrapPath), mode: 0o700)
         let bootstrapDigest = try await runBlocking { try Self.sha256(ofFile: built.bootstrapPath) }
+        let bootstrapPath = layout.bootstrapPath(manifestDigest: manifestDigest, bootstrapSHA256: bootstrapDigest)
+        try FileSystem.makeDirectories(FileSystem.parentPath(bootstrapPath), mode: 0o700)
         try FileSystem.rename(built.bootstrapPath, bootstrapPath)
         try FileSystem.makeDirectories(layout.metaDirectory, mode: 0o700)
         // The built blobs are whole and were made here from digest-checked layers; their chunk maps still
