@@ -164,6 +164,12 @@ final class ImageService: Sendable {
         CrashPoint.reach("pull.recorded")
         // An image pulled before is served already (at start-up or by that pull): only its mount is checked.
         // A new one's blobs that the catalog knew before (shared with another image) are served already too.
+        // An image that failed verification at start-up is not served: mounting it would let the kernel read
+        // its bootstrap (and whatever its blobs hold) with nothing checked.
+        if !pulled, let failure = failed.withLock({ $0[image.reference] }) {
+            throw APIError.failedPrecondition(
+                "image \(image.reference) is not served: it failed verification (\(failure)); remove it (snapctl rmi) and pull it again")
+        }
         var bootstrap: ErofsImage?
         do {
             if pulled {
@@ -262,6 +268,8 @@ final class ImageService: Sendable {
         _ = try puller.remove(reference) { image in
             try serving.unmountImage(at: mountPoint(of: image.id))
         } restore: { image in
+            // A removal that failed puts the mount back, unless the image was not served.
+            guard failed.withLock({ $0[image.reference] }) == nil else { return }
             Task { try? await self.serving.mountIfNeeded(image) }
         } beforeDeletingFiles: { image, orphans in
             _ = failed.withLock { $0.removeValue(forKey: image.reference) }

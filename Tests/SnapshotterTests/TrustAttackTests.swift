@@ -274,6 +274,10 @@ struct TrustAttackTests {
         // Every other image is served.
         let otherImageServed = Self.same(Self.coldRead(otherMount + "/" + Self.tool), otherFiles[Self.tool])
         #expect(otherImageServed, "the read did not return the image's own bytes")
+        // Pulling the failed image again (as containerd does before each container) neither serves nor mounts it:
+        // on main it answered "pulled" and mounted whatever was on disk when no mount was left.
+        let again = try runCommand(DaemonHarness.snapctlPath, ["--socket", scenario.harness.socket, "pull", scenario.victimReference])
+        #expect(again.status != 0 && again.output.contains("failed verification"), "\(again.output)")
     }
 }
 
