@@ -86,6 +86,13 @@ public enum ProcessLimits {
     /// privileged (as systemd's `LimitNOFILE=` would), else the soft limit to the hard one. Each served blob
     /// keeps its files open, so a host with thousands of blobs needs far more than the usual 1,024.
     /// Returns the limit now in force.
+    /// The limit on open files in force (the soft one): no descriptor number of this process reaches it.
+    public static func openFiles() -> UInt64 {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        return UInt64(limit.rlim_cur)
+    }
+
     @discardableResult
     public static func raiseOpenFiles() -> UInt64 {
         var limit = rlimit()

@@ -137,8 +137,22 @@ public final class FanotifyFrontEnd: Sendable {
     }
 
     /// Finishes events a predecessor read but did not answer (recorded in the journal): fills each range,
-    /// then answers by the recorded fd number. Call after registering the backing files.
-    public func resumeInFlight() async throws -> Int {
+    /// then answers by the recorded fd number. Call after registering the backing files, before serving.
+    ///
+    /// A predecessor killed between reading events and journaling them (one read(2) takes many) leaves readers
+    /// that nothing names: with `failingOthersBelow`, every other number under it (the predecessor's
+    /// descriptor limit) is answered with EIO, so those readers get an error instead of waiting forever.
+    public func resumeInFlight(failingOthersBelow limit: Int32? = nil) async throws -> Int {
+        defer {
+            if let limit {
+                let failed = group.failWaiting(numbers: 0..<limit)
+                if failed > 0 {
+                    logger.error(
+                        "reads a predecessor took but never recorded were failed with EIO (it died between reading and recording them)",
+                        metadata: ["fanotify.count": "\(failed)"])
+                }
+            }
+        }
         let pending = try journal.pending()
         for record in pending {
             let allowed: Bool
@@ -164,7 +178,10 @@ public final class FanotifyFrontEnd: Sendable {
     /// One pass of the reader: the events one read returns.
     private func readOnce() -> Bool {
         do {
-            for event in try group.readEvents(timeoutMilliseconds: 200) where event.fd >= 0 { dispatch(event) }
+            let events = try group.readEvents(timeoutMilliseconds: 200)
+            // A kill -9 here: read, neither recorded nor answered (`resumeInFlight(failingOthersBelow:)`).
+            if !events.isEmpty { CrashPoint.reach("fanotify.read") }
+            for event in events where event.fd >= 0 { dispatch(event) }
         } catch {
             logger.error("reading fanotify events failed", metadata: ["error": "\(error)"])
         }

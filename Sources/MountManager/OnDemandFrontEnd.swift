@@ -174,9 +174,12 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     private let paths: FrontEndPaths
     private let logger: Logger
     private let supervisor: HolderSupervisor
+    /// The group came from the holder: a predecessor used it.
+    private let adopted: Bool
 
-    init(frontEnd: FanotifyFrontEnd, paths: FrontEndPaths, logger: Logger) {
+    init(frontEnd: FanotifyFrontEnd, paths: FrontEndPaths, adopted: Bool, logger: Logger) {
         self.frontEnd = frontEnd
+        self.adopted = adopted
         self.paths = paths
         self.logger = logger
         let group = frontEnd.group
@@ -217,7 +220,7 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
             FanotifyGroupHolder.release(socketPath: paths.holderSocket)
             throw error
         }
-        return FanotifyOnDemand(frontEnd: frontEnd, paths: paths, logger: logger)
+        return FanotifyOnDemand(frontEnd: frontEnd, paths: paths, adopted: adopted, logger: logger)
     }
 
     public var name: String { "fanotify" }
@@ -230,7 +233,10 @@ public final class FanotifyOnDemand: OnDemandFrontEnd {
     public func imageMount(bootstrap: String, fsid: String, domain: String, devices: [String]) -> KernelMount {
         .fileBackedErofs(bootstrap: bootstrap, devices: devices.map(frontEnd.watchedPath(for:)))
     }
-    public func resumeInFlight() async throws -> Int { try await frontEnd.resumeInFlight() }
+    /// A group adopted from the holder may hold readers a dead predecessor took and never recorded.
+    public func resumeInFlight() async throws -> Int {
+        try await frontEnd.resumeInFlight(failingOthersBelow: adopted ? Int32(clamping: ProcessLimits.openFiles()) : nil)
+    }
     public func startServing() { frontEnd.startServing() }
 
     public func stop(keepGroup: Bool) {

@@ -331,6 +331,38 @@ extension TrustAttackTests {
         }
     }
 
+    /// On main: "the reader never finished": the daemon took the event with read(2) and died before recording
+    /// it; its successor answered only recorded events, and the held group kept the reader waiting for good.
+    @Test(
+        "a daemon killed between reading an event and recording it: its successor fails that reader with EIO, never leaves it waiting",
+        .timeLimit(.minutes(5)))
+    func killedBeforeRecording() async throws {
+        let scenario = try await Scenario("trust-unrecorded")
+        defer { scenario.tearDown() }
+        let target = try scenario.pullAndMount(scenario.victimReference, key: "u")
+        let expected = scenario.victimFiles[Self.tool]!
+        #expect(scenario.harness.stop() == 0)
+        scenario.harness.environment["SNAPSHOTTERD_CRASH_AT"] = "fanotify.read"
+        let armed = try scenario.harness.start()
+        let result = ReadResult()
+        Thread.detachNewThread {
+            let bytes = Self.coldRead(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20)
+            result.withLock { $0 = bytes }
+        }
+        #expect(armed.waitForExit() == ProcessExit(status: SIGKILL, signaled: true), "the daemon did not die at the read")
+        scenario.harness.environment["SNAPSHOTTERD_CRASH_AT"] = nil
+        try scenario.harness.start()
+        let finished = try await Self.waitFor(seconds: 60) { result.withLock { $0 } != nil }
+        #expect(finished, "the reader never finished:\n\(scenario.harness.log().suffix(3000))")
+        if let got = result.withLock({ $0 }) {
+            Self.expectOwnBytesOrEIO(got, expected[(1 << 20)..<(2 << 20)], "the read the dead daemon took")
+        }
+        // The successor serves: the same range read again is the image's own (not tried while the first read
+        // waits: the second would wait behind it).
+        guard finished else { return }
+        #expect(Self.same(Self.coldRead(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20), Array(expected[(1 << 20)..<(2 << 20)])))
+    }
+
     /// A read's outcome, set by the thread that blocks in it.
     final class ReadResult: Sendable {
         private let value = Mutex<Result<[UInt8], SyscallError>?>(nil)
