@@ -256,6 +256,46 @@ struct CacheBudgetTests {
         #expect(seen.metrics.snapshot.evictionsShort == 0, "the first pass took the blob")
     }
 
+    /// On main: the punch came right after the re-arm that removed the mark ("0.0 s after"): a pass while the
+    /// front end was still placing its mark re-armed nothing and was taken as the re-arm, and the mark came after.
+    @Test("a mark placed after a pass has begun is waited out like any other: the punch comes a grace after the re-arm that removed it")
+    func markPlacedDuringPass() async throws {
+        try #require(ImageFixtures.available, "nydus fixtures are missing")
+        let setup = try Self.setUp("budget-placing")
+        defer { ImageFixtures.cleanup(setup.directory) }
+        let grace = Duration.milliseconds(300)
+        let engine = Self.engine(budget: nil, grace: grace)
+        // The front end's ignore mark: set when the completion handler finishes, removed by a re-arm.
+        let mark = Mutex<(entered: Bool, set: Bool, removedAt: ContinuousClock.Instant?)>((false, false, nil))
+        let gate = DispatchSemaphore(value: 0)
+        engine.onComplete { _ in
+            mark.withLock { $0.entered = true }
+            _ = gate.wait(timeout: .now() + 60)
+            mark.withLock { $0.set = true }
+        }
+        engine.onEvict { _ in
+            mark.withLock { mark in
+                if mark.set { (mark.set, mark.removedAt) = (false, ContinuousClock.now) }
+            }
+            return true
+        }
+        let path = try setup.backing(1)
+        try engine.register(id: 1, rafs: setup.rafs, backingPath: path, source: FileRangeSource(path: ImageFixtures.blob))
+        try await engine.ensure(blobID: 1, offset: 0, length: setup.rafs.deviceSize)
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !mark.withLock({ $0.entered }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await Task.sleep(for: grace + .milliseconds(50))
+        // A pass while the mark is being placed: it has nothing to remove yet.
+        _ = await engine.evict(bytes: UInt64.max)
+        gate.signal()
+        while !mark.withLock({ $0.set }), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await Task.sleep(for: grace + .milliseconds(50))
+        #expect(await engine.evict(bytes: UInt64.max) == setup.chunkBytes)
+        let punchedAt = ContinuousClock.now
+        let removedAt = try #require(mark.withLock { $0.removedAt }, "the mark was never removed before the punch")
+        #expect(punchedAt - removedAt >= grace, "the punch came \(punchedAt - removedAt) after the re-arm that removed the mark")
+    }
+
     @Test("a crash between the punch and the saved bitmap: the next start finds the holes and fetches the chunks again")
     func crashAfterPunch() async throws {
         try #require(ImageFixtures.available, "nydus fixtures are missing")

@@ -68,7 +68,10 @@ public final class BlobEngine: Sendable {
             return
         }
         space.add(stored: blob.state.withLock { $0.presentBytes })
-        if present.allSatisfy({ $0 }) { completion.withLock { $0 }?.call(id) }
+        if present.allSatisfy({ $0 }) {
+            completion.withLock { $0 }?.call(id)
+            blob.completionPlaced()
+        }
     }
 
     /// Where the blob's files end (`ErofsImage.fileDataEnds`): from then on read-ahead stays inside the file,
@@ -402,7 +405,10 @@ public final class BlobEngine: Sendable {
             let completed = state.presentCount == state.present.count && !state.completionReported
             if completed {
                 state.completionReported = true
-                if stopsEvents { state.completionReports += 1 }
+                if stopsEvents {
+                    state.completionReports += 1
+                    state.completionsPlacing += 1
+                }
             }
             return (completed, undelivered)
         }
@@ -432,13 +438,18 @@ public final class BlobEngine: Sendable {
                     "fetch.decode_ms": "\(Double(busy.total / 10_000) / 100)", "fetch.write_ms": "\(Double(busy.writing / 10_000) / 100)",
                 ])
         }
-        if completed { completion.withLock { $0 }?.call(blob.id) }
         if decoded > 0, let store {
             do {
                 try await runBlocking { try store.save(blobID: blob.id, bitmap: blob.bitmap) }
             } catch {
                 logger.warning("chunk state not saved", metadata: ["blob.id": "\(blob.id)", "error": "\(error)"])
             }
+        }
+        // Reported after the bitmap is saved: a successor started after a kill -9 finds the blob complete, so it
+        // counts the mark the front end may have set (`LazyBlob.init`).
+        if completed {
+            completion.withLock { $0 }?.call(blob.id)
+            if stopsEvents { blob.completionPlaced() }
         }
     }
 }

@@ -37,6 +37,9 @@ final class LazyBlob: Sendable {
         /// nanoseconds). Its chunks are punched only when no report came since, and once the grace has passed
         /// since: a read the kernel let through before the re-arm has finished by then.
         var rearmed: (reports: Int, at: UInt64) = (0, 0)
+        /// Completion reports counted whose handler has not returned: the front end may be placing its mark
+        /// right now, so a re-arm would remove nothing and the mark would come after it, uncounted.
+        var completionsPlacing = 0
         /// When each chunk was last read or written, or registered present (monotonic nanoseconds):
         /// the eviction order, and the grace that keeps just-answered ranges on disk.
         var lastUsed: [UInt64]
@@ -112,10 +115,16 @@ final class LazyBlob: Sendable {
         // Registered complete, it is reported so (`BlobEngine.register`), and a predecessor may have marked it
         // (a daemon without a budget sharing the fanotify group), whatever this daemon's handler does.
         initial.completionReports = initial.completionReported ? 1 : 0
+        initial.completionsPlacing = initial.completionReported ? 1 : 0
         state = Mutex(initial)
     }
 
     deinit { close(fd) }
+
+    /// The completion handler has returned: what it marked, a re-arm from now on removes.
+    func completionPlaced() {
+        state.withLock { $0.completionsPlacing = max(0, $0.completionsPlacing - 1) }
+    }
 
     var sources: [any BlobRangeSource] { sourceList.withLock { $0.sources } }
 
@@ -200,6 +209,8 @@ final class LazyBlob: Sendable {
 
     func evictionReadiness(cutoff: UInt64, grace: UInt64) -> EvictionReadiness {
         state.withLock { state in
+            // Asked again a grace from now: the handler places its mark in far less.
+            guard state.completionsPlacing == 0 else { return .settling(until: cutoff + 2 * grace) }
             guard state.rearmed.reports == state.completionReports else { return .needsRearm(reports: state.completionReports) }
             guard state.rearmed.at <= cutoff else { return .settling(until: state.rearmed.at + grace) }
             return .ready(reports: state.completionReports)
@@ -210,7 +221,7 @@ final class LazyBlob: Sendable {
     /// came since, the grace starts now.
     func noteRearmed(reports: Int, at now: UInt64) {
         state.withLock { state in
-            if state.completionReports == reports { state.rearmed = (reports, now) }
+            if state.completionReports == reports, state.completionsPlacing == 0 { state.rearmed = (reports, now) }
         }
     }
 
