@@ -267,14 +267,33 @@ final class ImageServing: Sendable {
         logger.info("image mounted", metadata: ["image.reference": "\(image.reference)", "mount.target": "\(target)"])
     }
 
-    /// Unmounts an image's EROFS if it is mounted; one still used outside our snapshots is detached.
+    /// Unmounts an image's EROFS if it is mounted; one still used outside our snapshots is detached (and
+    /// noted: `mayHaveDetachedMounts`).
     func unmountImage(at target: String) throws {
         guard MountInfo.isMountPoint(target, in: try MountInfo.read()) else { return }
         do {
             try Mounter.unmount(target)
         } catch {
+            // Noted first: once detached, mountinfo no longer shows it.
+            try? FileSystem.writeFileAtomically(detachedMarker, Self.bootID())
             try Mounter.unmount(target, detach: true)
+            logger.notice("image mount detached: it is still in use", metadata: ["mount.target": "\(target)"])
         }
+    }
+
+    /// Holds the boot id of a boot in which an image mount was detached while in use. Such a mount reads its
+    /// backing files through the front end with no mount point to show for it: a stopping daemon must not
+    /// release the fanotify group then (the kernel would let its reads of holes through, as zeros).
+    var detachedMarker: String { FileSystem.join(root, "detached-mounts") }
+
+    /// Whether an image mount detached in this boot may still be reading.
+    func mayHaveDetachedMounts() -> Bool {
+        guard let noted = try? FileSystem.readFile(detachedMarker) else { return false }
+        return noted == Self.bootID()
+    }
+
+    static func bootID() -> [UInt8] {
+        (try? FileSystem.readFile("/proc/sys/kernel/random/boot_id")) ?? []
     }
 
     /// Start-up: unmounts image mounts under `mnt/` whose image the catalog no longer has (a removal cut

@@ -363,6 +363,42 @@ extension TrustAttackTests {
         #expect(Self.same(Self.coldRead(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20), Array(expected[(1 << 20)..<(2 << 20)])))
     }
 
+    /// On main: "a range never read, through a file held open in an image removed before a clean stop: 4096
+    /// bytes that are not the image's own (all zeros)": the removal detached the busy mount, the stop saw no
+    /// image mounted and released the fanotify group, and the detached mount read the holes unasked.
+    @Test(
+        "an image removed while a file in it is open, then a clean stop: reads through that file get EIO, never zeros",
+        .timeLimit(.minutes(5)))
+    func detachedThenStopped() async throws {
+        let scenario = try await Scenario("trust-detached")
+        defer { scenario.tearDown() }
+        let client = try scenario.harness.client()
+        _ = try client.pull(reference: scenario.victimReference)
+        let mountpoint = try #require(try client.images().first?.mountpoint)
+        let expected = scenario.victimFiles[Self.tool]!
+        let fd = open(mountpoint + "/" + Self.tool, O_RDONLY | O_CLOEXEC)
+        try #require(fd >= 0, "cannot open \(Self.tool) in the image's mount \(mountpoint)")
+        defer { close(fd) }
+        try client.removeImage(reference: scenario.victimReference)
+        #expect(scenario.harness.stop() == 0)
+        try scenario.harness.start()
+        let result = ReadResult()
+        Thread.detachNewThread {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let count = pread(fd, &buffer, buffer.count, 1 << 20)
+            let outcome: Result<[UInt8], SyscallError> =
+                count < 0 ? .failure(SyscallError(call: "pread", errno: errno)) : .success(Array(buffer[0..<count]))
+            result.withLock { $0 = outcome }
+        }
+        let finished = try await Self.waitFor(seconds: 60) { result.withLock { $0 } != nil }
+        #expect(finished, "the reader never finished")
+        if let got = result.withLock({ $0 }) {
+            Self.expectOwnBytesOrEIO(
+                got, expected[(1 << 20)..<((1 << 20) + 4096)],
+                "a range never read, through a file held open in an image removed before a clean stop")
+        }
+    }
+
     /// A read's outcome, set by the thread that blocks in it.
     final class ReadResult: Sendable {
         private let value = Mutex<Result<[UInt8], SyscallError>?>(nil)
