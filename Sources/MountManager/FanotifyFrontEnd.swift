@@ -154,25 +154,33 @@ public final class FanotifyFrontEnd: Sendable {
             }
         }
         let pending = try journal.pending()
-        for record in pending {
-            let allowed: Bool
-            do {
-                try await filler.fill(file: record.file, offset: record.offset, length: record.count)
-                allowed = true
-            } catch {
-                logger.warning("inherited event failed", metadata: ["fanotify.fd": "\(record.fd)", "error": "\(error)"])
-                allowed = false
-            }
-            do {
-                try group.respond(fd: record.fd, allow: allowed)
-            } catch {
-                // ENOENT: the kernel no longer waits on it (the reader gave up or it was already answered).
-                logger.debug("inherited event had no waiter", metadata: ["fanotify.fd": "\(record.fd)", "error": "\(error)"])
-            }
-            try journal.clear(fd: record.fd)
+        // Side by side: each inherited reader waits on its own range only, and new readers wait for serving to
+        // start after all of them (one after another, N slow ranges would hold everyone N reader timeouts).
+        await withTaskGroup(of: Void.self) { tasks in
+            for record in pending { tasks.addTask { await self.finishInherited(record) } }
         }
+        // The numbers are cleared once all are answered: none is reused before this daemon reads its own events.
+        for record in pending { try journal.clear(fd: record.fd) }
         if !pending.isEmpty { logger.notice("completed inherited events", metadata: ["fanotify.count": "\(pending.count)"]) }
         return pending.count
+    }
+
+    /// Fills an inherited event's range and answers it by its recorded number.
+    private func finishInherited(_ record: InFlightJournal.Record) async {
+        let allowed: Bool
+        do {
+            try await filler.fill(file: record.file, offset: record.offset, length: record.count)
+            allowed = true
+        } catch {
+            logger.warning("inherited event failed", metadata: ["fanotify.fd": "\(record.fd)", "error": "\(error)"])
+            allowed = false
+        }
+        do {
+            try group.respond(fd: record.fd, allow: allowed)
+        } catch {
+            // ENOENT: the kernel no longer waits on it (the reader gave up or it was already answered).
+            logger.debug("inherited event had no waiter", metadata: ["fanotify.fd": "\(record.fd)", "error": "\(error)"])
+        }
     }
 
     /// One pass of the reader: the events one read returns.

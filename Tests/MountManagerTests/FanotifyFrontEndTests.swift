@@ -320,6 +320,24 @@ struct FanotifyFrontEndTests {
     }
 }
 
+/// A filler whose fills each wait (up to 20 s) until `expected` of them run at once, counting the most seen.
+final class BarrierFiller: RangeFiller {
+    let expected: Int
+    let running = Mutex<(now: Int, most: Int)>((0, 0))
+
+    init(expected: Int) { self.expected = expected }
+
+    func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws {
+        running.withLock { running in
+            running.now += 1
+            running.most = max(running.most, running.now)
+        }
+        defer { running.withLock { $0.now -= 1 } }
+        let deadline = ContinuousClock.now + .seconds(20)
+        while running.withLock({ $0.most }) < expected, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
+    }
+}
+
 /// A filler that never finishes: the serving side "dies" in the middle of a fill.
 struct StuckFiller: RangeFiller {
     func fill(file: BackingFileID, offset: UInt64, length: UInt64) async throws {
@@ -361,6 +379,27 @@ struct FanotifyHandOverTests {
         let targets = try FileManager.default.contentsOfDirectory(atPath: table).compactMap { FileSystem.readLink(table + "/" + $0) }
         #expect(targets.contains("/dev/null"), "the holder does not hold its descriptor: \(targets)")
         #expect(!targets.contains(pipeName), "the holder kept the pipe's write end: \(targets)")
+    }
+
+    /// On main: "the inherited ranges were filled one at a time (at most 1 at once)": three slow ones held every
+    /// new reader for three fills.
+    @Test("the events a predecessor left are filled side by side")
+    func inheritedSideBySide() async throws {
+        try #require(FanotifyFrontEndTests.supported, "needs root, fanotify pre-content events (Linux 6.14+) and mkfs.erofs")
+        let workspace = try FanotifyWorkspace()
+        let journal = try InFlightJournal(path: workspace.root + "/journal")
+        // Numbers nothing waits under: the answers get ENOENT, which the front end expects of readers that gave up.
+        for number in Int32(900)..<903 {
+            try journal.record(InFlightJournal.Record(fd: number, file: .blob(1), offset: UInt64(number - 900) * 4096, count: 4096))
+        }
+        let filler = BarrierFiller(expected: 3)
+        let frontEnd = FanotifyFrontEnd(
+            cacheDirectory: workspace.cache, watchedDirectory: workspace.watched, journal: journal, group: try FanotifyGroup(),
+            filler: filler, logger: Logger(label: "test"))
+        #expect(try await frontEnd.resumeInFlight() == 3)
+        let most = filler.running.withLock { $0.most }
+        #expect(most == 3, "the inherited ranges were filled one at a time (at most \(most) at once)")
+        #expect(try journal.pending().isEmpty)
     }
 
     @Test("a successor adopts the group from the holder and completes the event its predecessor left", .timeLimit(.minutes(3)))
