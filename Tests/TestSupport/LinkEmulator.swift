@@ -110,6 +110,10 @@ public final class LinkEmulator {
                 try RegistryTestSupport.spawn(
                     "/usr/bin/env", ["python3", script, "127.0.0.1", "\(port)", nsAddress, "\(inner)", "0"],
                     logPath: directory + "/front.log"))
+            // Every hop listens before the link is handed out (a connection that met a hop still starting, under
+            // a loaded CI machine, got no reply at all).
+            try RegistryTestSupport.waitForPort(back, host: hostAddress, timeoutSeconds: 60)
+            try RegistryTestSupport.waitForPort(inner, host: nsAddress, timeoutSeconds: 60)
             try RegistryTestSupport.waitForPort(port, timeoutSeconds: 60)
         } catch {
             stop()

@@ -206,7 +206,8 @@ public enum RegistryTestScripts {
         async def handle(client_reader, client_writer):
             try:
                 up_reader, up_writer = await asyncio.open_connection(up_host, up_port)
-            except Exception:
+            except Exception as error:
+                print(f"upstream {up_host}:{up_port} refused a connection: {error}", file=sys.stderr, flush=True)
                 client_writer.close()
                 return
             await asyncio.gather(pump(client_reader, up_writer), pump(up_reader, client_writer))

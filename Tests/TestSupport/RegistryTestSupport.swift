@@ -64,25 +64,25 @@ public enum RegistryTestSupport {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
-    public static func canConnect(port: Int) -> Bool {
+    public static func canConnect(port: Int, host: String = "127.0.0.1") -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_addr.s_addr = inet_addr(host)
         addr.sin_port = UInt16(port).bigEndian
         return withUnsafePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
     }
 
-    public static func waitForPort(_ port: Int, timeoutSeconds: Double = 15) throws {
+    public static func waitForPort(_ port: Int, host: String = "127.0.0.1", timeoutSeconds: Double = 15) throws {
         let deadline = Date().addingTimeInterval(timeoutSeconds)
         while Date() < deadline {
-            if canConnect(port: port) { return }
+            if canConnect(port: port, host: host) { return }
             usleep(50_000)
         }
-        throw TestFailure("nothing listens on 127.0.0.1:\(port) after \(timeoutSeconds) s")
+        throw TestFailure("nothing listens on \(host):\(port) after \(timeoutSeconds) s")
     }
 
     /// Waits (up to `timeoutSeconds`) for `path` to exist: a socket a daemon creates once it listens.
