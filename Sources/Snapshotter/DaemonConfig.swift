@@ -44,6 +44,9 @@ struct DaemonConfig: Equatable, Sendable {
     var cacheMaxPercent = 0
     /// Chunks read or written within this many milliseconds are never evicted.
     var evictionGraceMilliseconds = Int(FetchSettings().evictionGrace.components.seconds) * 1000
+    /// The shortest eviction grace accepted: it covers the kernel's read of a range after the front end has
+    /// answered (fanotify), which a loaded host can delay by far more than a millisecond.
+    static let minimumEvictionGraceMilliseconds = 500
     /// Gzip indexes of plain images: look for them at pull, which to trust (`local` or `repository`), and
     /// index digests trusted in any case.
     var gzipIndexPolicy = GzipIndexPolicy()
@@ -172,7 +175,9 @@ struct DaemonConfig: Equatable, Sendable {
                 cacheMaxPercent = Int(try reader.integer(value, at: "cache.max_percent", range: 0...100))
             }
             if let value = table["eviction_grace_ms"] {
-                evictionGraceMilliseconds = Int(try reader.integer(value, at: "cache.eviction_grace_ms", range: 1...3_600_000))
+                evictionGraceMilliseconds = Int(
+                    try reader.integer(
+                        value, at: "cache.eviction_grace_ms", range: Int64(Self.minimumEvictionGraceMilliseconds)...3_600_000))
             }
         }
         if let cri = top["cri"] {
@@ -233,8 +238,12 @@ struct DaemonConfig: Equatable, Sendable {
         guard cacheMaxBytes >= 0, (0...100).contains(cacheMaxPercent) else {
             throw .invalid(key: "cache.max_bytes", reason: "must be 0 (no budget) or a byte count, and max_percent 0 to 100")
         }
-        guard evictionGraceMilliseconds >= 1 else {
-            throw .invalid(key: "cache.eviction_grace_ms", reason: "must be at least 1, got \(evictionGraceMilliseconds)")
+        guard evictionGraceMilliseconds >= Self.minimumEvictionGraceMilliseconds else {
+            throw .invalid(
+                key: "cache.eviction_grace_ms",
+                reason:
+                    "must be at least \(Self.minimumEvictionGraceMilliseconds), got \(evictionGraceMilliseconds) (the kernel reads a range after it is answered; a shorter grace lets an eviction punch it first)"
+            )
         }
         guard seedDevice.hasPrefix("/") else {
             throw .invalid(key: "ondemand.seed_device", reason: "must be an absolute path, got \(seedDevice)")

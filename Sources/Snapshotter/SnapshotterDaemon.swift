@@ -78,7 +78,7 @@ public struct SnapshotterDaemon: AsyncParsableCommand {
     @Option(help: "Budget as a percentage of the cache filesystem's size (0 = none).")
     var cacheMaxPercent: Int?
 
-    @Option(help: "Milliseconds a chunk stays safe from eviction after it was read or written (default 2000).")
+    @Option(help: "Milliseconds a chunk stays safe from eviction after it was read or written (default 2000, at least 500).")
     var evictionGraceMs: Int?
 
     @Option(help: "containerd snapshots gRPC socket (proxy plugin). Default /run/ondemand-snapshotter/containerd.sock; \"\" turns it off.")

@@ -164,6 +164,13 @@ struct SystemdTests {
             toFile: config, atomically: false, encoding: .utf8)
         let badDigest = try runCommand(DaemonHarness.binaryPath, ["--config", config])
         #expect(badDigest.status != 0 && badDigest.output.contains("zran.trusted_indexes"), "\(badDigest.output)")
+        // A grace too short to cover the kernel's read of an answered range, from the file or the command line.
+        // (A root that cannot be made stops a daemon that accepted the grace, rather than leaving it running.)
+        try "[cache]\neviction_grace_ms = 10\n".write(toFile: config, atomically: false, encoding: .utf8)
+        let shortGrace = try runCommand(DaemonHarness.binaryPath, ["--config", config, "--root", "/dev/null/root"])
+        #expect(shortGrace.status != 0 && shortGrace.output.contains("cache.eviction_grace_ms"), "\(shortGrace.output)")
+        let shortFlag = try runCommand(DaemonHarness.binaryPath, ["--root", "/dev/null/root", "--eviction-grace-ms", "1"])
+        #expect(shortFlag.status != 0 && shortFlag.output.contains("at least 500"), "\(shortFlag.output)")
         let missing = try runCommand(DaemonHarness.binaryPath, ["--config", daemon.directory + "/absent.toml"])
         #expect(missing.status != 0 && missing.output.contains("cannot read config"))
     }
