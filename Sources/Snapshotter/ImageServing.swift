@@ -6,6 +6,7 @@ import MountManager
 import OCI
 import OCIRegistry
 import RAFS
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -25,6 +26,9 @@ final class ImageServing: Sendable {
     let client: RegistryClient
     let kernelReadaheadKilobytes: Int
     let logger: Logger
+    /// The chunk map each served blob row was registered with: an image sharing the row is served only with the
+    /// same one (rows from before chunk maps were recorded have none in the catalog to compare with).
+    private let registeredChunkMaps = Mutex<[Int64: String]>([:])
 
     init(
         root: String, catalog: ImageCatalog, layout: ImageStoreLayout, engine: BlobEngine, frontEnd: any OnDemandFrontEnd,
@@ -147,6 +151,13 @@ final class ImageServing: Sendable {
     @discardableResult
     func serve(_ verified: VerifiedImage, skipping served: inout Set<Int64>) async throws -> ErofsImage {
         let (image, bootstrap, opened) = (verified.image, verified.bootstrap, verified.opened)
+        // Checked before anything of the image is served: a shared row is read through the chunk map it was
+        // registered with, so an image describing the blob otherwise would read another image's bytes.
+        for (blob, _, rafs) in opened where served.contains(blob.id) {
+            if let registered = registeredChunkMaps.withLock({ $0[blob.id] }), registered != rafs.commitment {
+                throw DaemonError.chunkMapChanged(blobID: blob.blobID, domain: blob.domain, recorded: registered, found: rafs.commitment)
+            }
+        }
         if frontEnd.traits.servesBootstrap {
             // Bootstraps are local and complete: the filler has nothing to fetch for them.
             let size = UInt64(try FileSystem.lstat(image.bootstrapPath).st_size)
@@ -171,6 +182,7 @@ final class ImageServing: Sendable {
             // The front end knows the file first, so that a blob found complete can be taken off its watch list.
             try frontEnd.serve(Self.blobFile(blob, size: rafs.deviceSize))
             try engine.register(id: blob.id, rafs: rafs, backingPath: blob.backingPath, source: source, bitmap: blob.present)
+            registeredChunkMaps.withLock { $0[blob.id] = rafs.commitment }
             // The blob is the kernel's device `position + 1` (device 0 is the bootstrap).
             newlyServed[UInt16(position + 1)] = blob.id
             served.insert(blob.id)

@@ -1,5 +1,7 @@
+import Catalog
 import Foundation
 import LinuxKernel
+import Logging
 import MountManager
 import OCI
 import RAFS
@@ -397,6 +399,43 @@ extension TrustAttackTests {
                 got, expected[(1 << 20)..<((1 << 20) + 4096)],
                 "a range never read, through a file held open in an image removed before a clean stop")
         }
+    }
+
+    /// On main: "both images were served through one blob row": a row recorded before chunk maps were kept was
+    /// compared with nothing, so the second image was served through the first one's chunk map (and read the
+    /// bytes its digests vouch for).
+    @Test(
+        "two images on one blob row with no chunk map recorded (an old catalog): the row serves one chunk map; the other image is not served"
+    )
+    func legacySharedRow() async throws {
+        let scenario = try await Scenario("trust-legacy")
+        defer { scenario.tearDown() }
+        #expect(try scenario.pull(scenario.victimReference).status == 0)
+        let poisoner = try scenario.publishPoisoner(repository: "evil")
+        #expect(try scenario.pull(poisoner.reference).status == 0)
+        #expect(scenario.harness.stop() == 0)
+        // The catalog as an old daemon could leave it: both images on the victim's row, which has no chunk map.
+        let database = try Database(
+            path: scenario.harness.root + "/catalog.db", migrations: Catalog.migrations, logger: Logger(label: "test"))
+        try database.write { conn in
+            func row(of reference: String) throws -> Int64 {
+                let rows = try conn.query(
+                    "SELECT image_blobs.blob_id FROM image_blobs JOIN images ON images.id = image_blobs.image_id WHERE images.reference = ?",
+                    [.text(reference)])
+                return try #require(rows.first).int(0)
+            }
+            let victimRow = try row(of: scenario.victimReference)
+            let evilRow = try row(of: poisoner.reference)
+            try conn.execute("UPDATE image_blobs SET blob_id = ? WHERE blob_id = ?", [.integer(victimRow), .integer(evilRow)])
+            try conn.execute("UPDATE blobs SET chunk_map = NULL WHERE id = ?", [.integer(victimRow)])
+            try conn.execute(
+                "UPDATE images SET domain = (SELECT domain FROM blobs WHERE id = ?) WHERE reference = ?",
+                [.integer(victimRow), .text(poisoner.reference)])
+        }
+        try scenario.harness.start()
+        let statuses = try scenario.harness.client().status().images ?? []
+        #expect(statuses.count == 2)
+        #expect(statuses.filter { $0.error == nil }.count == 1, "both images were served through one blob row: \(statuses)")
     }
 
     /// A read's outcome, set by the thread that blocks in it.
