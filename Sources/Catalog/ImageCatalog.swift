@@ -226,16 +226,26 @@ public struct ImageCatalog: Sendable {
     /// the shared domain has no row for its id or one with the same chunk map; otherwise a domain of its own,
     /// named after its chunk maps (so identical images still share with each other). The answer is checked
     /// again by `insert`, inside its transaction.
-    public func domain(for blobs: [(blobID: String, chunkMap: String)]) throws -> String {
+    ///
+    /// `usableAsNew` is asked of each blob the shared domain has no row for (after the catalog is read): false
+    /// (the kernel still holds a copy an earlier row of that id made, and it could not be dropped) sends the
+    /// image to its own domain too.
+    public func domain(
+        for blobs: [(blobID: String, chunkMap: String)], usableAsNew: (String) -> Bool = { _ in true }
+    ) throws -> String {
+        var new: [String] = []
         let agrees = try database.read { conn in
             try blobs.allSatisfy { blob in
                 let rows = try conn.query(
                     "SELECT chunk_map FROM blobs WHERE domain = ? AND blob_id = ?", [.text(Catalog.sharedDomain), .text(blob.blobID)])
-                guard let row = rows.first else { return true }
+                guard let row = rows.first else {
+                    new.append(blob.blobID)
+                    return true
+                }
                 return try row.optionalString(0) == blob.chunkMap
             }
         }
-        return agrees ? Catalog.sharedDomain : Self.ownDomain(for: blobs.map(\.chunkMap))
+        return agrees && new.allSatisfy(usableAsNew) ? Catalog.sharedDomain : Self.ownDomain(for: blobs.map(\.chunkMap))
     }
 
     /// `ondemand-snapshotter.<16 hex digits of sha256 over the chunk maps>`.

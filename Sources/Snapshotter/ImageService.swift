@@ -62,11 +62,15 @@ final class ImageService: Sendable {
         let budgeted = engine.settings.cacheBudgetBytes != nil
         engine.onComplete(stopsEvents: !budgeted) { [frontEnd] id in if !budgeted { frontEnd.complete(id: .blob(id)) } }
         engine.onEvict { [frontEnd] id in frontEnd.prepareEviction(id: .blob(id)) }
-        puller = ImagePuller(
-            layout: ImageStoreLayout(root: root), catalog: catalog, client: client, gzipIndexPolicy: gzipIndexPolicy, logger: logger)
-        serving = ImageServing(
-            root: root, catalog: catalog, layout: puller.layout, engine: engine, frontEnd: frontEnd, client: client,
+        let serving = ImageServing(
+            root: root, catalog: catalog, layout: ImageStoreLayout(root: root), engine: engine, frontEnd: frontEnd, client: client,
             kernelReadaheadKilobytes: kernelReadaheadKilobytes, logger: logger)
+        self.serving = serving
+        // A blob a mount detached in this boot may still hold in the shared domain (cachefiles: a live cookie,
+        // shared with any new mount naming it there) is not given a new row there: its image gets its own domain.
+        puller = ImagePuller(
+            layout: serving.layout, catalog: catalog, client: client, gzipIndexPolicy: gzipIndexPolicy,
+            newInSharedDomain: { !serving.detachedMountMayHold(domain: Catalog.sharedDomain, blobID: $0) }, logger: logger)
     }
 
     func mountPoint(of id: Int64) -> String { serving.mountPoint(of: id) }
@@ -266,7 +270,7 @@ final class ImageService: Sendable {
     /// deletes their files (see `ImagePuller.remove` for why in this order).
     func remove(_ reference: String) throws {
         _ = try puller.remove(reference) { image in
-            try serving.unmountImage(at: mountPoint(of: image.id))
+            try serving.unmountImage(at: mountPoint(of: image.id), blobs: image.blobs)
         } restore: { image in
             // A removal that failed puts the mount back, unless the image was not served.
             guard failed.withLock({ $0[image.reference] }) == nil else { return }

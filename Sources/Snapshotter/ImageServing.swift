@@ -29,6 +29,8 @@ final class ImageServing: Sendable {
     /// The chunk map each served blob row was registered with: an image sharing the row is served only with the
     /// same one (rows from before chunk maps were recorded have none in the catalog to compare with).
     private let registeredChunkMaps = Mutex<[Int64: String]>([:])
+    /// Serializes updates of `detachedMarker`.
+    private let markerLock = Mutex(())
 
     init(
         root: String, catalog: ImageCatalog, layout: ImageStoreLayout, engine: BlobEngine, frontEnd: any OnDemandFrontEnd,
@@ -280,32 +282,53 @@ final class ImageServing: Sendable {
     }
 
     /// Unmounts an image's EROFS if it is mounted; one still used outside our snapshots is detached (and
-    /// noted: `mayHaveDetachedMounts`).
-    func unmountImage(at target: String) throws {
+    /// noted with `blobs`, nil when unknown: `mayHaveDetachedMounts`, `detachedMountMayHold`).
+    func unmountImage(at target: String, blobs: [BlobRecord]?) throws {
         guard MountInfo.isMountPoint(target, in: try MountInfo.read()) else { return }
         do {
             try Mounter.unmount(target)
         } catch {
             // Noted first: once detached, mountinfo no longer shows it.
-            try? FileSystem.writeFileAtomically(detachedMarker, Self.bootID())
+            noteDetached(blobs: blobs.map { $0.map { "\($0.domain) \($0.blobID)" } } ?? ["*"])
             try Mounter.unmount(target, detach: true)
             logger.notice("image mount detached: it is still in use", metadata: ["mount.target": "\(target)"])
         }
     }
 
-    /// Holds the boot id of a boot in which an image mount was detached while in use. Such a mount reads its
-    /// backing files through the front end with no mount point to show for it: a stopping daemon must not
-    /// release the fanotify group then (the kernel would let its reads of holes through, as zeros).
+    /// This boot's id, then a line per blob (`<domain> <blob id>`, `*` for any) of the image mounts detached
+    /// while in use in this boot. Such a mount reads on with no mount point to show for it: a stopping daemon
+    /// must not release the fanotify group (the kernel would let its reads of holes through, as zeros), and
+    /// under cachefiles its cookies stay live in their EROFS domain, where a new mount naming the same blob
+    /// would share them (and the bytes an earlier, maybe different, chunk map put there).
     var detachedMarker: String { FileSystem.join(root, "detached-mounts") }
 
-    /// Whether an image mount detached in this boot may still be reading.
-    func mayHaveDetachedMounts() -> Bool {
-        guard let noted = try? FileSystem.readFile(detachedMarker) else { return false }
-        return noted == Self.bootID()
+    /// The marker's blob lines, when it is this boot's.
+    private func detachedLines() -> [String]? {
+        guard let bytes = try? FileSystem.readFile(detachedMarker) else { return nil }
+        let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n").map(String.init)
+        guard let first = lines.first, first == Self.bootID() else { return nil }
+        return Array(lines.dropFirst())
     }
 
-    static func bootID() -> [UInt8] {
-        (try? FileSystem.readFile("/proc/sys/kernel/random/boot_id")) ?? []
+    private func noteDetached(blobs: [String]) {
+        markerLock.withLock { _ in
+            let lines = [Self.bootID()] + (detachedLines() ?? []) + blobs
+            try? FileSystem.writeFileAtomically(detachedMarker, Array((lines.joined(separator: "\n") + "\n").utf8))
+        }
+    }
+
+    /// Whether an image mount detached in this boot may still be reading.
+    func mayHaveDetachedMounts() -> Bool { detachedLines() != nil }
+
+    /// Whether a mount detached in this boot may still hold `blobID` in `domain`.
+    func detachedMountMayHold(domain: String, blobID: String) -> Bool {
+        guard let lines = detachedLines() else { return false }
+        return lines.contains("*") || lines.contains("\(domain) \(blobID)")
+    }
+
+    static func bootID() -> String {
+        let bytes = (try? FileSystem.readFile("/proc/sys/kernel/random/boot_id")) ?? []
+        return String(decoding: bytes.filter { $0 != UInt8(ascii: "\n") && $0 != UInt8(ascii: " ") }, as: UTF8.self)
     }
 
     /// Start-up: unmounts image mounts under `mnt/` whose image the catalog no longer has (a removal cut
@@ -317,7 +340,7 @@ final class ImageServing: Sendable {
         for entry in try MountInfo.read() where entry.mountPoint.hasPrefix(prefix) && !recorded.contains(entry.mountPoint) {
             let rest = entry.mountPoint.dropFirst(prefix.count)
             guard !rest.contains("/"), Int64(rest) != nil else { continue }
-            try unmountImage(at: entry.mountPoint)
+            try unmountImage(at: entry.mountPoint, blobs: nil)
             try? FileSystem.removeTree(entry.mountPoint)
             logger.notice("unrecorded image mount removed", metadata: ["mount.target": "\(entry.mountPoint)"])
             removed.append(entry.mountPoint)

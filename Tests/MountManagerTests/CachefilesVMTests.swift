@@ -46,7 +46,7 @@ struct CachefilesVMTests {
         process.arguments = [
             "--timeout", "540", "--kernel", Self.kernel, "--", "/bin/sh", "-c",
             run("CachefilesKernelTests") + "; a=$?; " + run("cachefilesInGuest") + "; b=$?; " + run("poisonerInGuest")
-                + "; c=$?; exit $((a | b | c))",
+                + "; c=$?; " + run("removedBusyPoisonerInGuest") + "; d=$?; exit $((a | b | c | d))",
         ]
         process.currentDirectoryURL = URL(fileURLWithPath: Self.packageRoot)
         let output = Pipe()
@@ -62,9 +62,10 @@ struct CachefilesVMTests {
         }
         #expect(status == 0, "vm-test exited with \(status):\n\(text.suffix(4000))")
         // Each guest test must have run, not been skipped (a skip means the guest lacked cachefiles).
-        for name in ["servesImage", "failingFill", "takeover", "cachefilesInGuest", "poisonerInGuest"] {
+        for name in ["servesImage", "failingFill", "takeover", "cachefilesInGuest", "poisonerInGuest", "removedBusyPoisonerInGuest"] {
             let title: String
             switch name {
+            case "removedBusyPoisonerInGuest": title = "a poisoner removed while its mount is in use never feeds a victim"
             case "poisonerInGuest": title = "cachefiles in the test VM: a poisoner pulled first never feeds the victim"
             case "servesImage": title = "EROFS over cachefiles reads every file correctly"
             case "failingFill": title = "a failing fill gives the reader EIO"

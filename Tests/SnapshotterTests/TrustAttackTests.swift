@@ -152,6 +152,37 @@ struct TrustAttackTests {
         try await Self.poisonerFirst(frontEnd: "cachefiles")
     }
 
+    /// A poisoner's mount kept in use (a reader holds a file) when the poisoner is removed: the kernel keeps its
+    /// cookie for the blob id, with the poisoner's bytes, and the EROFS domain would share it with the next
+    /// mount naming that id in that domain. The victim pulled after must not get that domain.
+    @Test(
+        "cachefiles in the test VM: a poisoner removed while its mount is in use never feeds a victim pulled after it",
+        .enabled(if: LazyImageTests.inGuest, "runs inside the test VM (CachefilesVMTests boots it): the host kernel has no cachefiles"),
+        .timeLimit(.minutes(5)))
+    func removedBusyPoisonerInGuest() async throws {
+        let scenario = try await Scenario("trust-busy", frontEnd: "cachefiles")
+        defer { scenario.tearDown() }
+        let poisoner = try scenario.publishPoisoner(repository: "evil")
+        let pulled = try scenario.pull(poisoner.reference)
+        try #require(pulled.status == 0, "\(pulled.output)")
+        let mountpoint = try #require(try scenario.harness.client().images().first?.mountpoint)
+        // The poisoner's bytes reach the kernel's cache, and a reader keeps its mount in use.
+        let evilTool = mountpoint + "/" + Self.tool
+        #expect(Self.same(Self.coldRead(evilTool), poisoner.files[Self.tool]), "the poisoner did not read its own bytes")
+        let fd = open(evilTool, O_RDONLY | O_CLOEXEC)
+        try #require(fd >= 0, "cannot open \(evilTool)")
+        defer { close(fd) }
+        try scenario.harness.client().removeImage(reference: poisoner.reference)
+
+        let victim = try scenario.pullAndMount(scenario.victimReference, key: "victim")
+        let expected = scenario.victimFiles[Self.tool]!
+        let got = Self.coldRead(victim + "/" + Self.tool)
+        let own = Self.same(got, Array(expected))
+        Self.expectOwnBytesOrEIO(got, expected[...], "the victim's \(Self.tool) after a busy poisoner's removal")
+        #expect((try? got.get()) != nil, "the victim's read failed: \(got)")
+        if !own { Issue.record("daemon log:\n\(scenario.harness.log().suffix(8000))") }
+    }
+
     static func poisonerFirst(frontEnd: String) async throws {
         let scenario = try await Scenario("trust-first", frontEnd: frontEnd)
         defer { scenario.tearDown() }

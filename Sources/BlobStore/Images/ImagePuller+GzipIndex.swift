@@ -189,7 +189,7 @@ extension ImagePuller {
         try FileSystem.makeDirectories(FileSystem.parentPath(bootstrapPath), mode: 0o700)
         try FileSystem.rename(unpacked, bootstrapPath)
         let commitments = checked.map { (blobID: $0.entry.blobID, chunkMap: $0.rafs.commitment) }
-        let domain = try await runBlocking { try self.catalog.domain(for: commitments) }
+        let domain = try await runBlocking { try self.catalog.domain(for: commitments, usableAsNew: self.newInSharedDomain) }
         var blobs: [NewBlob] = []
         for blob in checked {
             let blobID = blob.entry.blobID

@@ -120,15 +120,20 @@ public final class ImagePuller: Sendable {
     /// them after, so a pull must not reuse those files in between. Removals wait for pulls under way, and
     /// pulls that start meanwhile wait for the removal (which takes milliseconds).
     private let activity = Mutex<(pulls: Int, removing: Bool)>((0, false))
+    /// Blocking: whether a blob new to the shared domain may take its name there, i.e. the kernel holds no copy
+    /// of that name left by an earlier row (which a mount in that domain would share). See
+    /// `OnDemandFrontEnd.releaseKernelCopy`.
+    let newInSharedDomain: @Sendable (_ blobID: String) -> Bool
 
     public init(
         layout: ImageStoreLayout, catalog: ImageCatalog, client: RegistryClient, gzipIndexPolicy: GzipIndexPolicy = GzipIndexPolicy(),
-        logger: Logger
+        newInSharedDomain: @escaping @Sendable (_ blobID: String) -> Bool = { _ in true }, logger: Logger
     ) {
         self.layout = layout
         self.catalog = catalog
         self.client = client
         self.gzipIndexPolicy = gzipIndexPolicy
+        self.newInSharedDomain = newInSharedDomain
         self.logger = logger
     }
 
@@ -283,7 +288,7 @@ public final class ImagePuller: Sendable {
 
         // Blobs are shared with other images only where their chunk maps agree; the domain says where.
         let commitments = placed.map { (blobID: $0.entry.blobID, chunkMap: $0.rafs.commitment) }
-        let domain = try await runBlocking { try self.catalog.domain(for: commitments) }
+        let domain = try await runBlocking { try self.catalog.domain(for: commitments, usableAsNew: self.newInSharedDomain) }
         var blobs: [NewBlob] = []
         for blob in placed {
             let blobID = blob.entry.blobID
@@ -406,7 +411,7 @@ public final class ImagePuller: Sendable {
             opened.append((blob, try RafsBlob(path: blob.path, entry: entry, chunkTable: chunkTable)))
         }
         let commitments = opened.map { (blobID: $0.blob.blobID, chunkMap: $0.rafs.commitment) }
-        let domain = try await runBlocking { try self.catalog.domain(for: commitments) }
+        let domain = try await runBlocking { try self.catalog.domain(for: commitments, usableAsNew: self.newInSharedDomain) }
         var blobs: [NewBlob] = []
         for (blob, rafs) in opened {
             // A whole blob is a superset of a meta file at the same path (same id, same bytes): it may replace one.
