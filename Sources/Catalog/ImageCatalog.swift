@@ -228,8 +228,8 @@ public struct ImageCatalog: Sendable {
     /// again by `insert`, inside its transaction.
     ///
     /// `usableAsNew` is asked of each blob the shared domain has no row for (after the catalog is read): false
-    /// (the kernel still holds a copy an earlier row of that id made, and it could not be dropped) sends the
-    /// image to its own domain too.
+    /// (the kernel may still hold state an earlier row of that id left, such as a detached mount's live cookie)
+    /// sends the image to its own domain too.
     public func domain(
         for blobs: [(blobID: String, chunkMap: String)], usableAsNew: (String) -> Bool = { _ in true }
     ) throws -> String {

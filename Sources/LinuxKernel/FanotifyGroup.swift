@@ -143,14 +143,13 @@ public final class FanotifyGroup: @unchecked Sendable {
         return events
     }
 
-    /// Answers an event by its fd number: allow (the range is now present) or deny with an errno (the
-    /// reader's syscall fails with it). Works for events read by a predecessor process too.
     /// Fails with `code` every event still waiting for an answer under an fd number in `numbers` (a dead
     /// reader's: the numbers named its descriptors, which died with it); a number nothing waits under costs one
     /// ENOENT. Returns how many waiting readers it failed.
-    public func failWaiting(numbers: Range<Int32>, errno code: Int32 = EIO) -> Int {
+    /// Numbers in `skipping` are left alone. Blocking: up to a million writes.
+    public func failWaiting(numbers: Range<Int32>, skipping: Set<Int32> = [], errno code: Int32 = EIO) -> Int {
         var failed = 0
-        for number in numbers {
+        for number in numbers where !skipping.contains(number) {
             var response = fanotify_response(fd: number, response: clinux_fan_deny_errno(code))
             let written = withUnsafeBytes(of: &response) { write(fd, $0.baseAddress, $0.count) }
             if written == MemoryLayout<fanotify_response>.size { failed += 1 }
@@ -158,6 +157,8 @@ public final class FanotifyGroup: @unchecked Sendable {
         return failed
     }
 
+    /// Answers an event by its fd number: allow (the range is now present) or deny with an errno (the
+    /// reader's syscall fails with it). Works for events read by a predecessor process too.
     public func respond(fd eventFD: Int32, allow: Bool, errno code: Int32 = EIO) throws(SyscallError) {
         var response = fanotify_response(fd: eventFD, response: allow ? UInt32(FAN_ALLOW) : clinux_fan_deny_errno(code))
         _ = try retryingSyscall("write(fanotify response)", "fd \(eventFD)") {

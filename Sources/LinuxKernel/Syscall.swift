@@ -82,10 +82,6 @@ public func monotonicNanoseconds() -> UInt64 {
 
 /// Process-wide resource limits.
 public enum ProcessLimits {
-    /// Raises the limit on open files as far as the process may: soft and hard to the kernel's `nr_open` when
-    /// privileged (as systemd's `LimitNOFILE=` would), else the soft limit to the hard one. Each served blob
-    /// keeps its files open, so a host with thousands of blobs needs far more than the usual 1,024.
-    /// Returns the limit now in force.
     /// The limit on open files in force (the soft one): no descriptor number of this process reaches it.
     public static func openFiles() -> UInt64 {
         var limit = rlimit()
@@ -93,6 +89,10 @@ public enum ProcessLimits {
         return UInt64(limit.rlim_cur)
     }
 
+    /// Raises the limit on open files as far as the process may: soft and hard to the kernel's `nr_open` when
+    /// privileged (as systemd's `LimitNOFILE=` would), else the soft limit to the hard one. Each served blob
+    /// keeps its files open, so a host with thousands of blobs needs far more than the usual 1,024.
+    /// Returns the limit now in force.
     @discardableResult
     public static func raiseOpenFiles() -> UInt64 {
         var limit = rlimit()

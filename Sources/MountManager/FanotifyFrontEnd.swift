@@ -143,17 +143,15 @@ public final class FanotifyFrontEnd: Sendable {
     /// that nothing names: with `failingOthersBelow`, every other number under it (the predecessor's
     /// descriptor limit) is answered with EIO, so those readers get an error instead of waiting forever.
     public func resumeInFlight(failingOthersBelow limit: Int32? = nil) async throws -> Int {
-        defer {
-            if let limit {
-                let failed = group.failWaiting(numbers: 0..<limit)
-                if failed > 0 {
-                    logger.error(
-                        "reads a predecessor took but never recorded were failed with EIO (it died between reading and recording them)",
-                        metadata: ["fanotify.count": "\(failed)"])
-                }
-            }
+        let pending: [InFlightJournal.Record]
+        do {
+            pending = try journal.pending()
+        } catch {
+            // Nothing can be filled without the journal: every reader still waiting gets its error.
+            if let limit { await failUnrecorded(below: limit, recorded: []) }
+            throw error
         }
-        let pending = try journal.pending()
+        if let limit { await failUnrecorded(below: limit, recorded: Set(pending.map(\.fd))) }
         // Side by side: each inherited reader waits on its own range only, and new readers wait for serving to
         // start after all of them (one after another, N slow ranges would hold everyone N reader timeouts).
         await withTaskGroup(of: Void.self) { tasks in
@@ -163,6 +161,16 @@ public final class FanotifyFrontEnd: Sendable {
         for record in pending { try journal.clear(fd: record.fd) }
         if !pending.isEmpty { logger.notice("completed inherited events", metadata: ["fanotify.count": "\(pending.count)"]) }
         return pending.count
+    }
+
+    /// Fails with EIO every reader still waiting under a number below `limit` that is not `recorded`.
+    private func failUnrecorded(below limit: Int32, recorded: Set<Int32>) async {
+        let group = self.group
+        let failed = (try? await runBlocking { group.failWaiting(numbers: 0..<limit, skipping: recorded) }) ?? 0
+        guard failed > 0 else { return }
+        logger.error(
+            "reads a predecessor took but never recorded were failed with EIO (it died between reading and recording them)",
+            metadata: ["fanotify.count": "\(failed)"])
     }
 
     /// Fills an inherited event's range and answers it by its recorded number.

@@ -376,8 +376,8 @@ final class ImageService: Sendable {
     }
 
     /// Whether any image is mounted, or one detached in this boot may still read: a stopping daemon then leaves
-    /// the fanotify group with its holder. Under a
-    /// front end whose images we never mount (seed), every pulled image counts: its readers are out of our sight.
+    /// the fanotify group with its holder. Under a front end whose images we never mount (seed), every pulled
+    /// image counts: its readers are out of our sight.
     func hasMountedImages() -> Bool {
         if serving.mayHaveDetachedMounts() { return true }
         guard let images = try? catalog.images(), let table = try? MountInfo.read() else { return true }

@@ -342,11 +342,7 @@ extension TrustAttackTests {
         try Data("slow".utf8).write(to: URL(fileURLWithPath: proxy.logPath + ".mode"))
         let gets = proxy.blobGetsStarted
         LazyImageTests.evict([target + "/" + Self.tool])
-        let result = ReadResult()
-        Thread.detachNewThread {
-            let bytes = LazyImageTests.read(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20)
-            result.withLock { $0 = bytes }
-        }
+        let result = ReadResult.started { LazyImageTests.read(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20) }
         let asked = try await proxy.waitForBlobGets(moreThan: gets, seconds: 30)
         #expect(asked, "the reader's fetch never reached the registry")
         scenario.harness.crash()
@@ -377,11 +373,7 @@ extension TrustAttackTests {
         #expect(scenario.harness.stop() == 0)
         scenario.harness.environment["SNAPSHOTTERD_CRASH_AT"] = "fanotify.read"
         let armed = try scenario.harness.start()
-        let result = ReadResult()
-        Thread.detachNewThread {
-            let bytes = Self.coldRead(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20)
-            result.withLock { $0 = bytes }
-        }
+        let result = ReadResult.started { Self.coldRead(target + "/" + Self.tool, offset: 1 << 20, count: 1 << 20) }
         #expect(armed.waitForExit() == ProcessExit(status: SIGKILL, signaled: true), "the daemon did not die at the read")
         scenario.harness.environment["SNAPSHOTTERD_CRASH_AT"] = nil
         try scenario.harness.start()
@@ -415,13 +407,10 @@ extension TrustAttackTests {
         try client.removeImage(reference: scenario.victimReference)
         #expect(scenario.harness.stop() == 0)
         try scenario.harness.start()
-        let result = ReadResult()
-        Thread.detachNewThread {
+        let result = ReadResult.started {
             var buffer = [UInt8](repeating: 0, count: 4096)
             let count = pread(fd, &buffer, buffer.count, 1 << 20)
-            let outcome: Result<[UInt8], SyscallError> =
-                count < 0 ? .failure(SyscallError(call: "pread", errno: errno)) : .success(Array(buffer[0..<count]))
-            result.withLock { $0 = outcome }
+            return count < 0 ? .failure(SyscallError(call: "pread", errno: errno)) : .success(Array(buffer[0..<count]))
         }
         let finished = try await Self.waitFor(seconds: 60) { result.withLock { $0 } != nil }
         #expect(finished, "the reader never finished")
@@ -473,6 +462,16 @@ extension TrustAttackTests {
     final class ReadResult: Sendable {
         private let value = Mutex<Result<[UInt8], SyscallError>?>(nil)
         func withLock<T>(_ body: (inout Result<[UInt8], SyscallError>?) -> T) -> T { value.withLock { body(&$0) } }
+
+        /// Runs `read` on a thread of its own (it may block in the kernel for as long as the test lets it).
+        static func started(_ read: @escaping @Sendable () -> Result<[UInt8], SyscallError>) -> ReadResult {
+            let result = ReadResult()
+            Thread.detachNewThread {
+                let outcome = read()
+                result.withLock { $0 = outcome }
+            }
+            return result
+        }
     }
 
     /// Polls `condition` every 50 ms until it holds or `seconds` pass; whether it held.
@@ -500,11 +499,7 @@ extension TrustAttackTests {
         let expected = scenario.victimFiles[Self.tool]!
 
         let twinReference = "\(scenario.registry.host)/twin:v1"
-        let reading = ReadResult()
-        Thread.detachNewThread {
-            let bytes = Self.coldRead(victim + "/" + Self.tool)
-            reading.withLock { $0 = bytes }
-        }
+        let reading = ReadResult.started { Self.coldRead(victim + "/" + Self.tool) }
         let socket = scenario.harness.socket
         let results = try await withThrowingTaskGroup(of: (String, Int32, String).self) { group in
             for reference in [twinReference, poisoner.reference] {

@@ -244,6 +244,10 @@ extension BlobEngine {
                 let blob = registered[position]
                 let indexes = chosen[position] ?? []
                 let readiness = blob.evictionReadiness(cutoff: cutoff, grace: grace)
+                if case .settling(let until) = readiness {
+                    outcome.kept(indexes.count, until: until, rearm: true)
+                    continue
+                }
                 if let handler, !handler.call(blob.id) {
                     logger.warning("chunks kept: the front end could not re-arm the blob's reads", metadata: ["blob.id": "\(blob.id)"])
                     continue
@@ -252,9 +256,8 @@ extension BlobEngine {
                 switch readiness {
                 case .ready(let count):
                     reports = count
-                case .settling(let until):
-                    outcome.kept(indexes.count, until: until, rearm: true)
-                    continue
+                case .settling:
+                    continue  // kept above
                 case .needsRearm(let count):
                     // Reported complete, the kernel may read it with no event (no `lastUsed`): a read let through
                     // just before the re-arm may still be reading. Its chunks go once the grace has passed.
